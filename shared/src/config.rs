@@ -1,0 +1,339 @@
+//! The typed configuration of the public contract's environment variables.
+//!
+//! Every binary loads one [`Config`] at start-up with [`Config::from_env`]. Each variable has an
+//! embedded default so the binaries run with no configuration at all; a value that is set but
+//! invalid stops start-up with an error naming the variable. Secrets are [`SecretString`]s and
+//! print as `[REDACTED]` in `Debug` output.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The signing secret used when neither `STRIPE_WEBHOOK_SECRET` nor `DATABASE_URL` is set: local
+/// development only. With `DATABASE_URL` set, a missing secret is an error (see
+/// [`Config::require_webhook_secrets`]), so a deployment can never run on this secret by mistake.
+pub const DEV_WEBHOOK_SECRET: &str = "whsec_stripe_ledger_local_development_only";
+
+/// Default largest accepted webhook body: Stripe events are a few KiB, rarely above 100 KiB.
+pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// An invalid variable: start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self { var, reason: reason.into() }
+    }
+}
+
+/// Log output format (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, one line per event (default).
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Where the events come from.
+#[derive(Debug, Clone)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL` is set.
+    Url(SecretString),
+    /// `DATABASE_URL` is unset: a local cluster under this directory is started or reused.
+    Embedded {
+        /// `LEDGER_DATA_DIR`, default `./.data`.
+        data_dir: PathBuf,
+    },
+}
+
+/// Everything the binaries read from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`, or the embedded cluster when unset.
+    pub database: DatabaseSource,
+    /// `DATABASE_MAX_CONNECTIONS` (default 16): pool size per process.
+    pub database_max_connections: u32,
+    /// `STRIPE_WEBHOOK_SECRET`, comma-separated for rotation; empty when unset with `DATABASE_URL` set.
+    pub webhook_secrets: Vec<SecretString>,
+    /// True when [`DEV_WEBHOOK_SECRET`] is in use.
+    pub dev_webhook_secret: bool,
+    /// `STRIPE_WEBHOOK_TOLERANCE_SECS` (default 300): accepted distance of the signature timestamp
+    /// from now, in both directions.
+    pub webhook_tolerance: Duration,
+    /// `INGEST_BODY_LIMIT_BYTES` (default 1 MiB): larger bodies get 413.
+    pub ingest_body_limit: usize,
+    /// `INGEST_MAX_BATCH` (default 512): most events one group commit carries.
+    pub ingest_max_batch: usize,
+    /// `INGEST_INSTANCE_ID` (default `<hostname>:<pid>`): stored as `received_by`.
+    pub ingest_instance_id: String,
+    /// `INGEST_ADDR` (default 127.0.0.1:3005).
+    pub ingest_addr: SocketAddr,
+    /// `PROJECTOR_ADDR` (default 127.0.0.1:3006).
+    pub projector_addr: SocketAddr,
+    /// `CATALOG_PATH`: the price catalog (used by the projector).
+    pub catalog_path: Option<PathBuf>,
+    /// `PROVISIONER_URL`.
+    pub provisioner_url: Option<String>,
+    /// `PROVISIONER_API_KEY`.
+    pub provisioner_api_key: Option<SecretString>,
+    /// `SMTP_URL` (may carry credentials).
+    pub smtp_url: Option<SecretString>,
+    /// `MAIL_FROM`.
+    pub mail_from: Option<String>,
+    /// `ADMIN_EMAIL`.
+    pub admin_email: Option<String>,
+    /// `STRIPE_API_KEY` (backfill).
+    pub stripe_api_key: Option<SecretString>,
+    /// `STRIPE_API_BASE` (default `https://api.stripe.com`).
+    pub stripe_api_base: String,
+    /// `LOG_FORMAT`: `pretty` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Builds the config from explicit variables (tests pass their own; nothing reads or sets the
+    /// process environment here).
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars: HashMap<String, String> =
+            vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        // An empty variable counts as unset, as shells and compose files often export `X=`.
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let database = match get("DATABASE_URL") {
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::new(
+                        "DATABASE_URL",
+                        "must start with postgres:// or postgresql://",
+                    ));
+                }
+                DatabaseSource::Url(SecretString::from(url.to_owned()))
+            }
+            None => DatabaseSource::Embedded {
+                data_dir: get("LEDGER_DATA_DIR").map_or_else(|| PathBuf::from(".data"), PathBuf::from),
+            },
+        };
+
+        let (webhook_secrets, dev_webhook_secret) = match get("STRIPE_WEBHOOK_SECRET") {
+            Some(list) => (parse_secrets(list)?, false),
+            None if matches!(database, DatabaseSource::Embedded { .. }) => {
+                (vec![SecretString::from(DEV_WEBHOOK_SECRET)], true)
+            }
+            None => (Vec::new(), false),
+        };
+
+        let tolerance_secs: u64 = parse_number(get("STRIPE_WEBHOOK_TOLERANCE_SECS"), "STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?;
+        if tolerance_secs == 0 {
+            return Err(ConfigError::new("STRIPE_WEBHOOK_TOLERANCE_SECS", "must be at least 1"));
+        }
+        let ingest_body_limit: usize =
+            parse_number(get("INGEST_BODY_LIMIT_BYTES"), "INGEST_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT_BYTES)?;
+        if ingest_body_limit < 1024 {
+            return Err(ConfigError::new("INGEST_BODY_LIMIT_BYTES", "must be at least 1024"));
+        }
+        let ingest_max_batch: usize = parse_number(get("INGEST_MAX_BATCH"), "INGEST_MAX_BATCH", 512)?;
+        if !(1..=10_000).contains(&ingest_max_batch) {
+            return Err(ConfigError::new("INGEST_MAX_BATCH", "must be between 1 and 10000"));
+        }
+        let database_max_connections: u32 =
+            parse_number(get("DATABASE_MAX_CONNECTIONS"), "DATABASE_MAX_CONNECTIONS", 16)?;
+        if database_max_connections < 2 {
+            return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 2"));
+        }
+
+        let stripe_api_base = get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com");
+        if !(stripe_api_base.starts_with("http://") || stripe_api_base.starts_with("https://")) {
+            return Err(ConfigError::new("STRIPE_API_BASE", "must be an http:// or https:// URL"));
+        }
+        let provisioner_url = get("PROVISIONER_URL").map(str::to_owned);
+        if let Some(url) = &provisioner_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::new("PROVISIONER_URL", "must be an http:// or https:// URL"));
+        }
+
+        let log_format = match get("LOG_FORMAT") {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is neither `pretty` nor `json`")));
+            }
+        };
+
+        Ok(Self {
+            database,
+            database_max_connections,
+            webhook_secrets,
+            dev_webhook_secret,
+            webhook_tolerance: Duration::from_secs(tolerance_secs),
+            ingest_body_limit,
+            ingest_max_batch,
+            ingest_instance_id: get("INGEST_INSTANCE_ID").map_or_else(default_instance_id, str::to_owned),
+            ingest_addr: parse_addr(get("INGEST_ADDR"), "INGEST_ADDR", "127.0.0.1:3005")?,
+            projector_addr: parse_addr(get("PROJECTOR_ADDR"), "PROJECTOR_ADDR", "127.0.0.1:3006")?,
+            catalog_path: get("CATALOG_PATH").map(PathBuf::from),
+            provisioner_url,
+            provisioner_api_key: get("PROVISIONER_API_KEY").map(|v| SecretString::from(v.to_owned())),
+            smtp_url: get("SMTP_URL").map(|v| SecretString::from(v.to_owned())),
+            mail_from: get("MAIL_FROM").map(str::to_owned),
+            admin_email: get("ADMIN_EMAIL").map(str::to_owned),
+            stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
+            stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
+            log_format,
+        })
+    }
+
+    /// The webhook secrets, or an error naming `STRIPE_WEBHOOK_SECRET` when there are none
+    /// (ingest calls this at start-up; other binaries do not need a secret).
+    pub fn require_webhook_secrets(&self) -> Result<&[SecretString], ConfigError> {
+        if self.webhook_secrets.is_empty() {
+            return Err(ConfigError::new(
+                "STRIPE_WEBHOOK_SECRET",
+                "is required when DATABASE_URL is set (comma-separate several secrets during rotation)",
+            ));
+        }
+        Ok(&self.webhook_secrets)
+    }
+}
+
+fn parse_secrets(list: &str) -> Result<Vec<SecretString>, ConfigError> {
+    let mut secrets = Vec::new();
+    for (index, part) in list.split(',').enumerate() {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(ConfigError::new(
+                "STRIPE_WEBHOOK_SECRET",
+                format!("entry {} of the comma-separated list is empty", index + 1),
+            ));
+        }
+        secrets.push(SecretString::from(part.to_owned()));
+    }
+    Ok(secrets)
+}
+
+fn parse_number<T: std::str::FromStr>(value: Option<&str>, var: &'static str, default: T) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .map_err(|_| ConfigError::new(var, format!("`{text}` is not a non-negative whole number"))),
+    }
+}
+
+fn parse_addr(value: Option<&str>, var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or(default);
+    text.parse()
+        .map_err(|_| ConfigError::new(var, format!("`{text}` is not a socket address such as 127.0.0.1:3005")))
+}
+
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Exposes a secret's value for the one call that needs it (kept here so grep finds every use).
+pub fn expose(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    #[test]
+    fn no_variables_gives_the_embedded_defaults() {
+        let config = config(&[]).expect("defaults are valid");
+        assert!(matches!(config.database, DatabaseSource::Embedded { ref data_dir } if data_dir == &PathBuf::from(".data")));
+        assert!(config.dev_webhook_secret);
+        assert_eq!(config.webhook_secrets.len(), 1);
+        assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
+        assert_eq!(config.ingest_addr, "127.0.0.1:3005".parse().expect("valid"));
+        assert_eq!(config.projector_addr, "127.0.0.1:3006".parse().expect("valid"));
+        assert_eq!(config.ingest_body_limit, 1024 * 1024);
+        assert_eq!(config.stripe_api_base, "https://api.stripe.com");
+    }
+
+    #[test]
+    fn a_database_url_without_a_secret_is_refused_by_ingest() {
+        let config = config(&[("DATABASE_URL", "postgres://u@h/db")]).expect("valid");
+        assert!(!config.dev_webhook_secret);
+        let err = config.require_webhook_secrets().expect_err("no secret");
+        assert_eq!(err.var, "STRIPE_WEBHOOK_SECRET");
+    }
+
+    #[test]
+    fn several_secrets_are_split_on_commas() {
+        let config = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b")]).expect("valid");
+        let secrets: Vec<&str> = config.webhook_secrets.iter().map(expose).collect();
+        assert_eq!(secrets, ["whsec_a", "whsec_b"]);
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a,,whsec_b"),
+            ("STRIPE_WEBHOOK_TOLERANCE_SECS", "five"),
+            ("STRIPE_WEBHOOK_TOLERANCE_SECS", "0"),
+            ("INGEST_ADDR", "localhost"),
+            ("PROJECTOR_ADDR", "3006"),
+            ("INGEST_BODY_LIMIT_BYTES", "-1"),
+            ("INGEST_MAX_BATCH", "0"),
+            ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_MAX_CONNECTIONS", "1"),
+            ("STRIPE_API_BASE", "api.stripe.com"),
+            ("PROVISIONER_URL", "ftp://x"),
+            ("LOG_FORMAT", "xml"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, *var, "{var}={value}");
+            assert!(err.to_string().starts_with(&format!("invalid {var}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let config = config(&[
+            ("DATABASE_URL", "postgres://user:hunter2@db/ledger"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
+            ("STRIPE_API_KEY", "sk_live_topsecret"),
+            ("PROVISIONER_API_KEY", "prov_topsecret"),
+            ("SMTP_URL", "smtp://u:mailsecret@mx"),
+        ])
+        .expect("valid");
+        let debug = format!("{config:?}");
+        for secret in ["hunter2", "whsec_topsecret", "sk_live_topsecret", "prov_topsecret", "mailsecret"] {
+            assert!(!debug.contains(secret), "{secret} leaked into {debug}");
+        }
+        assert!(debug.contains("REDACTED"));
+    }
+}

@@ -1,0 +1,100 @@
+//! The database edge every binary shares: URL resolution, the pool and the one migrator.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::{Config, DatabaseSource};
+use crate::embedded::LocalCluster;
+
+/// The one migrator: `migrations/` at the workspace root, embedded in every binary and test.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// The name of the database the embedded cluster serves.
+pub const EMBEDDED_DATABASE: &str = "stripe_ledger";
+
+/// Resolves the database to use: `DATABASE_URL`, or the embedded cluster (started or reused).
+pub async fn resolve_url(config: &Config) -> anyhow::Result<SecretString> {
+    match &config.database {
+        DatabaseSource::Url(url) => Ok(url.clone()),
+        DatabaseSource::Embedded { data_dir } => {
+            let cluster = LocalCluster::new(data_dir.clone());
+            let server = cluster.ensure_running().await.context("starting the embedded PostgreSQL")?;
+            ensure_database(&server, EMBEDDED_DATABASE).await?;
+            let url = server.database_url(EMBEDDED_DATABASE);
+            tracing::info!(database_url = %url, data_dir = %cluster.data_dir().display(), "using the embedded PostgreSQL");
+            Ok(SecretString::from(url))
+        }
+    }
+}
+
+/// Creates `name` on the server if it does not exist yet.
+pub async fn ensure_database(server: &crate::embedded::Server, name: &str) -> anyhow::Result<()> {
+    let admin = PgPool::connect_with(server.options("postgres")).await.context("connecting to the postgres database")?;
+    // Not compile-checked: this runs against the `postgres` maintenance database, before any
+    // migration, and CREATE DATABASE takes an identifier, not a bind parameter.
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&admin)
+        .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0");
+        match sqlx::query(&sql).execute(&admin).await {
+            Ok(_) => {}
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    admin.close().await;
+    Ok(())
+}
+
+/// Pool settings for a service.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Most connections.
+    pub max_connections: u32,
+    /// How long a caller waits for a connection (or for a connect) before the database counts
+    /// as unavailable; ingest keeps this short so Stripe gets a 503 well within its timeout.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3) }
+    }
+}
+
+/// Connects a pool lazily: the binaries start (and answer `/healthz`) while the database is down.
+pub fn connect_lazy(url: &SecretString, settings: PoolSettings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url.expose_secret()).context("parsing DATABASE_URL")?;
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying migrations")
+}
+
+/// True when the error means "the database cannot be reached right now" (503, retry later), as
+/// opposed to a bug or bad data (500).
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // 08: connection exception; 57P: operator intervention (shutdown, crash recovery);
+            // 53: insufficient resources; 55P03: lock_not_available (lock_timeout); 25006 read-only standby.
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") || code == "55P03" || code == "25006"
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,182 @@
+//! Decoding of the Stripe event envelope: the fields ingest needs to store and index an event.
+//!
+//! Only the envelope is read (`id`, `type`, `created`, `api_version`, `livemode` and the id, type
+//! and customer of `data.object`); every other field, present or future, is ignored, so a new API
+//! version never makes ingest reject an event.
+
+use serde::Deserialize;
+
+/// Why a body is not a Stripe event.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not JSON, or the envelope fields have the wrong types.
+    #[error("the body is not a Stripe event: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// `object` is not `"event"` (for example a thin `v2.core.event`, which we do not accept).
+    #[error("the body is not a Stripe event: object is `{0}`, expected `event`")]
+    NotAnEvent(String),
+    /// `id` does not start with `evt_`.
+    #[error("the body is not a Stripe event: id `{0}` does not start with evt_")]
+    BadId(String),
+    /// `type` is empty.
+    #[error("the body is not a Stripe event: type is empty")]
+    EmptyType,
+}
+
+/// The envelope of a Stripe event, as stored beside its raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `id` (`evt_...`): the identity of the event.
+    pub id: String,
+    /// `type`, e.g. `customer.subscription.updated`.
+    pub event_type: String,
+    /// `api_version` the payload is rendered in (null for some old events).
+    pub api_version: Option<String>,
+    /// `created`, unix seconds.
+    pub created: i64,
+    /// `livemode`.
+    pub livemode: bool,
+    /// `data.object.object`, e.g. `subscription`.
+    pub object_type: Option<String>,
+    /// `data.object.id`.
+    pub object_id: Option<String>,
+    /// The customer the event concerns: `data.object.id` for customer objects, else
+    /// `data.object.customer` (a plain id or an expanded object).
+    pub customer_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    id: String,
+    object: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    api_version: Option<String>,
+    created: i64,
+    livemode: bool,
+    data: RawData,
+}
+
+#[derive(Deserialize)]
+struct RawData {
+    object: RawObject,
+}
+
+#[derive(Deserialize)]
+struct RawObject {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    object: Option<String>,
+    #[serde(default)]
+    customer: Option<CustomerRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CustomerRef {
+    Id(String),
+    Expanded { id: String },
+}
+
+/// Decodes and checks the envelope of a raw webhook body.
+pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
+    let raw: RawEnvelope = serde_json::from_slice(body)?;
+    if raw.object != "event" {
+        return Err(EnvelopeError::NotAnEvent(raw.object));
+    }
+    if !raw.id.starts_with("evt_") || raw.id.len() <= 4 {
+        return Err(EnvelopeError::BadId(raw.id));
+    }
+    if raw.event_type.trim().is_empty() {
+        return Err(EnvelopeError::EmptyType);
+    }
+    let object = raw.data.object;
+    let customer_id = if object.object.as_deref() == Some("customer") {
+        object.id.clone()
+    } else {
+        object.customer.map(|c| match c {
+            CustomerRef::Id(id) | CustomerRef::Expanded { id } => id,
+        })
+    };
+    Ok(Envelope {
+        id: raw.id,
+        event_type: raw.event_type,
+        api_version: raw.api_version,
+        created: raw.created,
+        livemode: raw.livemode,
+        object_type: object.object,
+        object_id: object.id,
+        customer_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(object: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "id": "evt_1MqqbKLt4dXK03v5qaIbiNCC",
+            "object": "event",
+            "api_version": "2025-03-31.basil",
+            "created": 1680064028,
+            "data": { "object": object, "previous_attributes": {} },
+            "livemode": false,
+            "pending_webhooks": 1,
+            "request": { "id": "req_1", "idempotency_key": null },
+            "type": "customer.subscription.updated",
+            "some_future_field": { "nested": [1, 2, 3] }
+        }))
+        .expect("serializable")
+    }
+
+    #[test]
+    fn a_subscription_event_yields_its_object_and_customer() {
+        let env = decode(&event(json!({"id": "sub_1", "object": "subscription", "customer": "cus_9"}))).expect("event");
+        assert_eq!(env.id, "evt_1MqqbKLt4dXK03v5qaIbiNCC");
+        assert_eq!(env.event_type, "customer.subscription.updated");
+        assert_eq!(env.api_version.as_deref(), Some("2025-03-31.basil"));
+        assert_eq!(env.created, 1680064028);
+        assert!(!env.livemode);
+        assert_eq!(env.object_type.as_deref(), Some("subscription"));
+        assert_eq!(env.object_id.as_deref(), Some("sub_1"));
+        assert_eq!(env.customer_id.as_deref(), Some("cus_9"));
+    }
+
+    #[test]
+    fn a_customer_event_is_its_own_customer() {
+        let env = decode(&event(json!({"id": "cus_1", "object": "customer", "email": "a@b.c"}))).expect("event");
+        assert_eq!(env.customer_id.as_deref(), Some("cus_1"));
+    }
+
+    #[test]
+    fn an_expanded_or_null_customer_is_read() {
+        let env = decode(&event(json!({"id": "in_1", "object": "invoice", "customer": {"id": "cus_x", "object": "customer"}})))
+            .expect("event");
+        assert_eq!(env.customer_id.as_deref(), Some("cus_x"));
+        let env = decode(&event(json!({"id": "pi_1", "object": "payment_intent", "customer": null}))).expect("event");
+        assert_eq!(env.customer_id, None);
+    }
+
+    #[test]
+    fn things_that_are_not_stripe_events_are_refused() {
+        assert!(matches!(decode(b"not json"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(decode(b"{}"), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(decode(br#"{"id":"evt_1","object":"event","type":"x","created":"yesterday","livemode":false,"data":{"object":{}}}"#), Err(EnvelopeError::Malformed(_))));
+        assert!(matches!(
+            decode(br#"{"id":"evt_1","object":"v2.core.event","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#),
+            Err(EnvelopeError::NotAnEvent(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"id":"cus_1","object":"event","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#),
+            Err(EnvelopeError::BadId(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"id":"evt_1","object":"event","type":" ","created":1,"livemode":false,"data":{"object":{}}}"#),
+            Err(EnvelopeError::EmptyType)
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! What every stripe-ledger binary shares.
+//!
+//! - [`config`]: the typed configuration of the public contract's environment variables, with
+//!   embedded defaults, validated once.
+//! - [`signature`]: Stripe webhook signature verification, a pure function.
+//! - [`envelope`]: decoding of the Stripe event envelope (id, type, created, object ids).
+//! - [`db`]: the connection pool, the one migrator and the database URL resolution.
+//! - [`embedded`]: the local PostgreSQL cluster under `./.data/` used when `DATABASE_URL` is unset.
+//! - [`telemetry`]: the tracing subscriber.
+//! - [`shutdown`]: the shutdown signal as a `CancellationToken`.
+
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod envelope;
+pub mod shutdown;
+pub mod signature;
+pub mod telemetry;
