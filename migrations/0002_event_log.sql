@@ -209,5 +209,3 @@ REVOKE ALL ON FUNCTION ledger.try_parse_jsonb(bytea) FROM PUBLIC;
 GRANT USAGE ON SCHEMA ledger TO ledger_ingest, ledger_projector;
 GRANT EXECUTE ON FUNCTION ledger.append_events(text[], text[], text[], boolean[], bigint[], text[], text[], text[], bytea[], text[], text, text) TO ledger_ingest;
 GRANT SELECT ON ledger.events TO ledger_projector;
--- A stuck appender must not hold the global append lock forever.
-ALTER ROLE ledger_ingest SET idle_in_transaction_session_timeout = '10s';

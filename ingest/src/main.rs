@@ -1,1 +1,31 @@
-fn main() {}
+use anyhow::Context;
+use ingest::{Application, IngestSettings};
+use shared::config::{Config, DEV_WEBHOOK_SECRET};
+use shared::db::{self, PoolSettings};
+use std::time::Duration;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    shared::telemetry::init(config.log_format);
+    let settings = IngestSettings::from_config(&config)?;
+    let url = db::resolve_url(&config).await?;
+    let pool = db::connect_lazy(
+        &url,
+        PoolSettings {
+            max_connections: config.database_max_connections,
+            acquire_timeout: Duration::from_secs(2),
+        },
+    )?;
+    db::migrate(&pool)
+        .await
+        .context("is the database reachable at DATABASE_URL?")?;
+    let app = Application::build(settings, pool).await?;
+    if config.dev_webhook_secret {
+        let addr = app.local_addr();
+        println!(
+            "\nstripe-ledger ingest (local development)\n  webhook URL:    http://{addr}/webhooks/stripe\n  signing secret: {DEV_WEBHOOK_SECRET}\n  send a signed sample event:  scripts/send-sample-event http://{addr}/webhooks/stripe\n  metrics: http://{addr}/metrics   readiness: http://{addr}/readyz\n"
+        );
+    }
+    app.run_until_stopped(shared::shutdown::on_signal()).await
+}

@@ -80,8 +80,14 @@ impl LocalCluster {
             let _lock = lock(&root)?;
             let data = root.join("pg").join("data");
             if is_running(&data)? {
-                run_pg(Command::new("pg_ctl").arg("stop").arg("-D").arg(&data).args(["-m", "fast", "-w", "-t", "60"]))
-                    .context("pg_ctl stop")?;
+                run_pg(
+                    Command::new("pg_ctl")
+                        .arg("stop")
+                        .arg("-D")
+                        .arg(&data)
+                        .args(["-m", "fast", "-w", "-t", "60"]),
+                )
+                .context("pg_ctl stop")?;
             }
             Ok(())
         })
@@ -101,7 +107,11 @@ fn ensure_running_blocking(root: &Path) -> anyhow::Result<Server> {
     if !data.join("PG_VERSION").exists() {
         fs::create_dir_all(&pg_dir)?;
         if as_root {
-            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&pg_dir)).context("chown to postgres")?;
+            run(Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&pg_dir))
+            .context("chown to postgres")?;
             let reachable = Command::new("runuser")
                 .args(["-u", "postgres", "--", "test", "-w"])
                 .arg(&pg_dir)
@@ -116,15 +126,22 @@ fn ensure_running_blocking(root: &Path) -> anyhow::Result<Server> {
             }
         }
         tracing::info!(data_dir = %data.display(), "creating the embedded PostgreSQL cluster");
-        run_pg(
-            Command::new("initdb")
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]),
-        )
+        run_pg(Command::new("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]))
         .context("initdb (are the PostgreSQL server binaries on PATH?)")?;
         let conf = data.join("postgresql.conf");
-        OpenOptions::new().append(true).open(&conf)?.write_all(SERVER_SETTINGS.as_bytes())?;
+        OpenOptions::new()
+            .append(true)
+            .open(&conf)?
+            .write_all(SERVER_SETTINGS.as_bytes())?;
         fs::write(&port_file, free_port()?.to_string())?;
     }
 
@@ -195,7 +212,10 @@ fn running_as_root() -> bool {
 fn pg_command(command: &mut Command) -> Command {
     if running_as_root() {
         let mut wrapped = Command::new("runuser");
-        wrapped.args(["-u", "postgres", "--"]).arg(command.get_program()).args(command.get_args());
+        wrapped
+            .args(["-u", "postgres", "--"])
+            .arg(command.get_program())
+            .args(command.get_args());
         wrapped
     } else {
         let mut plain = Command::new(command.get_program());
@@ -209,7 +229,9 @@ fn run_pg(command: &mut Command) -> anyhow::Result<Output> {
 }
 
 fn run(command: &mut Command) -> anyhow::Result<Output> {
-    let output = command.output().with_context(|| format!("running {:?}", command.get_program()))?;
+    let output = command
+        .output()
+        .with_context(|| format!("running {:?}", command.get_program()))?;
     if !output.status.success() {
         bail!(
             "{:?} failed ({}): {}{}",

@@ -4,6 +4,7 @@
 //!   embedded defaults, validated once.
 //! - [`signature`]: Stripe webhook signature verification, a pure function.
 //! - [`envelope`]: decoding of the Stripe event envelope (id, type, created, object ids).
+//! - [`log`]: the one append path into `ledger.events` (group commit, dedupe, hash chain).
 //! - [`db`]: the connection pool, the one migrator and the database URL resolution.
 //! - [`embedded`]: the local PostgreSQL cluster under `./.data/` used when `DATABASE_URL` is unset.
 //! - [`telemetry`]: the tracing subscriber.
@@ -13,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod envelope;
+pub mod log;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

@@ -1,0 +1,106 @@
+//! Building and running one ingest instance.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use shared::config::{Config, ConfigError};
+use shared::signature::Tolerance;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::appender;
+use crate::metrics::Metrics;
+use crate::routes::{AppState, router};
+
+/// What one ingest instance needs besides its pool.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Where to listen (port 0 picks a free port, as tests do).
+    pub addr: SocketAddr,
+    /// Signing secrets (rotation: several).
+    pub secrets: Vec<SecretString>,
+    /// Signature timestamp tolerance.
+    pub tolerance: Tolerance,
+    /// Largest accepted body in bytes.
+    pub body_limit: usize,
+    /// Most events per group commit.
+    pub max_batch: usize,
+    /// Stored as `received_by`.
+    pub instance_id: String,
+}
+
+impl IngestSettings {
+    /// The settings from the validated config; fails when no webhook secret is configured.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        Ok(Self {
+            addr: config.ingest_addr,
+            secrets: config.require_webhook_secrets()?.to_vec(),
+            tolerance: Tolerance::Secs(config.webhook_tolerance.as_secs()),
+            body_limit: config.ingest_body_limit,
+            max_batch: config.ingest_max_batch,
+            instance_id: config.ingest_instance_id.clone(),
+        })
+    }
+}
+
+/// A bound, ready-to-serve ingest instance.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    appender: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Binds the listener and starts the appender.
+    pub async fn build(settings: IngestSettings, pool: PgPool) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .with_context(|| format!("binding INGEST_ADDR {}", settings.addr))?;
+        let metrics = Arc::new(Metrics::default());
+        let (handle, appender) = appender::spawn(
+            pool.clone(),
+            settings.max_batch,
+            settings.instance_id.clone(),
+            metrics.clone(),
+        );
+        let state = AppState {
+            secrets: settings.secrets.into(),
+            tolerance: settings.tolerance,
+            body_limit: settings.body_limit,
+            appender: handle,
+            pool,
+            metrics,
+        };
+        Ok(Self {
+            listener,
+            state,
+            appender,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
+    /// (their events are appended and answered) and waits for the appender to drain.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        tracing::info!(%addr, "ingest listening");
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .context("serving HTTP")?;
+        // The router (and with it every appender handle) is gone: the appender drains and ends.
+        self.appender.await.context("appender task")?;
+        tracing::info!("ingest stopped");
+        Ok(())
+    }
+}

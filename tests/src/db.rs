@@ -1,0 +1,97 @@
+//! A fresh, migrated database per test.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use shared::embedded::LocalCluster;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::sync::OnceCell;
+
+/// The workspace root (where `.data/` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();
+
+/// Connect options for the test server's maintenance database: `DATABASE_URL` when set (its role
+/// needs CREATEDB and CREATEROLE), else the embedded cluster, started on first use.
+pub async fn server_options() -> PgConnectOptions {
+    SERVER
+        .get_or_init(|| async {
+            match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.trim().is_empty() => {
+                    PgConnectOptions::from_str(&url).expect("DATABASE_URL parses")
+                }
+                _ => {
+                    let cluster = LocalCluster::new(workspace_root().join(".data"));
+                    let server = cluster
+                        .ensure_running()
+                        .await
+                        .expect("embedded PostgreSQL starts");
+                    server.options("postgres")
+                }
+            }
+        })
+        .await
+        .clone()
+}
+
+/// A database created for one test and migrated with the project's migrator.
+pub struct TestDb {
+    /// Pool connected as the owner (the migrating role).
+    pub pool: PgPool,
+    /// Connect options of this database.
+    pub options: PgConnectOptions,
+    /// Database name.
+    pub name: String,
+}
+
+impl TestDb {
+    /// Creates and migrates a new database.
+    pub async fn new() -> Self {
+        let server = server_options().await;
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(server.clone())
+            .await
+            .expect("connect to server");
+        sqlx::query(&format!(
+            "CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0"
+        ))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+        admin.close().await;
+        let options = server.database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.clone())
+            .await
+            .expect("connect");
+        shared::db::migrate(&pool).await.expect("migrations apply");
+        Self {
+            pool,
+            options,
+            name,
+        }
+    }
+
+    /// A new pool on this database, for a service under test.
+    pub fn service_pool(&self, max_connections: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(2))
+            .connect_lazy_with(self.options.clone())
+    }
+
+    /// Number of rows in the event log.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM ledger.events"#)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+}

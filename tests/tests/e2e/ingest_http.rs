@@ -1,0 +1,209 @@
+//! The webhook endpoint over real HTTP against real PostgreSQL.
+
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::stripe::{self, SECRET};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+#[tokio::test]
+async fn an_accepted_event_is_stored_byte_exact_with_its_envelope() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let id = stripe::event_id();
+    // Pretty-printed, non-ASCII, Stripe's own example subscription: the stored bytes must be these.
+    let mut sub = stripe::subscription("sub_byte_exact", "cus_byte_exact", "active");
+    sub["metadata"] = json!({ "note": "Zoë — 日本 🚀", "spaces": "  kept  " });
+    let body = serde_json::to_vec_pretty(&stripe::event(
+        &id,
+        "customer.subscription.created",
+        1_680_064_028,
+        sub,
+    ))
+    .expect("serializable");
+    let signature = stripe::sign(&body);
+
+    let response = ingest.post(body.clone(), Some(&signature)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.expect("json"),
+        json!({ "received": true })
+    );
+
+    let row = sqlx::query!(
+        r#"SELECT position, stripe_event_id, event_type, api_version, livemode, created, source,
+                  received_by, object_type, object_id, customer_id, raw_body, stripe_signature,
+                  body_sha256, payload->>'id' AS payload_id, prev_hash, chain_hash
+           FROM ledger.events"#
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("exactly one row");
+    assert_eq!(row.raw_body, body, "raw body must be byte-identical");
+    assert_eq!(row.body_sha256, Sha256::digest(&body).to_vec());
+    assert_eq!(row.stripe_signature.as_deref(), Some(signature.as_str()));
+    assert_eq!(row.position, 1);
+    assert_eq!(row.stripe_event_id, id);
+    assert_eq!(row.event_type, "customer.subscription.created");
+    assert_eq!(row.api_version.as_deref(), Some("2022-11-15"));
+    assert!(!row.livemode);
+    assert_eq!(row.created.timestamp(), 1_680_064_028);
+    assert_eq!(row.source, "webhook");
+    assert_eq!(row.received_by, "test-ingest");
+    assert_eq!(row.object_type.as_deref(), Some("subscription"));
+    assert_eq!(row.object_id.as_deref(), Some("sub_byte_exact"));
+    assert_eq!(row.customer_id.as_deref(), Some("cus_byte_exact"));
+    assert_eq!(row.payload_id.as_deref(), Some(id.as_str()));
+    assert_eq!(row.prev_hash, None);
+    assert_eq!(row.chain_hash.len(), 32);
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_redelivered_event_gets_200_and_no_second_row() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let id = stripe::event_id();
+    let body = serde_json::to_vec(&stripe::event(
+        &id,
+        "customer.created",
+        stripe::now(),
+        stripe::customer("cus_dup"),
+    ))
+    .expect("serializable");
+    assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    // Stripe's retry (fresh signature) and a differently rendered copy of the same id.
+    assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    let mut other_rendering = stripe::event(
+        &id,
+        "customer.created",
+        stripe::now(),
+        stripe::customer("cus_dup"),
+    );
+    other_rendering["api_version"] = json!("2025-03-31.basil");
+    let other = serde_json::to_vec_pretty(&other_rendering).expect("serializable");
+    assert_eq!(ingest.post_signed(&other).await.status(), 200);
+
+    // Many concurrent deliveries of one new event: all acknowledged, one row.
+    let racing_id = stripe::event_id();
+    let racing = serde_json::to_vec(&stripe::event(
+        &racing_id,
+        "invoice.paid",
+        stripe::now(),
+        stripe::object("invoice"),
+    ))
+    .expect("serializable");
+    let posts = (0..20).map(|_| ingest.post_signed(&racing));
+    for response in futures::future::join_all(posts).await {
+        assert_eq!(response.status(), 200);
+    }
+
+    let stored: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT stripe_event_id, raw_body FROM ledger.events ORDER BY position")
+            .fetch_all(&db.pool)
+            .await
+            .expect("rows");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0], (id, body), "the first copy is the one kept");
+    assert_eq!(stored[1].0, racing_id);
+    let (_, metrics) = ingest.get("/metrics").await;
+    assert!(metrics.contains("ingest_duplicates_total 21"), "{metrics}");
+    assert!(
+        metrics.contains(r#"ingest_requests_total{outcome="appended"} 2"#),
+        "{metrics}"
+    );
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn rejected_requests_get_their_status_a_metric_and_no_row() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let body = serde_json::to_vec(&stripe::event(
+        &stripe::event_id(),
+        "customer.created",
+        stripe::now(),
+        stripe::customer("cus_x"),
+    ))
+    .expect("serializable");
+
+    // Missing signature.
+    assert_eq!(ingest.post(body.clone(), None).await.status(), 400);
+    // Signed with another secret.
+    let forged = shared::signature::sign_header("whsec_attacker", stripe::now(), &body);
+    let response = ingest.post(body.clone(), Some(&forged)).await;
+    assert_eq!(response.status(), 400);
+    let answer: serde_json::Value = response.json().await.expect("json error body");
+    assert_eq!(answer["reason"], "signature_mismatch");
+    // Body changed by one byte after signing.
+    let signature = stripe::sign(&body);
+    let mut tampered = body.clone();
+    let at = tampered
+        .iter()
+        .position(|b| *b == b'x')
+        .expect("an x in the body");
+    tampered[at] = b'y';
+    assert_eq!(ingest.post(tampered, Some(&signature)).await.status(), 400);
+    // Too old.
+    let old = shared::signature::sign_header(SECRET, stripe::now() - 3600, &body);
+    assert_eq!(ingest.post(body.clone(), Some(&old)).await.status(), 400);
+    // Authentic but not a Stripe event.
+    let not_event = br#"{"id":"cus_123","object":"customer"}"#.to_vec();
+    let response = ingest.post_signed(&not_event).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.expect("json")["reason"],
+        "not_an_event"
+    );
+    // Above the 1 MiB limit (signed, so only the size is at fault).
+    let mut huge = stripe::event(
+        &stripe::event_id(),
+        "customer.created",
+        stripe::now(),
+        stripe::customer("cus_big"),
+    );
+    huge["data"]["object"]["description"] = serde_json::Value::String("a".repeat(1024 * 1024 + 1));
+    let huge = serde_json::to_vec(&huge).expect("serializable");
+    assert_eq!(ingest.post_signed(&huge).await.status(), 413);
+
+    assert_eq!(
+        db.event_count().await,
+        0,
+        "no rejected request may leave a row"
+    );
+    let (_, metrics) = ingest.get("/metrics").await;
+    for reason in [
+        "missing_signature",
+        "signature_mismatch",
+        "timestamp_too_old",
+        "not_an_event",
+        "body_too_large",
+    ] {
+        assert!(
+            metrics.contains(&format!(r#"ingest_rejections_total{{reason="{reason}"}}"#)),
+            "{reason} not counted: {metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(r#"ingest_requests_total{outcome="rejected"} 6"#),
+        "{metrics}"
+    );
+
+    // The same event, properly signed, is then accepted: nothing was lost by the rejections.
+    assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    assert_eq!(db.event_count().await, 1);
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_when_the_database_is_up() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(2)).await;
+    assert_eq!(ingest.get("/healthz").await, (200, "ok".to_owned()));
+    assert_eq!(ingest.get("/readyz").await.0, 200);
+    let (status, metrics) = ingest.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ingest_append_duration_seconds"));
+    assert!(metrics.contains("ingest_batch_size"));
+    ingest.stop().await.expect("clean stop");
+}
