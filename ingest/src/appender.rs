@@ -45,45 +45,49 @@ impl AppenderHandle {
     /// Queues `event` and waits until it is durable (or the batch failed).
     pub async fn append(&self, event: NewEvent) -> Result<AppendOutcome, AppendError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Pending { event, reply })
-            .await
-            .map_err(|_| AppendError::Stopped)?;
+        self.tx.send(Pending { event, reply }).await.map_err(|_| AppendError::Stopped)?;
         answer.await.map_err(|_| AppendError::Stopped)?
     }
 }
 
-/// Spawns the appender task. It stops once every [`AppenderHandle`] is dropped and the queue is
-/// drained, so dropping the router after a graceful HTTP shutdown finishes in-flight appends.
+/// Spawns `appenders` tasks sharing one queue. Two or more let one batch parse and hash its
+/// events in the database (before the append lock) while another holds the lock and commits, so
+/// the work is no longer confined to one database backend. The order of the log is still decided
+/// by the lock, never by which task took which batch.
+///
+/// The tasks stop once every [`AppenderHandle`] is dropped and the queue is drained, so dropping the
+/// router after a graceful HTTP shutdown finishes in-flight appends.
 pub fn spawn(
     pool: PgPool,
+    appenders: usize,
     max_batch: usize,
     received_by: String,
     metrics: Arc<Metrics>,
-) -> (AppenderHandle, tokio::task::JoinHandle<()>) {
+) -> (AppenderHandle, tokio::task::JoinSet<()>) {
     // Room for a few batches: beyond that, handlers wait to send (backpressure), they are not refused.
     let (tx, rx) = mpsc::channel(max_batch * 4);
-    let task = tokio::spawn(run(pool, rx, max_batch, received_by, metrics));
-    (AppenderHandle { tx }, task)
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..appenders.max(1) {
+        tasks.spawn(run(pool.clone(), rx.clone(), max_batch, received_by.clone(), metrics.clone()));
+    }
+    (AppenderHandle { tx }, tasks)
 }
 
 async fn run(
     pool: PgPool,
-    mut rx: mpsc::Receiver<Pending>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
     max_batch: usize,
     received_by: String,
     metrics: Arc<Metrics>,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let (events, replies): (Vec<NewEvent>, Vec<_>) =
-            batch.drain(..).map(|p| (p.event, p.reply)).unzip();
+    // The queue lock is held only while taking a batch, not while appending it.
+    while rx.lock().await.recv_many(&mut batch, max_batch).await > 0 {
+        let (events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).map(|p| (p.event, p.reply)).unzip();
         let started = Instant::now();
         let result = append_events(&pool, &events, Source::Webhook, &received_by)
-            .instrument(tracing::info_span!(
-                "ingest.append",
-                batch_size = events.len()
-            ))
+            .instrument(tracing::info_span!("ingest.append", batch_size = events.len()))
             .await;
         metrics.batch(events.len(), started.elapsed().as_secs_f64());
         match result {
@@ -97,11 +101,8 @@ async fn run(
                 let unavailable = shared::db::is_unavailable(&error);
                 tracing::error!(error = %error, batch_size = events.len(), unavailable, "group commit failed, nothing of the batch was stored");
                 let error = Arc::new(error);
-                let shared_error = if unavailable {
-                    AppendError::Unavailable(error)
-                } else {
-                    AppendError::Failed(error)
-                };
+                let shared_error =
+                    if unavailable { AppendError::Unavailable(error) } else { AppendError::Failed(error) };
                 for reply in replies {
                     let _ = reply.send(Err(shared_error.clone()));
                 }

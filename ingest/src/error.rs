@@ -83,16 +83,10 @@ impl IntoResponse for IngestError {
         // Client errors say why; server errors' messages are generic (their `#[source]` cause is
         // logged, never sent).
         let message = self.to_string();
-        let mut response = (
-            self.status(),
-            Json(serde_json::json!({ "error": message, "reason": self.reason() })),
-        )
-            .into_response();
+        let mut response =
+            (self.status(), Json(serde_json::json!({ "error": message, "reason": self.reason() }))).into_response();
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
-            );
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
         }
         response
     }

@@ -12,14 +12,9 @@ async fn main() -> anyhow::Result<()> {
     let url = db::resolve_url(&config).await?;
     let pool = db::connect_lazy(
         &url,
-        PoolSettings {
-            max_connections: config.database_max_connections,
-            acquire_timeout: Duration::from_secs(2),
-        },
+        PoolSettings { max_connections: config.database_max_connections, acquire_timeout: Duration::from_secs(2) },
     )?;
-    db::migrate(&pool)
-        .await
-        .context("is the database reachable at DATABASE_URL?")?;
+    db::migrate(&pool).await.context("is the database reachable at DATABASE_URL?")?;
     let app = Application::build(settings, pool).await?;
     if config.dev_webhook_secret {
         let addr = app.local_addr();

@@ -38,17 +38,9 @@ impl Default for Metrics {
             requests.clone(),
         );
         let duplicates = Counter::default();
-        registry.register(
-            "ingest_duplicates",
-            "Webhooks whose event id was already in the log",
-            duplicates.clone(),
-        );
+        registry.register("ingest_duplicates", "Webhooks whose event id was already in the log", duplicates.clone());
         let rejections = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "ingest_rejections",
-            "Webhooks not acknowledged, by reason",
-            rejections.clone(),
-        );
+        registry.register("ingest_rejections", "Webhooks not acknowledged, by reason", rejections.clone());
         let append_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         registry.register(
             "ingest_append_duration_seconds",
@@ -56,26 +48,14 @@ impl Default for Metrics {
             append_seconds.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register(
-            "ingest_batch_size",
-            "Events per group commit",
-            batch_size.clone(),
-        );
+        registry.register("ingest_batch_size", "Events per group commit", batch_size.clone());
         let request_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
         registry.register(
             "ingest_request_duration_seconds",
             "Time from request to answer on POST /webhooks/stripe",
             request_seconds.clone(),
         );
-        Self {
-            registry,
-            requests,
-            duplicates,
-            rejections,
-            append_seconds,
-            batch_size,
-            request_seconds,
-        }
+        Self { registry, requests, duplicates, rejections, append_seconds, batch_size, request_seconds }
     }
 }
 
@@ -104,10 +84,6 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("encoding into a String");
-        out
+        shared::telemetry::encode_metrics(&self.registry)
     }
 }

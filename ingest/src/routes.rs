@@ -1,7 +1,7 @@
 //! The HTTP surface: `POST /webhooks/stripe`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,10 +40,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
-        .route(
-            "/webhooks/stripe",
-            post(receive_webhook).layer(DefaultBodyLimit::max(body_limit)),
-        )
+        .route("/webhooks/stripe", post(receive_webhook).layer(DefaultBodyLimit::max(body_limit)))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -82,11 +79,7 @@ async fn receive_webhook(
                 duplicate,
                 "event durable"
             );
-            (
-                StatusCode::OK,
-                axum::Json(serde_json::json!({ "received": true })),
-            )
-                .into_response()
+            (StatusCode::OK, axum::Json(serde_json::json!({ "received": true }))).into_response()
         }
         Err(error) => {
             state.metrics.rejection(error.reason());
@@ -94,11 +87,7 @@ async fn receive_webhook(
                 state.metrics.request("rejected", seconds);
                 tracing::warn!(reason = error.reason(), error = %error, "webhook rejected");
             } else {
-                let outcome = if error.status() == StatusCode::SERVICE_UNAVAILABLE {
-                    "unavailable"
-                } else {
-                    "error"
-                };
+                let outcome = if error.status() == StatusCode::SERVICE_UNAVAILABLE { "unavailable" } else { "error" };
                 state.metrics.request(outcome, seconds);
                 let cause = std::error::Error::source(&error).map(|s| format!("{s:#}"));
                 tracing::error!(reason = error.reason(), error = %error, cause, "webhook not stored");
@@ -115,9 +104,7 @@ async fn accept(
 ) -> Result<Accepted, IngestError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngestError::BodyTooLarge {
-                limit: state.body_limit,
-            }
+            IngestError::BodyTooLarge { limit: state.body_limit }
         } else {
             IngestError::UnreadableBody
         }
@@ -127,66 +114,34 @@ async fn accept(
         .ok_or(IngestError::MissingSignature)?
         .to_str()
         .map_err(|_| IngestError::UnreadableSignature)?;
-    signature::verify(
-        signature,
-        &body,
-        &state.secrets,
-        state.tolerance,
-        unix_now(),
-    )?;
+    signature::verify(signature, &body, &state.secrets, state.tolerance, unix_now())?;
     let envelope = shared::envelope::decode(&body)?;
     let event_id = envelope.id.clone();
     let event_type = envelope.event_type.clone();
-    let event = NewEvent {
-        envelope,
-        raw_body: body,
-        signature: Some(signature.to_owned()),
-    };
-    let outcome = state
-        .appender
-        .append(event)
-        .await
-        .map_err(|error| match error {
-            AppendError::Unavailable(_) => IngestError::Unavailable(error.into()),
-            AppendError::Stopped => IngestError::ShuttingDown,
-            AppendError::Failed(_) => IngestError::Internal(error.into()),
-        })?;
-    Ok(Accepted {
-        event_id,
-        event_type,
-        outcome,
-    })
+    let event = NewEvent { envelope, raw_body: body, signature: Some(signature.to_owned()) };
+    let outcome = state.appender.append(event).await.map_err(|error| match error {
+        AppendError::Unavailable(_) => IngestError::Unavailable(error.into()),
+        AppendError::Stopped => IngestError::ShuttingDown,
+        AppendError::Failed(_) => IngestError::Internal(error.into()),
+    })?;
+    Ok(Accepted { event_id, event_type, outcome })
 }
 
 fn unix_now() -> i64 {
     // A clock before 1970 is a broken host; treating it as 0 makes every signature "too old".
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let check = sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(&state.pool);
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "not ready: database check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
-        }
-        Err(_) => {
-            tracing::warn!("not ready: database check timed out");
+    match shared::db::check_ready(&state.pool).await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, shared::telemetry::METRICS_CONTENT_TYPE)], state.metrics.render()).into_response()
 }

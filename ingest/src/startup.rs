@@ -28,6 +28,8 @@ pub struct IngestSettings {
     pub body_limit: usize,
     /// Most events per group commit.
     pub max_batch: usize,
+    /// Concurrent group commits (appender tasks).
+    pub appenders: usize,
     /// Stored as `received_by`.
     pub instance_id: String,
 }
@@ -41,6 +43,7 @@ impl IngestSettings {
             tolerance: Tolerance::Secs(config.webhook_tolerance.as_secs()),
             body_limit: config.ingest_body_limit,
             max_batch: config.ingest_max_batch,
+            appenders: config.ingest_appenders,
             instance_id: config.ingest_instance_id.clone(),
         })
     }
@@ -50,18 +53,18 @@ impl IngestSettings {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    appender: tokio::task::JoinHandle<()>,
+    appenders: tokio::task::JoinSet<()>,
 }
 
 impl Application {
     /// Binds the listener and starts the appender.
     pub async fn build(settings: IngestSettings, pool: PgPool) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .with_context(|| format!("binding INGEST_ADDR {}", settings.addr))?;
+        let listener =
+            TcpListener::bind(settings.addr).await.with_context(|| format!("binding INGEST_ADDR {}", settings.addr))?;
         let metrics = Arc::new(Metrics::default());
-        let (handle, appender) = appender::spawn(
+        let (handle, appenders) = appender::spawn(
             pool.clone(),
+            settings.appenders,
             settings.max_batch,
             settings.instance_id.clone(),
             metrics.clone(),
@@ -74,19 +77,13 @@ impl Application {
             pool,
             metrics,
         };
-        Ok(Self {
-            listener,
-            state,
-            appender,
-        })
+        Ok(Self { listener, state, appenders })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TcpListener always has a local address.
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
@@ -99,7 +96,10 @@ impl Application {
             .await
             .context("serving HTTP")?;
         // The router (and with it every appender handle) is gone: the appender drains and ends.
-        self.appender.await.context("appender task")?;
+        let mut appenders = self.appenders;
+        while let Some(done) = appenders.join_next().await {
+            done.context("appender task")?;
+        }
         tracing::info!("ingest stopped");
         Ok(())
     }

@@ -11,10 +11,7 @@ use shared::db;
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(
-    name = "replay",
-    about = "Operator and auditor tooling for the stripe-ledger event log"
-)]
+#[command(name = "replay", about = "Operator and auditor tooling for the stripe-ledger event log")]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -35,13 +32,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     let url = db::resolve_url(&config).await?;
     match cli.command {
         Command::Migrate => {
-            let pool = db::connect_lazy(
-                &url,
-                db::PoolSettings {
-                    max_connections: 2,
-                    ..Default::default()
-                },
-            )?;
+            let pool = db::connect_lazy(&url, db::PoolSettings { max_connections: 2, ..Default::default() })?;
             db::migrate(&pool).await?;
             println!("migrations applied");
         }

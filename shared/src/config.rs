@@ -32,10 +32,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(var: &'static str, reason: impl Into<String>) -> Self {
-        Self {
-            var,
-            reason: reason.into(),
-        }
+        Self { var, reason: reason.into() }
     }
 }
 
@@ -78,6 +75,8 @@ pub struct Config {
     pub ingest_body_limit: usize,
     /// `INGEST_MAX_BATCH` (default 512): most events one group commit carries.
     pub ingest_max_batch: usize,
+    /// `INGEST_APPENDERS` (default 2): concurrent group commits per ingest instance.
+    pub ingest_appenders: usize,
     /// `INGEST_INSTANCE_ID` (default `<hostname>:<pid>`): stored as `received_by`.
     pub ingest_instance_id: String,
     /// `INGEST_ADDR` (default 127.0.0.1:3005).
@@ -118,26 +117,19 @@ impl Config {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars: HashMap<String, String> = vars
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
+        let vars: HashMap<String, String> = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         // An empty variable counts as unset, as shells and compose files often export `X=`.
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
 
         let database = match get("DATABASE_URL") {
             Some(url) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(ConfigError::new(
-                        "DATABASE_URL",
-                        "must start with postgres:// or postgresql://",
-                    ));
+                    return Err(ConfigError::new("DATABASE_URL", "must start with postgres:// or postgresql://"));
                 }
                 DatabaseSource::Url(SecretString::from(url.to_owned()))
             }
             None => DatabaseSource::Embedded {
-                data_dir: get("LEDGER_DATA_DIR")
-                    .map_or_else(|| PathBuf::from(".data"), PathBuf::from),
+                data_dir: get("LEDGER_DATA_DIR").map_or_else(|| PathBuf::from(".data"), PathBuf::from),
             },
         };
 
@@ -149,73 +141,46 @@ impl Config {
             None => (Vec::new(), false),
         };
 
-        let tolerance_secs: u64 = parse_number(
-            get("STRIPE_WEBHOOK_TOLERANCE_SECS"),
-            "STRIPE_WEBHOOK_TOLERANCE_SECS",
-            300,
-        )?;
+        let tolerance_secs: u64 =
+            parse_number(get("STRIPE_WEBHOOK_TOLERANCE_SECS"), "STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?;
         if tolerance_secs == 0 {
-            return Err(ConfigError::new(
-                "STRIPE_WEBHOOK_TOLERANCE_SECS",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("STRIPE_WEBHOOK_TOLERANCE_SECS", "must be at least 1"));
         }
-        let ingest_body_limit: usize = parse_number(
-            get("INGEST_BODY_LIMIT_BYTES"),
-            "INGEST_BODY_LIMIT_BYTES",
-            DEFAULT_BODY_LIMIT_BYTES,
-        )?;
+        let ingest_body_limit: usize =
+            parse_number(get("INGEST_BODY_LIMIT_BYTES"), "INGEST_BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT_BYTES)?;
         if ingest_body_limit < 1024 {
-            return Err(ConfigError::new(
-                "INGEST_BODY_LIMIT_BYTES",
-                "must be at least 1024",
-            ));
+            return Err(ConfigError::new("INGEST_BODY_LIMIT_BYTES", "must be at least 1024"));
         }
-        let ingest_max_batch: usize =
-            parse_number(get("INGEST_MAX_BATCH"), "INGEST_MAX_BATCH", 512)?;
+        let ingest_max_batch: usize = parse_number(get("INGEST_MAX_BATCH"), "INGEST_MAX_BATCH", 512)?;
         if !(1..=10_000).contains(&ingest_max_batch) {
-            return Err(ConfigError::new(
-                "INGEST_MAX_BATCH",
-                "must be between 1 and 10000",
-            ));
+            return Err(ConfigError::new("INGEST_MAX_BATCH", "must be between 1 and 10000"));
         }
-        let database_max_connections: u32 = parse_number(
-            get("DATABASE_MAX_CONNECTIONS"),
-            "DATABASE_MAX_CONNECTIONS",
-            16,
-        )?;
+        let ingest_appenders: usize = parse_number(get("INGEST_APPENDERS"), "INGEST_APPENDERS", 2)?;
+        if !(1..=64).contains(&ingest_appenders) {
+            return Err(ConfigError::new("INGEST_APPENDERS", "must be between 1 and 64"));
+        }
+        let database_max_connections: u32 =
+            parse_number(get("DATABASE_MAX_CONNECTIONS"), "DATABASE_MAX_CONNECTIONS", 16)?;
         if database_max_connections < 2 {
-            return Err(ConfigError::new(
-                "DATABASE_MAX_CONNECTIONS",
-                "must be at least 2",
-            ));
+            return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 2"));
         }
 
         let stripe_api_base = get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com");
         if !(stripe_api_base.starts_with("http://") || stripe_api_base.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "STRIPE_API_BASE",
-                "must be an http:// or https:// URL",
-            ));
+            return Err(ConfigError::new("STRIPE_API_BASE", "must be an http:// or https:// URL"));
         }
         let provisioner_url = get("PROVISIONER_URL").map(str::to_owned);
         if let Some(url) = &provisioner_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError::new(
-                "PROVISIONER_URL",
-                "must be an http:// or https:// URL",
-            ));
+            return Err(ConfigError::new("PROVISIONER_URL", "must be an http:// or https:// URL"));
         }
 
         let log_format = match get("LOG_FORMAT") {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                return Err(ConfigError::new(
-                    "LOG_FORMAT",
-                    format!("`{other}` is neither `pretty` nor `json`"),
-                ));
+                return Err(ConfigError::new("LOG_FORMAT", format!("`{other}` is neither `pretty` nor `json`")));
             }
         };
 
@@ -227,14 +192,13 @@ impl Config {
             webhook_tolerance: Duration::from_secs(tolerance_secs),
             ingest_body_limit,
             ingest_max_batch,
-            ingest_instance_id: get("INGEST_INSTANCE_ID")
-                .map_or_else(default_instance_id, str::to_owned),
+            ingest_appenders,
+            ingest_instance_id: get("INGEST_INSTANCE_ID").map_or_else(default_instance_id, str::to_owned),
             ingest_addr: parse_addr(get("INGEST_ADDR"), "INGEST_ADDR", "127.0.0.1:3005")?,
             projector_addr: parse_addr(get("PROJECTOR_ADDR"), "PROJECTOR_ADDR", "127.0.0.1:3006")?,
             catalog_path: get("CATALOG_PATH").map(PathBuf::from),
             provisioner_url,
-            provisioner_api_key: get("PROVISIONER_API_KEY")
-                .map(|v| SecretString::from(v.to_owned())),
+            provisioner_api_key: get("PROVISIONER_API_KEY").map(|v| SecretString::from(v.to_owned())),
             smtp_url: get("SMTP_URL").map(|v| SecretString::from(v.to_owned())),
             mail_from: get("MAIL_FROM").map(str::to_owned),
             admin_email: get("ADMIN_EMAIL").map(str::to_owned),
@@ -272,31 +236,18 @@ fn parse_secrets(list: &str) -> Result<Vec<SecretString>, ConfigError> {
     Ok(secrets)
 }
 
-fn parse_number<T: std::str::FromStr>(
-    value: Option<&str>,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
+fn parse_number<T: std::str::FromStr>(value: Option<&str>, var: &'static str, default: T) -> Result<T, ConfigError> {
     match value {
         None => Ok(default),
-        Some(text) => text.parse().map_err(|_| {
-            ConfigError::new(var, format!("`{text}` is not a non-negative whole number"))
-        }),
+        Some(text) => {
+            text.parse().map_err(|_| ConfigError::new(var, format!("`{text}` is not a non-negative whole number")))
+        }
     }
 }
 
-fn parse_addr(
-    value: Option<&str>,
-    var: &'static str,
-    default: &str,
-) -> Result<SocketAddr, ConfigError> {
+fn parse_addr(value: Option<&str>, var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
     let text = value.unwrap_or(default);
-    text.parse().map_err(|_| {
-        ConfigError::new(
-            var,
-            format!("`{text}` is not a socket address such as 127.0.0.1:3005"),
-        )
-    })
+    text.parse().map_err(|_| ConfigError::new(var, format!("`{text}` is not a socket address such as 127.0.0.1:3005")))
 }
 
 fn default_instance_id() -> String {
@@ -331,10 +282,7 @@ mod tests {
         assert_eq!(config.webhook_secrets.len(), 1);
         assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
         assert_eq!(config.ingest_addr, "127.0.0.1:3005".parse().expect("valid"));
-        assert_eq!(
-            config.projector_addr,
-            "127.0.0.1:3006".parse().expect("valid")
-        );
+        assert_eq!(config.projector_addr, "127.0.0.1:3006".parse().expect("valid"));
         assert_eq!(config.ingest_body_limit, 1024 * 1024);
         assert_eq!(config.stripe_api_base, "https://api.stripe.com");
     }
@@ -364,6 +312,7 @@ mod tests {
             ("PROJECTOR_ADDR", "3006"),
             ("INGEST_BODY_LIMIT_BYTES", "-1"),
             ("INGEST_MAX_BATCH", "0"),
+            ("INGEST_APPENDERS", "0"),
             ("DATABASE_URL", "mysql://x"),
             ("DATABASE_MAX_CONNECTIONS", "1"),
             ("STRIPE_API_BASE", "api.stripe.com"),
@@ -373,10 +322,7 @@ mod tests {
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, *var, "{var}={value}");
-            assert!(
-                err.to_string().starts_with(&format!("invalid {var}: ")),
-                "{err}"
-            );
+            assert!(err.to_string().starts_with(&format!("invalid {var}: ")), "{err}");
         }
     }
 
@@ -391,13 +337,7 @@ mod tests {
         ])
         .expect("valid");
         let debug = format!("{config:?}");
-        for secret in [
-            "hunter2",
-            "whsec_topsecret",
-            "sk_live_topsecret",
-            "prov_topsecret",
-            "mailsecret",
-        ] {
+        for secret in ["hunter2", "whsec_topsecret", "sk_live_topsecret", "prov_topsecret", "mailsecret"] {
             assert!(!debug.contains(secret), "{secret} leaked into {debug}");
         }
         assert!(debug.contains("REDACTED"));

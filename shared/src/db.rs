@@ -24,10 +24,7 @@ pub async fn resolve_url(config: &Config) -> anyhow::Result<SecretString> {
         DatabaseSource::Url(url) => Ok(url.clone()),
         DatabaseSource::Embedded { data_dir } => {
             let cluster = LocalCluster::new(data_dir.clone());
-            let server = cluster
-                .ensure_running()
-                .await
-                .context("starting the embedded PostgreSQL")?;
+            let server = cluster.ensure_running().await.context("starting the embedded PostgreSQL")?;
             ensure_database(&server, EMBEDDED_DATABASE).await?;
             let url = server.database_url(EMBEDDED_DATABASE);
             tracing::info!(database_url = %url, data_dir = %cluster.data_dir().display(), "using the embedded PostgreSQL");
@@ -38,16 +35,14 @@ pub async fn resolve_url(config: &Config) -> anyhow::Result<SecretString> {
 
 /// Creates `name` on the server if it does not exist yet.
 pub async fn ensure_database(server: &crate::embedded::Server, name: &str) -> anyhow::Result<()> {
-    let admin = PgPool::connect_with(server.options("postgres"))
-        .await
-        .context("connecting to the postgres database")?;
+    let admin =
+        PgPool::connect_with(server.options("postgres")).await.context("connecting to the postgres database")?;
     // Not compile-checked: this runs against the `postgres` maintenance database, before any
     // migration, and CREATE DATABASE takes an identifier, not a bind parameter.
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(name)
-            .fetch_one(&admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&admin)
+        .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0");
         match sqlx::query(&sql).execute(&admin).await {
@@ -73,17 +68,13 @@ pub struct PoolSettings {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self {
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(3),
-        }
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3) }
     }
 }
 
 /// Connects a pool lazily: the binaries start (and answer `/healthz`) while the database is down.
 pub fn connect_lazy(url: &SecretString, settings: PoolSettings) -> anyhow::Result<PgPool> {
-    let options =
-        PgConnectOptions::from_str(url.expose_secret()).context("parsing DATABASE_URL")?;
+    let options = PgConnectOptions::from_str(url.expose_secret()).context("parsing DATABASE_URL")?;
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
@@ -99,10 +90,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// opposed to a bug or bad data (500).
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
             // 08: connection exception; 57P: operator intervention (shutdown, crash recovery);
             // 53: insufficient resources; 55P03: lock_not_available (lock_timeout); 25006 read-only standby.
@@ -113,5 +101,15 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
                 || code == "25006"
         }),
         _ => false,
+    }
+}
+
+/// Readiness: the database answers a trivial query within two seconds.
+pub async fn check_ready(pool: &PgPool) -> anyhow::Result<()> {
+    let check = sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(pool);
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error).context("database check failed"),
+        Err(_) => anyhow::bail!("database check timed out after 2s"),
     }
 }

@@ -42,11 +42,7 @@ pub struct Server {
 impl Server {
     /// Connect options for `database` as the `postgres` superuser.
     pub fn options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .username("postgres")
-            .database(database)
+        PgConnectOptions::new().host("127.0.0.1").port(self.port).username("postgres").database(database)
     }
 
     /// A URL for `database` (no password: the local cluster trusts loopback).
@@ -80,14 +76,8 @@ impl LocalCluster {
             let _lock = lock(&root)?;
             let data = root.join("pg").join("data");
             if is_running(&data)? {
-                run_pg(
-                    Command::new("pg_ctl")
-                        .arg("stop")
-                        .arg("-D")
-                        .arg(&data)
-                        .args(["-m", "fast", "-w", "-t", "60"]),
-                )
-                .context("pg_ctl stop")?;
+                run_pg(Command::new("pg_ctl").arg("stop").arg("-D").arg(&data).args(["-m", "fast", "-w", "-t", "60"]))
+                    .context("pg_ctl stop")?;
             }
             Ok(())
         })
@@ -107,11 +97,7 @@ fn ensure_running_blocking(root: &Path) -> anyhow::Result<Server> {
     if !data.join("PG_VERSION").exists() {
         fs::create_dir_all(&pg_dir)?;
         if as_root {
-            run(Command::new("chown")
-                .arg("-R")
-                .arg("postgres:postgres")
-                .arg(&pg_dir))
-            .context("chown to postgres")?;
+            run(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&pg_dir)).context("chown to postgres")?;
             let reachable = Command::new("runuser")
                 .args(["-u", "postgres", "--", "test", "-w"])
                 .arg(&pg_dir)
@@ -138,10 +124,7 @@ fn ensure_running_blocking(root: &Path) -> anyhow::Result<Server> {
         ]))
         .context("initdb (are the PostgreSQL server binaries on PATH?)")?;
         let conf = data.join("postgresql.conf");
-        OpenOptions::new()
-            .append(true)
-            .open(&conf)?
-            .write_all(SERVER_SETTINGS.as_bytes())?;
+        OpenOptions::new().append(true).open(&conf)?.write_all(SERVER_SETTINGS.as_bytes())?;
         fs::write(&port_file, free_port()?.to_string())?;
     }
 
@@ -212,10 +195,7 @@ fn running_as_root() -> bool {
 fn pg_command(command: &mut Command) -> Command {
     if running_as_root() {
         let mut wrapped = Command::new("runuser");
-        wrapped
-            .args(["-u", "postgres", "--"])
-            .arg(command.get_program())
-            .args(command.get_args());
+        wrapped.args(["-u", "postgres", "--"]).arg(command.get_program()).args(command.get_args());
         wrapped
     } else {
         let mut plain = Command::new(command.get_program());
@@ -229,9 +209,7 @@ fn run_pg(command: &mut Command) -> anyhow::Result<Output> {
 }
 
 fn run(command: &mut Command) -> anyhow::Result<Output> {
-    let output = command
-        .output()
-        .with_context(|| format!("running {:?}", command.get_program()))?;
+    let output = command.output().with_context(|| format!("running {:?}", command.get_program()))?;
     if !output.status.success() {
         bail!(
             "{:?} failed ({}): {}{}",

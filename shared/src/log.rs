@@ -123,26 +123,18 @@ pub async fn append_events(
         let slot = usize::try_from(row.ord - 1)
             .ok()
             .and_then(|i| outcomes.get_mut(i))
-            .ok_or_else(|| {
-                sqlx::Error::Protocol(format!("append_events returned ordinal {}", row.ord))
-            })?;
+            .ok_or_else(|| sqlx::Error::Protocol(format!("append_events returned ordinal {}", row.ord)))?;
         *slot = Some(if row.inserted {
-            AppendOutcome::Appended {
-                position: row.position,
-            }
+            AppendOutcome::Appended { position: row.position }
         } else {
-            AppendOutcome::Duplicate {
-                position: row.position,
-            }
+            AppendOutcome::Duplicate { position: row.position }
         });
     }
     outcomes
         .into_iter()
         .enumerate()
         .map(|(i, o)| {
-            o.ok_or_else(|| {
-                sqlx::Error::Protocol(format!("append_events returned no row for event {}", i + 1))
-            })
+            o.ok_or_else(|| sqlx::Error::Protocol(format!("append_events returned no row for event {}", i + 1)))
         })
         .collect()
 }

@@ -21,15 +21,10 @@ pub async fn server_options() -> PgConnectOptions {
     SERVER
         .get_or_init(|| async {
             match std::env::var("DATABASE_URL") {
-                Ok(url) if !url.trim().is_empty() => {
-                    PgConnectOptions::from_str(&url).expect("DATABASE_URL parses")
-                }
+                Ok(url) if !url.trim().is_empty() => PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"),
                 _ => {
                     let cluster = LocalCluster::new(workspace_root().join(".data"));
-                    let server = cluster
-                        .ensure_running()
-                        .await
-                        .expect("embedded PostgreSQL starts");
+                    let server = cluster.ensure_running().await.expect("embedded PostgreSQL starts");
                     server.options("postgres")
                 }
             }
@@ -53,30 +48,17 @@ impl TestDb {
     pub async fn new() -> Self {
         let server = server_options().await;
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(server.clone())
+        let admin =
+            PgPoolOptions::new().max_connections(1).connect_with(server.clone()).await.expect("connect to server");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0"))
+            .execute(&admin)
             .await
-            .expect("connect to server");
-        sqlx::query(&format!(
-            "CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0"
-        ))
-        .execute(&admin)
-        .await
-        .expect("create test database");
+            .expect("create test database");
         admin.close().await;
         let options = server.database(&name);
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.clone())
-            .await
-            .expect("connect");
+        let pool = PgPoolOptions::new().max_connections(8).connect_with(options.clone()).await.expect("connect");
         shared::db::migrate(&pool).await.expect("migrations apply");
-        Self {
-            pool,
-            options,
-            name,
-        }
+        Self { pool, options, name }
     }
 
     /// A new pool on this database, for a service under test.
@@ -89,9 +71,6 @@ impl TestDb {
 
     /// Number of rows in the event log.
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM ledger.events"#)
-            .fetch_one(&self.pool)
-            .await
-            .expect("count")
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM ledger.events"#).fetch_one(&self.pool).await.expect("count")
     }
 }

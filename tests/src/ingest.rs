@@ -19,6 +19,7 @@ pub fn settings(instance_id: &str) -> IngestSettings {
         tolerance: Tolerance::Secs(300),
         body_limit: 1024 * 1024,
         max_batch: 512,
+        appenders: 2,
         instance_id: instance_id.to_owned(),
     }
 }
@@ -36,22 +37,12 @@ pub struct TestIngest {
 impl TestIngest {
     /// Starts an instance with `settings` on `pool`.
     pub async fn spawn(settings: IngestSettings, pool: PgPool) -> Self {
-        let app = Application::build(settings, pool)
-            .await
-            .expect("ingest builds");
+        let app = Application::build(settings, pool).await.expect("ingest builds");
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        Self {
-            addr,
-            client,
-            shutdown,
-            task,
-        }
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Self { addr, client, shutdown, task }
     }
 
     /// Starts an instance with the default test settings.
@@ -65,15 +56,8 @@ impl TestIngest {
     }
 
     /// POSTs `body` to the webhook endpoint with `signature` (or none).
-    pub async fn post(
-        &self,
-        body: impl Into<reqwest::Body>,
-        signature: Option<&str>,
-    ) -> reqwest::Response {
-        let mut request = self
-            .client
-            .post(self.url("/webhooks/stripe"))
-            .header("content-type", "application/json");
+    pub async fn post(&self, body: impl Into<reqwest::Body>, signature: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.post(self.url("/webhooks/stripe")).header("content-type", "application/json");
         if let Some(signature) = signature {
             request = request.header("stripe-signature", signature);
         }
@@ -87,12 +71,7 @@ impl TestIngest {
 
     /// GETs `path` and returns (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request completes");
+        let response = self.client.get(self.url(path)).send().await.expect("request completes");
         let status = response.status().as_u16();
         (status, response.text().await.expect("body"))
     }

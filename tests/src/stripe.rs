@@ -11,10 +11,8 @@ pub const SECRET: &str = "whsec_ledger_tests_secret";
 
 fn objects() -> &'static Value {
     static OBJECTS: OnceLock<Value> = OnceLock::new();
-    OBJECTS.get_or_init(|| {
-        serde_json::from_str(include_str!("../fixtures/stripe-objects.json"))
-            .expect("fixture parses")
-    })
+    OBJECTS
+        .get_or_init(|| serde_json::from_str(include_str!("../fixtures/stripe-objects.json")).expect("fixture parses"))
 }
 
 /// Stripe's example object of `kind` (`customer`, `subscription`, `invoice`, `checkout.session`, ...).
@@ -29,10 +27,7 @@ pub fn event_id() -> String {
 
 /// Now, unix seconds.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .expect("clock after 1970")
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).expect("clock after 1970")
 }
 
 /// An event envelope shaped like Stripe's example event, carrying `data_object`.
@@ -42,8 +37,7 @@ pub fn event(id: &str, event_type: &str, created: i64, data_object: Value) -> Va
     event["type"] = json!(event_type);
     event["created"] = json!(created);
     event["data"] = json!({ "object": data_object });
-    event["request"] =
-        json!({ "id": format!("req_{}", &id[4..12.min(id.len())]), "idempotency_key": null });
+    event["request"] = json!({ "id": format!("req_{}", &id[4..12.min(id.len())]), "idempotency_key": null });
     event
 }
 

@@ -19,14 +19,7 @@ async fn one_event(db: &TestDb) -> NewEvent {
         signature: Some(stripe::sign(&body)),
         raw_body: Bytes::from(body),
     };
-    let outcome = append_events(
-        &db.pool,
-        std::slice::from_ref(&event),
-        Source::Webhook,
-        "test",
-    )
-    .await
-    .expect("append");
+    let outcome = append_events(&db.pool, std::slice::from_ref(&event), Source::Webhook, "test").await.expect("append");
     assert!(matches!(outcome[..], [AppendOutcome::Appended { .. }]));
     event
 }
@@ -34,17 +27,11 @@ async fn one_event(db: &TestDb) -> NewEvent {
 /// Runs `sql` as `role` in a transaction that is rolled back; returns the SQLSTATE on failure.
 async fn as_role(pool: &PgPool, role: &str, sql: &str) -> Result<(), (String, String)> {
     let mut tx = pool.begin().await.expect("begin");
-    sqlx::query(&format!("SET LOCAL ROLE {role}"))
-        .execute(&mut *tx)
-        .await
-        .expect("set role");
+    sqlx::query(&format!("SET LOCAL ROLE {role}")).execute(&mut *tx).await.expect("set role");
     let result = sqlx::query(sql).execute(&mut *tx).await;
     tx.rollback().await.expect("rollback");
     result.map(|_| ()).map_err(|e| match e {
-        sqlx::Error::Database(db) => (
-            db.code().unwrap_or_default().into_owned(),
-            db.message().to_owned(),
-        ),
+        sqlx::Error::Database(db) => (db.code().unwrap_or_default().into_owned(), db.message().to_owned()),
         other => (String::new(), other.to_string()),
     })
 }
@@ -60,9 +47,7 @@ async fn the_ingest_role_can_only_append() {
         "SELECT * FROM ledger.events",
         "INSERT INTO ledger.events (position, stripe_event_id, event_type, livemode, created, received_at, source, received_by, raw_body, stripe_signature, body_sha256, chain_hash) VALUES (99, 'evt_x', 't', false, now(), now(), 'webhook', 'x', '\\x00', 's', sha256('\\x00'), sha256('\\x00'))",
     ] {
-        let (code, message) = as_role(&db.pool, "ledger_ingest", sql)
-            .await
-            .expect_err(sql);
+        let (code, message) = as_role(&db.pool, "ledger_ingest", sql).await.expect_err(sql);
         assert_eq!(code, "42501", "{sql}: {message}");
         assert!(message.contains("permission denied"), "{sql}: {message}");
     }
@@ -80,13 +65,8 @@ async fn the_ingest_role_can_only_append() {
         raw_body: Bytes::from(body),
     };
     let mut tx = db.pool.begin().await.expect("begin");
-    sqlx::query("SET LOCAL ROLE ledger_ingest")
-        .execute(&mut *tx)
-        .await
-        .expect("set role");
-    let outcome = append_events(&mut *tx, &[event], Source::Webhook, "test")
-        .await
-        .expect("ingest may append");
+    sqlx::query("SET LOCAL ROLE ledger_ingest").execute(&mut *tx).await.expect("set role");
+    let outcome = append_events(&mut *tx, &[event], Source::Webhook, "test").await.expect("ingest may append");
     assert_eq!(outcome, [AppendOutcome::Appended { position: 2 }]);
     tx.commit().await.expect("commit");
     assert_eq!(db.event_count().await, 2);
@@ -96,35 +76,19 @@ async fn the_ingest_role_can_only_append() {
 async fn the_owner_cannot_update_delete_or_truncate_either() {
     let db = TestDb::new().await;
     one_event(&db).await;
-    for sql in [
-        "UPDATE ledger.events SET event_type = 'forged'",
-        "DELETE FROM ledger.events",
-        "TRUNCATE ledger.events",
-    ] {
+    for sql in ["UPDATE ledger.events SET event_type = 'forged'", "DELETE FROM ledger.events", "TRUNCATE ledger.events"]
+    {
         let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
         let db_err = err.as_database_error().expect("a database error");
         assert_eq!(db_err.code().as_deref(), Some("42501"), "{sql}");
-        assert!(
-            db_err.message().contains("append-only"),
-            "{sql}: {}",
-            db_err.message()
-        );
+        assert!(db_err.message().contains("append-only"), "{sql}: {}", db_err.message());
     }
     // ENABLE ALWAYS: replication mode does not switch the triggers off.
     let mut conn = db.pool.acquire().await.expect("connection");
-    sqlx::query("SET session_replication_role = replica")
-        .execute(&mut *conn)
-        .await
-        .expect("superuser setting");
-    let err = sqlx::query("DELETE FROM ledger.events")
-        .execute(&mut *conn)
-        .await
-        .expect_err("still rejected");
+    sqlx::query("SET session_replication_role = replica").execute(&mut *conn).await.expect("superuser setting");
+    let err = sqlx::query("DELETE FROM ledger.events").execute(&mut *conn).await.expect_err("still rejected");
     assert!(err.to_string().contains("append-only"), "{err}");
-    sqlx::query("RESET session_replication_role")
-        .execute(&mut *conn)
-        .await
-        .expect("reset");
+    sqlx::query("RESET session_replication_role").execute(&mut *conn).await.expect("reset");
     drop(conn);
     assert_eq!(db.event_count().await, 1);
 }
@@ -133,20 +97,10 @@ async fn the_owner_cannot_update_delete_or_truncate_either() {
 async fn the_projector_reads_and_the_auditor_has_no_direct_access() {
     let db = TestDb::new().await;
     one_event(&db).await;
-    as_role(
-        &db.pool,
-        "ledger_projector",
-        "SELECT raw_body FROM ledger.events",
-    )
-    .await
-    .expect("projector reads");
-    let (code, _) = as_role(
-        &db.pool,
-        "ledger_projector",
-        "UPDATE ledger.events SET event_type = 'x'",
-    )
-    .await
-    .expect_err("no update");
+    as_role(&db.pool, "ledger_projector", "SELECT raw_body FROM ledger.events").await.expect("projector reads");
+    let (code, _) = as_role(&db.pool, "ledger_projector", "UPDATE ledger.events SET event_type = 'x'")
+        .await
+        .expect_err("no update");
     assert_eq!(code, "42501");
     let (code, _) = as_role(&db.pool, "ledger_auditor", "SELECT * FROM ledger.events")
         .await

@@ -14,21 +14,13 @@ async fn an_accepted_event_is_stored_byte_exact_with_its_envelope() {
     // Pretty-printed, non-ASCII, Stripe's own example subscription: the stored bytes must be these.
     let mut sub = stripe::subscription("sub_byte_exact", "cus_byte_exact", "active");
     sub["metadata"] = json!({ "note": "Zoë — 日本 🚀", "spaces": "  kept  " });
-    let body = serde_json::to_vec_pretty(&stripe::event(
-        &id,
-        "customer.subscription.created",
-        1_680_064_028,
-        sub,
-    ))
-    .expect("serializable");
+    let body = serde_json::to_vec_pretty(&stripe::event(&id, "customer.subscription.created", 1_680_064_028, sub))
+        .expect("serializable");
     let signature = stripe::sign(&body);
 
     let response = ingest.post(body.clone(), Some(&signature)).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.json::<serde_json::Value>().await.expect("json"),
-        json!({ "received": true })
-    );
+    assert_eq!(response.json::<serde_json::Value>().await.expect("json"), json!({ "received": true }));
 
     let row = sqlx::query!(
         r#"SELECT position, stripe_event_id, event_type, api_version, livemode, created, source,
@@ -64,35 +56,21 @@ async fn a_redelivered_event_gets_200_and_no_second_row() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.service_pool(4)).await;
     let id = stripe::event_id();
-    let body = serde_json::to_vec(&stripe::event(
-        &id,
-        "customer.created",
-        stripe::now(),
-        stripe::customer("cus_dup"),
-    ))
-    .expect("serializable");
+    let body = serde_json::to_vec(&stripe::event(&id, "customer.created", stripe::now(), stripe::customer("cus_dup")))
+        .expect("serializable");
     assert_eq!(ingest.post_signed(&body).await.status(), 200);
     // Stripe's retry (fresh signature) and a differently rendered copy of the same id.
     assert_eq!(ingest.post_signed(&body).await.status(), 200);
-    let mut other_rendering = stripe::event(
-        &id,
-        "customer.created",
-        stripe::now(),
-        stripe::customer("cus_dup"),
-    );
+    let mut other_rendering = stripe::event(&id, "customer.created", stripe::now(), stripe::customer("cus_dup"));
     other_rendering["api_version"] = json!("2025-03-31.basil");
     let other = serde_json::to_vec_pretty(&other_rendering).expect("serializable");
     assert_eq!(ingest.post_signed(&other).await.status(), 200);
 
     // Many concurrent deliveries of one new event: all acknowledged, one row.
     let racing_id = stripe::event_id();
-    let racing = serde_json::to_vec(&stripe::event(
-        &racing_id,
-        "invoice.paid",
-        stripe::now(),
-        stripe::object("invoice"),
-    ))
-    .expect("serializable");
+    let racing =
+        serde_json::to_vec(&stripe::event(&racing_id, "invoice.paid", stripe::now(), stripe::object("invoice")))
+            .expect("serializable");
     let posts = (0..20).map(|_| ingest.post_signed(&racing));
     for response in futures::future::join_all(posts).await {
         assert_eq!(response.status(), 200);
@@ -108,10 +86,7 @@ async fn a_redelivered_event_gets_200_and_no_second_row() {
     assert_eq!(stored[1].0, racing_id);
     let (_, metrics) = ingest.get("/metrics").await;
     assert!(metrics.contains("ingest_duplicates_total 21"), "{metrics}");
-    assert!(
-        metrics.contains(r#"ingest_requests_total{outcome="appended"} 2"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"ingest_requests_total{outcome="appended"} 2"#), "{metrics}");
     ingest.stop().await.expect("clean stop");
 }
 
@@ -138,10 +113,7 @@ async fn rejected_requests_get_their_status_a_metric_and_no_row() {
     // Body changed by one byte after signing.
     let signature = stripe::sign(&body);
     let mut tampered = body.clone();
-    let at = tampered
-        .iter()
-        .position(|b| *b == b'x')
-        .expect("an x in the body");
+    let at = tampered.iter().position(|b| *b == b'x').expect("an x in the body");
     tampered[at] = b'y';
     assert_eq!(ingest.post(tampered, Some(&signature)).await.status(), 400);
     // Too old.
@@ -151,43 +123,22 @@ async fn rejected_requests_get_their_status_a_metric_and_no_row() {
     let not_event = br#"{"id":"cus_123","object":"customer"}"#.to_vec();
     let response = ingest.post_signed(&not_event).await;
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        response.json::<serde_json::Value>().await.expect("json")["reason"],
-        "not_an_event"
-    );
+    assert_eq!(response.json::<serde_json::Value>().await.expect("json")["reason"], "not_an_event");
     // Above the 1 MiB limit (signed, so only the size is at fault).
-    let mut huge = stripe::event(
-        &stripe::event_id(),
-        "customer.created",
-        stripe::now(),
-        stripe::customer("cus_big"),
-    );
+    let mut huge = stripe::event(&stripe::event_id(), "customer.created", stripe::now(), stripe::customer("cus_big"));
     huge["data"]["object"]["description"] = serde_json::Value::String("a".repeat(1024 * 1024 + 1));
     let huge = serde_json::to_vec(&huge).expect("serializable");
     assert_eq!(ingest.post_signed(&huge).await.status(), 413);
 
-    assert_eq!(
-        db.event_count().await,
-        0,
-        "no rejected request may leave a row"
-    );
+    assert_eq!(db.event_count().await, 0, "no rejected request may leave a row");
     let (_, metrics) = ingest.get("/metrics").await;
-    for reason in [
-        "missing_signature",
-        "signature_mismatch",
-        "timestamp_too_old",
-        "not_an_event",
-        "body_too_large",
-    ] {
+    for reason in ["missing_signature", "signature_mismatch", "timestamp_too_old", "not_an_event", "body_too_large"] {
         assert!(
             metrics.contains(&format!(r#"ingest_rejections_total{{reason="{reason}"}}"#)),
             "{reason} not counted: {metrics}"
         );
     }
-    assert!(
-        metrics.contains(r#"ingest_requests_total{outcome="rejected"} 6"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"ingest_requests_total{outcome="rejected"} 6"#), "{metrics}");
 
     // The same event, properly signed, is then accepted: nothing was lost by the rejections.
     assert_eq!(ingest.post_signed(&body).await.status(), 200);

@@ -39,11 +39,7 @@ async fn concurrent_appends_through_two_instances_are_dense_ordered_and_chained(
         let mut seen = Vec::with_capacity(total);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
         while seen.len() < total {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the reader saw only {} events",
-                seen.len()
-            );
+            assert!(tokio::time::Instant::now() < deadline, "the reader saw only {} events", seen.len());
             let rows: Vec<(i64, String)> = sqlx::query_as(
                 "SELECT position, stripe_event_id FROM ledger.events WHERE position > $1 ORDER BY position LIMIT 1000",
             )
@@ -56,11 +52,7 @@ async fn concurrent_appends_through_two_instances_are_dense_ordered_and_chained(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             for (position, id) in rows {
-                assert_eq!(
-                    position,
-                    checkpoint + 1,
-                    "the reader skipped from {checkpoint} to {position}"
-                );
+                assert_eq!(position, checkpoint + 1, "the reader skipped from {checkpoint} to {position}");
                 checkpoint = position;
                 seen.push(id);
             }
@@ -76,8 +68,7 @@ async fn concurrent_appends_through_two_instances_are_dense_ordered_and_chained(
             let mut ids = Vec::with_capacity(EVENTS_PER_CLIENT);
             for n in 0..EVENTS_PER_CLIENT {
                 let id = stripe::event_id();
-                let body =
-                    stripe::subscription_updated(&id, (client * EVENTS_PER_CLIENT + n) as u64);
+                let body = stripe::subscription_updated(&id, (client * EVENTS_PER_CLIENT + n) as u64);
                 let response = http
                     .post(&url)
                     .header("stripe-signature", stripe::sign(&body))
@@ -98,32 +89,20 @@ async fn concurrent_appends_through_two_instances_are_dense_ordered_and_chained(
     assert_eq!(posted.len(), total);
 
     let seen = reader.await.expect("reader finished");
-    assert_eq!(
-        seen.iter().cloned().collect::<HashSet<_>>(),
-        posted,
-        "the reader saw exactly the posted events"
-    );
+    assert_eq!(seen.iter().cloned().collect::<HashSet<_>>(), posted, "the reader saw exactly the posted events");
 
     let (count, min, max): (i64, Option<i64>, Option<i64>) =
         sqlx::query_as("SELECT count(*), min(position), max(position) FROM ledger.events")
             .fetch_one(&db.pool)
             .await
             .expect("stats");
-    assert_eq!(
-        (count, min, max),
-        (total as i64, Some(1), Some(total as i64)),
-        "positions are 1..=N with no gap"
-    );
-    let broken: i64 = sqlx::query_scalar(BROKEN_CHAIN_LINKS)
+    assert_eq!((count, min, max), (total as i64, Some(1), Some(total as i64)), "positions are 1..=N with no gap");
+    let broken: i64 = sqlx::query_scalar(BROKEN_CHAIN_LINKS).fetch_one(&db.pool).await.expect("chain check");
+    assert_eq!(broken, 0, "hash chain verifies");
+    let instances: i64 = sqlx::query_scalar("SELECT count(DISTINCT received_by) FROM ledger.events")
         .fetch_one(&db.pool)
         .await
-        .expect("chain check");
-    assert_eq!(broken, 0, "hash chain verifies");
-    let instances: i64 =
-        sqlx::query_scalar("SELECT count(DISTINCT received_by) FROM ledger.events")
-            .fetch_one(&db.pool)
-            .await
-            .expect("instances");
+        .expect("instances");
     assert_eq!(instances, 2, "both instances appended");
     let (_, metrics) = a.get("/metrics").await;
     assert!(metrics.contains("ingest_batch_size_count"), "{metrics}");

@@ -16,15 +16,9 @@ async fn a_stopped_database_gives_503_and_the_retry_lands_once_after_restart() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let cluster = LocalCluster::new(dir.path().join(".data"));
     let server = cluster.ensure_running().await.expect("cluster starts");
-    shared::db::ensure_database(&server, "outage")
-        .await
-        .expect("database");
+    shared::db::ensure_database(&server, "outage").await.expect("database");
     let options = server.options("outage");
-    let owner = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options.clone())
-        .await
-        .expect("connect");
+    let owner = PgPoolOptions::new().max_connections(2).connect_with(options.clone()).await.expect("connect");
     shared::db::migrate(&owner).await.expect("migrate");
     owner.close().await;
     let service_pool = PgPoolOptions::new()
@@ -44,52 +38,31 @@ async fn a_stopped_database_gives_503_and_the_retry_lands_once_after_restart() {
 
     cluster.stop().await.expect("cluster stops");
     let second_id = stripe::event_id();
-    let second = serde_json::to_vec(&stripe::event(
-        &second_id,
-        "customer.updated",
-        stripe::now(),
-        stripe::customer("cus_o1"),
-    ))
-    .expect("serializable");
+    let second =
+        serde_json::to_vec(&stripe::event(&second_id, "customer.updated", stripe::now(), stripe::customer("cus_o1")))
+            .expect("serializable");
     let response = ingest.post_signed(&second).await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(ingest.get("/readyz").await.0, 503);
     assert_eq!(ingest.get("/healthz").await.0, 200, "alive, just not ready");
     let (_, metrics) = ingest.get("/metrics").await;
-    assert!(
-        metrics.contains(r#"ingest_rejections_total{reason="database_unavailable"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"ingest_requests_total{outcome="unavailable"} 1"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"ingest_rejections_total{reason="database_unavailable"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"ingest_requests_total{outcome="unavailable"} 1"#), "{metrics}");
 
     cluster.ensure_running().await.expect("cluster restarts");
     // Stripe retries until it gets a 2xx; so do we, with a bound.
-    wait::until(
-        Duration::from_secs(30),
-        "the retried event to be accepted",
-        || async { (ingest.post_signed(&second).await.status() == 200).then_some(()) },
-    )
+    wait::until(Duration::from_secs(30), "the retried event to be accepted", || async {
+        (ingest.post_signed(&second).await.status() == 200).then_some(())
+    })
     .await;
-    assert_eq!(
-        ingest.post_signed(&second).await.status(),
-        200,
-        "a further retry is a duplicate"
-    );
+    assert_eq!(ingest.post_signed(&second).await.status(), 200, "a further retry is a duplicate");
 
-    let reader = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
+    let reader = PgPoolOptions::new().max_connections(1).connect_with(options).await.expect("connect");
+    let ids: Vec<String> = sqlx::query_scalar("SELECT stripe_event_id FROM ledger.events ORDER BY position")
+        .fetch_all(&reader)
         .await
-        .expect("connect");
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT stripe_event_id FROM ledger.events ORDER BY position")
-            .fetch_all(&reader)
-            .await
-            .expect("rows");
+        .expect("rows");
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[1], second_id);
     reader.close().await;

@@ -24,13 +24,7 @@ async fn every_acknowledged_event_is_stored_when_shutdown_interrupts_traffic() {
                 }
                 let id = stripe::event_id();
                 let body = stripe::subscription_updated(&id, client * 1_000 + n);
-                match http
-                    .post(&url)
-                    .header("stripe-signature", stripe::sign(&body))
-                    .body(body)
-                    .send()
-                    .await
-                {
+                match http.post(&url).header("stripe-signature", stripe::sign(&body)).body(body).send().await {
                     Ok(response) if response.status() == 200 => acknowledged.push(id),
                     Ok(response) => {
                         assert_eq!(response.status(), 503, "only 200 or 503 while stopping")
@@ -41,11 +35,9 @@ async fn every_acknowledged_event_is_stored_when_shutdown_interrupts_traffic() {
             acknowledged
         }));
     }
-    wait::until(
-        Duration::from_secs(30),
-        "some events to be stored",
-        || async { (db.event_count().await >= 100).then_some(()) },
-    )
+    wait::until(Duration::from_secs(30), "some events to be stored", || async {
+        (db.event_count().await >= 100).then_some(())
+    })
     .await;
     ingest.stop().await.expect("graceful stop returns Ok");
 
@@ -54,18 +46,9 @@ async fn every_acknowledged_event_is_stored_when_shutdown_interrupts_traffic() {
         acknowledged.extend(client.await.expect("client finished"));
     }
     assert!(acknowledged.len() >= 100);
-    let stored: Vec<String> = sqlx::query_scalar("SELECT stripe_event_id FROM ledger.events")
-        .fetch_all(&db.pool)
-        .await
-        .expect("rows");
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT stripe_event_id FROM ledger.events").fetch_all(&db.pool).await.expect("rows");
     let stored: std::collections::HashSet<String> = stored.into_iter().collect();
-    let missing: Vec<&String> = acknowledged
-        .iter()
-        .filter(|id| !stored.contains(*id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged events are not stored",
-        missing.len()
-    );
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(missing.is_empty(), "{} acknowledged events are not stored", missing.len());
 }
