@@ -11,7 +11,8 @@ const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 /// Safe to call more than once (later calls are ignored), so tests can call it freely.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout belongs to command output (`replay database-url`, the dev banner).
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),

@@ -8,22 +8,32 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::OnceCell;
 
-/// The workspace root (where `.data/` lives).
+/// The workspace root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where the embedded cluster lives: `LEDGER_DATA_DIR`, as for the binaries, else `.data/` at the
+/// workspace root (not the test's working directory, so every test binary shares one cluster).
+pub fn data_dir() -> PathBuf {
+    match std::env::var("LEDGER_DATA_DIR") {
+        Ok(dir) if !dir.trim().is_empty() => PathBuf::from(dir),
+        _ => workspace_root().join(".data"),
+    }
 }
 
 static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();
 
 /// Connect options for the test server's maintenance database: `DATABASE_URL` when set (its role
-/// needs CREATEDB and CREATEROLE), else the embedded cluster, started on first use.
+/// must be a superuser: tests create databases, switch roles and set session_replication_role),
+/// else the embedded cluster, started on first use.
 pub async fn server_options() -> PgConnectOptions {
     SERVER
         .get_or_init(|| async {
             match std::env::var("DATABASE_URL") {
                 Ok(url) if !url.trim().is_empty() => PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"),
                 _ => {
-                    let cluster = LocalCluster::new(workspace_root().join(".data"));
+                    let cluster = LocalCluster::new(data_dir());
                     let server = cluster.ensure_running().await.expect("embedded PostgreSQL starts");
                     server.options("postgres")
                 }
