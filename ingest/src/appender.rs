@@ -74,6 +74,65 @@ pub fn spawn(
     (AppenderHandle { tx }, tasks)
 }
 
+/// Appends one batch in one call and returns one result per event, in order.
+///
+/// If the call fails for a reason other than unavailability, nothing of the batch was stored and
+/// the culprit is unknown, so each event is retried alone: one event the database refuses (say, an
+/// id too long for its index) then fails by itself instead of failing every batch that Stripe's
+/// retries of it would land in.
+pub async fn append_batch(
+    pool: &PgPool,
+    events: &[NewEvent],
+    received_by: &str,
+    metrics: &Metrics,
+) -> Vec<Result<AppendOutcome, AppendError>> {
+    match append_timed(pool, events, received_by, metrics).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(error) if shared::db::is_unavailable(&error) || events.len() == 1 => {
+            tracing::error!(%error, batch_size = events.len(), "append failed, nothing of it was stored");
+            vec![Err(classify(error)); events.len()]
+        }
+        Err(error) => {
+            tracing::warn!(%error, batch_size = events.len(), "group commit failed, retrying its events one by one");
+            let mut results = Vec::with_capacity(events.len());
+            for event in events {
+                let result = append_timed(pool, std::slice::from_ref(event), received_by, metrics).await;
+                results.push(match result {
+                    // append_events returns exactly one outcome per event, or an error.
+                    Ok(mut outcome) => Ok(outcome.pop().expect("one outcome for one event")),
+                    Err(error) => {
+                        tracing::error!(%error, stripe_event_id = %event.envelope.id, "append of this event failed, it was not stored");
+                        Err(classify(error))
+                    }
+                });
+            }
+            results
+        }
+    }
+}
+
+async fn append_timed(
+    pool: &PgPool,
+    events: &[NewEvent],
+    received_by: &str,
+    metrics: &Metrics,
+) -> Result<Vec<AppendOutcome>, sqlx::Error> {
+    let started = Instant::now();
+    let result = append_events(pool, events, Source::Webhook, received_by)
+        .instrument(tracing::info_span!("ingest.append", batch_size = events.len()))
+        .await;
+    metrics.batch(events.len(), started.elapsed().as_secs_f64());
+    result
+}
+
+fn classify(error: sqlx::Error) -> AppendError {
+    if shared::db::is_unavailable(&error) {
+        AppendError::Unavailable(Arc::new(error))
+    } else {
+        AppendError::Failed(Arc::new(error))
+    }
+}
+
 async fn run(
     pool: PgPool,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
@@ -85,28 +144,10 @@ async fn run(
     // The queue lock is held only while taking a batch, not while appending it.
     while rx.lock().await.recv_many(&mut batch, max_batch).await > 0 {
         let (events, replies): (Vec<NewEvent>, Vec<_>) = batch.drain(..).map(|p| (p.event, p.reply)).unzip();
-        let started = Instant::now();
-        let result = append_events(&pool, &events, Source::Webhook, &received_by)
-            .instrument(tracing::info_span!("ingest.append", batch_size = events.len()))
-            .await;
-        metrics.batch(events.len(), started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // The requester may have gone away; its event is durable regardless.
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                let unavailable = shared::db::is_unavailable(&error);
-                tracing::error!(error = %error, batch_size = events.len(), unavailable, "group commit failed, nothing of the batch was stored");
-                let error = Arc::new(error);
-                let shared_error =
-                    if unavailable { AppendError::Unavailable(error) } else { AppendError::Failed(error) };
-                for reply in replies {
-                    let _ = reply.send(Err(shared_error.clone()));
-                }
-            }
+        let results = append_batch(&pool, &events, &received_by, &metrics).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The requester may have gone away; a stored event is durable regardless.
+            let _ = reply.send(result);
         }
     }
     tracing::info!("appender drained and stopped");

@@ -158,3 +158,69 @@ async fn health_and_readiness_answer_when_the_database_is_up() {
     assert!(metrics.contains("ingest_batch_size"));
     ingest.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_database_refuses_fails_alone_not_its_batch() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    // A data.object.id too long for its btree index even compressed: PostgreSQL refuses the row.
+    let poison_id = stripe::event_id();
+    let incompressible: String = (0..300).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let poison = serde_json::to_vec(&stripe::event(
+        &poison_id,
+        "customer.created",
+        stripe::now(),
+        stripe::customer(&format!("cus_{incompressible}")),
+    ))
+    .expect("serializable");
+    let good: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|n| {
+            let id = stripe::event_id();
+            let body = stripe::subscription_updated(&id, n);
+            (id, body)
+        })
+        .collect();
+    // Posted together: whether or not they share a group commit, only the refused one fails.
+    let poison_post = ingest.post_signed(&poison);
+    let good_posts = futures::future::join_all(good.iter().map(|(_, body)| ingest.post_signed(body)));
+    let (poison_response, good_responses) = tokio::join!(poison_post, good_posts);
+    assert_eq!(poison_response.status(), 500, "the refused event is not acknowledged");
+    for response in good_responses {
+        assert_eq!(response.status(), 200, "its batch-mates are stored");
+    }
+    assert_eq!(db.event_count().await, 40);
+    let (_, metrics) = ingest.get("/metrics").await;
+    assert!(metrics.contains(r#"ingest_rejections_total{reason="internal"} 1"#), "{metrics}");
+    ingest.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_failed_group_commit_is_retried_event_by_event() {
+    let db = TestDb::new().await;
+    let metrics = ingest::metrics::Metrics::default();
+    let incompressible: String = (0..300).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let bodies = [
+        stripe::subscription_updated(&stripe::event_id(), 1),
+        serde_json::to_vec(&stripe::event(
+            &stripe::event_id(),
+            "customer.created",
+            stripe::now(),
+            stripe::customer(&format!("cus_{incompressible}")),
+        ))
+        .expect("serializable"),
+        stripe::subscription_updated(&stripe::event_id(), 2),
+    ];
+    let events: Vec<shared::log::NewEvent> = bodies
+        .iter()
+        .map(|body| shared::log::NewEvent {
+            envelope: shared::envelope::decode(body).expect("an event"),
+            signature: Some(stripe::sign(body)),
+            raw_body: bytes::Bytes::copy_from_slice(body),
+        })
+        .collect();
+    let results = ingest::appender::append_batch(&db.pool, &events, "test", &metrics).await;
+    assert!(matches!(results[0], Ok(shared::log::AppendOutcome::Appended { position: 1 })), "{results:?}");
+    assert!(matches!(results[1], Err(ingest::appender::AppendError::Failed(_))), "{results:?}");
+    assert!(matches!(results[2], Ok(shared::log::AppendOutcome::Appended { position: 2 })), "{results:?}");
+    assert_eq!(db.event_count().await, 2);
+}
