@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// The signing secret used when neither `STRIPE_WEBHOOK_SECRET` nor `DATABASE_URL` is set: local
 /// development only. With `DATABASE_URL` set, a missing secret is an error (see
@@ -259,14 +259,10 @@ fn default_instance_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Exposes a secret's value for the one call that needs it (kept here so grep finds every use).
-pub fn expose(secret: &SecretString) -> &str {
-    secret.expose_secret()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_vars(vars.iter().map(|(k, v)| (*k, *v)))
@@ -298,7 +294,7 @@ mod tests {
     #[test]
     fn several_secrets_are_split_on_commas() {
         let config = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b")]).expect("valid");
-        let secrets: Vec<&str> = config.webhook_secrets.iter().map(expose).collect();
+        let secrets: Vec<&str> = config.webhook_secrets.iter().map(|s| s.expose_secret()).collect();
         assert_eq!(secrets, ["whsec_a", "whsec_b"]);
     }
 
