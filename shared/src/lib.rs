@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the typed configuration of the public contract's environment variables, with
 //!   embedded defaults, validated once.
+//! - [`catalog`]: the price catalog (tiers, limits, credits, credit packs), validated at load.
 //! - [`signature`]: Stripe webhook signature verification, a pure function.
 //! - [`envelope`]: decoding of the Stripe event envelope (id, type, created, object ids).
 //! - [`log`]: the one append path into `ledger.events` (group commit, dedupe, hash chain).
@@ -10,6 +11,7 @@
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`shutdown`]: the shutdown signal as a `CancellationToken`.
 
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod embedded;

@@ -1,0 +1,378 @@
+//! The price catalog: what each Stripe price id buys. One TOML file, validated at load.
+//!
+//! The projector looks every price id up here; an id that is in no tier and no pack is an
+//! anomaly (tier `unknown`), never a silent free tier. The catalog's [`Catalog::hash`] is stored
+//! beside the projector's checkpoint, so projections built with another catalog are noticed.
+//! `catalog.example.toml` at the workspace root is the shipped example.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The tier name used when a price id is not in the catalog. Reserved.
+pub const UNKNOWN_TIER: &str = "unknown";
+
+/// Why a catalog was refused. Each message names the entry at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The file could not be read.
+    #[error("cannot read the catalog {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or an entry has a missing, unknown or mistyped field.
+    #[error("malformed catalog: {0}")]
+    Malformed(#[from] toml::de::Error),
+    /// An entry breaks a rule.
+    #[error("invalid catalog entry {entry}: {reason}")]
+    Invalid {
+        /// The entry, e.g. `tiers[2] (professional)` or `price id price_x`.
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A limit: a number, or unlimited (written `-1`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(into = "f64")]
+pub enum Limit {
+    /// No limit.
+    Unlimited,
+    /// At most this much.
+    Max(f64),
+}
+
+impl From<Limit> for f64 {
+    fn from(limit: Limit) -> Self {
+        match limit {
+            Limit::Unlimited => -1.0,
+            Limit::Max(value) => value,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if value == -1.0 {
+            Ok(Self::Unlimited)
+        } else if value.is_finite() && value >= 0.0 {
+            Ok(Self::Max(value))
+        } else {
+            Err(serde::de::Error::custom(format!("{value} is neither -1 (unlimited) nor a non-negative number")))
+        }
+    }
+}
+
+/// What an instance of a tier may use.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Agents.
+    pub agents: Limit,
+    /// Messages per day.
+    pub messages_per_day: Limit,
+    /// Memory in MB.
+    pub memory_mb: Limit,
+    /// CPUs (fractions allowed).
+    pub cpu: Limit,
+}
+
+/// A plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tier {
+    /// Its name, e.g. `professional`.
+    pub name: String,
+    /// Every Stripe price id that sells it.
+    pub price_ids: Vec<String>,
+    /// Limits of its instance.
+    pub limits: Limits,
+    /// Credits granted per paid billing cycle.
+    pub credits_per_cycle: u64,
+    /// Most credits a balance may carry into a new cycle.
+    pub rollover_cap: u64,
+}
+
+/// A tier as written: `limits` may be missing, which validation refuses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierEntry {
+    name: String,
+    price_ids: Vec<String>,
+    limits: Option<Limits>,
+    #[serde(default)]
+    credits_per_cycle: u64,
+    #[serde(default)]
+    rollover_cap: u64,
+}
+
+/// A one-time purchase of credits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditPack {
+    /// Its name.
+    pub name: String,
+    /// The Stripe price id.
+    pub price_id: String,
+    /// Credits granted per unit bought.
+    pub credits: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default)]
+    tiers: Vec<TierEntry>,
+    #[serde(default)]
+    credit_packs: Vec<CreditPack>,
+}
+
+/// The validated content (also what the hash is computed over).
+#[derive(Debug, Clone, Serialize)]
+struct Content {
+    tiers: Vec<Tier>,
+    credit_packs: Vec<CreditPack>,
+}
+
+/// What a price id buys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Product<'a> {
+    /// A plan, with its rank (0 = lowest).
+    Tier {
+        /// The tier.
+        tier: &'a Tier,
+        /// Its position in the catalog's order.
+        rank: usize,
+    },
+    /// A credit pack.
+    CreditPack(&'a CreditPack),
+}
+
+/// A validated catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    content: Content,
+    by_price: HashMap<String, (bool, usize)>,
+    hash: String,
+}
+
+impl Catalog {
+    /// Reads and validates a catalog file.
+    pub fn load(path: &Path) -> Result<Self, CatalogError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| CatalogError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates catalog text.
+    pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        let file: CatalogFile = toml::from_str(text)?;
+        let invalid = |entry: String, reason: &str| CatalogError::Invalid { entry, reason: reason.to_owned() };
+        let mut by_price: HashMap<String, (bool, usize)> = HashMap::new();
+        let mut owners: HashMap<&str, String> = HashMap::new();
+        let mut names: HashMap<&str, String> = HashMap::new();
+        let mut tiers = Vec::with_capacity(file.tiers.len());
+        for (i, tier) in file.tiers.iter().enumerate() {
+            let entry = format!("tiers[{i}] ({})", tier.name);
+            if tier.name.trim().is_empty() {
+                return Err(invalid(entry, "the name is empty"));
+            }
+            if tier.name == UNKNOWN_TIER {
+                return Err(invalid(entry, "`unknown` is reserved for prices missing from the catalog"));
+            }
+            let Some(limits) = tier.limits else {
+                return Err(invalid(entry, "has no limits"));
+            };
+            if let Some(first) = names.insert(&tier.name, entry.clone()) {
+                return Err(invalid(entry, &format!("the name is already used by {first}")));
+            }
+            for price in &tier.price_ids {
+                if let Some(first) = owners.insert(price, entry.clone()) {
+                    return Err(invalid(
+                        format!("price id {price}"),
+                        &format!("is used twice: by {first} and by {entry}"),
+                    ));
+                }
+                by_price.insert(price.clone(), (true, i));
+            }
+            tiers.push(Tier {
+                name: tier.name.clone(),
+                price_ids: tier.price_ids.clone(),
+                limits,
+                credits_per_cycle: tier.credits_per_cycle,
+                rollover_cap: tier.rollover_cap,
+            });
+        }
+        for (i, pack) in file.credit_packs.iter().enumerate() {
+            let entry = format!("credit_packs[{i}] ({})", pack.name);
+            if pack.credits == 0 {
+                return Err(invalid(entry, "grants no credits"));
+            }
+            if pack.price_id.trim().is_empty() {
+                return Err(invalid(entry, "has an empty price_id"));
+            }
+            if let Some(first) = owners.insert(&pack.price_id, entry.clone()) {
+                return Err(invalid(
+                    format!("price id {}", pack.price_id),
+                    &format!("is used twice: by {first} and by {entry}"),
+                ));
+            }
+            by_price.insert(pack.price_id.clone(), (false, i));
+        }
+        for price in owners.keys() {
+            if price.trim().is_empty() {
+                return Err(invalid(owners[price].clone(), "has an empty price id"));
+            }
+        }
+        // The hash is of the meaning, not the text: comments and layout do not change it.
+        let content = Content { tiers, credit_packs: file.credit_packs };
+        let canonical = serde_json::to_vec(&content).map_err(|e| invalid("catalog".into(), &e.to_string()))?;
+        let hash = hex::encode(Sha256::digest(&canonical));
+        Ok(Self { content, by_price, hash })
+    }
+
+    /// What `price_id` buys, or `None` when the catalog does not know it (an anomaly).
+    pub fn product(&self, price_id: &str) -> Option<Product<'_>> {
+        let &(is_tier, index) = self.by_price.get(price_id)?;
+        Some(if is_tier {
+            Product::Tier { tier: &self.content.tiers[index], rank: index }
+        } else {
+            Product::CreditPack(&self.content.credit_packs[index])
+        })
+    }
+
+    /// A tier by name.
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.content.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// The rank of a tier (0 = lowest), `None` for unknown names.
+    pub fn rank(&self, name: &str) -> Option<usize> {
+        self.content.tiers.iter().position(|t| t.name == name)
+    }
+
+    /// Tiers, lowest first.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.content.tiers
+    }
+
+    /// Credit packs.
+    pub fn credit_packs(&self) -> &[CreditPack] {
+        &self.content.credit_packs
+    }
+
+    /// sha256 (hex) of the catalog's canonical content.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../catalog.example.toml");
+
+    fn error(text: &str) -> String {
+        Catalog::parse(text).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn the_example_catalog_has_the_four_tiers_and_two_packs() {
+        let catalog = Catalog::parse(EXAMPLE).expect("example is valid");
+        let names: Vec<&str> = catalog.tiers().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["free", "starter", "professional", "enterprise"]);
+        assert_eq!(catalog.credit_packs().len(), 2);
+        let free = catalog.tier("free").map(|t| t.limits).expect("free limits");
+        assert_eq!(
+            free,
+            Limits {
+                agents: Limit::Max(1.0),
+                messages_per_day: Limit::Max(100.0),
+                memory_mb: Limit::Max(256.0),
+                cpu: Limit::Max(0.25)
+            }
+        );
+        let starter = catalog.tier("starter").map(|t| t.limits).expect("starter limits");
+        assert_eq!(
+            (starter.agents, starter.messages_per_day, starter.memory_mb, starter.cpu),
+            (Limit::Max(3.0), Limit::Max(1000.0), Limit::Max(512.0), Limit::Max(0.5))
+        );
+        let pro = catalog.tier("professional").map(|t| t.limits).expect("professional limits");
+        assert_eq!(
+            (pro.agents, pro.messages_per_day, pro.memory_mb, pro.cpu),
+            (Limit::Max(10.0), Limit::Max(10000.0), Limit::Max(2048.0), Limit::Max(2.0))
+        );
+        let enterprise = catalog.tier("enterprise").map(|t| t.limits).expect("enterprise limits");
+        assert_eq!(
+            (enterprise.agents, enterprise.messages_per_day, enterprise.memory_mb, enterprise.cpu),
+            (Limit::Unlimited, Limit::Unlimited, Limit::Max(8192.0), Limit::Max(4.0))
+        );
+    }
+
+    #[test]
+    fn every_price_id_of_a_tier_finds_it_and_unknown_ids_find_nothing() {
+        let catalog = Catalog::parse(EXAMPLE).expect("valid");
+        for price in ["price_starter_monthly", "price_starter_yearly", "price_starter_legacy_2023"] {
+            assert!(
+                matches!(catalog.product(price), Some(Product::Tier { tier, rank: 1 }) if tier.name == "starter"),
+                "{price}"
+            );
+        }
+        assert!(matches!(catalog.product("price_credits_1000"), Some(Product::CreditPack(p)) if p.credits == 1000));
+        assert_eq!(catalog.product("price_nobody_knows"), None);
+        assert_eq!(catalog.rank("enterprise"), Some(3));
+        assert_eq!(catalog.rank(UNKNOWN_TIER), None);
+    }
+
+    #[test]
+    fn the_hash_follows_meaning_not_layout() {
+        let a = Catalog::parse(EXAMPLE).expect("valid");
+        let reformatted = EXAMPLE.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n\n");
+        let b = Catalog::parse(&reformatted).expect("valid");
+        assert_eq!(a.hash(), b.hash());
+        let changed = Catalog::parse(&EXAMPLE.replace("credits = 1000\n", "credits = 1500\n")).expect("valid");
+        assert_ne!(a.hash(), changed.hash());
+        assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn a_price_id_used_twice_is_refused_naming_both_entries() {
+        let text = EXAMPLE.replace("price_ids = [\"price_free_monthly\"]", "price_ids = [\"price_starter_yearly\"]");
+        let message = error(&text);
+        assert!(message.contains("price id price_starter_yearly"), "{message}");
+        assert!(message.contains("tiers[0] (free)") && message.contains("tiers[1] (starter)"), "{message}");
+        let pack_clash = EXAMPLE.replace("price_id = \"price_credits_10000\"", "price_id = \"price_credits_1000\"");
+        assert!(error(&pack_clash).contains("credit_packs[0] (credits_1000) and by credit_packs[1] (credits_10000)"));
+    }
+
+    #[test]
+    fn a_tier_without_limits_is_refused_naming_it() {
+        let text = "[[tiers]]\nname = \"basic\"\nprice_ids = [\"price_basic\"]\n";
+        assert_eq!(error(text), "invalid catalog entry tiers[0] (basic): has no limits");
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_with_their_location() {
+        let typo = EXAMPLE.replace("messages_per_day = 100,", "messages_per_dya = 100,");
+        let message = error(&typo);
+        assert!(message.starts_with("malformed catalog"), "{message}");
+        assert!(message.contains("messages_per_dya"), "{message}");
+        assert!(error(&EXAMPLE.replace("cpu = 0.25", "cpu = -2")).contains("neither -1"));
+        assert!(error(&EXAMPLE.replace("credits = 1000\n", "credits = \"many\"\n")).starts_with("malformed catalog"));
+        assert!(
+            error(&EXAMPLE.replace("credits = 1000\n", "credits = 0\n"))
+                .contains("credit_packs[0] (credits_1000): grants no credits")
+        );
+        assert!(error(&EXAMPLE.replace("name = \"starter\"", "name = \"unknown\"")).contains("reserved"));
+        assert!(error(&EXAMPLE.replace("name = \"starter\"", "name = \"free\"")).contains("already used by tiers[0]"));
+        assert!(error("[[tiers]]\nname = \"x\"\nprice_ids = [\"\"]\nlimits = { agents = 1, messages_per_day = 1, memory_mb = 1, cpu = 1 }\n").contains("empty price id"));
+    }
+}
