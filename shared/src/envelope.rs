@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+use crate::stripe::Expandable;
+
 /// Why a body is not a Stripe event.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
@@ -70,14 +72,7 @@ struct RawObject {
     #[serde(default)]
     object: Option<String>,
     #[serde(default)]
-    customer: Option<CustomerRef>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum CustomerRef {
-    Id(String),
-    Expanded { id: String },
+    customer: Option<Expandable>,
 }
 
 /// Decodes and checks the envelope of a raw webhook body.
@@ -96,9 +91,7 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     let customer_id = if object.object.as_deref() == Some("customer") {
         object.id.clone()
     } else {
-        object.customer.map(|c| match c {
-            CustomerRef::Id(id) | CustomerRef::Expanded { id } => id,
-        })
+        object.customer.map(|c| c.id().to_owned())
     };
     Ok(Envelope {
         id: raw.id,

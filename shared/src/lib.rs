@@ -6,6 +6,8 @@
 //! - [`signature`]: Stripe webhook signature verification, a pure function.
 //! - [`envelope`]: decoding of the Stripe event envelope (id, type, created, object ids).
 //! - [`log`]: the one append path into `ledger.events` (group commit, dedupe, hash chain).
+//! - [`stripe`]: the typed event model (customers, subscriptions, invoices, checkout sessions)
+//!   read from either API shape.
 //! - [`db`]: the connection pool, the one migrator and the database URL resolution.
 //! - [`embedded`]: the local PostgreSQL cluster under `./.data/` used when `DATABASE_URL` is unset.
 //! - [`telemetry`]: the tracing subscriber.
@@ -19,4 +21,5 @@ pub mod envelope;
 pub mod log;
 pub mod shutdown;
 pub mod signature;
+pub mod stripe;
 pub mod telemetry;

@@ -1,0 +1,734 @@
+//! The typed event model: the parts of Stripe's objects the projections use, read from raw event
+//! bodies of any API version.
+//!
+//! Both shapes are read: before `2025-03-31.basil` a subscription's period is on the subscription
+//! and an invoice names its subscription at the top level; from basil the period is on each
+//! subscription item and the invoice's subscription is under `parent.subscription_details`, and
+//! an invoice line's price is under `pricing.price_details`. Unknown fields are ignored; unknown
+//! enum values are kept as text (`Other`) rather than failing the decode.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// An id that Stripe may send as a string or, when expanded, as an object with an `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Expandable {
+    /// `"cus_123"`.
+    Id(String),
+    /// `{"id": "cus_123", ...}`.
+    Object {
+        /// The object's id.
+        id: String,
+    },
+}
+
+impl Expandable {
+    /// The id, expanded or not.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Id(id) | Self::Object { id } => id,
+        }
+    }
+
+    fn into_id(self) -> String {
+        match self {
+            Self::Id(id) | Self::Object { id } => id,
+        }
+    }
+}
+
+/// The event envelope fields the fold orders and keys by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    /// `evt_...`.
+    pub id: String,
+    /// `type`.
+    pub event_type: String,
+    /// `created`, unix seconds.
+    pub created: i64,
+    /// `api_version`.
+    pub api_version: Option<String>,
+    /// `livemode`.
+    pub livemode: bool,
+}
+
+/// An event with its object decoded by type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Envelope.
+    pub meta: EventMeta,
+    /// `data.object`, typed when the event type drives state.
+    pub object: Object,
+}
+
+/// `data.object` of the event types that drive state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// `data.object.object == "customer"` (`customer.created/updated/deleted`).
+    Customer(Customer),
+    /// `"subscription"` (`customer.subscription.*`).
+    Subscription(Subscription),
+    /// `"invoice"` (`invoice.*`).
+    Invoice(Invoice),
+    /// `"checkout.session"` (`checkout.session.*`).
+    CheckoutSession(CheckoutSession),
+    /// Any other object: stored and counted, not projected.
+    Other,
+}
+
+/// A customer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Customer {
+    /// `cus_...`.
+    pub id: String,
+    /// Email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// True on a deleted-customer stub.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// A subscription status; unknown values are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Trial.
+    Trialing,
+    /// Paid and running.
+    Active,
+    /// A payment failed; Stripe retries.
+    PastDue,
+    /// Retries exhausted, not canceled.
+    Unpaid,
+    /// Canceled (terminal).
+    Canceled,
+    /// First payment not made yet.
+    Incomplete,
+    /// First payment never made (terminal).
+    IncompleteExpired,
+    /// Paused (trial ended without a payment method).
+    Paused,
+    /// A status this version does not know.
+    #[serde(untagged)]
+    Other(String),
+}
+
+impl SubscriptionStatus {
+    /// The status as Stripe spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Trialing => "trialing",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Unpaid => "unpaid",
+            Self::Canceled => "canceled",
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Paused => "paused",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+/// One item of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionItem {
+    /// `si_...`.
+    pub id: String,
+    /// The price id (`price.id`, or the legacy `plan.id`).
+    pub price_id: Option<String>,
+    /// Quantity.
+    pub quantity: u64,
+    /// Period start on the item (basil and later).
+    pub current_period_start: Option<i64>,
+    /// Period end on the item (basil and later).
+    pub current_period_end: Option<i64>,
+}
+
+/// A subscription, normalized across API versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// `sub_...`.
+    pub id: String,
+    /// Its customer.
+    pub customer: String,
+    /// Status.
+    pub status: SubscriptionStatus,
+    /// Items (usually one).
+    pub items: Vec<SubscriptionItem>,
+    /// Current period start: the subscription's own (before basil) or the items' earliest.
+    pub current_period_start: Option<i64>,
+    /// Current period end: the subscription's own (before basil) or the items' latest.
+    pub current_period_end: Option<i64>,
+    /// Trial start.
+    pub trial_start: Option<i64>,
+    /// Trial end.
+    pub trial_end: Option<i64>,
+    /// Cancels at the end of the period.
+    pub cancel_at_period_end: bool,
+    /// Scheduled cancellation time.
+    pub cancel_at: Option<i64>,
+    /// When cancellation was requested.
+    pub canceled_at: Option<i64>,
+    /// When it ended.
+    pub ended_at: Option<i64>,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Subscription {
+    /// The price of the first item: what the catalog looks up.
+    pub fn price_id(&self) -> Option<&str> {
+        self.items.iter().find_map(|i| i.price_id.as_deref())
+    }
+}
+
+/// An invoice, normalized across API versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    /// `in_...`.
+    pub id: String,
+    /// Its customer.
+    pub customer: Option<String>,
+    /// The subscription it bills: top-level `subscription` (before basil) or
+    /// `parent.subscription_details.subscription` (basil and later).
+    pub subscription: Option<String>,
+    /// `billing_reason`, e.g. `subscription_cycle`, `subscription_create`.
+    pub billing_reason: Option<String>,
+    /// `status`, e.g. `paid`, `open`.
+    pub status: Option<String>,
+    /// Amount due, in the smallest currency unit.
+    pub amount_due: i64,
+    /// Amount paid.
+    pub amount_paid: i64,
+    /// Currency.
+    pub currency: Option<String>,
+    /// `period_start` of the invoice.
+    pub period_start: Option<i64>,
+    /// `period_end` of the invoice.
+    pub period_end: Option<i64>,
+    /// Price ids of its lines (`price.id` before basil, `pricing.price_details.price` after).
+    pub line_price_ids: Vec<String>,
+    /// The latest end of a line's period (the service period a cycle invoice pays for).
+    pub lines_period_end: Option<i64>,
+}
+
+/// A Checkout Session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSession {
+    /// `cs_...`.
+    pub id: String,
+    /// `subscription`, `payment` or `setup`.
+    pub mode: String,
+    /// Its customer, when one was created or given.
+    pub customer: Option<String>,
+    /// The subscription created (subscription mode).
+    pub subscription: Option<String>,
+    /// `paid`, `unpaid`, `no_payment_required`.
+    pub payment_status: Option<String>,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// (price id, quantity) of its line items, when the payload carries them (expanded).
+    pub line_items: Vec<(String, u64)>,
+}
+
+impl CheckoutSession {
+    /// What the session bought: its line items, or when the payload has none (webhook payloads
+    /// do not expand them) `metadata.price_id` with `metadata.quantity` (default 1).
+    pub fn purchased(&self) -> Vec<(String, u64)> {
+        if !self.line_items.is_empty() {
+            return self.line_items.clone();
+        }
+        match self.metadata.get("price_id") {
+            Some(price) => {
+                let quantity = self.metadata.get("quantity").and_then(|q| q.parse().ok()).unwrap_or(1);
+                vec![(price.clone(), quantity)]
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Why an event body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {what}: {source}")]
+pub struct DecodeError {
+    /// What was being decoded.
+    pub what: &'static str,
+    /// The cause.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+// ---- wire shapes (private): every field optional or defaulted, unknown fields ignored ----
+
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    created: i64,
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    livemode: bool,
+    #[serde(borrow)]
+    data: WireData<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireData<'a> {
+    #[serde(borrow)]
+    object: &'a serde_json::value::RawValue,
+}
+
+#[derive(Deserialize)]
+struct WireKind<'a> {
+    #[serde(default, borrow)]
+    object: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct WireList<T> {
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+}
+
+impl<T> Default for WireList<T> {
+    fn default() -> Self {
+        Self { data: Vec::new() }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireSubscription {
+    id: String,
+    customer: Expandable,
+    status: SubscriptionStatus,
+    #[serde(default)]
+    items: WireList<WireItem>,
+    #[serde(default)]
+    current_period_start: Option<i64>,
+    #[serde(default)]
+    current_period_end: Option<i64>,
+    #[serde(default)]
+    trial_start: Option<i64>,
+    #[serde(default)]
+    trial_end: Option<i64>,
+    #[serde(default)]
+    cancel_at_period_end: bool,
+    #[serde(default)]
+    cancel_at: Option<i64>,
+    #[serde(default)]
+    canceled_at: Option<i64>,
+    #[serde(default)]
+    ended_at: Option<i64>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct WireItem {
+    id: String,
+    #[serde(default)]
+    price: Option<Expandable>,
+    #[serde(default)]
+    plan: Option<Expandable>,
+    #[serde(default)]
+    quantity: Option<u64>,
+    #[serde(default)]
+    current_period_start: Option<i64>,
+    #[serde(default)]
+    current_period_end: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct WireInvoice {
+    id: String,
+    #[serde(default)]
+    customer: Option<Expandable>,
+    #[serde(default)]
+    subscription: Option<Expandable>,
+    #[serde(default)]
+    parent: Option<WireInvoiceParent>,
+    #[serde(default)]
+    billing_reason: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    amount_due: i64,
+    #[serde(default)]
+    amount_paid: i64,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    period_start: Option<i64>,
+    #[serde(default)]
+    period_end: Option<i64>,
+    #[serde(default)]
+    lines: Option<WireList<WireLine>>,
+}
+
+#[derive(Deserialize)]
+struct WireInvoiceParent {
+    #[serde(default)]
+    subscription_details: Option<WireSubscriptionDetails>,
+}
+
+#[derive(Deserialize)]
+struct WireSubscriptionDetails {
+    #[serde(default)]
+    subscription: Option<Expandable>,
+}
+
+#[derive(Deserialize)]
+struct WireLine {
+    #[serde(default)]
+    price: Option<Expandable>,
+    #[serde(default)]
+    pricing: Option<WirePricing>,
+    #[serde(default)]
+    period: Option<WirePeriod>,
+}
+
+#[derive(Deserialize)]
+struct WirePricing {
+    #[serde(default)]
+    price_details: Option<WirePriceDetails>,
+}
+
+#[derive(Deserialize)]
+struct WirePriceDetails {
+    #[serde(default)]
+    price: Option<Expandable>,
+}
+
+#[derive(Deserialize)]
+struct WirePeriod {
+    #[serde(default)]
+    end: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct WireCheckoutSession {
+    id: String,
+    mode: String,
+    #[serde(default)]
+    customer: Option<Expandable>,
+    #[serde(default)]
+    subscription: Option<Expandable>,
+    #[serde(default)]
+    payment_status: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    line_items: Option<WireList<WireCheckoutLine>>,
+}
+
+#[derive(Deserialize)]
+struct WireCheckoutLine {
+    #[serde(default)]
+    price: Option<Expandable>,
+    #[serde(default)]
+    quantity: Option<u64>,
+}
+
+fn object<'a, T: Deserialize<'a>>(raw: &'a serde_json::value::RawValue, what: &'static str) -> Result<T, DecodeError> {
+    serde_json::from_str(raw.get()).map_err(|source| DecodeError { what, source })
+}
+
+/// Decodes a raw event body into the typed model.
+pub fn decode(body: &[u8]) -> Result<Event, DecodeError> {
+    let wire: WireEvent<'_> =
+        serde_json::from_slice(body).map_err(|source| DecodeError { what: "the event envelope", source })?;
+    let raw = wire.data.object;
+    // Dispatch on what the object is, not on the event type's prefix (`customer.source.created`
+    // carries a card, `customer.subscription.updated` a subscription).
+    let kind: WireKind<'_> = object(raw, "the object type")?;
+    let object = match kind.object {
+        Some("customer") => Object::Customer(object(raw, "a customer")?),
+        Some("subscription") => Object::Subscription(subscription(object(raw, "a subscription")?)),
+        Some("invoice") => Object::Invoice(invoice(object(raw, "an invoice")?)),
+        Some("checkout.session") => Object::CheckoutSession(checkout_session(object(raw, "a checkout session")?)),
+        _ => Object::Other,
+    };
+    Ok(Event {
+        meta: EventMeta {
+            id: wire.id,
+            event_type: wire.event_type,
+            created: wire.created,
+            api_version: wire.api_version,
+            livemode: wire.livemode,
+        },
+        object,
+    })
+}
+
+fn subscription(wire: WireSubscription) -> Subscription {
+    let items: Vec<SubscriptionItem> = wire
+        .items
+        .data
+        .into_iter()
+        .map(|item| SubscriptionItem {
+            id: item.id,
+            price_id: item.price.or(item.plan).map(Expandable::into_id),
+            quantity: item.quantity.unwrap_or(1),
+            current_period_start: item.current_period_start,
+            current_period_end: item.current_period_end,
+        })
+        .collect();
+    Subscription {
+        current_period_start: wire
+            .current_period_start
+            .or_else(|| items.iter().filter_map(|i| i.current_period_start).min()),
+        current_period_end: wire.current_period_end.or_else(|| items.iter().filter_map(|i| i.current_period_end).max()),
+        id: wire.id,
+        customer: wire.customer.into_id(),
+        status: wire.status,
+        items,
+        trial_start: wire.trial_start,
+        trial_end: wire.trial_end,
+        cancel_at_period_end: wire.cancel_at_period_end,
+        cancel_at: wire.cancel_at,
+        canceled_at: wire.canceled_at,
+        ended_at: wire.ended_at,
+        metadata: wire.metadata.unwrap_or_default(),
+    }
+}
+
+fn invoice(wire: WireInvoice) -> Invoice {
+    let lines = wire.lines.unwrap_or_default().data;
+    Invoice {
+        subscription: wire.subscription.map(Expandable::into_id).or_else(|| {
+            wire.parent.and_then(|p| p.subscription_details).and_then(|d| d.subscription).map(Expandable::into_id)
+        }),
+        line_price_ids: lines
+            .iter()
+            .filter_map(|line| {
+                line.price
+                    .as_ref()
+                    .or_else(|| {
+                        line.pricing.as_ref().and_then(|p| p.price_details.as_ref()).and_then(|d| d.price.as_ref())
+                    })
+                    .map(|p| p.id().to_owned())
+            })
+            .collect(),
+        lines_period_end: lines.iter().filter_map(|l| l.period.as_ref().and_then(|p| p.end)).max(),
+        id: wire.id,
+        customer: wire.customer.map(Expandable::into_id),
+        billing_reason: wire.billing_reason,
+        status: wire.status,
+        amount_due: wire.amount_due,
+        amount_paid: wire.amount_paid,
+        currency: wire.currency,
+        period_start: wire.period_start,
+        period_end: wire.period_end,
+    }
+}
+
+fn checkout_session(wire: WireCheckoutSession) -> CheckoutSession {
+    CheckoutSession {
+        id: wire.id,
+        mode: wire.mode,
+        customer: wire.customer.map(Expandable::into_id),
+        subscription: wire.subscription.map(Expandable::into_id),
+        payment_status: wire.payment_status,
+        metadata: wire.metadata.unwrap_or_default(),
+        line_items: wire
+            .line_items
+            .unwrap_or_default()
+            .data
+            .into_iter()
+            .filter_map(|l| l.price.map(|p| (p.into_id(), l.quantity.unwrap_or(1))))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn fixture(kind: &str) -> Value {
+        let all: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/stripe-objects.json")).expect("fixture");
+        all["resources"][kind].clone()
+    }
+
+    fn event(event_type: &str, api_version: &str, object: Value) -> Vec<u8> {
+        let mut event = fixture("event");
+        event["id"] = json!("evt_test");
+        event["type"] = json!(event_type);
+        event["api_version"] = json!(api_version);
+        event["created"] = json!(1_700_000_000);
+        event["data"] = json!({ "object": object });
+        serde_json::to_vec(&event).expect("serializable")
+    }
+
+    fn decode_object(event_type: &str, api_version: &str, object: Value) -> Object {
+        let event = decode(&event(event_type, api_version, object)).expect("decodes");
+        assert_eq!(event.meta.event_type, event_type);
+        assert_eq!(event.meta.created, 1_700_000_000);
+        event.object
+    }
+
+    fn subscription_of(object: Object) -> Subscription {
+        match object {
+            Object::Subscription(s) => s,
+            other => panic!("not a subscription: {other:?}"),
+        }
+    }
+
+    fn invoice_of(object: Object) -> Invoice {
+        match object {
+            Object::Invoice(i) => i,
+            other => panic!("not an invoice: {other:?}"),
+        }
+    }
+
+    /// The 2025-03-31.basil shape of Stripe's example subscription: the period moves to the items.
+    fn basil_subscription() -> Value {
+        let mut sub = fixture("subscription");
+        let map = sub.as_object_mut().expect("object");
+        map.remove("current_period_start");
+        map.remove("current_period_end");
+        sub["items"]["data"][0]["current_period_start"] = json!(1_700_000_000);
+        sub["items"]["data"][0]["current_period_end"] = json!(1_702_592_000);
+        sub
+    }
+
+    #[test]
+    fn a_pre_basil_subscription_reads_its_own_period() {
+        let mut sub = fixture("subscription");
+        sub["current_period_start"] = json!(1_690_000_000);
+        sub["current_period_end"] = json!(1_692_592_000);
+        sub["cancel_at_period_end"] = json!(true);
+        let s = subscription_of(decode_object("customer.subscription.updated", "2022-11-15", sub));
+        assert_eq!(s.id, "sub_1MoqxHLgUG5tbmjcG8lOfx2N");
+        assert_eq!(s.customer, "cus_NZbFQAsc0ptasX");
+        assert_eq!(s.status, SubscriptionStatus::Active);
+        assert_eq!(s.price_id(), Some("price_1MoS37LgUG5tbmjcCA3GTNX8"));
+        assert_eq!((s.current_period_start, s.current_period_end), (Some(1_690_000_000), Some(1_692_592_000)));
+        assert!(s.cancel_at_period_end);
+        assert_eq!(s.trial_end, Some(1_234_567_890));
+        assert_eq!(s.items[0].quantity, 1);
+    }
+
+    #[test]
+    fn a_basil_subscription_reads_the_period_from_its_items() {
+        let s =
+            subscription_of(decode_object("customer.subscription.created", "2025-03-31.basil", basil_subscription()));
+        assert_eq!((s.current_period_start, s.current_period_end), (Some(1_700_000_000), Some(1_702_592_000)));
+        assert_eq!(s.price_id(), Some("price_1MoS37LgUG5tbmjcCA3GTNX8"));
+    }
+
+    #[test]
+    fn legacy_plans_expanded_customers_and_unknown_statuses_are_read() {
+        let mut sub = fixture("subscription");
+        sub["items"]["data"][0].as_object_mut().expect("item").remove("price");
+        sub["items"]["data"][0]["plan"] = json!({ "id": "plan_legacy_gold", "object": "plan" });
+        sub["customer"] = json!({ "id": "cus_expanded", "object": "customer" });
+        sub["status"] = json!("some_future_status");
+        let s = subscription_of(decode_object("customer.subscription.updated", "2019-12-03", sub));
+        assert_eq!(s.price_id(), Some("plan_legacy_gold"));
+        assert_eq!(s.customer, "cus_expanded");
+        assert_eq!(s.status, SubscriptionStatus::Other("some_future_status".into()));
+        assert_eq!(s.status.as_str(), "some_future_status");
+    }
+
+    #[test]
+    fn invoices_name_their_subscription_in_both_shapes() {
+        let mut old = fixture("invoice");
+        old["subscription"] = json!("sub_old_shape");
+        old["billing_reason"] = json!("subscription_cycle");
+        let inv = invoice_of(decode_object("invoice.paid", "2022-11-15", old));
+        assert_eq!(inv.subscription.as_deref(), Some("sub_old_shape"));
+        assert_eq!(inv.line_price_ids, ["price_1MoS36LgUG5tbmjch8DFzJe3"]);
+        assert_eq!(inv.lines_period_end, Some(1_679_588_731));
+        assert_eq!((inv.amount_due, inv.amount_paid), (1000, 0));
+
+        let mut basil = fixture("invoice");
+        basil.as_object_mut().expect("object").remove("subscription");
+        basil["parent"] = json!({ "type": "subscription_details", "quote_details": null,
+            "subscription_details": { "metadata": {}, "subscription": "sub_basil_shape" } });
+        let line = &mut basil["lines"]["data"][0];
+        line.as_object_mut().expect("line").remove("price");
+        line["pricing"] =
+            json!({ "type": "price_details", "price_details": { "price": "price_basil", "product": "prod_x" } });
+        let inv = invoice_of(decode_object("invoice.payment_succeeded", "2025-03-31.basil", basil));
+        assert_eq!(inv.subscription.as_deref(), Some("sub_basil_shape"));
+        assert_eq!(inv.line_price_ids, ["price_basil"]);
+        assert_eq!(inv.customer.as_deref(), Some("cus_NZbFQAsc0ptasX"));
+    }
+
+    #[test]
+    fn checkout_sessions_say_what_they_bought() {
+        let mut session = fixture("checkout.session");
+        session["customer"] = json!("cus_buyer");
+        session["payment_status"] = json!("paid");
+        session["metadata"] = json!({ "price_id": "price_credits_1000", "quantity": "3" });
+        let Object::CheckoutSession(cs) = decode_object("checkout.session.completed", "2022-11-15", session.clone())
+        else {
+            panic!("not a session")
+        };
+        assert_eq!(cs.mode, "payment");
+        assert_eq!(cs.customer.as_deref(), Some("cus_buyer"));
+        assert_eq!(cs.purchased(), [("price_credits_1000".to_owned(), 3)]);
+
+        session["line_items"] = json!({ "object": "list", "data": [ { "id": "li_1", "price": { "id": "price_credits_10000" }, "quantity": 2 } ] });
+        let Object::CheckoutSession(cs) = decode_object("checkout.session.completed", "2022-11-15", session.clone())
+        else {
+            panic!("not a session")
+        };
+        assert_eq!(cs.purchased(), [("price_credits_10000".to_owned(), 2)], "line items win over metadata");
+
+        session["mode"] = json!("subscription");
+        session["subscription"] = json!("sub_from_checkout");
+        let Object::CheckoutSession(cs) = decode_object("checkout.session.completed", "2025-03-31.basil", session)
+        else {
+            panic!("not a session")
+        };
+        assert_eq!((cs.mode.as_str(), cs.subscription.as_deref()), ("subscription", Some("sub_from_checkout")));
+    }
+
+    #[test]
+    fn customers_and_other_types_are_told_apart() {
+        let mut customer = fixture("customer");
+        customer["email"] = json!("jennyrosen@example.com");
+        let Object::Customer(c) = decode_object("customer.updated", "2022-11-15", customer) else {
+            panic!("not a customer")
+        };
+        assert_eq!(c.id, "cus_NZbFQAsc0ptasX");
+        assert_eq!(c.email.as_deref(), Some("jennyrosen@example.com"));
+        assert!(!c.deleted);
+        let stub = json!({ "id": "cus_gone", "object": "customer", "deleted": true });
+        let Object::Customer(c) = decode_object("customer.deleted", "2022-11-15", stub) else {
+            panic!("not a customer")
+        };
+        assert!(c.deleted);
+        let card = json!({ "id": "card_1", "object": "card", "customer": "cus_1" });
+        assert_eq!(decode_object("customer.source.created", "2022-11-15", card), Object::Other);
+        assert_eq!(decode_object("payment_intent.created", "2022-11-15", fixture("payment_intent")), Object::Other);
+        assert_eq!(
+            decode_object("invoice_payment.paid", "2025-05-28.basil", json!({ "id": "inpay_1" })),
+            Object::Other
+        );
+    }
+
+    #[test]
+    fn an_undecodable_object_says_what_failed() {
+        let mut sub = fixture("subscription");
+        sub.as_object_mut().expect("object").remove("status");
+        let err = decode(&event("customer.subscription.updated", "2022-11-15", sub)).expect_err("no status");
+        assert_eq!(err.what, "a subscription");
+        assert!(err.to_string().contains("status"), "{err}");
+        let err = decode(b"{\"id\": 1}").expect_err("not an event");
+        assert_eq!(err.what, "the event envelope");
+    }
+}
