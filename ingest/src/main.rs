@@ -2,6 +2,7 @@ use anyhow::Context;
 use ingest::{Application, IngestSettings};
 use shared::config::{Config, DEV_WEBHOOK_SECRET};
 use shared::db::{self, PoolSettings};
+use std::io::Write;
 use std::time::Duration;
 
 #[tokio::main]
@@ -18,7 +19,10 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::build(settings, pool).await?;
     if config.dev_webhook_secret {
         let addr = app.local_addr();
-        println!(
+        // Not println!: a closed stdout (a detached terminal, a pipe whose reader left) must not
+        // take the service down, so write errors are ignored.
+        let _ = writeln!(
+            std::io::stdout().lock(),
             "\nstripe-ledger ingest (local development)\n  webhook URL:    http://{addr}/webhooks/stripe\n  signing secret: {DEV_WEBHOOK_SECRET}\n  send a signed sample event:  scripts/send-sample-event http://{addr}/webhooks/stripe\n  metrics: http://{addr}/metrics   readiness: http://{addr}/readyz\n"
         );
     }

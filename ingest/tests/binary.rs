@@ -27,19 +27,26 @@ async fn the_binary_runs_with_no_configuration_on_the_embedded_database() {
 
     // The banner names the URL and the secret; read it line by line (bounded by the child's output).
     let stdout = child.stdout.take().expect("piped stdout");
-    let banner = tokio::task::spawn_blocking(move || {
+    // Keep draining stdout until the child exits, as a terminal would.
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(120), async {
         let mut seen = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("utf-8 output");
+        while let Some(line) = lines_rx.recv().await {
             seen.push_str(&line);
             seen.push('\n');
-            if line.contains("signing secret:") {
+            if line.contains("readiness:") {
                 return seen;
             }
         }
         panic!("ingest exited before printing its banner:\n{seen}");
-    });
-    let banner = tokio::time::timeout(Duration::from_secs(120), banner).await.expect("banner in time").expect("read");
+    })
+    .await
+    .expect("banner in time");
     assert!(banner.contains(DEV_WEBHOOK_SECRET), "{banner}");
     let url = banner
         .lines()
