@@ -3,7 +3,9 @@
 //! This is the running skeleton of the foundation issue: it follows the head of the log (woken by
 //! the `ledger_events` NOTIFY, polling as the fallback because notifications are lost while the
 //! listener reconnects) and serves `/healthz`, `/readyz` and `/metrics` on `PROJECTOR_ADDR`. The
-//! fold, the checkpoint and leadership come with the projector issue.
+//! checkpoint, leadership and SQL tables come next; the pure [`fold`] is here (`docs/projector.md`).
+
+pub mod fold;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

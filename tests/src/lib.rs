@@ -4,10 +4,12 @@
 //! - [`db`]: [`db::TestDb`], a freshly migrated database on the test server (`DATABASE_URL`, or the
 //!   embedded cluster under `.data/` at the workspace root when it is unset).
 //! - [`stripe`]: events shaped like Stripe's, and signing.
+//! - [`lifecycle`]: realistic subscription lifecycles as event sequences.
 //! - [`ingest`]: an ingest instance serving on 127.0.0.1:0.
 //! - [`wait`]: waiting on a condition with a bound, instead of sleeping.
 
 pub mod db;
 pub mod ingest;
+pub mod lifecycle;
 pub mod stripe;
 pub mod wait;

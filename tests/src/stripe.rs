@@ -73,3 +73,157 @@ pub fn subscription_updated(id: &str, sequence: u64) -> Vec<u8> {
 pub fn sign(body: &[u8]) -> String {
     shared::signature::sign_header(SECRET, now(), body)
 }
+
+/// Which API version's object shapes an event is rendered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `2022-11-15` (Stripe's fixtures): period on the subscription, `invoice.subscription`.
+    Legacy,
+    /// `2025-03-31.basil`: period on the items, `invoice.parent.subscription_details`,
+    /// line price under `pricing.price_details`.
+    Basil,
+}
+
+impl Shape {
+    fn api_version(self) -> &'static str {
+        match self {
+            Self::Legacy => "2022-11-15",
+            Self::Basil => "2025-03-31.basil",
+        }
+    }
+}
+
+fn envelope(event_type: &str, created: i64, shape: Shape, object: Value) -> Vec<u8> {
+    let mut e = event(&event_id(), event_type, created, object);
+    e["api_version"] = json!(shape.api_version());
+    serde_json::to_vec(&e).expect("serializable")
+}
+
+/// What a subscription snapshot says.
+#[derive(Debug, Clone)]
+pub struct SubSnapshot {
+    /// `sub_...`.
+    pub id: String,
+    /// `cus_...`.
+    pub customer: String,
+    /// Price of its item.
+    pub price: String,
+    /// Status.
+    pub status: String,
+    /// Current period (start, end).
+    pub period: (i64, i64),
+    /// Trial end.
+    pub trial_end: Option<i64>,
+    /// Cancels at period end.
+    pub cancel_at_period_end: bool,
+    /// Canceled at.
+    pub canceled_at: Option<i64>,
+    /// Ended at.
+    pub ended_at: Option<i64>,
+}
+
+/// A `customer.subscription.*` event in the given shape, built on Stripe's example subscription.
+pub fn subscription_event(event_type: &str, created: i64, shape: Shape, s: &SubSnapshot) -> Vec<u8> {
+    let mut sub = subscription(&s.id, &s.customer, &s.status);
+    sub["items"]["data"][0]["price"]["id"] = json!(s.price);
+    sub["items"]["data"][0]["subscription"] = json!(s.id);
+    sub["trial_start"] = json!(s.trial_end.map(|_| s.period.0));
+    sub["trial_end"] = json!(s.trial_end);
+    sub["cancel_at_period_end"] = json!(s.cancel_at_period_end);
+    sub["cancel_at"] = json!(if s.cancel_at_period_end { Some(s.period.1) } else { None });
+    sub["canceled_at"] = json!(s.canceled_at);
+    sub["ended_at"] = json!(s.ended_at);
+    match shape {
+        Shape::Legacy => {
+            sub["current_period_start"] = json!(s.period.0);
+            sub["current_period_end"] = json!(s.period.1);
+        }
+        Shape::Basil => {
+            let map = sub.as_object_mut().expect("object");
+            map.remove("current_period_start");
+            map.remove("current_period_end");
+            sub["items"]["data"][0]["current_period_start"] = json!(s.period.0);
+            sub["items"]["data"][0]["current_period_end"] = json!(s.period.1);
+        }
+    }
+    envelope(event_type, created, shape, sub)
+}
+
+/// What a subscription invoice is about.
+#[derive(Debug, Clone, Copy)]
+pub struct InvoiceOf<'a> {
+    /// `in_...`.
+    pub id: &'a str,
+    /// `cus_...`.
+    pub customer: &'a str,
+    /// `sub_...`.
+    pub subscription: &'a str,
+    /// Price of its line.
+    pub price: &'a str,
+    /// Service period (start, end).
+    pub period: (i64, i64),
+}
+
+/// An `invoice.*` event for a subscription invoice, built on Stripe's example invoice.
+pub fn invoice_event(event_type: &str, created: i64, shape: Shape, of: &InvoiceOf<'_>) -> Vec<u8> {
+    let InvoiceOf { id: invoice_id, customer, subscription, price, period } = *of;
+    let mut inv = object("invoice");
+    inv["id"] = json!(invoice_id);
+    inv["customer"] = json!(customer);
+    inv["billing_reason"] = json!("subscription_cycle");
+    inv["status"] = json!(if event_type == "invoice.payment_failed" { "open" } else { "paid" });
+    inv["period_start"] = json!(period.0);
+    inv["period_end"] = json!(period.1);
+    inv["lines"]["data"][0]["period"] = json!({ "start": period.0, "end": period.1 });
+    match shape {
+        Shape::Legacy => {
+            inv["subscription"] = json!(subscription);
+            inv["lines"]["data"][0]["price"]["id"] = json!(price);
+        }
+        Shape::Basil => {
+            inv.as_object_mut().expect("object").remove("subscription");
+            inv["parent"] = json!({ "type": "subscription_details", "quote_details": null,
+                "subscription_details": { "metadata": {}, "subscription": subscription } });
+            let line = &mut inv["lines"]["data"][0];
+            line.as_object_mut().expect("line").remove("price");
+            line["pricing"] =
+                json!({ "type": "price_details", "price_details": { "price": price, "product": "prod_x" } });
+        }
+    }
+    envelope(event_type, created, shape, inv)
+}
+
+/// A `checkout.session.completed` event, built on Stripe's example session.
+/// `mode` is `subscription` (with `subscription`) or `payment` (with `pack` as `metadata.price_id`).
+pub fn checkout_completed(
+    created: i64,
+    shape: Shape,
+    session_id: &str,
+    customer: &str,
+    mode: &str,
+    subscription: Option<&str>,
+    pack: Option<(&str, u64)>,
+) -> Vec<u8> {
+    let mut cs = object("checkout.session");
+    cs["id"] = json!(session_id);
+    cs["customer"] = json!(customer);
+    cs["mode"] = json!(mode);
+    cs["status"] = json!("complete");
+    cs["payment_status"] = json!("paid");
+    cs["subscription"] = json!(subscription);
+    if let Some((price, quantity)) = pack {
+        cs["metadata"] = json!({ "price_id": price, "quantity": quantity.to_string() });
+    }
+    envelope("checkout.session.completed", created, shape, cs)
+}
+
+/// A `customer.*` event, built on Stripe's example customer.
+pub fn customer_event(event_type: &str, created: i64, shape: Shape, id: &str, email: &str) -> Vec<u8> {
+    let mut c = customer(id);
+    c["email"] = json!(email);
+    c["name"] = json!(format!("Customer {id}"));
+    if event_type == "customer.deleted" {
+        c = json!({ "id": id, "object": "customer", "deleted": true });
+    }
+    envelope(event_type, created, shape, c)
+}

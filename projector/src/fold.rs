@@ -1,0 +1,669 @@
+//! The pure fold: `(state, event) -> Delta`. No I/O, no clock; see `docs/projector.md`.
+
+use std::collections::BTreeMap;
+
+use shared::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
+use shared::stripe::{self, CheckoutSession, Customer, Invoice, Object, Subscription, SubscriptionStatus};
+
+/// Fold settings.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldConfig {
+    /// How long an instance keeps running after a failed payment (default 7 days).
+    pub grace_period_secs: i64,
+}
+
+impl Default for FoldConfig {
+    fn default() -> Self {
+        Self { grace_period_secs: 7 * 24 * 3600 }
+    }
+}
+
+/// Which snapshot of an object is newest: Stripe's `created`, then precedence, then log position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Version {
+    /// The event's `created`.
+    pub created: i64,
+    /// Precedence within one second (later lifecycle states rank higher).
+    pub rank: u8,
+    /// Log position.
+    pub position: i64,
+}
+
+/// `projection.accounts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// `cus_...`.
+    pub stripe_customer_id: String,
+    /// Email.
+    pub email: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Deleted in Stripe (sticky).
+    pub deleted: bool,
+    /// Version of the applied snapshot (`None`: only known from references so far).
+    pub version: Option<Version>,
+}
+
+/// `projection.subscriptions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionRow {
+    /// `sub_...`.
+    pub stripe_subscription_id: String,
+    /// Its customer (None only while known solely from an invoice without customer).
+    pub stripe_customer_id: Option<String>,
+    /// Price of the first item.
+    pub price_id: Option<String>,
+    /// Tier through the catalog, or `unknown`.
+    pub tier: String,
+    /// Limits of the tier (None for `unknown`).
+    pub limits: Option<Limits>,
+    /// Stripe status (`unknown` while only referenced).
+    pub status: String,
+    /// Current period end.
+    pub current_period_end: Option<i64>,
+    /// Trial end.
+    pub trial_end: Option<i64>,
+    /// Cancels at period end.
+    pub cancel_at_period_end: bool,
+    /// Cancellation requested at.
+    pub canceled_at: Option<i64>,
+    /// Ended at.
+    pub ended_at: Option<i64>,
+    /// A `customer.subscription.deleted` was seen (sticky).
+    pub deleted: bool,
+    /// Latest paid invoice event time.
+    pub last_paid_at: Option<i64>,
+    /// Latest failed payment event time.
+    pub last_payment_failed_at: Option<i64>,
+    /// Until when a failed payment keeps the instance running.
+    pub grace_until: Option<i64>,
+    /// Version of the applied snapshot (`None`: only known from references so far).
+    pub version: Option<Version>,
+}
+
+/// What the instance of a subscription should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    /// Not provisioned (not started yet, or tier unknown).
+    Absent,
+    /// Provisioned and running with the tier's limits.
+    Running,
+    /// Torn down.
+    Deprovisioned,
+}
+
+impl Desired {
+    /// Stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Absent => "absent",
+            Self::Running => "running",
+            Self::Deprovisioned => "deprovisioned",
+        }
+    }
+}
+
+/// `projection.instances` (desired side).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The subscription it serves.
+    pub stripe_subscription_id: String,
+    /// Its customer.
+    pub stripe_customer_id: Option<String>,
+    /// Desired state.
+    pub desired: Desired,
+    /// Tier it is sized for.
+    pub tier: String,
+    /// Limits it is sized for.
+    pub limits: Option<Limits>,
+}
+
+/// `projection.tokens` (desired side): one live token per paying customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenWant {
+    /// The customer.
+    pub stripe_customer_id: String,
+    /// A live token is wanted.
+    pub wanted: bool,
+    /// Highest tier among the customer's running instances.
+    pub tier: Option<String>,
+}
+
+/// One grant of credits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditGrant {
+    /// `invoice:in_...` or `checkout:cs_...`: once per key.
+    pub key: String,
+    /// The customer credited.
+    pub stripe_customer_id: String,
+    /// Credits granted.
+    pub credits: u64,
+    /// Cycle grants cap the carried-over balance first; packs just add.
+    pub rollover_cap: Option<u64>,
+    /// Sort key: period start of a cycle, else event time.
+    pub at: i64,
+}
+
+/// `projection.anomalies`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    /// What it is about (e.g. `unknown_price:sub_1`): one row per key.
+    pub key: String,
+    /// `unknown_price`, `undecodable`, `checkout_without_items`, `invoice_without_known_price`.
+    pub kind: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// Position of the event that raised it.
+    pub position: i64,
+}
+
+/// An effect to carry out later, under a deterministic idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// Idempotency key.
+    pub key: String,
+    /// `instance`, `token`, `email`.
+    pub kind: String,
+    /// What to do (JSON-able summary).
+    pub detail: String,
+}
+
+/// Everything the projections hold (in memory; the runner mirrors it in SQL).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Projections {
+    /// By customer id.
+    pub accounts: BTreeMap<String, Account>,
+    /// By subscription id.
+    pub subscriptions: BTreeMap<String, SubscriptionRow>,
+    /// By subscription id.
+    pub instances: BTreeMap<String, Instance>,
+    /// By customer id.
+    pub tokens: BTreeMap<String, TokenWant>,
+    /// By grant key.
+    pub credit_grants: BTreeMap<String, CreditGrant>,
+    /// Balance by customer id.
+    pub credits: BTreeMap<String, i64>,
+    /// By anomaly key.
+    pub anomalies: BTreeMap<String, Anomaly>,
+}
+
+/// What one event changes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delta {
+    /// Account rows to upsert.
+    pub accounts: Vec<Account>,
+    /// Subscription rows to upsert.
+    pub subscriptions: Vec<SubscriptionRow>,
+    /// Instance rows to upsert.
+    pub instances: Vec<Instance>,
+    /// Token rows to upsert.
+    pub tokens: Vec<TokenWant>,
+    /// Grants to insert.
+    pub credit_grants: Vec<CreditGrant>,
+    /// Balances to upsert.
+    pub credits: Vec<(String, i64)>,
+    /// Anomalies to upsert.
+    pub anomalies: Vec<Anomaly>,
+    /// Anomaly keys resolved.
+    pub resolved: Vec<String>,
+    /// Intents to journal.
+    pub intents: Vec<Intent>,
+}
+
+impl Projections {
+    /// Applies a delta.
+    pub fn apply(&mut self, delta: Delta) {
+        for row in delta.accounts {
+            self.accounts.insert(row.stripe_customer_id.clone(), row);
+        }
+        for row in delta.subscriptions {
+            self.subscriptions.insert(row.stripe_subscription_id.clone(), row);
+        }
+        for row in delta.instances {
+            self.instances.insert(row.stripe_subscription_id.clone(), row);
+        }
+        for row in delta.tokens {
+            self.tokens.insert(row.stripe_customer_id.clone(), row);
+        }
+        for grant in delta.credit_grants {
+            self.credit_grants.insert(grant.key.clone(), grant);
+        }
+        for (customer, balance) in delta.credits {
+            self.credits.insert(customer, balance);
+        }
+        for key in delta.resolved {
+            self.anomalies.remove(&key);
+        }
+        for anomaly in delta.anomalies {
+            self.anomalies.insert(anomaly.key.clone(), anomaly);
+        }
+    }
+
+    /// Folds one event and applies the result; returns the intents.
+    pub fn fold_and_apply(&mut self, position: i64, raw: &[u8], catalog: &Catalog, config: &FoldConfig) -> Vec<Intent> {
+        let mut delta = fold(self, position, raw, catalog, config);
+        let intents = std::mem::take(&mut delta.intents);
+        self.apply(delta);
+        intents
+    }
+}
+
+/// The fold: what the event at `position` with body `raw` changes in `state`.
+pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, config: &FoldConfig) -> Delta {
+    let mut f = Folder { state, catalog, config, position, delta: Delta::default(), touched: BTreeMap::new() };
+    match stripe::decode(raw) {
+        Err(error) => f.anomaly(format!("undecodable:{position}"), "undecodable", error.to_string()),
+        Ok(event) => {
+            let created = event.meta.created;
+            match event.object {
+                Object::Customer(c) => f.customer(&event.meta.event_type, created, c),
+                Object::Subscription(s) => f.subscription(&event.meta.event_type, created, s),
+                Object::Invoice(i) => f.invoice(&event.meta.event_type, created, i),
+                Object::CheckoutSession(cs) => f.checkout(&event.meta.event_type, created, cs),
+                Object::Other => {}
+            }
+        }
+    }
+    f.finish()
+}
+
+struct Folder<'a> {
+    state: &'a Projections,
+    catalog: &'a Catalog,
+    config: &'a FoldConfig,
+    position: i64,
+    delta: Delta,
+    /// Subscriptions changed by this event (their instance and token are re-derived at the end).
+    touched: BTreeMap<String, SubscriptionRow>,
+}
+
+fn subscription_rank(status: &SubscriptionStatus) -> u8 {
+    match status {
+        SubscriptionStatus::Incomplete => 1,
+        SubscriptionStatus::Trialing => 2,
+        SubscriptionStatus::Active => 3,
+        SubscriptionStatus::PastDue => 4,
+        SubscriptionStatus::Paused => 5,
+        SubscriptionStatus::Unpaid => 6,
+        SubscriptionStatus::Canceled => 7,
+        SubscriptionStatus::IncompleteExpired => 8,
+        SubscriptionStatus::Other(_) => 0,
+    }
+}
+
+/// Rank of a `customer.subscription.deleted` snapshot: above every status.
+const DELETED_RANK: u8 = 9;
+
+impl Folder<'_> {
+    fn version(&self, created: i64, rank: u8) -> Version {
+        Version { created, rank, position: self.position }
+    }
+
+    fn anomaly(&mut self, key: String, kind: &str, detail: String) {
+        self.delta.anomalies.push(Anomaly { key, kind: kind.to_owned(), detail, position: self.position });
+    }
+
+    fn resolve(&mut self, key: String) {
+        if self.state.anomalies.contains_key(&key) {
+            self.delta.resolved.push(key);
+        }
+    }
+
+    fn intent(&mut self, key: String, kind: &str, detail: String) {
+        self.delta.intents.push(Intent { key, kind: kind.to_owned(), detail });
+    }
+
+    /// The account row, or a stub created from its id.
+    fn account(&self, id: &str) -> Account {
+        self.delta.accounts.iter().rev().find(|a| a.stripe_customer_id == id).cloned().unwrap_or_else(|| {
+            self.state.accounts.get(id).cloned().unwrap_or_else(|| Account {
+                stripe_customer_id: id.to_owned(),
+                email: None,
+                name: None,
+                deleted: false,
+                version: None,
+            })
+        })
+    }
+
+    fn ensure_account(&mut self, id: &str) {
+        if !self.state.accounts.contains_key(id) && !self.delta.accounts.iter().any(|a| a.stripe_customer_id == id) {
+            let stub = self.account(id);
+            self.delta.accounts.push(stub);
+        }
+    }
+
+    /// The subscription row as this event sees it, or a stub from its id.
+    fn subscription_row(&self, id: &str) -> SubscriptionRow {
+        self.touched.get(id).cloned().or_else(|| self.state.subscriptions.get(id).cloned()).unwrap_or_else(|| {
+            SubscriptionRow {
+                stripe_subscription_id: id.to_owned(),
+                stripe_customer_id: None,
+                price_id: None,
+                tier: UNKNOWN_TIER.to_owned(),
+                limits: None,
+                status: "unknown".to_owned(),
+                current_period_end: None,
+                trial_end: None,
+                cancel_at_period_end: false,
+                canceled_at: None,
+                ended_at: None,
+                deleted: false,
+                last_paid_at: None,
+                last_payment_failed_at: None,
+                grace_until: None,
+                version: None,
+            }
+        })
+    }
+
+    fn customer(&mut self, event_type: &str, created: i64, customer: Customer) {
+        let deleted = customer.deleted || event_type == "customer.deleted";
+        let version = self.version(created, if deleted { 2 } else { 1 });
+        let mut account = self.account(&customer.id);
+        if account.deleted || account.version.is_some_and(|v| v >= version) {
+            return;
+        }
+        account.email = customer.email.or(account.email.take().filter(|_| deleted));
+        account.name = customer.name.or(account.name.take().filter(|_| deleted));
+        account.deleted = deleted;
+        account.version = Some(version);
+        self.delta.accounts.push(account);
+    }
+
+    fn subscription(&mut self, event_type: &str, created: i64, sub: Subscription) {
+        let deleted = event_type == "customer.subscription.deleted";
+        let rank = if deleted { DELETED_RANK } else { subscription_rank(&sub.status) };
+        let version = self.version(created, rank);
+        let mut row = self.subscription_row(&sub.id);
+        self.ensure_account(&sub.customer);
+        if row.deleted || row.version.is_some_and(|v| v >= version) {
+            return;
+        }
+        let was_canceled = row.deleted || row.status == "canceled";
+        row.stripe_customer_id = Some(sub.customer.clone());
+        row.price_id = sub.price_id().map(str::to_owned);
+        let (tier, limits) = self.tier_of(row.price_id.as_deref(), &sub.id);
+        row.tier = tier;
+        row.limits = limits;
+        row.status = if deleted { "canceled".to_owned() } else { sub.status.as_str().to_owned() };
+        row.current_period_end = sub.current_period_end;
+        row.trial_end = sub.trial_end;
+        row.cancel_at_period_end = sub.cancel_at_period_end;
+        row.canceled_at = sub.canceled_at;
+        row.ended_at = sub.ended_at;
+        row.deleted = deleted;
+        row.version = Some(version);
+        if !was_canceled && row.status == "canceled" {
+            self.intent(
+                format!("email:canceled:{}", sub.id),
+                "email",
+                format!("canceled {} ({})", sub.id, sub.customer),
+            );
+        }
+        self.touched.insert(sub.id.clone(), row);
+    }
+
+    /// Tier and limits of a price; an unknown price raises (or keeps) the anomaly of this object.
+    fn tier_of(&mut self, price_id: Option<&str>, object_id: &str) -> (String, Option<Limits>) {
+        let key = format!("unknown_price:{object_id}");
+        match price_id.and_then(|p| self.catalog.product(p)) {
+            Some(Product::Tier { tier, .. }) => {
+                self.resolve(key);
+                (tier.name.clone(), Some(tier.limits))
+            }
+            _ => {
+                let detail = match price_id {
+                    Some(price) => format!("price {price} of {object_id} is not a tier in the catalog"),
+                    None => format!("{object_id} has no price"),
+                };
+                self.anomaly(key, "unknown_price", detail);
+                (UNKNOWN_TIER.to_owned(), None)
+            }
+        }
+    }
+
+    fn invoice(&mut self, event_type: &str, created: i64, invoice: Invoice) {
+        let paid = matches!(event_type, "invoice.paid" | "invoice.payment_succeeded");
+        let failed = event_type == "invoice.payment_failed";
+        if !paid && !failed {
+            return;
+        }
+        if let Some(customer) = &invoice.customer {
+            self.ensure_account(customer);
+        }
+        if let Some(sub_id) = &invoice.subscription {
+            let mut row = self.subscription_row(sub_id);
+            if row.stripe_customer_id.is_none() {
+                row.stripe_customer_id = invoice.customer.clone();
+            }
+            if paid {
+                row.last_paid_at = row.last_paid_at.max(Some(created));
+            } else {
+                row.last_payment_failed_at = row.last_payment_failed_at.max(Some(created));
+            }
+            row.grace_until = match (row.last_payment_failed_at, row.last_paid_at) {
+                (Some(failed_at), paid_at) if paid_at.is_none_or(|p| failed_at > p) => {
+                    Some(failed_at + self.config.grace_period_secs)
+                }
+                _ => None,
+            };
+            if failed && row.grace_until.is_some() && row.last_payment_failed_at == Some(created) {
+                self.intent(
+                    format!("email:payment_failed:{}", invoice.id),
+                    "email",
+                    format!("payment failed for {sub_id}; grace until {}", row.grace_until.unwrap_or_default()),
+                );
+            }
+            self.touched.insert(sub_id.clone(), row);
+        }
+        if paid {
+            self.grant_cycle_credits(created, &invoice);
+        }
+    }
+
+    fn grant_cycle_credits(&mut self, created: i64, invoice: &Invoice) {
+        let key = format!("invoice:{}", invoice.id);
+        if self.state.credit_grants.contains_key(&key) {
+            return;
+        }
+        let Some(customer) = invoice.customer.clone() else { return };
+        let tier = invoice.line_price_ids.iter().find_map(|price| match self.catalog.product(price) {
+            Some(Product::Tier { tier, .. }) => Some(tier),
+            _ => None,
+        });
+        let Some(tier) = tier else {
+            if invoice.subscription.is_some() {
+                // Keyed by position: both paid events of one invoice raise their own row, in any order.
+                let key = format!("invoice_without_known_price:{}:{}", invoice.id, self.position);
+                let detail = format!(
+                    "paid invoice {} has no line price in the catalog: {:?}",
+                    invoice.id, invoice.line_price_ids
+                );
+                self.anomaly(key, "invoice_without_known_price", detail);
+            }
+            return;
+        };
+        let grant = CreditGrant {
+            key,
+            stripe_customer_id: customer,
+            credits: tier.credits_per_cycle,
+            rollover_cap: Some(tier.rollover_cap),
+            at: invoice.period_start.or(invoice.lines_period_end).unwrap_or(created),
+        };
+        self.add_grant(grant);
+    }
+
+    fn checkout(&mut self, event_type: &str, created: i64, session: CheckoutSession) {
+        if event_type != "checkout.session.completed" {
+            return;
+        }
+        if let Some(customer) = &session.customer {
+            self.ensure_account(customer);
+        }
+        match session.mode.as_str() {
+            "subscription" => {
+                if let (Some(sub_id), Some(customer)) = (&session.subscription, &session.customer) {
+                    let mut row = self.subscription_row(sub_id);
+                    if row.stripe_customer_id.is_none() {
+                        row.stripe_customer_id = Some(customer.clone());
+                        self.touched.insert(sub_id.clone(), row);
+                    }
+                }
+            }
+            "payment" => {
+                let key = format!("checkout:{}", session.id);
+                if self.state.credit_grants.contains_key(&key) || session.payment_status.as_deref() == Some("unpaid") {
+                    return;
+                }
+                let Some(customer) = session.customer.clone() else {
+                    self.anomaly(
+                        format!("checkout_without_customer:{}", session.id),
+                        "checkout_without_customer",
+                        format!("{} has no customer to credit", session.id),
+                    );
+                    return;
+                };
+                let purchased = session.purchased();
+                if purchased.is_empty() {
+                    self.anomaly(
+                        format!("checkout_without_items:{}", session.id),
+                        "checkout_without_items",
+                        format!("{} carries neither line items nor metadata.price_id", session.id),
+                    );
+                    return;
+                }
+                let mut credits = 0;
+                for (price, quantity) in purchased {
+                    match self.catalog.product(&price) {
+                        Some(Product::CreditPack(pack)) => credits += pack.credits * quantity,
+                        _ => {
+                            self.anomaly(
+                                format!("unknown_price:{}", session.id),
+                                "unknown_price",
+                                format!("price {price} of {} is not a credit pack in the catalog", session.id),
+                            );
+                            return;
+                        }
+                    }
+                }
+                self.resolve(format!("unknown_price:{}", session.id));
+                self.add_grant(CreditGrant {
+                    key,
+                    stripe_customer_id: customer,
+                    credits,
+                    rollover_cap: None,
+                    at: created,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn add_grant(&mut self, grant: CreditGrant) {
+        let customer = grant.stripe_customer_id.clone();
+        let mut grants: Vec<&CreditGrant> =
+            self.state.credit_grants.values().filter(|g| g.stripe_customer_id == customer).collect();
+        grants.push(&grant);
+        // Deterministic order, whatever order the events arrived in.
+        grants.sort_by(|a, b| (a.at, &a.key).cmp(&(b.at, &b.key)));
+        let balance = grants.iter().fold(0i64, |balance, g| {
+            let credits = i64::try_from(g.credits).unwrap_or(i64::MAX);
+            match g.rollover_cap {
+                Some(cap) => balance.min(i64::try_from(cap).unwrap_or(i64::MAX)).saturating_add(credits),
+                None => balance.saturating_add(credits),
+            }
+        });
+        self.delta.credits.push((customer, balance));
+        self.delta.credit_grants.push(grant);
+    }
+
+    fn finish(mut self) -> Delta {
+        let touched = std::mem::take(&mut self.touched);
+        let mut customers = Vec::new();
+        for (id, row) in &touched {
+            let desired = desired_instance(row);
+            let instance = Instance {
+                stripe_subscription_id: id.clone(),
+                stripe_customer_id: row.stripe_customer_id.clone(),
+                desired,
+                tier: row.tier.clone(),
+                limits: if desired == Desired::Running { row.limits } else { None },
+            };
+            let previous = self.state.instances.get(id);
+            // An instance never seen counts as absent: a stub asks for no effect.
+            let before = previous.map_or((Desired::Absent, None), |p| (p.desired, p.limits));
+            if before != (instance.desired, instance.limits) {
+                self.intent(
+                    format!("instance:{id}:{}", self.position),
+                    "instance",
+                    format!("{} {} {}", desired.as_str(), row.tier, row.stripe_customer_id.as_deref().unwrap_or("-")),
+                );
+                if desired == Desired::Running {
+                    let customer = row.stripe_customer_id.as_deref().unwrap_or("-");
+                    self.intent(format!("email:welcome:{id}"), "email", format!("welcome {customer} to {}", row.tier));
+                }
+            }
+            if previous != Some(&instance) {
+                self.delta.instances.push(instance);
+            }
+            if let Some(customer) = &row.stripe_customer_id
+                && !customers.contains(customer)
+            {
+                customers.push(customer.clone());
+            }
+        }
+        for customer in customers {
+            let token = self.token_for(&customer, &touched);
+            let previous = self.state.tokens.get(&customer);
+            let before = previous.map_or((false, None), |p| (p.wanted, p.tier.as_deref()));
+            if before != (token.wanted, token.tier.as_deref()) {
+                let action = if token.wanted { "issue" } else { "revoke" };
+                self.intent(
+                    format!("token:{customer}:{}", self.position),
+                    "token",
+                    format!("{action} {}", token.tier.as_deref().unwrap_or("-")),
+                );
+            }
+            if previous != Some(&token) {
+                self.delta.tokens.push(token);
+            }
+        }
+        self.delta.subscriptions.extend(touched.into_values());
+        self.delta
+    }
+
+    fn token_for(&self, customer: &str, touched: &BTreeMap<String, SubscriptionRow>) -> TokenWant {
+        let mut best: Option<(usize, String)> = None;
+        let rows = self
+            .state
+            .subscriptions
+            .values()
+            .filter(|r| !touched.contains_key(&r.stripe_subscription_id))
+            .chain(touched.values())
+            .filter(|r| r.stripe_customer_id.as_deref() == Some(customer));
+        for row in rows {
+            if desired_instance(row) == Desired::Running {
+                let rank = self.catalog.rank(&row.tier).unwrap_or(0);
+                if best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                    best = Some((rank, row.tier.clone()));
+                }
+            }
+        }
+        TokenWant { stripe_customer_id: customer.to_owned(), wanted: best.is_some(), tier: best.map(|(_, t)| t) }
+    }
+}
+
+/// The instance a subscription row asks for (the grace deadline is enforced by the dispatcher).
+pub fn desired_instance(row: &SubscriptionRow) -> Desired {
+    if row.deleted || matches!(row.status.as_str(), "canceled" | "unpaid" | "incomplete_expired") {
+        return Desired::Deprovisioned;
+    }
+    if row.tier == UNKNOWN_TIER {
+        return Desired::Absent;
+    }
+    match row.status.as_str() {
+        "trialing" | "active" | "past_due" => Desired::Running,
+        _ => Desired::Absent,
+    }
+}

@@ -1,0 +1,451 @@
+//! The pure fold, given/when/then, on Stripe-shaped payloads in both API shapes (no database).
+
+use ledger_tests::lifecycle;
+use ledger_tests::stripe::{self, Shape, SubSnapshot};
+use projector::fold::{Desired, FoldConfig, Intent, Projections};
+use shared::catalog::{Catalog, Limit, UNKNOWN_TIER};
+
+const SHAPES: [Shape; 2] = [Shape::Legacy, Shape::Basil];
+const T: i64 = 1_750_000_000;
+const DAY: i64 = 86_400;
+
+fn catalog() -> Catalog {
+    Catalog::parse(include_str!("../../../catalog.example.toml")).expect("example catalog")
+}
+
+/// A log being folded: positions are assigned in the order events are given.
+struct Given {
+    state: Projections,
+    catalog: Catalog,
+    position: i64,
+    intents: Vec<Intent>,
+}
+
+impl Given {
+    fn new() -> Self {
+        Self { state: Projections::default(), catalog: catalog(), position: 0, intents: Vec::new() }
+    }
+
+    fn event(&mut self, body: &[u8]) -> &mut Self {
+        self.position += 1;
+        let intents = self.state.fold_and_apply(self.position, body, &self.catalog, &FoldConfig::default());
+        self.intents.extend(intents);
+        self
+    }
+
+    fn intent_keys(&self) -> Vec<&str> {
+        self.intents.iter().map(|i| i.key.as_str()).collect()
+    }
+}
+
+fn snap(status: &str, price: &str) -> SubSnapshot {
+    SubSnapshot {
+        id: "sub_1".into(),
+        customer: "cus_1".into(),
+        price: price.into(),
+        status: status.into(),
+        period: (T, T + 30 * DAY),
+        trial_end: None,
+        cancel_at_period_end: false,
+        canceled_at: None,
+        ended_at: None,
+    }
+}
+
+fn sub_event(event_type: &str, created: i64, shape: Shape, s: &SubSnapshot) -> Vec<u8> {
+    stripe::subscription_event(event_type, created, shape, s)
+}
+
+#[test]
+fn customers_are_created_updated_and_deleted_for_good() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        g.event(&stripe::customer_event("customer.created", T, shape, "cus_1", "a@example.com"));
+        g.event(&stripe::customer_event("customer.updated", T + 10, shape, "cus_1", "b@example.com"));
+        let account = &g.state.accounts["cus_1"];
+        assert_eq!(account.email.as_deref(), Some("b@example.com"));
+        assert_eq!(account.name.as_deref(), Some("Customer cus_1"));
+        assert!(!account.deleted);
+        g.event(&stripe::customer_event("customer.deleted", T + 20, shape, "cus_1", ""));
+        // A late, older update does not bring it back.
+        g.event(&stripe::customer_event("customer.updated", T + 15, shape, "cus_1", "c@example.com"));
+        let account = &g.state.accounts["cus_1"];
+        assert!(account.deleted, "{shape:?}");
+        assert_eq!(account.email.as_deref(), Some("b@example.com"), "the deleted stub keeps the last known email");
+    }
+}
+
+#[test]
+fn a_new_subscription_gets_its_tier_limits_instance_token_and_welcome() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        g.event(&sub_event("customer.subscription.created", T, shape, &snap("active", "price_professional_yearly")));
+        let sub = &g.state.subscriptions["sub_1"];
+        assert_eq!((sub.tier.as_str(), sub.status.as_str()), ("professional", "active"), "{shape:?}");
+        assert_eq!(sub.price_id.as_deref(), Some("price_professional_yearly"));
+        assert_eq!(sub.current_period_end, Some(T + 30 * DAY), "{shape:?}: period read from either shape");
+        let limits = sub.limits.expect("limits");
+        assert_eq!((limits.agents, limits.memory_mb), (Limit::Max(10.0), Limit::Max(2048.0)));
+        let instance = &g.state.instances["sub_1"];
+        assert_eq!(instance.desired, Desired::Running);
+        assert_eq!(instance.limits, Some(limits));
+        let token = &g.state.tokens["cus_1"];
+        assert!(token.wanted);
+        assert_eq!(token.tier.as_deref(), Some("professional"));
+        assert!(g.state.accounts.contains_key("cus_1"), "the customer row is created from the id");
+        assert_eq!(g.intent_keys(), ["instance:sub_1:1", "email:welcome:sub_1", "token:cus_1:1"]);
+    }
+}
+
+#[test]
+fn an_unknown_price_is_loud_and_a_fixed_catalog_repairs_it() {
+    for shape in SHAPES {
+        let body = sub_event("customer.subscription.created", T, shape, &snap("active", "price_new_team_plan"));
+        let mut g = Given::new();
+        g.event(&body);
+        let sub = &g.state.subscriptions["sub_1"];
+        assert_eq!(sub.tier, UNKNOWN_TIER);
+        assert_eq!(sub.limits, None);
+        assert_eq!(g.state.instances["sub_1"].desired, Desired::Absent, "never a running instance, never free");
+        assert!(!g.state.tokens["cus_1"].wanted);
+        let anomaly = &g.state.anomalies["unknown_price:sub_1"];
+        assert_eq!((anomaly.kind.as_str(), anomaly.position), ("unknown_price", 1));
+        assert!(anomaly.detail.contains("price_new_team_plan"));
+        assert!(!g.intent_keys().iter().any(|k| k.starts_with("email:welcome")));
+
+        // Fix the catalog and rebuild from position 0.
+        let fixed = include_str!("../../../catalog.example.toml")
+            .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_new_team_plan\"]");
+        let mut rebuilt = Given { catalog: Catalog::parse(&fixed).expect("fixed catalog"), ..Given::new() };
+        rebuilt.event(&body);
+        assert_eq!(rebuilt.state.subscriptions["sub_1"].tier, "professional");
+        assert!(rebuilt.state.anomalies.is_empty());
+        assert_eq!(rebuilt.state.instances["sub_1"].desired, Desired::Running);
+        // A later snapshot with a known price also resolves it live.
+        g.event(&sub_event("customer.subscription.updated", T + 5, shape, &snap("active", "price_starter_monthly")));
+        assert!(g.state.anomalies.is_empty());
+        assert_eq!(g.state.instances["sub_1"].desired, Desired::Running);
+    }
+}
+
+#[test]
+fn an_older_snapshot_never_overwrites_a_newer_one() {
+    let mut g = Given::new();
+    g.event(&sub_event(
+        "customer.subscription.updated",
+        T + 200,
+        Shape::Basil,
+        &snap("active", "price_enterprise_monthly"),
+    ));
+    g.event(&sub_event(
+        "customer.subscription.updated",
+        T + 100,
+        Shape::Legacy,
+        &snap("past_due", "price_starter_monthly"),
+    ));
+    let sub = &g.state.subscriptions["sub_1"];
+    assert_eq!((sub.status.as_str(), sub.tier.as_str()), ("active", "enterprise"));
+}
+
+#[test]
+fn within_one_second_the_later_lifecycle_state_wins_in_either_order() {
+    let active = sub_event("customer.subscription.updated", T, Shape::Legacy, &snap("active", "price_starter_monthly"));
+    let past_due =
+        sub_event("customer.subscription.updated", T, Shape::Legacy, &snap("past_due", "price_starter_monthly"));
+    let deleted =
+        sub_event("customer.subscription.deleted", T, Shape::Legacy, &snap("canceled", "price_starter_monthly"));
+    for order in [[&active, &past_due, &deleted], [&deleted, &past_due, &active], [&past_due, &deleted, &active]] {
+        let mut g = Given::new();
+        g.event(order[0]).event(order[1]);
+        let status = g.state.subscriptions["sub_1"].status.clone();
+        g.event(order[2]);
+        let sub = &g.state.subscriptions["sub_1"];
+        assert!(sub.deleted);
+        assert_eq!(sub.status, "canceled");
+        assert_eq!(g.state.instances["sub_1"].desired, Desired::Deprovisioned);
+        assert!(status == "past_due" || status == "canceled", "after two events: {status}");
+    }
+}
+
+#[test]
+fn a_deleted_subscription_stays_deleted() {
+    let mut g = Given::new();
+    g.event(&sub_event("customer.subscription.created", T, Shape::Legacy, &snap("active", "price_starter_monthly")));
+    g.event(&sub_event(
+        "customer.subscription.deleted",
+        T + 10,
+        Shape::Legacy,
+        &snap("canceled", "price_starter_monthly"),
+    ));
+    g.event(&sub_event(
+        "customer.subscription.updated",
+        T + 20,
+        Shape::Legacy,
+        &snap("active", "price_starter_monthly"),
+    ));
+    let sub = &g.state.subscriptions["sub_1"];
+    assert!(sub.deleted);
+    assert_eq!(g.state.instances["sub_1"].desired, Desired::Deprovisioned);
+    assert!(!g.state.tokens["cus_1"].wanted, "token revoked");
+    let keys = g.intent_keys();
+    assert!(
+        keys.contains(&"email:canceled:sub_1") && keys.contains(&"instance:sub_1:2") && keys.contains(&"token:cus_1:2"),
+        "{keys:?}"
+    );
+    assert_eq!(keys.len(), 6, "nothing after the deletion: {keys:?}");
+}
+
+#[test]
+fn paid_invoices_grant_cycle_credits_once_with_the_rollover_cap() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        g.event(&sub_event("customer.subscription.created", T, shape, &snap("active", "price_starter_monthly")));
+        for cycle in 0..4 {
+            let period = (T + cycle * 30 * DAY, T + (cycle + 1) * 30 * DAY);
+            let invoice = format!("in_{cycle}");
+            g.event(&stripe::invoice_event(
+                "invoice.paid",
+                period.0,
+                shape,
+                &stripe::InvoiceOf {
+                    id: &invoice,
+                    customer: "cus_1",
+                    subscription: "sub_1",
+                    price: "price_starter_monthly",
+                    period,
+                },
+            ));
+            g.event(&stripe::invoice_event(
+                "invoice.payment_succeeded",
+                period.0,
+                shape,
+                &stripe::InvoiceOf {
+                    id: &invoice,
+                    customer: "cus_1",
+                    subscription: "sub_1",
+                    price: "price_starter_monthly",
+                    period,
+                },
+            ));
+        }
+        // starter: 1,000 per cycle, at most 2,000 carried over: 1000, 2000, 3000, 3000.
+        assert_eq!(g.state.credits["cus_1"], 3_000, "{shape:?}");
+        assert_eq!(g.state.credit_grants.len(), 4, "once per invoice, not per event");
+    }
+}
+
+#[test]
+fn a_failed_payment_opens_a_grace_period_that_a_payment_closes() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        g.event(&sub_event("customer.subscription.created", T, shape, &snap("active", "price_professional_monthly")));
+        let period = (T + 30 * DAY, T + 60 * DAY);
+        let failed_at = T + 30 * DAY;
+        g.event(&stripe::invoice_event(
+            "invoice.payment_failed",
+            failed_at,
+            shape,
+            &stripe::InvoiceOf {
+                id: "in_2",
+                customer: "cus_1",
+                subscription: "sub_1",
+                price: "price_professional_monthly",
+                period,
+            },
+        ));
+        g.event(&sub_event(
+            "customer.subscription.updated",
+            failed_at,
+            shape,
+            &snap("past_due", "price_professional_monthly"),
+        ));
+        let sub = &g.state.subscriptions["sub_1"];
+        assert_eq!(sub.grace_until, Some(failed_at + 7 * DAY), "{shape:?}");
+        assert_eq!(g.state.instances["sub_1"].desired, Desired::Running, "kept running during the grace period");
+        assert!(g.state.tokens["cus_1"].wanted, "token valid while in grace");
+        assert!(g.intent_keys().contains(&"email:payment_failed:in_2"));
+
+        g.event(&stripe::invoice_event(
+            "invoice.paid",
+            failed_at + 3 * DAY,
+            shape,
+            &stripe::InvoiceOf {
+                id: "in_2",
+                customer: "cus_1",
+                subscription: "sub_1",
+                price: "price_professional_monthly",
+                period,
+            },
+        ));
+        assert_eq!(g.state.subscriptions["sub_1"].grace_until, None, "recovered");
+        assert_eq!(g.state.credits["cus_1"], 10_000);
+    }
+}
+
+#[test]
+fn a_late_failure_older_than_the_payment_opens_no_grace() {
+    let mut g = Given::new();
+    let period = (T, T + 30 * DAY);
+    g.event(&stripe::invoice_event(
+        "invoice.paid",
+        T + 100,
+        Shape::Basil,
+        &stripe::InvoiceOf {
+            id: "in_1",
+            customer: "cus_1",
+            subscription: "sub_1",
+            price: "price_starter_monthly",
+            period,
+        },
+    ));
+    g.event(&stripe::invoice_event(
+        "invoice.payment_failed",
+        T + 50,
+        Shape::Basil,
+        &stripe::InvoiceOf {
+            id: "in_1",
+            customer: "cus_1",
+            subscription: "sub_1",
+            price: "price_starter_monthly",
+            period,
+        },
+    ));
+    assert_eq!(g.state.subscriptions["sub_1"].grace_until, None);
+    assert!(!g.intent_keys().iter().any(|k| k.starts_with("email:payment_failed")), "no stale dunning email");
+}
+
+#[test]
+fn checkouts_link_subscriptions_and_sell_credit_packs() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        g.event(&stripe::checkout_completed(T, shape, "cs_1", "cus_1", "subscription", Some("sub_1"), None));
+        assert_eq!(g.state.subscriptions["sub_1"].stripe_customer_id.as_deref(), Some("cus_1"));
+        assert_eq!(
+            g.state.instances["sub_1"].desired,
+            Desired::Absent,
+            "nothing runs before the subscription itself arrives"
+        );
+        g.event(&stripe::checkout_completed(
+            T + 1,
+            shape,
+            "cs_2",
+            "cus_1",
+            "payment",
+            None,
+            Some(("price_credits_10000", 2)),
+        ));
+        assert_eq!(g.state.credits["cus_1"], 20_000);
+        g.event(&stripe::checkout_completed(
+            T + 2,
+            shape,
+            "cs_3",
+            "cus_1",
+            "payment",
+            None,
+            Some(("price_mystery_pack", 1)),
+        ));
+        assert_eq!(g.state.credits["cus_1"], 20_000, "an unknown pack grants nothing");
+        assert_eq!(g.state.anomalies["unknown_price:cs_3"].kind, "unknown_price");
+        g.event(&stripe::checkout_completed(T + 3, shape, "cs_4", "cus_1", "payment", None, None));
+        assert_eq!(g.state.anomalies["checkout_without_items:cs_4"].kind, "checkout_without_items");
+    }
+}
+
+#[test]
+fn an_undecodable_payload_is_an_anomaly_not_a_crash() {
+    let mut g = Given::new();
+    let mut broken: serde_json::Value = serde_json::from_slice(&sub_event(
+        "customer.subscription.updated",
+        T,
+        Shape::Legacy,
+        &snap("active", "price_starter_monthly"),
+    ))
+    .expect("json");
+    broken["data"]["object"]["status"] = serde_json::json!(42);
+    g.event(&serde_json::to_vec(&broken).expect("json"));
+    g.event(b"not even json");
+    assert_eq!(g.state.anomalies["undecodable:1"].kind, "undecodable");
+    assert!(g.state.anomalies["undecodable:1"].detail.contains("a subscription"));
+    assert!(g.state.anomalies.contains_key("undecodable:2"));
+    assert!(g.state.subscriptions.is_empty());
+}
+
+#[test]
+fn folding_the_same_event_twice_changes_nothing_the_second_time() {
+    let body = sub_event("customer.subscription.created", T, Shape::Basil, &snap("active", "price_starter_monthly"));
+    let invoice = stripe::invoice_event(
+        "invoice.paid",
+        T,
+        Shape::Basil,
+        &stripe::InvoiceOf {
+            id: "in_1",
+            customer: "cus_1",
+            subscription: "sub_1",
+            price: "price_starter_monthly",
+            period: (T, T + 30 * DAY),
+        },
+    );
+    let catalog = catalog();
+    let mut state = Projections::default();
+    state.fold_and_apply(1, &body, &catalog, &FoldConfig::default());
+    state.fold_and_apply(2, &invoice, &catalog, &FoldConfig::default());
+    let before = state.clone();
+    let again = state.fold_and_apply(1, &body, &catalog, &FoldConfig::default());
+    let again_invoice = state.fold_and_apply(2, &invoice, &catalog, &FoldConfig::default());
+    assert_eq!(state, before);
+    assert!(again.is_empty() && again_invoice.is_empty(), "no intents either");
+}
+
+/// Positions are assigned by arrival, so they differ between delivery orders by design; everything
+/// else must converge.
+fn without_positions(p: &Projections) -> Projections {
+    let mut p = p.clone();
+    for a in p.accounts.values_mut() {
+        if let Some(v) = a.version.as_mut() {
+            v.position = 0;
+        }
+    }
+    for s in p.subscriptions.values_mut() {
+        if let Some(v) = s.version.as_mut() {
+            v.position = 0;
+        }
+    }
+    for a in p.anomalies.values_mut() {
+        a.position = 0;
+    }
+    p
+}
+
+#[test]
+fn shuffled_and_duplicated_lifecycles_end_in_the_in_order_projections() {
+    let catalog = catalog();
+    let config = FoldConfig::default();
+    let mut checked = 0;
+    for seed in 0..300u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let events: Vec<Vec<u8>> =
+            (0..3).flat_map(|n| lifecycle::lifecycle(seed * 10 + n, &mut rng, T)).map(|e| e.body).collect();
+        let mut in_order = Projections::default();
+        for (i, body) in events.iter().enumerate() {
+            in_order.fold_and_apply(i as i64 + 1, body, &catalog, &config);
+        }
+        // Deliver in a random order, some events twice (a redelivery refolded at its first position).
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        rng.shuffle(&mut order);
+        let mut shuffled = Projections::default();
+        let mut delivered: Vec<(i64, usize)> = Vec::new();
+        for (arrival, &index) in order.iter().enumerate() {
+            let position = arrival as i64 + 1;
+            shuffled.fold_and_apply(position, &events[index], &catalog, &config);
+            delivered.push((position, index));
+            if rng.u8(0..5) == 0 {
+                let (position, index) = delivered[rng.usize(0..delivered.len())];
+                shuffled.fold_and_apply(position, &events[index], &catalog, &config);
+            }
+        }
+        assert_eq!(without_positions(&shuffled), without_positions(&in_order), "seed {seed}");
+        assert!(in_order.anomalies.is_empty(), "seed {seed}: {:?}", in_order.anomalies);
+        checked += events.len();
+    }
+    assert!(checked > 10_000, "only {checked} events checked");
+}
