@@ -210,7 +210,69 @@ pub struct Delta {
     pub intents: Vec<Intent>,
 }
 
+/// Keys a batch of events changed: what the runner writes back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Account ids.
+    pub accounts: std::collections::BTreeSet<String>,
+    /// Subscription ids.
+    pub subscriptions: std::collections::BTreeSet<String>,
+    /// Instance (subscription) ids.
+    pub instances: std::collections::BTreeSet<String>,
+    /// Token (customer) ids.
+    pub tokens: std::collections::BTreeSet<String>,
+    /// Grant keys.
+    pub credit_grants: std::collections::BTreeSet<String>,
+    /// Balance (customer) ids.
+    pub credits: std::collections::BTreeSet<String>,
+    /// Anomaly keys upserted or removed (the state tells which).
+    pub anomalies: std::collections::BTreeSet<String>,
+}
+
+impl Changes {
+    fn record(&mut self, delta: &Delta) {
+        self.accounts.extend(delta.accounts.iter().map(|r| r.stripe_customer_id.clone()));
+        self.subscriptions.extend(delta.subscriptions.iter().map(|r| r.stripe_subscription_id.clone()));
+        self.instances.extend(delta.instances.iter().map(|r| r.stripe_subscription_id.clone()));
+        self.tokens.extend(delta.tokens.iter().map(|r| r.stripe_customer_id.clone()));
+        self.credit_grants.extend(delta.credit_grants.iter().map(|g| g.key.clone()));
+        self.credits.extend(delta.credits.iter().map(|(c, _)| c.clone()));
+        self.anomalies.extend(delta.anomalies.iter().map(|a| a.key.clone()));
+        self.anomalies.extend(delta.resolved.iter().cloned());
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.subscriptions.is_empty()
+            && self.instances.is_empty()
+            && self.tokens.is_empty()
+            && self.credit_grants.is_empty()
+            && self.credits.is_empty()
+            && self.anomalies.is_empty()
+    }
+}
+
 impl Projections {
+    /// Folds events in order, applying each; returns the keys changed and the intents with the
+    /// position that raised them.
+    pub fn fold_batch<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = (i64, &'a [u8])>,
+        catalog: &Catalog,
+        config: &FoldConfig,
+    ) -> (Changes, Vec<(i64, Intent)>) {
+        let mut changes = Changes::default();
+        let mut intents = Vec::new();
+        for (position, raw) in events {
+            let mut delta = fold(self, position, raw, catalog, config);
+            intents.extend(std::mem::take(&mut delta.intents).into_iter().map(|i| (position, i)));
+            changes.record(&delta);
+            self.apply(delta);
+        }
+        (changes, intents)
+    }
+
     /// Applies a delta.
     pub fn apply(&mut self, delta: Delta) {
         for row in delta.accounts {

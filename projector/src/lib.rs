@@ -6,6 +6,7 @@
 //! checkpoint, leadership and SQL tables come next; the pure [`fold`] is here (`docs/projector.md`).
 
 pub mod fold;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

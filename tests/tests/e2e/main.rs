@@ -4,4 +4,5 @@ mod append_only;
 mod ingest_http;
 mod ordering;
 mod outage;
+mod projection_store;
 mod shutdown;
