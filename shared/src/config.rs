@@ -83,8 +83,12 @@ pub struct Config {
     pub ingest_addr: SocketAddr,
     /// `PROJECTOR_ADDR` (default 127.0.0.1:3006).
     pub projector_addr: SocketAddr,
-    /// `CATALOG_PATH`: the price catalog (used by the projector).
+    /// `CATALOG_PATH`: the price catalog (unset: the embedded example catalog, for local use).
     pub catalog_path: Option<PathBuf>,
+    /// `PROJECTOR_BATCH_SIZE` (default 500): events folded per transaction.
+    pub projector_batch_size: usize,
+    /// `GRACE_PERIOD_DAYS` (default 7): how long a failed payment keeps an instance running.
+    pub grace_period: Duration,
     /// `PROVISIONER_URL`.
     pub provisioner_url: Option<String>,
     /// `PROVISIONER_API_KEY`.
@@ -159,6 +163,11 @@ impl Config {
         if !(1..=64).contains(&ingest_appenders) {
             return Err(ConfigError::new("INGEST_APPENDERS", "must be between 1 and 64"));
         }
+        let projector_batch_size: usize = parse_number(get("PROJECTOR_BATCH_SIZE"), "PROJECTOR_BATCH_SIZE", 500)?;
+        if !(1..=100_000).contains(&projector_batch_size) {
+            return Err(ConfigError::new("PROJECTOR_BATCH_SIZE", "must be between 1 and 100000"));
+        }
+        let grace_days: u64 = parse_number(get("GRACE_PERIOD_DAYS"), "GRACE_PERIOD_DAYS", 7)?;
         let database_max_connections: u32 =
             parse_number(get("DATABASE_MAX_CONNECTIONS"), "DATABASE_MAX_CONNECTIONS", 16)?;
         if database_max_connections < 2 {
@@ -197,6 +206,8 @@ impl Config {
             ingest_addr: parse_addr(get("INGEST_ADDR"), "INGEST_ADDR", "127.0.0.1:3005")?,
             projector_addr: parse_addr(get("PROJECTOR_ADDR"), "PROJECTOR_ADDR", "127.0.0.1:3006")?,
             catalog_path: get("CATALOG_PATH").map(PathBuf::from),
+            projector_batch_size,
+            grace_period: Duration::from_secs(grace_days * 86_400),
             provisioner_url,
             provisioner_api_key: get("PROVISIONER_API_KEY").map(|v| SecretString::from(v.to_owned())),
             smtp_url: get("SMTP_URL").map(|v| SecretString::from(v.to_owned())),
@@ -309,6 +320,8 @@ mod tests {
             ("INGEST_BODY_LIMIT_BYTES", "-1"),
             ("INGEST_MAX_BATCH", "0"),
             ("INGEST_APPENDERS", "0"),
+            ("PROJECTOR_BATCH_SIZE", "0"),
+            ("GRACE_PERIOD_DAYS", "a week"),
             ("DATABASE_URL", "mysql://x"),
             ("DATABASE_MAX_CONNECTIONS", "1"),
             ("STRIPE_API_BASE", "api.stripe.com"),

@@ -22,25 +22,40 @@ pub fn data_dir() -> PathBuf {
     }
 }
 
-static SERVER: OnceCell<PgConnectOptions> = OnceCell::const_new();
+static SERVER: OnceCell<(PgConnectOptions, String)> = OnceCell::const_new();
 
 /// Connect options for the test server's maintenance database: `DATABASE_URL` when set (its role
 /// must be a superuser: tests create databases, switch roles and set session_replication_role),
 /// else the embedded cluster, started on first use.
 pub async fn server_options() -> PgConnectOptions {
+    server().await.0.clone()
+}
+
+/// The server's URL without a database name (`postgres://user@host:port`).
+pub async fn server_url() -> String {
+    server().await.1.clone()
+}
+
+async fn server() -> &'static (PgConnectOptions, String) {
     SERVER
         .get_or_init(|| async {
             match std::env::var("DATABASE_URL") {
-                Ok(url) if !url.trim().is_empty() => PgConnectOptions::from_str(&url).expect("DATABASE_URL parses"),
+                Ok(url) if !url.trim().is_empty() => {
+                    let options = PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
+                    let base = url.split('?').next().unwrap_or(&url);
+                    let base = base.rsplit_once('/').map_or(base, |(server, _)| server).to_owned();
+                    (options, base)
+                }
                 _ => {
                     let cluster = LocalCluster::new(data_dir());
                     let server = cluster.ensure_running().await.expect("embedded PostgreSQL starts");
-                    server.options("postgres")
+                    let url = server.database_url("postgres");
+                    let base = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server).to_owned();
+                    (server.options("postgres"), base)
                 }
             }
         })
         .await
-        .clone()
 }
 
 /// A database created for one test and migrated with the project's migrator.
@@ -69,6 +84,11 @@ impl TestDb {
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options.clone()).await.expect("connect");
         shared::db::migrate(&pool).await.expect("migrations apply");
         Self { pool, options, name }
+    }
+
+    /// A URL of this database, for a process under test.
+    pub async fn url(&self) -> String {
+        format!("{}/{}", server_url().await, self.name)
     }
 
     /// A new pool on this database, for a service under test.

@@ -6,10 +6,12 @@
 //! - [`stripe`]: events shaped like Stripe's, and signing.
 //! - [`lifecycle`]: realistic subscription lifecycles as event sequences.
 //! - [`ingest`]: an ingest instance serving on 127.0.0.1:0.
+//! - [`projector`]: a projector instance in-process, and the whole-log reference fold.
 //! - [`wait`]: waiting on a condition with a bound, instead of sleeping.
 
 pub mod db;
 pub mod ingest;
 pub mod lifecycle;
+pub mod projector;
 pub mod stripe;
 pub mod wait;

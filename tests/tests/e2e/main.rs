@@ -5,4 +5,5 @@ mod ingest_http;
 mod ordering;
 mod outage;
 mod projection_store;
+mod projector_runner;
 mod shutdown;

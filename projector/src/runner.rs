@@ -1,0 +1,269 @@
+//! The runner: one active projector folds the log into the projection tables.
+//!
+//! Leadership is a session advisory lock held on a dedicated connection; other instances wait as
+//! hot standbys and take over when the leader's connection ends. Each batch is one transaction:
+//! lock the checkpoint row (fencing: a second projector waits, then sees the advanced position),
+//! read `position > checkpoint`, fold, write the changed rows, the intents and the checkpoint,
+//! commit. The in-memory state is the fold's working copy of the tables: it is reloaded whenever
+//! it may differ from them (takeover, a failed batch, a checkpoint moved by someone else).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use shared::catalog::Catalog;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::fold::{FoldConfig, Projections};
+use crate::store;
+
+/// The advisory lock key of projector leadership.
+const LEADER_LOCK: &str = "stripe-ledger/projector";
+/// The checkpoint row of the live projections.
+pub const CHECKPOINT: &str = "main";
+/// How often standbys retry leadership and the leader polls without a notification.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    event_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// What the runner reports, shared with the HTTP handlers.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// This instance holds leadership.
+    pub leader: AtomicBool,
+    /// The projections were built with another catalog (a rebuild settles it).
+    pub catalog_mismatch: AtomicBool,
+    /// Last committed checkpoint.
+    pub checkpoint: AtomicI64,
+    lag_events: Gauge,
+    lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    applied: Family<TypeLabel, Counter>,
+    anomalies: Family<KindLabel, Gauge>,
+    batch_errors: Counter,
+    leader_gauge: Gauge,
+}
+
+impl Status {
+    /// Registers the metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("projector_lag_events", "Events in the log not yet projected", self.lag_events.clone());
+        registry.register(
+            "projector_lag_seconds",
+            "Age of the oldest event not yet projected (0 when caught up)",
+            self.lag_seconds.clone(),
+        );
+        registry.register("projector_events_applied", "Events folded, by type", self.applied.clone());
+        registry.register("projector_anomalies", "Open anomalies, by kind", self.anomalies.clone());
+        registry.register("projector_batch_errors", "Batches that failed and were retried", self.batch_errors.clone());
+        registry.register(
+            "projector_leader",
+            "1 while this instance is the active projector",
+            self.leader_gauge.clone(),
+        );
+    }
+}
+
+/// The runner's settings.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    /// Events per transaction.
+    pub batch_size: usize,
+    /// Fold settings.
+    pub fold: FoldConfig,
+}
+
+/// Runs until `shutdown`: waits for leadership, then projects.
+pub async fn run(
+    pool: PgPool,
+    catalog: Arc<Catalog>,
+    settings: RunnerSettings,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) {
+    let key = leader_key(&pool).await;
+    while !shutdown.is_cancelled() {
+        match lead(&pool, key, &catalog, &settings, &status, &shutdown).await {
+            Ok(()) => {}
+            Err(error) => {
+                status.batch_errors.inc();
+                tracing::error!(error = format!("{error:#}"), "projector stopped leading, will retry");
+            }
+        }
+        set_leader(&status, false);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+    tracing::info!("projector stopped");
+}
+
+fn set_leader(status: &Status, leader: bool) {
+    status.leader.store(leader, Ordering::Relaxed);
+    status.leader_gauge.set(i64::from(leader));
+}
+
+async fn leader_key(pool: &PgPool) -> i64 {
+    loop {
+        match sqlx::query_scalar!(r#"SELECT hashtextextended($1, 0) AS "key!""#, LEADER_LOCK).fetch_one(pool).await {
+            Ok(key) => return key,
+            Err(error) => {
+                tracing::warn!(%error, "database unavailable, retrying");
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        }
+    }
+}
+
+/// Tries to lead once; returns when leadership is lost, on shutdown, or when not acquired.
+async fn lead(
+    pool: &PgPool,
+    key: i64,
+    catalog: &Catalog,
+    settings: &RunnerSettings,
+    status: &Status,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    // A dedicated connection, out of the pool: the session lock lives and dies with it.
+    let mut leader_conn = pool.acquire().await?.detach();
+    let acquired = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "acquired!""#, key)
+        .fetch_one(&mut leader_conn)
+        .await?;
+    if !acquired {
+        let _ = leader_conn.close().await;
+        return Ok(()); // standby: the caller retries after POLL_INTERVAL
+    }
+    set_leader(status, true);
+    tracing::info!("this projector is now the active one");
+    let mut listener = PgListener::connect_with(pool).await.context("LISTEN connection")?;
+    listener.listen("ledger_events").await?;
+    let mut state: Option<(Projections, i64)> = None;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // Still leader? (A broken lock connection means another instance may lead now.)
+        sqlx::query!("SELECT 1 AS one").fetch_one(&mut leader_conn).await.context("leader connection lost")?;
+        let folded = match batch(pool, catalog, settings, status, &mut state).await {
+            Ok(folded) => folded,
+            Err(error) => {
+                // Nothing of the batch was committed; the working copy may be ahead of the tables.
+                state = None;
+                status.batch_errors.inc();
+                tracing::error!(error = format!("{error:#}"), "batch failed, retrying from the checkpoint");
+                0
+            }
+        };
+        if folded == 0 {
+            // Caught up (or failed): wait for a notification, the poll interval or shutdown.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                notification = listener.recv() => {
+                    if let Err(error) = notification {
+                        tracing::warn!(%error, "notification listener failed, polling until it reconnects");
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
+                }
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+    let _ = leader_conn.close().await;
+    Ok(())
+}
+
+/// Folds one batch in one transaction; returns how many events it folded.
+async fn batch(
+    pool: &PgPool,
+    catalog: &Catalog,
+    settings: &RunnerSettings,
+    status: &Status,
+    state: &mut Option<(Projections, i64)>,
+) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "INSERT INTO projection.checkpoint (name, position, catalog_hash) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        CHECKPOINT,
+        catalog.hash()
+    )
+    .execute(&mut *tx)
+    .await?;
+    let (checkpoint, built_with) = store::lock_checkpoint(&mut tx, CHECKPOINT).await?.context("checkpoint row")?;
+    let mismatch = built_with != catalog.hash();
+    if mismatch && !status.catalog_mismatch.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            built_with,
+            configured = catalog.hash(),
+            "the projections were built with another catalog: run `replay rebuild` to rebuild them with this one"
+        );
+    }
+    if state.as_ref().is_none_or(|(_, at)| *at != checkpoint) {
+        let projections = store::load(&mut tx).await?;
+        tracing::info!(checkpoint, "loaded the projections");
+        *state = Some((projections, checkpoint));
+    }
+    let rows = sqlx::query!(
+        r#"SELECT position, event_type, raw_body, received_at FROM ledger.events
+           WHERE position > $1 ORDER BY position LIMIT $2"#,
+        checkpoint,
+        i64::try_from(settings.batch_size).unwrap_or(i64::MAX)
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let head: i64 = sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM ledger.events"#)
+        .fetch_one(&mut *tx)
+        .await?;
+    let Some(last) = rows.last().map(|r| r.position) else {
+        tx.commit().await?;
+        report_lag(status, head - checkpoint, None);
+        status.checkpoint.store(checkpoint, Ordering::Relaxed);
+        return Ok(0);
+    };
+    let Some((projections, at)) = state.as_mut() else { anyhow::bail!("state not loaded") };
+    let (changes, intents) =
+        projections.fold_batch(rows.iter().map(|r| (r.position, r.raw_body.as_slice())), catalog, &settings.fold);
+    store::write_changes(&mut tx, projections, &changes).await?;
+    store::record_intents(&mut tx, &intents).await?;
+    let keep_hash = if mismatch { built_with.as_str() } else { catalog.hash() };
+    store::save_checkpoint(&mut tx, CHECKPOINT, last, keep_hash).await?;
+    tx.commit().await?;
+    *at = last;
+    status.checkpoint.store(last, Ordering::Relaxed);
+    for row in &rows {
+        status.applied.get_or_create(&TypeLabel { event_type: row.event_type.clone() }).inc();
+    }
+    let mut by_kind: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for anomaly in projections.anomalies.values() {
+        *by_kind.entry(anomaly.kind.as_str()).or_default() += 1;
+    }
+    status.anomalies.clear();
+    for (kind, count) in by_kind {
+        status.anomalies.get_or_create(&KindLabel { kind: kind.to_owned() }).set(count);
+    }
+    let oldest_pending = if head > last { rows.last().map(|r| r.received_at) } else { None };
+    report_lag(status, head - last, oldest_pending);
+    tracing::debug!(from = checkpoint + 1, to = last, intents = intents.len(), "batch projected");
+    Ok(rows.len())
+}
+
+fn report_lag(status: &Status, events: i64, oldest_pending: Option<chrono::DateTime<chrono::Utc>>) {
+    status.lag_events.set(events);
+    let seconds = oldest_pending.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0);
+    status.lag_seconds.set(seconds.max(0.0));
+}

@@ -1,0 +1,89 @@
+//! A projector instance under test, in-process, serving on 127.0.0.1:0.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use projector::fold::{FoldConfig, Projections};
+use projector::runner::{RunnerSettings, Status};
+use shared::catalog::Catalog;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::wait;
+
+/// The example catalog the tests project with.
+pub fn catalog() -> Catalog {
+    Catalog::parse(projector::EXAMPLE_CATALOG).expect("example catalog")
+}
+
+/// A running projector.
+pub struct TestProjector {
+    /// What its runner reports.
+    pub status: Arc<Status>,
+    /// Where it serves health and metrics.
+    pub addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestProjector {
+    /// Starts a projector with `catalog` and `batch_size`.
+    pub async fn start(pool: PgPool, catalog: Catalog, batch_size: usize) -> Self {
+        let settings = RunnerSettings { batch_size, fold: FoldConfig::default() };
+        let app = projector::Application::build("127.0.0.1:0".parse().expect("addr"), pool, catalog, settings)
+            .await
+            .expect("projector builds");
+        let (status, addr) = (app.status(), app.local_addr());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self { status, addr, shutdown, task }
+    }
+
+    /// True while this instance is the active projector.
+    pub fn is_leader(&self) -> bool {
+        self.status.leader.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the checkpoint reaches the head of the log.
+    pub async fn caught_up(&self, pool: &PgPool) {
+        wait::until(Duration::from_secs(60), "the projector to reach the log head", || async {
+            let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM ledger.events")
+                .fetch_one(pool)
+                .await
+                .expect("head");
+            (head > 0 && self.status.checkpoint.load(Ordering::Relaxed) == head).then_some(())
+        })
+        .await;
+    }
+
+    /// GETs a path of its HTTP server.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("http://{}{path}", self.addr)).await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// Stops it gracefully.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("no panic").expect("clean stop");
+    }
+}
+
+/// What one fold of the whole log from position 1 gives: the reference for "live equals rebuild".
+pub async fn fold_whole_log(pool: &PgPool, catalog: &Catalog) -> Projections {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT position, raw_body FROM ledger.events ORDER BY position")
+        .fetch_all(pool)
+        .await
+        .expect("log");
+    let mut state = Projections::default();
+    state.fold_batch(rows.iter().map(|(p, b)| (*p, b.as_slice())), catalog, &FoldConfig::default());
+    state
+}
+
+/// The projection tables as they are.
+pub async fn load_tables(pool: &PgPool) -> Projections {
+    let mut conn = pool.acquire().await.expect("connection");
+    projector::store::load(&mut conn).await.expect("load")
+}

@@ -1,0 +1,96 @@
+//! The projector over a real log: webhooks in, projection rows out; one active projector.
+
+use std::time::Duration;
+
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::projector::{TestProjector, catalog, fold_whole_log, load_tables};
+use ledger_tests::{lifecycle, wait};
+
+async fn post_lifecycles(ingest: &TestIngest, customers: std::ops::Range<u64>, seed: u64) -> usize {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut posted = 0;
+    for n in customers {
+        for event in lifecycle::lifecycle(n, &mut rng, 1_750_000_000) {
+            assert_eq!(ingest.post_signed(&event.body).await.status(), 200);
+            posted += 1;
+        }
+    }
+    posted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_the_projections_exactly_as_one_fold_of_the_log() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let projector = TestProjector::start(db.service_pool(4), catalog(), 7).await;
+    let posted = post_lifecycles(&ingest, 0..12, 1).await;
+    projector.caught_up(&db.pool).await;
+
+    let tables = load_tables(&db.pool).await;
+    assert_eq!(tables, fold_whole_log(&db.pool, &catalog()).await, "live equals a rebuild from position 1");
+    assert_eq!(tables.subscriptions.len(), 12);
+    assert!(tables.instances.values().any(|i| i.desired == projector::fold::Desired::Running));
+    let intents: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.intents").fetch_one(&db.pool).await.expect("n");
+    assert!(intents > 12, "instance, token and email intents journaled: {intents}");
+    let (status, body) = projector.get("/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready (active)"));
+    let (_, metrics) = projector.get("/metrics").await;
+    assert!(metrics.contains("projector_lag_events 0"), "{metrics}");
+    assert!(metrics.contains(r#"projector_events_applied_total{event_type="invoice.paid"}"#), "{metrics}");
+    assert!(posted > 100);
+    projector.stop().await;
+    ingest.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_projectors_one_applies_and_the_other_takes_over() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let a = TestProjector::start(db.service_pool(4), catalog(), 5).await;
+    let b = TestProjector::start(db.service_pool(4), catalog(), 5).await;
+    wait::until(Duration::from_secs(10), "one leader", || async { (a.is_leader() || b.is_leader()).then_some(()) })
+        .await;
+    assert!(!(a.is_leader() && b.is_leader()), "never two active projectors");
+    post_lifecycles(&ingest, 0..6, 2).await;
+    let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
+    leader.caught_up(&db.pool).await;
+    assert!(!standby.is_leader());
+    assert_eq!(standby.get("/readyz").await, (200, "ready (standby)".to_owned()));
+
+    // The leader goes away; the standby takes over and continues from the checkpoint.
+    leader.stop().await;
+    post_lifecycles(&ingest, 6..12, 3).await;
+    wait::until(Duration::from_secs(20), "the standby to take over", || async { standby.is_leader().then_some(()) })
+        .await;
+    standby.caught_up(&db.pool).await;
+
+    let tables = load_tables(&db.pool).await;
+    assert_eq!(tables, fold_whole_log(&db.pool, &catalog()).await, "nothing applied twice, nothing skipped");
+    assert_eq!(tables.subscriptions.len(), 12);
+    standby.stop().await;
+    ingest.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_with_another_catalog_says_so_in_readyz() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let first = TestProjector::start(db.service_pool(4), catalog(), 50).await;
+    post_lifecycles(&ingest, 0..2, 4).await;
+    first.caught_up(&db.pool).await;
+    first.stop().await;
+
+    let changed = shared::catalog::Catalog::parse(
+        &projector::EXAMPLE_CATALOG.replace("credits_per_cycle = 1000\n", "credits_per_cycle = 1500\n"),
+    )
+    .expect("valid");
+    let second = TestProjector::start(db.service_pool(4), changed, 50).await;
+    wait::until(Duration::from_secs(10), "the mismatch to be reported", || async {
+        let (status, body) = second.get("/readyz").await;
+        (status == 503 && body.contains("another catalog")).then_some(())
+    })
+    .await;
+    second.stop().await;
+    ingest.stop().await.expect("stop");
+}
