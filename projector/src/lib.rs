@@ -3,11 +3,13 @@
 //! - [`fold`]: the pure fold `(state, event) -> Delta` (rules in `docs/projector.md`).
 //! - [`store`]: the SQL image of the projections, the intents outbox and the checkpoint.
 //! - [`runner`]: leadership, batches and wake-ups.
+//! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
 //!
 //! [`Application`] serves `/healthz`, `/readyz` (database reachable and projections built with the
 //! configured catalog) and `/metrics` on `PROJECTOR_ADDR`, and runs the runner until shutdown.
 
 pub mod fold;
+pub mod rebuild;
 pub mod runner;
 pub mod store;
 

@@ -153,7 +153,7 @@ async fn lead(
     tracing::info!("this projector is now the active one");
     let mut listener = PgListener::connect_with(pool).await.context("LISTEN connection")?;
     listener.listen("ledger_events").await?;
-    let mut state: Option<(Projections, i64)> = None;
+    let mut state: Option<(Projections, i64, String)> = None;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -194,7 +194,7 @@ async fn batch(
     catalog: &Catalog,
     settings: &RunnerSettings,
     status: &Status,
-    state: &mut Option<(Projections, i64)>,
+    state: &mut Option<(Projections, i64, String)>,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     sqlx::query!(
@@ -204,7 +204,8 @@ async fn batch(
     )
     .execute(&mut *tx)
     .await?;
-    let (checkpoint, built_with) = store::lock_checkpoint(&mut tx, CHECKPOINT).await?.context("checkpoint row")?;
+    let store::Checkpoint { position: checkpoint, catalog_hash: built_with, build_id } =
+        store::lock_checkpoint(&mut tx, CHECKPOINT).await?.context("checkpoint row")?;
     let mismatch = built_with != catalog.hash();
     if mismatch && !status.catalog_mismatch.swap(true, Ordering::Relaxed) {
         tracing::error!(
@@ -213,10 +214,12 @@ async fn batch(
             "the projections were built with another catalog: run `replay rebuild` to rebuild them with this one"
         );
     }
-    if state.as_ref().is_none_or(|(_, at)| *at != checkpoint) {
+    // Reload the working copy when it may differ from the tables: first batch, another writer
+    // moved the checkpoint, or `replay rebuild` swapped in new tables.
+    if state.as_ref().is_none_or(|(_, at, build)| *at != checkpoint || *build != build_id) {
         let projections = store::load(&mut tx).await?;
-        tracing::info!(checkpoint, "loaded the projections");
-        *state = Some((projections, checkpoint));
+        tracing::info!(checkpoint, build_id, "loaded the projections");
+        *state = Some((projections, checkpoint, build_id));
     }
     let rows = sqlx::query!(
         r#"SELECT position, event_type, raw_body, received_at FROM ledger.events
@@ -235,7 +238,7 @@ async fn batch(
         status.checkpoint.store(checkpoint, Ordering::Relaxed);
         return Ok(0);
     };
-    let Some((projections, at)) = state.as_mut() else { anyhow::bail!("state not loaded") };
+    let Some((projections, at, _)) = state.as_mut() else { anyhow::bail!("state not loaded") };
     let (changes, intents) =
         projections.fold_batch(rows.iter().map(|r| (r.position, r.raw_body.as_slice())), catalog, &settings.fold);
     store::write_changes(&mut tx, projections, &changes).await?;

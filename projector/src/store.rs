@@ -365,13 +365,28 @@ pub async fn record_intents(conn: &mut PgConnection, intents: &[(i64, Intent)]) 
     Ok(done.rows_affected())
 }
 
-/// The checkpoint `name`: (position, catalog hash), locked for this transaction so a second
-/// projector cannot fold the same events concurrently (it waits, then sees the advanced position).
-pub async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<(i64, String)>> {
-    let row = sqlx::query!("SELECT position, catalog_hash FROM projection.checkpoint WHERE name = $1 FOR UPDATE", name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.map(|r| (r.position, r.catalog_hash)))
+/// A checkpoint row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Last folded position.
+    pub position: i64,
+    /// Catalog the rows were built with.
+    pub catalog_hash: String,
+    /// `live`, or the rebuild that produced the tables.
+    pub build_id: String,
+}
+
+/// The checkpoint `name`, locked for this transaction so a second projector cannot fold the same
+/// events concurrently (it waits, then sees the advanced position).
+pub async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Checkpoint>> {
+    let row = sqlx::query_as!(
+        Checkpoint,
+        "SELECT position, catalog_hash, build_id FROM projection.checkpoint WHERE name = $1 FOR UPDATE",
+        name
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row)
 }
 
 /// Saves the checkpoint (in the batch's transaction).

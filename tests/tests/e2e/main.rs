@@ -6,4 +6,5 @@ mod ordering;
 mod outage;
 mod projection_store;
 mod projector_runner;
+mod rebuild;
 mod shutdown;

@@ -1,0 +1,146 @@
+//! `replay rebuild`: the same fold from position 1, diffed or swapped in while a projector runs.
+
+use std::time::Duration;
+
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::projector::{TestProjector, catalog, fold_whole_log, load_tables};
+use ledger_tests::stripe::{self, Shape, SubSnapshot};
+use ledger_tests::{lifecycle, wait};
+use projector::fold::{Desired, FoldConfig};
+use projector::rebuild;
+use shared::catalog::Catalog;
+
+async fn post_lifecycles(ingest: &TestIngest, customers: std::ops::Range<u64>, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for n in customers {
+        for event in lifecycle::lifecycle(n, &mut rng, 1_750_000_000) {
+            assert_eq!(ingest.post_signed(&event.body).await.status(), 200);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_carries_on() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let live = TestProjector::start(db.service_pool(4), catalog(), 20).await;
+    post_lifecycles(&ingest, 0..8, 21).await;
+    live.caught_up(&db.pool).await;
+    let before = load_tables(&db.pool).await;
+
+    let folded = rebuild::fold_log(&db.pool, &catalog(), &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
+    let diffs = rebuild::diff(&before, &folded.state);
+    assert!(diffs.iter().all(|d| d.added + d.changed + d.removed == 0), "{}", rebuild::render_diff(&diffs));
+
+    // Swap while webhooks keep arriving and the live projector keeps running.
+    let more = async { post_lifecycles(&ingest, 8..12, 22).await };
+    let (catalog, config) = (catalog(), FoldConfig::default());
+    let swap = rebuild::swap_in(&db.pool, folded, &catalog, &config, false);
+    let (_, swapped) = tokio::join!(more, swap);
+    let swapped = swapped.expect("swap");
+    assert_eq!(swapped.new_intents, 0, "every intent of an unchanged log was journaled already");
+    let build: String =
+        sqlx::query_scalar("SELECT build_id FROM projection.checkpoint").fetch_one(&db.pool).await.expect("build");
+    assert_eq!(build, swapped.build_id);
+
+    post_lifecycles(&ingest, 12..14, 23).await;
+    live.caught_up(&db.pool).await;
+    assert_eq!(load_tables(&db.pool).await, fold_whole_log(&db.pool, &catalog).await);
+    let old_schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'projection_%'")
+        .fetch_one(&db.pool)
+        .await
+        .expect("schemas");
+    assert_eq!(old_schemas, 0, "the replaced schema is dropped");
+    live.stop().await;
+    ingest.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_catalog_and_a_rebuild_repair_an_unknown_price() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let live = TestProjector::start(db.service_pool(4), catalog(), 20).await;
+    let snap = SubSnapshot {
+        id: "sub_team".into(),
+        customer: "cus_team".into(),
+        price: "price_team_2026".into(),
+        status: "active".into(),
+        period: (1_760_000_000, 1_762_592_000),
+        trial_end: None,
+        cancel_at_period_end: false,
+        canceled_at: None,
+        ended_at: None,
+    };
+    let body = stripe::subscription_event("customer.subscription.created", 1_760_000_000, Shape::Basil, &snap);
+    assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    live.caught_up(&db.pool).await;
+    let broken = load_tables(&db.pool).await;
+    assert_eq!(broken.subscriptions["sub_team"].tier, "unknown");
+    assert_eq!(broken.instances["sub_team"].desired, Desired::Absent);
+    assert!(broken.anomalies.contains_key("unknown_price:sub_team"));
+
+    let fixed = Catalog::parse(
+        &projector::EXAMPLE_CATALOG
+            .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_team_2026\"]"),
+    )
+    .expect("fixed catalog");
+    let folded = rebuild::fold_log(&db.pool, &fixed, &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
+    let diffs = rebuild::diff(&broken, &folded.state);
+    let by_table =
+        |t: &str| diffs.iter().find(|d| d.table == t).map(|d| (d.added, d.changed, d.removed)).expect("table");
+    assert_eq!(by_table("subscriptions"), (0, 1, 0));
+    assert_eq!(by_table("instances"), (0, 1, 0));
+    assert_eq!(by_table("tokens"), (0, 1, 0));
+    assert_eq!(by_table("anomalies"), (0, 0, 1));
+    assert!(rebuild::render_diff(&diffs).contains("price_team_2026"));
+    assert_eq!(load_tables(&db.pool).await, broken, "a dry run changes nothing");
+
+    let intents_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger.intents").fetch_one(&db.pool).await.expect("n");
+    let swapped = rebuild::swap_in(&db.pool, folded, &fixed, &FoldConfig::default(), false).await.expect("swap");
+    let repaired = load_tables(&db.pool).await;
+    assert_eq!(repaired.subscriptions["sub_team"].tier, "professional");
+    assert_eq!(repaired.instances["sub_team"].desired, Desired::Running);
+    assert!(repaired.anomalies.is_empty());
+    let new_keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM ledger.intents ORDER BY key").fetch_all(&db.pool).await.expect("keys");
+    assert!(new_keys.contains(&"email:welcome:sub_team".to_owned()), "{new_keys:?}");
+    assert!(new_keys.iter().any(|k| k.starts_with("instance:sub_team:")), "{new_keys:?}");
+    let intents_after: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger.intents").fetch_one(&db.pool).await.expect("n");
+    assert_eq!(intents_after - intents_before, swapped.new_intents as i64);
+    assert!(swapped.new_intents >= 2, "the now-missing effects are asked for: {}", swapped.new_intents);
+
+    // The live projector kept running through the swap at the same position: its next batch must
+    // reload the rebuilt tables, not write its stale copy (tier `unknown`) back over them.
+    let of = stripe::InvoiceOf {
+        id: "in_team_1",
+        customer: "cus_team",
+        subscription: "sub_team",
+        price: "price_team_2026",
+        period: snap.period,
+    };
+    let invoice = stripe::invoice_event("invoice.paid", 1_760_000_100, Shape::Basil, &of);
+    assert_eq!(ingest.post_signed(&invoice).await.status(), 200);
+    live.caught_up(&db.pool).await;
+    let after = load_tables(&db.pool).await;
+    assert_eq!(after.subscriptions["sub_team"].tier, "professional", "the live projector reloaded the rebuild");
+    assert_eq!(after.subscriptions["sub_team"].last_paid_at, Some(1_760_000_100));
+    live.stop().await;
+
+    // A second rebuild asks for nothing new.
+    let again = rebuild::fold_log(&db.pool, &fixed, &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
+    let second = rebuild::swap_in(&db.pool, again, &fixed, &FoldConfig::default(), true).await.expect("swap");
+    assert_eq!(second.new_intents, 0);
+    assert!(second.old_schema.is_some_and(|s| s.starts_with("projection_old_")));
+
+    // A projector with the fixed catalog is ready again.
+    let repaired_live = TestProjector::start(db.service_pool(4), fixed, 20).await;
+    wait::until(Duration::from_secs(10), "readiness", || async {
+        (repaired_live.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    repaired_live.stop().await;
+    ingest.stop().await.expect("stop");
+}
