@@ -185,6 +185,10 @@ pub struct Projections {
     pub credits: BTreeMap<String, i64>,
     /// By anomaly key.
     pub anomalies: BTreeMap<String, Anomaly>,
+    /// Index: subscription ids by customer (derived; kept by [`Projections::apply`]).
+    pub subscriptions_by_customer: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Index: grant keys by customer (derived; kept by [`Projections::apply`]).
+    pub grants_by_customer: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// What one event changes.
@@ -273,13 +277,41 @@ impl Projections {
         (changes, intents)
     }
 
+    /// Rebuilds the derived indexes from the rows (after loading rows directly).
+    pub fn reindex(&mut self) {
+        self.subscriptions_by_customer.clear();
+        for (id, row) in &self.subscriptions {
+            if let Some(customer) = &row.stripe_customer_id {
+                self.subscriptions_by_customer.entry(customer.clone()).or_default().insert(id.clone());
+            }
+        }
+        self.grants_by_customer.clear();
+        for (key, grant) in &self.credit_grants {
+            self.grants_by_customer.entry(grant.stripe_customer_id.clone()).or_default().insert(key.clone());
+        }
+    }
+
     /// Applies a delta.
     pub fn apply(&mut self, delta: Delta) {
         for row in delta.accounts {
             self.accounts.insert(row.stripe_customer_id.clone(), row);
         }
         for row in delta.subscriptions {
-            self.subscriptions.insert(row.stripe_subscription_id.clone(), row);
+            let id = row.stripe_subscription_id.clone();
+            let customer = row.stripe_customer_id.clone();
+            let previous = self.subscriptions.insert(id.clone(), row);
+            if let Some(old) = previous.and_then(|p| p.stripe_customer_id)
+                && Some(&old) != customer.as_ref()
+                && let Some(set) = self.subscriptions_by_customer.get_mut(&old)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.subscriptions_by_customer.remove(&old);
+                }
+            }
+            if let Some(customer) = customer {
+                self.subscriptions_by_customer.entry(customer).or_default().insert(id);
+            }
         }
         for row in delta.instances {
             self.instances.insert(row.stripe_subscription_id.clone(), row);
@@ -288,6 +320,7 @@ impl Projections {
             self.tokens.insert(row.stripe_customer_id.clone(), row);
         }
         for grant in delta.credit_grants {
+            self.grants_by_customer.entry(grant.stripe_customer_id.clone()).or_default().insert(grant.key.clone());
             self.credit_grants.insert(grant.key.clone(), grant);
         }
         for (customer, balance) in delta.credits {
@@ -624,8 +657,14 @@ impl Folder<'_> {
 
     fn add_grant(&mut self, grant: CreditGrant) {
         let customer = grant.stripe_customer_id.clone();
-        let mut grants: Vec<&CreditGrant> =
-            self.state.credit_grants.values().filter(|g| g.stripe_customer_id == customer).collect();
+        let mut grants: Vec<&CreditGrant> = self
+            .state
+            .grants_by_customer
+            .get(&customer)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.state.credit_grants.get(key))
+            .collect();
         grants.push(&grant);
         // Deterministic order, whatever order the events arrived in.
         grants.sort_by(|a, b| (a.at, &a.key).cmp(&(b.at, &b.key)));
@@ -699,9 +738,12 @@ impl Folder<'_> {
         let mut best: Option<(usize, String)> = None;
         let rows = self
             .state
-            .subscriptions
-            .values()
-            .filter(|r| !touched.contains_key(&r.stripe_subscription_id))
+            .subscriptions_by_customer
+            .get(customer)
+            .into_iter()
+            .flatten()
+            .filter(|id| !touched.contains_key(*id))
+            .filter_map(|id| self.state.subscriptions.get(id))
             .chain(touched.values())
             .filter(|r| r.stripe_customer_id.as_deref() == Some(customer));
         for row in rows {

@@ -133,6 +133,7 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
     for r in sqlx::query!("SELECT key, kind, detail, position FROM projection.anomalies").fetch_all(&mut *conn).await? {
         p.anomalies.insert(r.key.clone(), Anomaly { key: r.key, kind: r.kind, detail: r.detail, position: r.position });
     }
+    p.reindex();
     Ok(p)
 }
 
