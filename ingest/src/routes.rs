@@ -115,10 +115,8 @@ async fn accept(
         .to_str()
         .map_err(|_| IngestError::UnreadableSignature)?;
     signature::verify(signature, &body, &state.secrets, state.tolerance, unix_now())?;
-    let envelope = shared::envelope::decode(&body)?;
-    let event_id = envelope.id.clone();
-    let event_type = envelope.event_type.clone();
-    let event = NewEvent { envelope, raw_body: body, signature: Some(signature.to_owned()) };
+    let event = NewEvent::decode(body, Some(signature.to_owned()))?;
+    let (event_id, event_type) = (event.envelope.id.clone(), event.envelope.event_type.clone());
     let outcome = state.appender.append(event).await.map_err(|error| match error {
         AppendError::Unavailable(_) => IngestError::Unavailable(error.into()),
         AppendError::Stopped => IngestError::ShuttingDown,

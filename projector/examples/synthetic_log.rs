@@ -35,11 +35,7 @@ async fn main() -> anyhow::Result<()> {
     for n in 0..args.customers {
         for event in ledger_tests::lifecycle::lifecycle(n, &mut rng, 1_700_000_000).into_iter().take(args.per_customer)
         {
-            pending.push(NewEvent {
-                envelope: shared::envelope::decode(&event.body)?,
-                signature: None,
-                raw_body: Bytes::from(event.body),
-            });
+            pending.push(NewEvent::decode(Bytes::from(event.body), None)?);
             if pending.len() == args.batch {
                 append_events(&pool, &pending, Source::Backfill, "synthetic").await?;
                 total += pending.len();

@@ -37,10 +37,9 @@ async fn a_projector_killed_mid_batch_applies_every_event_exactly_once_after_res
     let mut rng = fastrand::Rng::with_seed(11);
     let events: Vec<NewEvent> = (0..150)
         .flat_map(|n| lifecycle::lifecycle(n, &mut rng, 1_750_000_000))
-        .map(|e| NewEvent {
-            envelope: shared::envelope::decode(&e.body).expect("an event"),
-            signature: Some(ledger_tests::stripe::sign(&e.body)),
-            raw_body: Bytes::from(e.body),
+        .map(|e| {
+            let signature = ledger_tests::stripe::sign(&e.body);
+            NewEvent::decode(Bytes::from(e.body), Some(signature)).expect("an event")
         })
         .collect();
     for chunk in events.chunks(500) {

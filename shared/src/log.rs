@@ -37,6 +37,13 @@ pub struct NewEvent {
     pub signature: Option<String>,
 }
 
+impl NewEvent {
+    /// Decodes the envelope of `raw_body` and keeps the bytes as they are.
+    pub fn decode(raw_body: Bytes, signature: Option<String>) -> Result<Self, crate::envelope::EnvelopeError> {
+        Ok(Self { envelope: crate::envelope::decode(&raw_body)?, raw_body, signature })
+    }
+}
+
 /// What happened to one event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {

@@ -2,6 +2,19 @@
 
 use crate::stripe::{self, Shape, SubSnapshot};
 
+/// Posts the lifecycles of `customers` (signed, in Stripe's order) to a test ingest; all must be 200.
+pub async fn post(ingest: &crate::ingest::TestIngest, customers: std::ops::Range<u64>, seed: u64) -> usize {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut posted = 0;
+    for n in customers {
+        for event in lifecycle(n, &mut rng, 1_750_000_000) {
+            assert_eq!(ingest.post_signed(&event.body).await.status(), 200);
+            posted += 1;
+        }
+    }
+    posted
+}
+
 /// One event of a lifecycle, in Stripe's order.
 #[derive(Debug, Clone)]
 pub struct LifecycleEvent {

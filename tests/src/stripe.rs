@@ -122,6 +122,23 @@ pub struct SubSnapshot {
     pub ended_at: Option<i64>,
 }
 
+impl SubSnapshot {
+    /// A snapshot with no trial and no cancellation.
+    pub fn new(id: &str, customer: &str, price: &str, status: &str, period: (i64, i64)) -> Self {
+        Self {
+            id: id.into(),
+            customer: customer.into(),
+            price: price.into(),
+            status: status.into(),
+            period,
+            trial_end: None,
+            cancel_at_period_end: false,
+            canceled_at: None,
+            ended_at: None,
+        }
+    }
+}
+
 /// A `customer.subscription.*` event in the given shape, built on Stripe's example subscription.
 pub fn subscription_event(event_type: &str, created: i64, shape: Shape, s: &SubSnapshot) -> Vec<u8> {
     let mut sub = subscription(&s.id, &s.customer, &s.status);

@@ -14,11 +14,8 @@ async fn one_event(db: &TestDb) -> NewEvent {
         stripe::customer("cus_ao"),
     ))
     .expect("serializable");
-    let event = NewEvent {
-        envelope: shared::envelope::decode(&body).expect("an event"),
-        signature: Some(stripe::sign(&body)),
-        raw_body: Bytes::from(body),
-    };
+    let signature = stripe::sign(&body);
+    let event = NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event");
     let outcome = append_events(&db.pool, std::slice::from_ref(&event), Source::Webhook, "test").await.expect("append");
     assert!(matches!(outcome[..], [AppendOutcome::Appended { .. }]));
     event
@@ -59,11 +56,8 @@ async fn the_ingest_role_can_only_append() {
         stripe::customer("cus_ao"),
     ))
     .expect("serializable");
-    let event = NewEvent {
-        envelope: shared::envelope::decode(&body).expect("an event"),
-        signature: Some(stripe::sign(&body)),
-        raw_body: Bytes::from(body),
-    };
+    let signature = stripe::sign(&body);
+    let event = NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event");
     let mut tx = db.pool.begin().await.expect("begin");
     sqlx::query("SET LOCAL ROLE ledger_ingest").execute(&mut *tx).await.expect("set role");
     let outcome = append_events(&mut *tx, &[event], Source::Webhook, "test").await.expect("ingest may append");

@@ -212,10 +212,9 @@ async fn a_failed_group_commit_is_retried_event_by_event() {
     ];
     let events: Vec<shared::log::NewEvent> = bodies
         .iter()
-        .map(|body| shared::log::NewEvent {
-            envelope: shared::envelope::decode(body).expect("an event"),
-            signature: Some(stripe::sign(body)),
-            raw_body: bytes::Bytes::copy_from_slice(body),
+        .map(|body| {
+            shared::log::NewEvent::decode(bytes::Bytes::copy_from_slice(body), Some(stripe::sign(body)))
+                .expect("an event")
         })
         .collect();
     let results = ingest::appender::append_batch(&db.pool, &events, "test", &metrics).await;

@@ -23,17 +23,13 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
         "customer.subscription.updated",
         1_760_000_000,
         ledger_tests::stripe::Shape::Basil,
-        &ledger_tests::stripe::SubSnapshot {
-            id: "sub_odd".into(),
-            customer: "cus_odd".into(),
-            price: "price_not_in_catalog".into(),
-            status: "active".into(),
-            period: (1_760_000_000, 1_762_592_000),
-            trial_end: None,
-            cancel_at_period_end: false,
-            canceled_at: None,
-            ended_at: None,
-        },
+        &ledger_tests::stripe::SubSnapshot::new(
+            "sub_odd",
+            "cus_odd",
+            "price_not_in_catalog",
+            "active",
+            (1_760_000_000, 1_762_592_000),
+        ),
     ));
     events.push(b"{ not json".to_vec());
 

@@ -7,24 +7,12 @@ use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{TestProjector, catalog, fold_whole_log, load_tables};
 use ledger_tests::{lifecycle, wait};
 
-async fn post_lifecycles(ingest: &TestIngest, customers: std::ops::Range<u64>, seed: u64) -> usize {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut posted = 0;
-    for n in customers {
-        for event in lifecycle::lifecycle(n, &mut rng, 1_750_000_000) {
-            assert_eq!(ingest.post_signed(&event.body).await.status(), 200);
-            posted += 1;
-        }
-    }
-    posted
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_reach_the_projections_exactly_as_one_fold_of_the_log() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.service_pool(4)).await;
     let projector = TestProjector::start(db.service_pool(4), catalog(), 7).await;
-    let posted = post_lifecycles(&ingest, 0..12, 1).await;
+    let posted = lifecycle::post(&ingest, 0..12, 1).await;
     projector.caught_up(&db.pool).await;
 
     let tables = load_tables(&db.pool).await;
@@ -52,7 +40,7 @@ async fn of_two_projectors_one_applies_and_the_other_takes_over() {
     wait::until(Duration::from_secs(10), "one leader", || async { (a.is_leader() || b.is_leader()).then_some(()) })
         .await;
     assert!(!(a.is_leader() && b.is_leader()), "never two active projectors");
-    post_lifecycles(&ingest, 0..6, 2).await;
+    lifecycle::post(&ingest, 0..6, 2).await;
     let (leader, standby) = if a.is_leader() { (a, b) } else { (b, a) };
     leader.caught_up(&db.pool).await;
     assert!(!standby.is_leader());
@@ -60,7 +48,7 @@ async fn of_two_projectors_one_applies_and_the_other_takes_over() {
 
     // The leader goes away; the standby takes over and continues from the checkpoint.
     leader.stop().await;
-    post_lifecycles(&ingest, 6..12, 3).await;
+    lifecycle::post(&ingest, 6..12, 3).await;
     wait::until(Duration::from_secs(20), "the standby to take over", || async { standby.is_leader().then_some(()) })
         .await;
     standby.caught_up(&db.pool).await;
@@ -77,7 +65,7 @@ async fn a_projector_with_another_catalog_says_so_in_readyz() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.service_pool(4)).await;
     let first = TestProjector::start(db.service_pool(4), catalog(), 50).await;
-    post_lifecycles(&ingest, 0..2, 4).await;
+    lifecycle::post(&ingest, 0..2, 4).await;
     first.caught_up(&db.pool).await;
     first.stop().await;
 

@@ -11,21 +11,12 @@ use projector::fold::{Desired, FoldConfig};
 use projector::rebuild;
 use shared::catalog::Catalog;
 
-async fn post_lifecycles(ingest: &TestIngest, customers: std::ops::Range<u64>, seed: u64) {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    for n in customers {
-        for event in lifecycle::lifecycle(n, &mut rng, 1_750_000_000) {
-            assert_eq!(ingest.post_signed(&event.body).await.status(), 200);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_carries_on() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.service_pool(4)).await;
     let live = TestProjector::start(db.service_pool(4), catalog(), 20).await;
-    post_lifecycles(&ingest, 0..8, 21).await;
+    lifecycle::post(&ingest, 0..8, 21).await;
     live.caught_up(&db.pool).await;
     let before = load_tables(&db.pool).await;
 
@@ -34,7 +25,7 @@ async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_ca
     assert!(diffs.iter().all(|d| d.added + d.changed + d.removed == 0), "{}", rebuild::render_diff(&diffs));
 
     // Swap while webhooks keep arriving and the live projector keeps running.
-    let more = async { post_lifecycles(&ingest, 8..12, 22).await };
+    let more = async { lifecycle::post(&ingest, 8..12, 22).await };
     let (catalog, config) = (catalog(), FoldConfig::default());
     let swap = rebuild::swap_in(&db.pool, folded, &catalog, &config, false);
     let (_, swapped) = tokio::join!(more, swap);
@@ -44,7 +35,7 @@ async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_ca
         sqlx::query_scalar("SELECT build_id FROM projection.checkpoint").fetch_one(&db.pool).await.expect("build");
     assert_eq!(build, swapped.build_id);
 
-    post_lifecycles(&ingest, 12..14, 23).await;
+    lifecycle::post(&ingest, 12..14, 23).await;
     live.caught_up(&db.pool).await;
     assert_eq!(load_tables(&db.pool).await, fold_whole_log(&db.pool, &catalog).await);
     let old_schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'projection_%'")
@@ -61,17 +52,7 @@ async fn a_fixed_catalog_and_a_rebuild_repair_an_unknown_price() {
     let db = TestDb::new().await;
     let ingest = TestIngest::start(db.service_pool(4)).await;
     let live = TestProjector::start(db.service_pool(4), catalog(), 20).await;
-    let snap = SubSnapshot {
-        id: "sub_team".into(),
-        customer: "cus_team".into(),
-        price: "price_team_2026".into(),
-        status: "active".into(),
-        period: (1_760_000_000, 1_762_592_000),
-        trial_end: None,
-        cancel_at_period_end: false,
-        canceled_at: None,
-        ended_at: None,
-    };
+    let snap = SubSnapshot::new("sub_team", "cus_team", "price_team_2026", "active", (1_760_000_000, 1_762_592_000));
     let body = stripe::subscription_event("customer.subscription.created", 1_760_000_000, Shape::Basil, &snap);
     assert_eq!(ingest.post_signed(&body).await.status(), 200);
     live.caught_up(&db.pool).await;

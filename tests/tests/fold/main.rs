@@ -39,17 +39,7 @@ impl Given {
 }
 
 fn snap(status: &str, price: &str) -> SubSnapshot {
-    SubSnapshot {
-        id: "sub_1".into(),
-        customer: "cus_1".into(),
-        price: price.into(),
-        status: status.into(),
-        period: (T, T + 30 * DAY),
-        trial_end: None,
-        cancel_at_period_end: false,
-        canceled_at: None,
-        ended_at: None,
-    }
+    SubSnapshot::new("sub_1", "cus_1", price, status, (T, T + 30 * DAY))
 }
 
 fn sub_event(event_type: &str, created: i64, shape: Shape, s: &SubSnapshot) -> Vec<u8> {
