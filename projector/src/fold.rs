@@ -700,7 +700,9 @@ impl Folder<'_> {
                     "instance",
                     format!("{} {} {}", desired.as_str(), row.tier, row.stripe_customer_id.as_deref().unwrap_or("-")),
                 );
-                if desired == Desired::Running {
+                // Welcome when an instance starts running, not on a resize (the key also keeps a
+                // stop and restart from welcoming twice).
+                if desired == Desired::Running && before.0 != Desired::Running {
                     let customer = row.stripe_customer_id.as_deref().unwrap_or("-");
                     self.intent(format!("email:welcome:{id}"), "email", format!("welcome {customer} to {}", row.tier));
                 }

@@ -439,3 +439,55 @@ fn shuffled_and_duplicated_lifecycles_end_in_the_in_order_projections() {
     }
     assert!(checked > 10_000, "only {checked} events checked");
 }
+
+#[test]
+fn a_plan_change_resizes_the_instance_and_the_token_tier() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        g.event(&sub_event("customer.subscription.created", T, shape, &snap("active", "price_starter_monthly")));
+        g.event(&sub_event(
+            "customer.subscription.updated",
+            T + 100,
+            shape,
+            &snap("active", "price_enterprise_yearly"),
+        ));
+        let instance = &g.state.instances["sub_1"];
+        assert_eq!((instance.desired, instance.tier.as_str()), (Desired::Running, "enterprise"), "{shape:?}");
+        assert_eq!(instance.limits.map(|l| l.agents), Some(Limit::Unlimited));
+        assert_eq!(g.state.tokens["cus_1"].tier.as_deref(), Some("enterprise"));
+        let keys = g.intent_keys();
+        assert!(keys.contains(&"instance:sub_1:2") && keys.contains(&"token:cus_1:2"), "resize asked for: {keys:?}");
+        assert_eq!(keys.iter().filter(|k| k.starts_with("email:welcome")).count(), 1, "one welcome: {keys:?}");
+    }
+}
+
+#[test]
+fn a_paused_subscription_stops_its_instance_and_resuming_starts_it_again() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        let mut trial = snap("trialing", "price_professional_monthly");
+        trial.trial_end = Some(T + 14 * DAY);
+        g.event(&sub_event("customer.subscription.created", T, shape, &trial));
+        // trial_will_end carries a snapshot like any other: nothing changes but the version.
+        g.event(&sub_event("customer.subscription.trial_will_end", T + 11 * DAY, shape, &trial));
+        assert_eq!(g.state.subscriptions["sub_1"].trial_end, Some(T + 14 * DAY));
+        assert_eq!(g.state.instances["sub_1"].desired, Desired::Running, "{shape:?}");
+        g.event(&sub_event(
+            "customer.subscription.paused",
+            T + 14 * DAY,
+            shape,
+            &snap("paused", "price_professional_monthly"),
+        ));
+        assert_eq!(g.state.subscriptions["sub_1"].status, "paused");
+        assert_eq!(g.state.instances["sub_1"].desired, Desired::Absent, "paused: not running, not torn down");
+        assert!(!g.state.tokens["cus_1"].wanted);
+        g.event(&sub_event(
+            "customer.subscription.resumed",
+            T + 20 * DAY,
+            shape,
+            &snap("active", "price_professional_monthly"),
+        ));
+        assert_eq!(g.state.instances["sub_1"].desired, Desired::Running);
+        assert!(g.state.tokens["cus_1"].wanted);
+    }
+}
