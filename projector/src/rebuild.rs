@@ -250,17 +250,12 @@ fn n<T: ToString>(v: Option<T>) -> Option<String> {
 }
 
 fn limits(l: Option<Limits>) -> [Option<String>; 4] {
-    match l {
-        None => [None, None, None, None],
-        Some(l) => [l.agents, l.messages_per_day, l.memory_mb, l.cpu].map(|x| Some(f64::from(x).to_string())),
-    }
+    store::limit_columns(l).map(n)
 }
 
 fn version(v: Option<Version>) -> [Option<String>; 3] {
-    match v {
-        None => [None, None, None],
-        Some(v) => [Some(v.created.to_string()), Some(v.rank.to_string()), Some(v.position.to_string())],
-    }
+    let (created, rank, position) = store::version_columns(v);
+    [n(created), n(rank), n(position)]
 }
 
 async fn copy(conn: &mut PgConnection, table: &str, columns: &str, data: String) -> anyhow::Result<()> {

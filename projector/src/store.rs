@@ -17,7 +17,8 @@ fn secs(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp())
 }
 
-fn limit_columns(limits: Option<Limits>) -> [Option<f64>; 4] {
+/// Limits as the four `limit_*` columns (-1 = unlimited); the COPY writer uses it too.
+pub(crate) fn limit_columns(limits: Option<Limits>) -> [Option<f64>; 4] {
     match limits {
         None => [None; 4],
         Some(l) => {
@@ -42,7 +43,8 @@ fn limits_from(columns: [Option<f64>; 4]) -> Option<Limits> {
     }
 }
 
-fn version_columns(v: Option<Version>) -> (Option<i64>, Option<i16>, Option<i64>) {
+/// A version as its three columns; the COPY writer uses it too.
+pub(crate) fn version_columns(v: Option<Version>) -> (Option<i64>, Option<i16>, Option<i64>) {
     match v {
         Some(v) => (Some(v.created), Some(i16::from(v.rank)), Some(v.position)),
         None => (None, None, None),
