@@ -4,10 +4,13 @@
 //! - [`store`]: the SQL image of the projections, the intents outbox and the checkpoint.
 //! - [`runner`]: leadership, batches and wake-ups.
 //! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
+//! - [`effects`]: the dispatcher that carries out the intents exactly once, and `/v1/access`.
 //!
 //! [`Application`] serves `/healthz`, `/readyz` (database reachable and projections built with the
-//! configured catalog) and `/metrics` on `PROJECTOR_ADDR`, and runs the runner until shutdown.
+//! configured catalog), `/metrics` and `GET /v1/access` on `PROJECTOR_ADDR`, and runs the runner
+//! and the dispatcher until shutdown.
 
+pub mod effects;
 pub mod fold;
 pub mod rebuild;
 pub mod runner;
@@ -27,8 +30,12 @@ use prometheus_client::registry::Registry;
 use shared::catalog::Catalog;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::effects::access::{self, AccessState};
+use crate::effects::dispatcher::Dispatcher;
+use crate::effects::{Clock, EffectSettings};
 use crate::runner::{RunnerSettings, Status};
 
 /// The example catalog, used when `CATALOG_PATH` is unset (local development only).
@@ -49,21 +56,28 @@ pub struct Application {
     settings: RunnerSettings,
     status: Arc<Status>,
     registry: Arc<Registry>,
+    dispatcher: Dispatcher,
+    access: AccessState,
 }
 
 impl Application {
-    /// Binds `addr`.
+    /// Binds `addr`; `clock` decides grace deadlines and token expiry.
     pub async fn build(
         addr: SocketAddr,
         pool: PgPool,
         catalog: Catalog,
         settings: RunnerSettings,
+        effects: EffectSettings,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding PROJECTOR_ADDR {addr}"))?;
         let status = Arc::new(Status::default());
         let mut registry = Registry::default();
         status.register(&mut registry);
-        Ok(Self { listener, pool, catalog: Arc::new(catalog), settings, status, registry: Arc::new(registry) })
+        let catalog = Arc::new(catalog);
+        let dispatcher = Dispatcher::new(pool.clone(), effects, clock.clone(), &mut registry)?;
+        let access = AccessState::new(pool.clone(), catalog.clone(), clock, &mut registry);
+        Ok(Self { listener, pool, catalog, settings, status, registry: Arc::new(registry), dispatcher, access })
     }
 
     /// The bound address.
@@ -80,21 +94,26 @@ impl Application {
     /// Serves and projects until `shutdown`; a batch in progress is finished first.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), catalog = self.catalog.hash(), "projector listening");
+        let wake = Arc::new(Notify::new());
         let runner = tokio::spawn(runner::run(
             self.pool.clone(),
             self.catalog.clone(),
             self.settings.clone(),
             self.status.clone(),
+            wake.clone(),
             shutdown.clone(),
         ));
+        let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
         let state = AppState { pool: self.pool, registry: self.registry, status: self.status };
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .with_state(state);
+            .with_state(state)
+            .merge(Router::new().route("/v1/access", get(access::check)).with_state(self.access));
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
         runner.await.context("runner task")?;
+        dispatcher.await.context("dispatcher task")?;
         Ok(())
     }
 }

@@ -1,4 +1,9 @@
 use anyhow::Context;
+use std::sync::Arc;
+
+use projector::effects::mail::{self, MailConfig};
+use projector::effects::provisioner::ProvisionerConfig;
+use projector::effects::{EffectSettings, SystemClock};
 use projector::fold::FoldConfig;
 use projector::runner::RunnerSettings;
 use shared::catalog::Catalog;
@@ -23,6 +28,24 @@ async fn main() -> anyhow::Result<()> {
         batch_size: config.projector_batch_size,
         fold: FoldConfig { grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX) },
     };
-    let app = projector::Application::build(config.projector_addr, pool, catalog, settings).await?;
+    let effects = EffectSettings {
+        provisioner: config.provisioner_url.clone().map(|url| ProvisionerConfig {
+            url,
+            api_key: config.provisioner_api_key.clone(),
+            timeout: config.provisioner_timeout,
+        }),
+        mail: MailConfig {
+            smtp_url: config.smtp_url.clone(),
+            from: config.mail_from.clone().unwrap_or_else(|| mail::DEFAULT_FROM.to_owned()),
+            dir: config.mail_dir.clone(),
+        },
+        admin_email: config.admin_email.clone(),
+        max_attempts: config.effect_max_attempts,
+        backoff: config.effect_backoff,
+        poll_interval: std::time::Duration::from_secs(1),
+    };
+    let app =
+        projector::Application::build(config.projector_addr, pool, catalog, settings, effects, Arc::new(SystemClock))
+            .await?;
     app.run_until_stopped(shared::shutdown::on_signal()).await
 }

@@ -27,7 +27,7 @@ const PAGE: i64 = 5_000;
 
 /// The tables of the projection schema, in creation order.
 const TABLES: [&str; 8] =
-    ["checkpoint", "accounts", "subscriptions", "instances", "tokens", "credit_grants", "credits", "anomalies"];
+    ["checkpoint", "accounts", "subscriptions", "instance_targets", "tokens", "credit_grants", "credits", "anomalies"];
 
 /// A fold of the log.
 #[derive(Debug, Clone)]
@@ -197,8 +197,25 @@ pub async fn swap_in(
     .execute(&mut *tx)
     .await?;
     let new_intents = store::record_intents(&mut tx, &folded.intents).await?;
+    // Rows the dispatcher owns (failed effects) are not folded from the log: carried over.
+    sqlx::query(&format!(
+        "INSERT INTO projection_build.anomalies SELECT * FROM projection.anomalies WHERE kind = '{}'",
+        store::EFFECT_FAILED
+    ))
+    .execute(&mut *tx)
+    .await?;
+    // Views (projection.instances) name their tables by identity: recreated over the new tables.
+    let views: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_get_viewdef(c.oid) FROM pg_class c
+         WHERE c.relnamespace = 'projection'::regnamespace AND c.relkind = 'v' ORDER BY c.oid",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query(&format!("ALTER SCHEMA projection RENAME TO {old_schema}")).execute(&mut *tx).await?;
     sqlx::query("ALTER SCHEMA projection_build RENAME TO projection").execute(&mut *tx).await?;
+    for (name, definition) in views {
+        sqlx::query(&format!("CREATE VIEW projection.{name} AS {definition}")).execute(&mut *tx).await?;
+    }
     sqlx::query("GRANT USAGE ON SCHEMA projection TO ledger_projector").execute(&mut *tx).await?;
     sqlx::query("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projection TO ledger_projector")
         .execute(&mut *tx)
@@ -345,7 +362,7 @@ async fn copy_all(conn: &mut PgConnection, p: &Projections) -> anyhow::Result<()
     }
     copy(
         conn,
-        "instances",
+        "instance_targets",
         "stripe_subscription_id, stripe_customer_id, desired, tier, limit_agents, limit_messages_per_day, limit_memory_mb, limit_cpu",
         data,
     )

@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use shared::catalog::Catalog;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgPool};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::fold::{FoldConfig, Projections};
@@ -94,11 +95,12 @@ pub async fn run(
     catalog: Arc<Catalog>,
     settings: RunnerSettings,
     status: Arc<Status>,
+    wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let key = leader_key(&pool).await;
     while !shutdown.is_cancelled() {
-        match lead(&pool, key, &catalog, &settings, &status, &shutdown).await {
+        match lead(&pool, key, &catalog, &settings, &status, &wake, &shutdown).await {
             Ok(()) => {}
             Err(error) => {
                 status.batch_errors.inc();
@@ -138,6 +140,7 @@ async fn lead(
     catalog: &Catalog,
     settings: &RunnerSettings,
     status: &Status,
+    wake: &Notify,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     // A dedicated connection, out of the pool: the session lock lives and dies with it.
@@ -161,7 +164,12 @@ async fn lead(
         // Still leader? (A broken lock connection means another instance may lead now.)
         sqlx::query!("SELECT 1 AS one").fetch_one(&mut leader_conn).await.context("leader connection lost")?;
         let folded = match batch(pool, catalog, settings, status, &mut state).await {
-            Ok(folded) => folded,
+            Ok(folded) => {
+                if folded > 0 {
+                    wake.notify_one(); // the dispatcher looks at the new intents now
+                }
+                folded
+            }
             Err(error) => {
                 // Nothing of the batch was committed; the working copy may be ahead of the tables.
                 state = None;

@@ -9,6 +9,10 @@ use crate::fold::{
     Account, Anomaly, Changes, CreditGrant, Desired, Instance, Intent, Projections, SubscriptionRow, TokenWant, Version,
 };
 
+/// Anomaly kind of an effect that failed for good: written by the dispatcher, not by the fold, so
+/// loading the fold's working copy skips it and a rebuild carries it over.
+pub const EFFECT_FAILED: &str = "effect_failed";
+
 fn ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
     secs.and_then(|s| DateTime::from_timestamp(s, 0))
 }
@@ -31,7 +35,7 @@ fn limit(value: f64) -> Limit {
     if value == -1.0 { Limit::Unlimited } else { Limit::Max(value) }
 }
 
-fn limits_from(columns: [Option<f64>; 4]) -> Option<Limits> {
+pub(crate) fn limits_from(columns: [Option<f64>; 4]) -> Option<Limits> {
     match columns {
         [Some(agents), Some(messages), Some(memory), Some(cpu)] => Some(Limits {
             agents: limit(agents),
@@ -55,7 +59,7 @@ fn version_from(created: Option<i64>, rank: Option<i16>, position: Option<i64>) 
     Some(Version { created: created?, rank: u8::try_from(rank?).unwrap_or(0), position: position? })
 }
 
-fn desired_from(text: &str) -> Desired {
+pub(crate) fn desired_from(text: &str) -> Desired {
     match text {
         "running" => Desired::Running,
         "deprovisioned" => Desired::Deprovisioned,
@@ -99,7 +103,7 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
         };
         p.subscriptions.insert(r.stripe_subscription_id, row);
     }
-    for r in sqlx::query!("SELECT * FROM projection.instances").fetch_all(&mut *conn).await? {
+    for r in sqlx::query!("SELECT * FROM projection.instance_targets").fetch_all(&mut *conn).await? {
         let row = Instance {
             stripe_subscription_id: r.stripe_subscription_id.clone(),
             stripe_customer_id: r.stripe_customer_id,
@@ -132,7 +136,11 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
     for r in sqlx::query!("SELECT stripe_customer_id, balance FROM projection.credits").fetch_all(&mut *conn).await? {
         p.credits.insert(r.stripe_customer_id, r.balance);
     }
-    for r in sqlx::query!("SELECT key, kind, detail, position FROM projection.anomalies").fetch_all(&mut *conn).await? {
+    for r in
+        sqlx::query!("SELECT key, kind, detail, position FROM projection.anomalies WHERE kind <> $1", EFFECT_FAILED)
+            .fetch_all(&mut *conn)
+            .await?
+    {
         p.anomalies.insert(r.key.clone(), Anomaly { key: r.key, kind: r.kind, detail: r.detail, position: r.position });
     }
     p.reindex();
@@ -241,7 +249,7 @@ pub async fn write_changes(conn: &mut PgConnection, state: &Projections, changes
         let limits: Vec<[Option<f64>; 4]> = instances.iter().map(|i| limit_columns(i.limits)).collect();
         let column = |i: usize| limits.iter().map(|l| l[i]).collect::<Vec<Option<f64>>>();
         sqlx::query!(
-            r#"INSERT INTO projection.instances (stripe_subscription_id, stripe_customer_id, desired, tier,
+            r#"INSERT INTO projection.instance_targets (stripe_subscription_id, stripe_customer_id, desired, tier,
                  limit_agents, limit_messages_per_day, limit_memory_mb, limit_cpu)
                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[],
                  $7::float8[], $8::float8[])

@@ -10,11 +10,12 @@ use ledger_tests::projector::{catalog, fold_whole_log, load_tables};
 use ledger_tests::{lifecycle, wait};
 use shared::log::{NewEvent, Source, append_events};
 
-fn spawn_projector(url: &str) -> Child {
+fn spawn_projector(url: &str, mail_dir: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_projector"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", url)
+        .env("MAIL_DIR", mail_dir)
         .env("PROJECTOR_ADDR", "127.0.0.1:0")
         .env("PROJECTOR_BATCH_SIZE", "3")
         .env("RUST_LOG", "warn")
@@ -49,7 +50,8 @@ async fn a_projector_killed_mid_batch_applies_every_event_exactly_once_after_res
     let url = db.url().await;
 
     // Let it get going, then kill it without warning while batches are in flight.
-    let mut first = spawn_projector(&url);
+    let mail_dir = tempfile::tempdir().expect("mail dir");
+    let mut first = spawn_projector(&url, mail_dir.path());
     let reached = wait::until(Duration::from_secs(60), "the first batches", || async {
         let at = checkpoint(&db).await;
         (at > 30).then_some(at)
@@ -60,7 +62,7 @@ async fn a_projector_killed_mid_batch_applies_every_event_exactly_once_after_res
     let killed_at = checkpoint(&db).await;
     assert!(killed_at >= reached && killed_at < head, "killed mid-run: {killed_at} of {head}");
 
-    let mut second = spawn_projector(&url);
+    let mut second = spawn_projector(&url, mail_dir.path());
     wait::until(Duration::from_secs(120), "the restarted projector to catch up", || async {
         (checkpoint(&db).await == head).then_some(())
     })

@@ -99,6 +99,14 @@ pub struct Config {
     pub mail_from: Option<String>,
     /// `ADMIN_EMAIL`.
     pub admin_email: Option<String>,
+    /// `MAIL_DIR` (default `./.data/mail`): where mails go as `.eml` files when `SMTP_URL` is unset.
+    pub mail_dir: PathBuf,
+    /// `EFFECT_MAX_ATTEMPTS` (default 6): attempts before an effect is failed and an admin alerted.
+    pub effect_max_attempts: u32,
+    /// `EFFECT_BACKOFF_MS` (default 1000): the first retry delay; it doubles per attempt (max 5 min).
+    pub effect_backoff: Duration,
+    /// `PROVISIONER_TIMEOUT_SECS` (default 10): one provisioner request's timeout.
+    pub provisioner_timeout: Duration,
     /// `STRIPE_API_KEY` (backfill).
     pub stripe_api_key: Option<SecretString>,
     /// `STRIPE_API_BASE` (default `https://api.stripe.com`).
@@ -174,6 +182,17 @@ impl Config {
             return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 2"));
         }
 
+        let effect_max_attempts: u32 = parse_number(get("EFFECT_MAX_ATTEMPTS"), "EFFECT_MAX_ATTEMPTS", 6)?;
+        if !(1..=100).contains(&effect_max_attempts) {
+            return Err(ConfigError::new("EFFECT_MAX_ATTEMPTS", "must be between 1 and 100"));
+        }
+        let effect_backoff_ms: u64 = parse_number(get("EFFECT_BACKOFF_MS"), "EFFECT_BACKOFF_MS", 1000)?;
+        let provisioner_timeout_secs: u64 =
+            parse_number(get("PROVISIONER_TIMEOUT_SECS"), "PROVISIONER_TIMEOUT_SECS", 10)?;
+        if provisioner_timeout_secs == 0 {
+            return Err(ConfigError::new("PROVISIONER_TIMEOUT_SECS", "must be at least 1"));
+        }
+
         let stripe_api_base = get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com");
         if !(stripe_api_base.starts_with("http://") || stripe_api_base.starts_with("https://")) {
             return Err(ConfigError::new("STRIPE_API_BASE", "must be an http:// or https:// URL"));
@@ -213,6 +232,10 @@ impl Config {
             smtp_url: get("SMTP_URL").map(|v| SecretString::from(v.to_owned())),
             mail_from: get("MAIL_FROM").map(str::to_owned),
             admin_email: get("ADMIN_EMAIL").map(str::to_owned),
+            mail_dir: get("MAIL_DIR").map_or_else(|| PathBuf::from(".data/mail"), PathBuf::from),
+            effect_max_attempts,
+            effect_backoff: Duration::from_millis(effect_backoff_ms),
+            provisioner_timeout: Duration::from_secs(provisioner_timeout_secs),
             stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
             log_format,

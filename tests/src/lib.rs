@@ -7,11 +7,15 @@
 //! - [`lifecycle`]: realistic subscription lifecycles as event sequences.
 //! - [`ingest`]: an ingest instance serving on 127.0.0.1:0.
 //! - [`projector`]: a projector instance in-process, and the whole-log reference fold.
+//! - [`provisioner`]: a fake provisioner (a real HTTP server on 127.0.0.1:0 that records calls).
+//! - [`smtp`]: a small SMTP server on 127.0.0.1:0 that keeps what it receives.
 //! - [`wait`]: waiting on a condition with a bound, instead of sleeping.
 
 pub mod db;
 pub mod ingest;
 pub mod lifecycle;
 pub mod projector;
+pub mod provisioner;
+pub mod smtp;
 pub mod stripe;
 pub mod wait;

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use projector::effects::mail::MailConfig;
+use projector::effects::{Clock, EffectSettings, SystemClock};
 use projector::fold::{FoldConfig, Projections};
 use projector::runner::{RunnerSettings, Status};
 use shared::catalog::Catalog;
@@ -25,19 +27,53 @@ pub struct TestProjector {
     pub addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _mail_dir: Option<tempfile::TempDir>,
+}
+
+/// Effect settings for tests: no provisioner, mails as files in `dir`, fast retries.
+pub fn effect_settings(dir: &std::path::Path) -> EffectSettings {
+    EffectSettings {
+        provisioner: None,
+        mail: MailConfig { smtp_url: None, from: "billing@ledger.test".to_owned(), dir: dir.to_path_buf() },
+        admin_email: Some("ops@ledger.test".to_owned()),
+        max_attempts: 4,
+        backoff: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(50),
+    }
 }
 
 impl TestProjector {
-    /// Starts a projector with `catalog` and `batch_size`.
+    /// Starts a projector with `catalog` and `batch_size`, effects going to a temporary mail dir.
     pub async fn start(pool: PgPool, catalog: Catalog, batch_size: usize) -> Self {
+        let dir = tempfile::tempdir().expect("mail dir");
+        let effects = effect_settings(dir.path());
+        let mut projector = Self::start_with(pool, catalog, batch_size, effects, Arc::new(SystemClock)).await;
+        projector._mail_dir = Some(dir);
+        projector
+    }
+
+    /// Starts a projector with explicit effect settings and clock.
+    pub async fn start_with(
+        pool: PgPool,
+        catalog: Catalog,
+        batch_size: usize,
+        effects: EffectSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let settings = RunnerSettings { batch_size, fold: FoldConfig::default() };
-        let app = projector::Application::build("127.0.0.1:0".parse().expect("addr"), pool, catalog, settings)
+        let addr = "127.0.0.1:0".parse().expect("addr");
+        let app = projector::Application::build(addr, pool, catalog, settings, effects, clock)
             .await
             .expect("projector builds");
         let (status, addr) = (app.status(), app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { status, addr, shutdown, task }
+        Self { status, addr, shutdown, task, _mail_dir: None }
+    }
+
+    /// Kills it: the tasks are dropped wherever they are, as a crash would leave them.
+    pub fn kill(self) {
+        self.task.abort();
     }
 
     /// True while this instance is the active projector.

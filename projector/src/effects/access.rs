@@ -1,0 +1,169 @@
+//! API tokens: how they are made and `GET /v1/access`, the check bots make on every request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use shared::catalog::Catalog;
+use sqlx::PgPool;
+
+use super::Clock;
+use super::provisioner::limits_json;
+
+/// Prefix of every token (lets secret scanners recognise one).
+pub const TOKEN_PREFIX: &str = "sl_";
+
+/// A new token: 256 random bits from the OS, URL-safe base64, prefixed.
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    Ok(format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// What is stored instead of the token.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// What `/v1/access` needs.
+#[derive(Clone)]
+pub struct AccessState {
+    /// The database.
+    pub pool: PgPool,
+    /// Tier ranks and limits.
+    pub catalog: Arc<Catalog>,
+    /// Expiry is checked against it.
+    pub clock: Arc<dyn Clock>,
+    checks: Family<ResultLabel, Counter>,
+}
+
+impl AccessState {
+    /// The state, its metric registered.
+    pub fn new(pool: PgPool, catalog: Arc<Catalog>, clock: Arc<dyn Clock>, registry: &mut Registry) -> Self {
+        let checks = Family::<ResultLabel, Counter>::default();
+        registry.register("access_checks", "GET /v1/access answers, by result", checks.clone());
+        Self { pool, catalog, clock, checks }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn deny(state: &AccessState, status: StatusCode, result: &'static str, message: &str) -> Response {
+    state.checks.get_or_create(&ResultLabel { result }).inc();
+    tracing::info!(result, "access denied");
+    let mut response = (status, axum::Json(json!({ "error": message }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// `GET /v1/access[?tier=<minimum>]` with `Authorization: Bearer <token>`: 200 with the customer,
+/// tier, limits, status and expiry; 401 for a missing, unknown, expired or revoked token; 403 when
+/// the token's tier ranks below `tier`; 400 for a `tier` the catalog does not know.
+pub async fn check(
+    State(state): State<AccessState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return deny(&state, StatusCode::UNAUTHORIZED, "missing", "an Authorization: Bearer token is required");
+    };
+    let required = match query.get("tier") {
+        None => None,
+        Some(tier) => match state.catalog.rank(tier) {
+            Some(rank) => Some(rank),
+            None => return deny(&state, StatusCode::BAD_REQUEST, "bad_request", "unknown tier in ?tier="),
+        },
+    };
+    let found = sqlx::query!(
+        r#"SELECT stripe_customer_id, tier, expires_at, revoked_at FROM ledger.api_tokens WHERE token_sha256 = $1"#,
+        token_hash(token)
+    )
+    .fetch_optional(&state.pool)
+    .await;
+    let row = match found {
+        Ok(Some(row)) => row,
+        Ok(None) => return deny(&state, StatusCode::UNAUTHORIZED, "unknown", "invalid token"),
+        Err(error) => {
+            tracing::error!(%error, "access check: database unavailable");
+            state.checks.get_or_create(&ResultLabel { result: "unavailable" }).inc();
+            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+        }
+    };
+    if row.revoked_at.is_some() {
+        return deny(&state, StatusCode::UNAUTHORIZED, "revoked", "invalid token");
+    }
+    if row.expires_at <= state.clock.now() {
+        return deny(&state, StatusCode::UNAUTHORIZED, "expired", "invalid token");
+    }
+    if let Some(required) = required
+        && state.catalog.rank(&row.tier).is_none_or(|rank| rank < required)
+    {
+        return deny(&state, StatusCode::FORBIDDEN, "tier_too_low", "this token's tier is too low");
+    }
+    let status = sqlx::query_scalar!(
+        r#"SELECT status FROM projection.subscriptions WHERE stripe_customer_id = $1 AND NOT deleted
+           ORDER BY (tier = $2) DESC, (status = 'active') DESC, current_period_end DESC NULLS LAST LIMIT 1"#,
+        row.stripe_customer_id,
+        row.tier
+    )
+    .fetch_optional(&state.pool)
+    .await
+    .ok()
+    .flatten();
+    state.checks.get_or_create(&ResultLabel { result: "ok" }).inc();
+    let limits = state.catalog.tier(&row.tier).map(|t| t.limits);
+    axum::Json(json!({
+        "customer": row.stripe_customer_id,
+        "tier": row.tier,
+        "limits": limits_json(limits),
+        "status": status,
+        "expires_at": row.expires_at.to_rfc3339(),
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_url_safe_and_hashed() {
+        let a = new_token().expect("token");
+        let b = new_token().expect("token");
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + 43, "256 bits in unpadded base64");
+        assert!(a[TOKEN_PREFIX.len()..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(token_hash(&a).len(), 32);
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_case_insensitively() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "bearer sl_x".parse().expect("header"));
+        assert_eq!(bearer(&headers), Some("sl_x"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header"));
+        assert_eq!(bearer(&headers), None);
+    }
+}

@@ -1,0 +1,471 @@
+//! Pure decisions of the dispatcher: no I/O, the time is an argument.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use shared::catalog::Limits;
+
+use crate::fold::Desired;
+
+/// Longest wait between two attempts of one effect.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long an API token is valid.
+pub const TOKEN_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(30);
+/// A live token of a paying customer is renewed (expiry pushed back) this long before it expires.
+pub const TOKEN_RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::days(10);
+
+/// Instance status as the dispatcher observed it (`ledger.instances_observed.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// `POST /provision` in progress (or interrupted).
+    Provisioning,
+    /// Up with the recorded limits.
+    Running,
+    /// `PUT /update` in progress (or interrupted).
+    Updating,
+    /// `DELETE /deprovision` in progress (or interrupted).
+    Deprovisioning,
+    /// Torn down.
+    Deprovisioned,
+    /// The operation under `key` failed for good (an admin was alerted).
+    Failed,
+}
+
+impl Status {
+    /// Stored value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Running => "running",
+            Self::Updating => "updating",
+            Self::Deprovisioning => "deprovisioning",
+            Self::Deprovisioned => "deprovisioned",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored value.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "provisioning" => Self::Provisioning,
+            "running" => Self::Running,
+            "updating" => Self::Updating,
+            "deprovisioning" => Self::Deprovisioning,
+            "deprovisioned" => Self::Deprovisioned,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What the fold wants for one subscription's instance, with what decides it over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The subscription.
+    pub subscription: String,
+    /// Desired state (`projection.instance_targets`).
+    pub desired: Desired,
+    /// Tier to size for.
+    pub tier: String,
+    /// Limits to size for.
+    pub limits: Option<Limits>,
+    /// The subscription's grace deadline, if a payment failed and none came since.
+    pub grace_until: Option<DateTime<Utc>>,
+    /// Key of the subscription's latest instance intent.
+    pub latest_key: Option<String>,
+}
+
+/// The instance as last observed (`ledger.instances_observed`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Status.
+    pub status: Status,
+    /// App name the provisioner gave (None until provisioned).
+    pub app_name: Option<String>,
+    /// Limits it runs with.
+    pub limits: Option<Limits>,
+    /// Key of the operation in progress or last done.
+    pub key: String,
+    /// Attempts of that operation so far.
+    pub attempts: i32,
+    /// Set when a grace deadline tore it down.
+    pub torn_down_by_grace: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A call to make to the provisioner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceOp {
+    /// `POST /provision`.
+    Provision {
+        /// Idempotency key.
+        key: String,
+    },
+    /// `PUT /update`.
+    Update {
+        /// Idempotency key.
+        key: String,
+        /// The app.
+        app_name: String,
+    },
+    /// `DELETE /deprovision`.
+    Deprovision {
+        /// Idempotency key.
+        key: String,
+        /// The app.
+        app_name: String,
+        /// The grace deadline that asks for it (None: the subscription ended).
+        grace: Option<DateTime<Utc>>,
+    },
+}
+
+impl InstanceOp {
+    /// The idempotency key.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Provision { key } | Self::Update { key, .. } | Self::Deprovision { key, .. } => key,
+        }
+    }
+
+    /// The status while the call is under way.
+    pub fn pending_status(&self) -> Status {
+        match self {
+            Self::Provision { .. } => Status::Provisioning,
+            Self::Update { .. } => Status::Updating,
+            Self::Deprovision { .. } => Status::Deprovisioning,
+        }
+    }
+
+    /// Journal kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Provision { .. } => "provision",
+            Self::Update { .. } => "update",
+            Self::Deprovision { .. } => "deprovision",
+        }
+    }
+}
+
+/// Key of a teardown asked for by a grace deadline.
+pub fn grace_key(subscription: &str, deadline: DateTime<Utc>) -> String {
+    format!("grace:{subscription}:{}", deadline.timestamp())
+}
+
+/// Key of the re-provisioning of an instance a grace deadline tore down, once paid again.
+pub fn restore_key(subscription: &str, deadline: DateTime<Utc>) -> String {
+    format!("restore:{subscription}:{}", deadline.timestamp())
+}
+
+/// True when the grace deadline of a running subscription has passed.
+pub fn grace_expired(target: &Target, now: DateTime<Utc>) -> bool {
+    target.desired == Desired::Running && target.grace_until.is_some_and(|deadline| now >= deadline)
+}
+
+/// What an instance needs now, if anything. An operation that failed for good under a key is not
+/// retried under the same key: a new intent (or an operator) moves it on.
+pub fn plan_instance(target: &Target, observed: Option<&Observed>, now: DateTime<Utc>) -> Option<InstanceOp> {
+    let app = observed.filter(|o| o.status != Status::Deprovisioned).and_then(|o| o.app_name.clone());
+    let failed_under = |key: &str| observed.is_some_and(|o| o.status == Status::Failed && o.key == key);
+    let op = match (target.desired, app) {
+        (Desired::Running, Some(app_name)) if grace_expired(target, now) => {
+            let deadline = target.grace_until?;
+            InstanceOp::Deprovision { key: grace_key(&target.subscription, deadline), app_name, grace: Some(deadline) }
+        }
+        (Desired::Running, None) if grace_expired(target, now) => return None,
+        (Desired::Running, None) => {
+            let key = match observed.and_then(|o| o.torn_down_by_grace) {
+                Some(deadline) => restore_key(&target.subscription, deadline),
+                None => target.latest_key.clone()?,
+            };
+            InstanceOp::Provision { key }
+        }
+        (Desired::Running, Some(app_name)) => {
+            if observed.and_then(|o| o.limits) == target.limits {
+                return None;
+            }
+            InstanceOp::Update { key: target.latest_key.clone()?, app_name }
+        }
+        (Desired::Deprovisioned, Some(app_name)) => {
+            InstanceOp::Deprovision { key: target.latest_key.clone()?, app_name, grace: None }
+        }
+        // Never provisioned, or already gone. An `absent` target (tier unknown after a catalog
+        // change) never tears a running instance down: a catalog mistake must not cost a customer.
+        (Desired::Deprovisioned, None) | (Desired::Absent, _) => return None,
+    };
+    (!failed_under(op.key())).then_some(op)
+}
+
+/// When attempt `attempts + 1` of an effect is due, given the last attempt at `last_at`.
+pub fn next_attempt_at(last_at: DateTime<Utc>, attempts: u32, base: Duration, key: &str) -> DateTime<Utc> {
+    if attempts == 0 {
+        return last_at;
+    }
+    last_at + chrono::TimeDelta::from_std(backoff(attempts, base, key)).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// Delay after `attempts` failed attempts: exponential, capped, with "equal jitter" (half fixed,
+/// half spread) drawn from the key and the attempt so every process computes the same value.
+pub fn backoff(attempts: u32, base: Duration, key: &str) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(MAX_BACKOFF);
+    let spread = fnv1a(key.as_bytes(), attempts) as f64 / u64::MAX as f64;
+    exponential / 2 + exponential.mul_f64(spread / 2.0)
+}
+
+fn fnv1a(bytes: &[u8], salt: u32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes.iter().chain(&salt.to_le_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// How a provisioner or mail answer is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done.
+    Succeeded,
+    /// Try again later (timeout, connection error, 5xx, 429).
+    Retry,
+    /// Will not get better by retrying (other 4xx).
+    Failed,
+}
+
+/// The verdict of an HTTP status (None: no answer at all, a timeout or connection error).
+pub fn verdict(status: Option<u16>) -> Verdict {
+    match status {
+        None => Verdict::Retry,
+        Some(s) if (200..300).contains(&s) => Verdict::Succeeded,
+        Some(429) => Verdict::Retry,
+        Some(s) if s >= 500 => Verdict::Retry,
+        Some(_) => Verdict::Failed,
+    }
+}
+
+/// The journal outcome of an attempt: a retryable failure on the last allowed attempt fails.
+pub fn outcome(verdict: Verdict, attempt: u32, max_attempts: u32) -> &'static str {
+    match verdict {
+        Verdict::Succeeded => "succeeded",
+        Verdict::Retry if attempt < max_attempts => "retry",
+        Verdict::Retry | Verdict::Failed => "failed",
+    }
+}
+
+/// A live token as stored (`ledger.api_tokens`, unrevoked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveToken {
+    /// Its key (the issuing effect).
+    pub key: String,
+    /// Tier it grants.
+    pub tier: String,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Whether its email went out.
+    pub delivered: bool,
+}
+
+/// What a customer's token needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOp {
+    /// Issue a token with this tier (revoking `replace` first, if any).
+    Issue {
+        /// Tier.
+        tier: String,
+        /// A dead (expired or undelivered) token to revoke first.
+        replace: bool,
+    },
+    /// Revoke the live token.
+    Revoke,
+    /// Change the tier of the live token.
+    Retier {
+        /// New tier.
+        tier: String,
+    },
+    /// Push the expiry back to now + [`TOKEN_LIFETIME`].
+    Renew,
+}
+
+/// What a customer's token needs now: `wanted` is the tier when the customer has a running,
+/// not grace-expired subscription.
+pub fn plan_token(wanted: Option<&str>, live: Option<&LiveToken>, now: DateTime<Utc>) -> Option<TokenOp> {
+    match (wanted, live) {
+        (None, None) => None,
+        (None, Some(_)) => Some(TokenOp::Revoke),
+        (Some(tier), None) => Some(TokenOp::Issue { tier: tier.to_owned(), replace: false }),
+        (Some(tier), Some(token)) if !token.delivered || token.expires_at <= now => {
+            Some(TokenOp::Issue { tier: tier.to_owned(), replace: true })
+        }
+        (Some(tier), Some(token)) if token.tier != tier => Some(TokenOp::Retier { tier: tier.to_owned() }),
+        (Some(_), Some(token)) if token.expires_at - now < TOKEN_RENEW_BEFORE => Some(TokenOp::Renew),
+        (Some(_), Some(_)) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::catalog::Limit;
+
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).expect("valid")
+    }
+
+    fn limits(agents: f64) -> Option<Limits> {
+        Some(Limits {
+            agents: Limit::Max(agents),
+            messages_per_day: Limit::Unlimited,
+            memory_mb: Limit::Max(512.0),
+            cpu: Limit::Max(0.5),
+        })
+    }
+
+    fn target(desired: Desired, agents: f64, grace: Option<i64>) -> Target {
+        Target {
+            subscription: "sub_1".into(),
+            desired,
+            tier: "starter".into(),
+            limits: limits(agents),
+            grace_until: grace.map(at),
+            latest_key: Some("instance:sub_1:7".into()),
+        }
+    }
+
+    fn observed(status: Status, app: Option<&str>, agents: f64, key: &str) -> Observed {
+        Observed {
+            status,
+            app_name: app.map(str::to_owned),
+            limits: limits(agents),
+            key: key.into(),
+            attempts: 1,
+            torn_down_by_grace: None,
+            updated_at: at(0),
+        }
+    }
+
+    #[test]
+    fn a_new_running_target_is_provisioned_under_its_intent_key() {
+        let op = plan_instance(&target(Desired::Running, 1.0, None), None, at(100));
+        assert_eq!(op, Some(InstanceOp::Provision { key: "instance:sub_1:7".into() }));
+    }
+
+    #[test]
+    fn an_interrupted_provisioning_is_resent_with_the_same_key() {
+        let o = observed(Status::Provisioning, None, 1.0, "instance:sub_1:7");
+        let op = plan_instance(&target(Desired::Running, 1.0, None), Some(&o), at(100));
+        assert_eq!(op, Some(InstanceOp::Provision { key: "instance:sub_1:7".into() }));
+    }
+
+    #[test]
+    fn matching_instances_need_nothing_and_other_limits_an_update() {
+        let o = observed(Status::Running, Some("app"), 1.0, "instance:sub_1:3");
+        assert_eq!(plan_instance(&target(Desired::Running, 1.0, None), Some(&o), at(100)), None);
+        let op = plan_instance(&target(Desired::Running, 5.0, None), Some(&o), at(100));
+        assert_eq!(op, Some(InstanceOp::Update { key: "instance:sub_1:7".into(), app_name: "app".into() }));
+    }
+
+    #[test]
+    fn grace_keeps_running_until_the_deadline_then_tears_down_once_and_restores_after_payment() {
+        let running = observed(Status::Running, Some("app"), 1.0, "instance:sub_1:3");
+        let t = target(Desired::Running, 1.0, Some(1_000));
+        assert_eq!(plan_instance(&t, Some(&running), at(999)), None);
+        let op = plan_instance(&t, Some(&running), at(1_000));
+        assert_eq!(
+            op,
+            Some(InstanceOp::Deprovision {
+                key: "grace:sub_1:1000".into(),
+                app_name: "app".into(),
+                grace: Some(at(1_000))
+            })
+        );
+        let mut gone = observed(Status::Deprovisioned, Some("app"), 1.0, "grace:sub_1:1000");
+        gone.torn_down_by_grace = Some(at(1_000));
+        assert_eq!(plan_instance(&t, Some(&gone), at(5_000)), None, "torn down once");
+        let paid = target(Desired::Running, 1.0, None);
+        assert_eq!(
+            plan_instance(&paid, Some(&gone), at(5_000)),
+            Some(InstanceOp::Provision { key: "restore:sub_1:1000".into() })
+        );
+    }
+
+    #[test]
+    fn an_ended_subscription_is_deprovisioned_and_an_unknown_tier_tears_nothing_down() {
+        let running = observed(Status::Running, Some("app"), 1.0, "instance:sub_1:3");
+        let op = plan_instance(&target(Desired::Deprovisioned, 1.0, None), Some(&running), at(0));
+        assert_eq!(
+            op,
+            Some(InstanceOp::Deprovision { key: "instance:sub_1:7".into(), app_name: "app".into(), grace: None })
+        );
+        assert_eq!(plan_instance(&target(Desired::Absent, 1.0, None), Some(&running), at(0)), None);
+        assert_eq!(plan_instance(&target(Desired::Deprovisioned, 1.0, None), None, at(0)), None);
+    }
+
+    #[test]
+    fn a_failed_operation_is_not_retried_under_the_same_key_but_a_new_intent_moves_on() {
+        let failed = observed(Status::Failed, None, 1.0, "instance:sub_1:7");
+        assert_eq!(plan_instance(&target(Desired::Running, 1.0, None), Some(&failed), at(0)), None);
+        let mut newer = target(Desired::Running, 2.0, None);
+        newer.latest_key = Some("instance:sub_1:9".into());
+        assert_eq!(
+            plan_instance(&newer, Some(&failed), at(0)),
+            Some(InstanceOp::Provision { key: "instance:sub_1:9".into() })
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_deterministically() {
+        let base = Duration::from_secs(1);
+        for attempt in 1..=12 {
+            let d = backoff(attempt, base, "k");
+            let full = base.saturating_mul(1 << (attempt - 1)).min(MAX_BACKOFF);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} within [{:?}, {full:?}]", full / 2);
+            assert_eq!(d, backoff(attempt, base, "k"), "the same everywhere");
+        }
+        assert_ne!(backoff(3, base, "a"), backoff(3, base, "b"), "spread across keys");
+        assert_eq!(next_attempt_at(at(10), 0, base, "k"), at(10));
+    }
+
+    #[test]
+    fn statuses_map_to_verdicts_and_the_last_attempt_fails() {
+        assert_eq!(verdict(Some(200)), Verdict::Succeeded);
+        assert_eq!(verdict(Some(201)), Verdict::Succeeded);
+        assert_eq!(verdict(None), Verdict::Retry);
+        assert_eq!(verdict(Some(429)), Verdict::Retry);
+        assert_eq!(verdict(Some(503)), Verdict::Retry);
+        assert_eq!(verdict(Some(400)), Verdict::Failed);
+        assert_eq!(verdict(Some(422)), Verdict::Failed);
+        assert_eq!(outcome(Verdict::Retry, 2, 3), "retry");
+        assert_eq!(outcome(Verdict::Retry, 3, 3), "failed");
+        assert_eq!(outcome(Verdict::Failed, 1, 3), "failed");
+    }
+
+    #[test]
+    fn tokens_are_issued_renewed_retiered_replaced_and_revoked() {
+        let now = at(1_000_000);
+        let live = |tier: &str, expires: DateTime<Utc>, delivered: bool| LiveToken {
+            key: "token:cus_1:3".into(),
+            tier: tier.into(),
+            expires_at: expires,
+            delivered,
+        };
+        assert_eq!(plan_token(Some("basic"), None, now), Some(TokenOp::Issue { tier: "basic".into(), replace: false }));
+        assert_eq!(plan_token(None, None, now), None);
+        let fresh = live("basic", now + TOKEN_LIFETIME, true);
+        assert_eq!(plan_token(Some("basic"), Some(&fresh), now), None);
+        assert_eq!(plan_token(None, Some(&fresh), now), Some(TokenOp::Revoke));
+        assert_eq!(plan_token(Some("premium"), Some(&fresh), now), Some(TokenOp::Retier { tier: "premium".into() }));
+        let ageing = live("basic", now + chrono::TimeDelta::days(2), true);
+        assert_eq!(plan_token(Some("basic"), Some(&ageing), now), Some(TokenOp::Renew));
+        let expired = live("basic", now, true);
+        assert_eq!(
+            plan_token(Some("basic"), Some(&expired), now),
+            Some(TokenOp::Issue { tier: "basic".into(), replace: true })
+        );
+        let undelivered = live("basic", now + TOKEN_LIFETIME, false);
+        assert_eq!(
+            plan_token(Some("basic"), Some(&undelivered), now),
+            Some(TokenOp::Issue { tier: "basic".into(), replace: true })
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! Effects end to end: webhooks in, provisioner calls, mails and tokens out, each exactly once,
+//! against a fake provisioner and an SMTP server that are real servers on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::projector::{TestProjector, catalog, effect_settings};
+use ledger_tests::provisioner::{Call, FakeProvisioner};
+use ledger_tests::smtp::SmtpServer;
+use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
+use ledger_tests::wait;
+use projector::effects::provisioner::ProvisionerConfig;
+use projector::effects::{Clock, EffectSettings, ManualClock, SystemClock};
+use secrecy::SecretString;
+
+const API_KEY: &str = "prov_test_key";
+const DAY: i64 = 86_400;
+
+struct World {
+    db: TestDb,
+    ingest: TestIngest,
+    projector: Option<TestProjector>,
+    provisioner: FakeProvisioner,
+    smtp: SmtpServer,
+    settings: EffectSettings,
+    _mail_dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start(clock: Arc<dyn Clock>) -> Self {
+        let db = TestDb::new().await;
+        let ingest = TestIngest::start(db.service_pool(4)).await;
+        let provisioner = FakeProvisioner::start().await;
+        let smtp = SmtpServer::start().await;
+        let mail_dir = tempfile::tempdir().expect("dir");
+        let mut settings = effect_settings(mail_dir.path());
+        settings.provisioner = Some(ProvisionerConfig {
+            url: provisioner.url.clone(),
+            api_key: Some(SecretString::from(API_KEY)),
+            timeout: Duration::from_secs(5),
+        });
+        settings.mail.smtp_url = Some(SecretString::from(smtp.url.clone()));
+        let projector = TestProjector::start_with(db.service_pool(6), catalog(), 50, settings.clone(), clock).await;
+        Self { db, ingest, projector: Some(projector), provisioner, smtp, settings, _mail_dir: mail_dir }
+    }
+
+    async fn post(&self, body: Vec<u8>) {
+        assert_eq!(self.ingest.post_signed(&body).await.status(), 200);
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db.pool).await.expect(sql)
+    }
+
+    async fn instance_status(&self, sub: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM projection.instances WHERE stripe_subscription_id = $1")
+            .bind(sub)
+            .fetch_optional(&self.db.pool)
+            .await
+            .expect("instances")
+            .flatten()
+    }
+
+    async fn wait_status(&self, sub: &str, status: &str) {
+        wait::until(Duration::from_secs(30), &format!("{sub} {status}"), || async {
+            (self.instance_status(sub).await.as_deref() == Some(status)).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until no email intent is pending and returns the mails received.
+    async fn mails_settled(&self) -> Vec<ledger_tests::smtp::Received> {
+        wait::until(Duration::from_secs(30), "every mail intent to be settled", || async {
+            let pending = self
+                .scalar(
+                    "SELECT count(*) FROM ledger.intents i WHERE kind = 'email'
+                     AND NOT EXISTS (SELECT 1 FROM ledger.effects e WHERE e.key = i.key AND e.outcome <> 'retry')",
+                )
+                .await;
+            (pending == 0).then_some(())
+        })
+        .await;
+        self.smtp.received()
+    }
+
+    fn received_by(&self, to: &str) -> Vec<ledger_tests::smtp::Received> {
+        self.smtp.received().into_iter().filter(|m| m.to.iter().any(|t| t == to)).collect()
+    }
+
+    async fn wait_mail(&self, to: &str, subject: &str) {
+        wait::until(Duration::from_secs(30), &format!("{subject} to {to}"), || async {
+            self.received_by(to).iter().any(|m| m.data.contains(&format!("Subject: {subject}"))).then_some(())
+        })
+        .await;
+    }
+}
+
+fn customer(t: i64, id: &str) -> Vec<u8> {
+    stripe::customer_event("customer.created", t, Shape::Basil, id, &format!("{id}@example.com"))
+}
+
+fn sub_event(event_type: &str, t: i64, id: &str, customer: &str, price: &str, status: &str) -> Vec<u8> {
+    let snap = SubSnapshot::new(id, customer, price, status, (t, t + 30 * DAY));
+    stripe::subscription_event(event_type, t, Shape::Basil, &snap)
+}
+
+fn invoice(event_type: &str, t: i64, id: &str, customer: &str, sub: &str, price: &str) -> Vec<u8> {
+    let of = InvoiceOf { id, customer, subscription: sub, price, period: (t, t + 30 * DAY) };
+    stripe::invoice_event(event_type, t, Shape::Basil, &of)
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).expect("valid")
+}
+
+fn shape(calls: &[Call]) -> Vec<(String, String)> {
+    calls.iter().map(|c| (c.method.clone(), c.path.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_makes_each_provisioner_call_once_with_its_keys_and_a_rebuild_makes_none() {
+    let mut world = World::start(Arc::new(SystemClock)).await;
+    let t = stripe::now();
+    world.post(customer(t, "cus_a")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_a", "cus_a", "price_starter_monthly", "active"))
+        .await;
+    world.wait_status("sub_a", "running").await;
+    world.wait_mail("cus_a@example.com", "Welcome").await;
+    // Upgrade.
+    world
+        .post(sub_event(
+            "customer.subscription.updated",
+            t + 10,
+            "sub_a",
+            "cus_a",
+            "price_professional_monthly",
+            "active",
+        ))
+        .await;
+    world.provisioner.wait_calls(2).await;
+    // Payment failed, then recovered within the grace period: nothing to call.
+    world.post(invoice("invoice.payment_failed", t + 20, "in_1", "cus_a", "sub_a", "price_professional_monthly")).await;
+    world.wait_mail("cus_a@example.com", "Your payment failed").await;
+    world.post(invoice("invoice.paid", t + 30, "in_1", "cus_a", "sub_a", "price_professional_monthly")).await;
+    // Cancelled.
+    world
+        .post(sub_event(
+            "customer.subscription.deleted",
+            t + 40,
+            "sub_a",
+            "cus_a",
+            "price_professional_monthly",
+            "canceled",
+        ))
+        .await;
+    world.wait_status("sub_a", "deprovisioned").await;
+    let mails = world.mails_settled().await;
+
+    let calls = world.provisioner.calls();
+    let expected: Vec<(String, String)> = [("POST", "/provision"), ("PUT", "/update"), ("DELETE", "/deprovision")]
+        .map(|(m, p)| (m.into(), p.into()))
+        .into();
+    assert_eq!(shape(&calls), expected, "{calls:#?}");
+    assert!(calls.iter().all(|c| c.api_key.as_deref() == Some(API_KEY)), "the API key on every call");
+    let keys: Vec<String> = calls.iter().map(|c| c.idempotency_key.clone().expect("idempotency key")).collect();
+    let journaled: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM ledger.intents WHERE kind = 'instance' AND key LIKE 'instance:sub_a:%' ORDER BY position",
+    )
+    .fetch_all(&world.db.pool)
+    .await
+    .expect("intents");
+    assert_eq!(keys, journaled, "each call carries its intent's key");
+    assert_eq!(calls[0].body["tier"], "starter");
+    assert_eq!(calls[0].body["account_id"], "cus_a");
+    assert_eq!(calls[1].body["tier"], "professional");
+    assert_eq!(calls[1].body["app_name"], "app-sub-a");
+    assert_eq!(calls[2].body["app_name"], "app-sub-a");
+
+    // Mails: one welcome with the URL, one payment failed, one cancellation; one token mail.
+    let to_a: Vec<&ledger_tests::smtp::Received> =
+        mails.iter().filter(|m| m.to == ["cus_a@example.com".to_owned()]).collect();
+    let subjects: Vec<String> = to_a
+        .iter()
+        .map(|m| m.data.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(subjects.iter().filter(|s| s.starts_with("Welcome")).count(), 1, "{subjects:?}");
+    assert_eq!(subjects.iter().filter(|s| *s == "Your payment failed").count(), 1, "{subjects:?}");
+    assert_eq!(subjects.iter().filter(|s| *s == "Your subscription has ended").count(), 1, "{subjects:?}");
+    assert_eq!(subjects.iter().filter(|s| *s == "Your API token").count(), 1, "{subjects:?}");
+    let welcome = to_a.iter().find(|m| m.data.contains("Subject: Welcome")).expect("welcome");
+    assert!(welcome.text().contains("https://app-sub-a.apps.test"), "{}", welcome.data);
+    // The token was revoked with the cancellation.
+    assert_eq!(world.scalar("SELECT count(*) FROM ledger.api_tokens WHERE revoked_at IS NULL").await, 0);
+
+    // A rebuild of the whole log: same keys, nothing missing, so no call and no mail.
+    let sent_before = world.smtp.received().len();
+    let projector = world.projector.take().expect("running");
+    let pool = world.db.service_pool(4);
+    let folded =
+        projector::rebuild::fold_log(&pool, &catalog(), &Default::default(), &mut |_, _| {}).await.expect("fold");
+    let swapped =
+        projector::rebuild::swap_in(&pool, folded, &catalog(), &Default::default(), false).await.expect("swap");
+    assert_eq!(swapped.new_intents, 0);
+    projector.caught_up(&world.db.pool).await;
+    // Wait for two dispatcher passes over the rebuilt tables, then look again.
+    let passes = world.scalar("SELECT count(*) FROM ledger.effects").await;
+    tokio::time::sleep(world.settings.poll_interval * 6).await; // no event to await: time must pass
+    assert_eq!(world.scalar("SELECT count(*) FROM ledger.effects").await, passes, "nothing journaled");
+    assert_eq!(world.provisioner.calls().len(), 3, "no provisioner call after the rebuild");
+    assert_eq!(world.smtp.received().len(), sent_before, "no mail after the rebuild");
+    assert_eq!(world.instance_status("sub_a").await.as_deref(), Some("deprovisioned"), "view recreated");
+    projector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_loudly_once() {
+    let world = World::start(Arc::new(SystemClock)).await;
+    let t = stripe::now();
+    world.provisioner.script(&[500, 500]);
+    world.post(customer(t, "cus_r")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_r", "cus_r", "price_starter_monthly", "active"))
+        .await;
+    world.wait_status("sub_r", "running").await;
+    let calls = world.provisioner.calls();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.windows(2).all(|w| w[0].idempotency_key == w[1].idempotency_key), "one key");
+    let outcomes: Vec<(i32, String)> =
+        sqlx::query_as("SELECT attempt, outcome FROM ledger.effects WHERE kind = 'provision' ORDER BY id")
+            .fetch_all(&world.db.pool)
+            .await
+            .expect("journal");
+    assert_eq!(outcomes, vec![(1, "retry".into()), (2, "retry".into()), (3, "succeeded".into())]);
+
+    // Always 500: failed after max_attempts, an anomaly, a metric, one admin alert.
+    world.provisioner.always(500);
+    world.post(customer(t, "cus_f")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_f", "cus_f", "price_starter_monthly", "active"))
+        .await;
+    world.wait_status("sub_f", "failed").await;
+    world.wait_mail("ops@ledger.test", "[stripe-ledger] effect failed").await;
+    let attempts = world.scalar("SELECT count(*) FROM ledger.effects WHERE key LIKE 'instance:sub_f:%'").await;
+    assert_eq!(attempts, i64::from(world.settings.max_attempts));
+    let anomaly = world
+        .scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed' AND key LIKE '%sub_f%'")
+        .await;
+    assert_eq!(anomaly, 1);
+    let alerts = world.received_by("ops@ledger.test");
+    assert_eq!(alerts.len(), 1, "one admin alert: {alerts:#?}");
+    assert!(alerts[0].text().contains("instance:sub_f:"), "{}", alerts[0].data);
+    let projector = world.projector.as_ref().expect("running");
+    let (_, metrics) = projector.get("/metrics").await;
+    assert!(metrics.contains("effects_failed_total 1"), "{metrics}");
+    // The last error is visible where operators look.
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM projection.instances WHERE stripe_subscription_id = 'sub_f'")
+            .fetch_one(&world.db.pool)
+            .await
+            .expect("view");
+    assert!(last_error.is_some_and(|e| e.contains("500")));
+    // No further call under the failed key.
+    let before = world.provisioner.calls().len();
+    tokio::time::sleep(world.settings.poll_interval * 6).await; // no event to await: time must pass
+    assert_eq!(world.provisioner.calls().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_tears_down_only_after_the_deadline_and_a_payment_in_time_keeps_the_instance() {
+    let t = stripe::now() - 10 * DAY;
+    let clock = Arc::new(ManualClock::new(at(t)));
+    let world = World::start(clock.clone()).await;
+    for (c, s) in [("cus_g", "sub_g"), ("cus_p", "sub_p")] {
+        world.post(customer(t - 100, c)).await;
+        world.post(sub_event("customer.subscription.created", t - 100, s, c, "price_starter_monthly", "active")).await;
+        world.wait_status(s, "running").await;
+        world.post(invoice("invoice.payment_failed", t, &format!("in_{s}"), c, s, "price_starter_monthly")).await;
+        world.post(sub_event("customer.subscription.updated", t, s, c, "price_starter_monthly", "past_due")).await;
+    }
+    // sub_p pays at T+3d.
+    clock.set(at(t + 3 * DAY));
+    world.post(invoice("invoice.paid", t + 3 * DAY, "in_sub_p", "cus_p", "sub_p", "price_starter_monthly")).await;
+    world
+        .post(sub_event(
+            "customer.subscription.updated",
+            t + 3 * DAY,
+            "sub_p",
+            "cus_p",
+            "price_starter_monthly",
+            "active",
+        ))
+        .await;
+    world.projector.as_ref().expect("running").caught_up(&world.db.pool).await;
+    // T+6d23h: nothing torn down. Several dispatcher passes run at this time.
+    clock.set(at(t + 7 * DAY - 3600));
+    world.mails_settled().await;
+    tokio::time::sleep(world.settings.poll_interval * 6).await; // no event to await: time must pass
+    assert!(!world.provisioner.calls().iter().any(|c| c.path == "/deprovision"));
+    assert_eq!(world.instance_status("sub_g").await.as_deref(), Some("running"));
+    // After T+7d, with no new event: sub_g torn down and its token revoked; sub_p untouched.
+    clock.set(at(t + 7 * DAY + 1));
+    world.wait_status("sub_g", "deprovisioned").await;
+    let deprovisions: Vec<Call> = world.provisioner.calls().into_iter().filter(|c| c.path == "/deprovision").collect();
+    assert_eq!(deprovisions.len(), 1);
+    assert_eq!(deprovisions[0].body["app_name"], "app-sub-g");
+    assert_eq!(deprovisions[0].idempotency_key.as_deref(), Some(format!("grace:sub_g:{}", t + 7 * DAY).as_str()));
+    assert_eq!(world.instance_status("sub_p").await.as_deref(), Some("running"));
+    wait::until(Duration::from_secs(30), "cus_g's token revoked", || async {
+        let live = world
+            .scalar("SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_g' AND revoked_at IS NULL")
+            .await;
+        (live == 0).then_some(())
+    })
+    .await;
+    let live_p = world
+        .scalar("SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_p' AND revoked_at IS NULL")
+        .await;
+    assert_eq!(live_p, 1, "the paying customer keeps its token");
+    // The payment-failed mail named the deadline.
+    let failed = world.received_by("cus_g@example.com");
+    let mail = failed.iter().find(|m| m.data.contains("Subject: Your payment failed")).expect("payment failed mail");
+    let deadline = at(t + 7 * DAY).format("%Y-%m-%d %H:%M UTC").to_string();
+    assert!(mail.text().contains(&deadline), "{}", mail.data);
+}
