@@ -315,6 +315,10 @@ mod tests {
         assert_eq!(config.projector_addr, "127.0.0.1:3006".parse().expect("valid"));
         assert_eq!(config.ingest_body_limit, 1024 * 1024);
         assert_eq!(config.stripe_api_base, "https://api.stripe.com");
+        assert_eq!(config.mail_dir, PathBuf::from(".data/mail"));
+        assert_eq!(config.effect_max_attempts, 6);
+        assert_eq!(config.effect_backoff, Duration::from_secs(1));
+        assert_eq!(config.provisioner_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -350,6 +354,9 @@ mod tests {
             ("STRIPE_API_BASE", "api.stripe.com"),
             ("PROVISIONER_URL", "ftp://x"),
             ("LOG_FORMAT", "xml"),
+            ("EFFECT_MAX_ATTEMPTS", "0"),
+            ("EFFECT_BACKOFF_MS", "soon"),
+            ("PROVISIONER_TIMEOUT_SECS", "0"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

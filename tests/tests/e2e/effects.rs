@@ -326,3 +326,140 @@ async fn grace_tears_down_only_after_the_deadline_and_a_payment_in_time_keeps_th
     let deadline = at(t + 7 * DAY).format("%Y-%m-%d %H:%M UTC").to_string();
     assert!(mail.text().contains(&deadline), "{}", mail.data);
 }
+
+fn token_in(mail: &ledger_tests::smtp::Received) -> String {
+    mail.text()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(projector::effects::access::TOKEN_PREFIX).map(|t| format!("sl_{t}")))
+        .expect("a token in the mail")
+}
+
+async fn token_mails(world: &World, to: &str, n: usize) -> Vec<String> {
+    wait::until(Duration::from_secs(30), &format!("{n} token mails to {to}"), || async {
+        let tokens: Vec<String> =
+            world.received_by(to).iter().filter(|m| m.data.contains("Subject: Your API token")).map(token_in).collect();
+        (tokens.len() >= n).then_some(tokens)
+    })
+    .await
+}
+
+async fn access(projector: &TestProjector, token: Option<&str>, query: &str) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().get(format!("http://{}/v1/access{query}", projector.addr));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("access");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// Every text column of every table in `ledger` and `projection` that contains `needle`.
+async fn tables_containing(db: &TestDb, needle: &str) -> Vec<String> {
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables
+         WHERE table_schema IN ('ledger', 'projection') AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("tables");
+    let mut found = Vec::new();
+    for (schema, table) in tables {
+        let sql = format!(
+            "SELECT count(*) FROM {schema}.{table} t WHERE strpos(t::text, $1) > 0 OR strpos(encode(t::text::bytea, 'hex'), encode($1::bytea, 'hex')) > 0"
+        );
+        let n: i64 = sqlx::query_scalar(&sql).bind(needle).fetch_one(&db.pool).await.expect("scan");
+        if n > 0 {
+            found.push(format!("{schema}.{table}"));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_mailed_once_checked_by_tier_expire_and_are_revoked_with_the_subscription() {
+    let t = stripe::now();
+    let clock = Arc::new(ManualClock::new(at(t)));
+    let world = World::start(clock.clone()).await;
+    world.post(customer(t, "cus_t")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_t", "cus_t", "price_starter_monthly", "active"))
+        .await;
+    let token = token_mails(&world, "cus_t@example.com", 1).await.remove(0);
+    let projector = world.projector.as_ref().expect("running");
+
+    let (status, body) = access(projector, Some(&token), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["customer"], "cus_t");
+    assert_eq!(body["tier"], "starter");
+    assert_eq!(body["status"], "active");
+    assert!(body["limits"]["agents"].is_number() && body["expires_at"].is_string(), "{body}");
+    assert_eq!(access(projector, Some(&token), "?tier=starter").await.0, 200);
+    assert_eq!(access(projector, Some(&token), "?tier=free").await.0, 200, "a higher tier covers a lower one");
+    assert_eq!(access(projector, Some(&token), "?tier=enterprise").await.0, 403, "tier too low");
+    assert_eq!(access(projector, Some(&token), "?tier=platinum").await.0, 400, "unknown tier");
+    assert_eq!(access(projector, Some("sl_not_a_token"), "").await.0, 401, "unknown");
+    assert_eq!(access(projector, None, "").await.0, 401, "missing");
+
+    // The plaintext is only in the mail: not in any table (the hash is).
+    assert_eq!(tables_containing(&world.db, &token).await, Vec::<String>::new());
+    assert!(tables_containing(&world.db, "cus_t").await.len() > 3, "the scan does find what is there");
+    let hashed = world.scalar("SELECT count(*) FROM ledger.api_tokens WHERE revoked_at IS NULL").await;
+    assert_eq!(hashed, 1);
+
+    // Expired: 31 days on, the old token is refused; a paying customer gets a new one, once.
+    clock.set(at(t + 31 * DAY));
+    assert_eq!(access(projector, Some(&token), "").await.0, 401, "expired");
+    let tokens = token_mails(&world, "cus_t@example.com", 2).await;
+    assert_ne!(tokens[1], token);
+    assert_eq!(access(projector, Some(&tokens[1]), "").await.0, 200);
+
+    // Revoked with the cancellation.
+    let end = t + 31 * DAY + 10;
+    world
+        .post(sub_event("customer.subscription.deleted", end, "sub_t", "cus_t", "price_starter_monthly", "canceled"))
+        .await;
+    wait::until(Duration::from_secs(30), "the token revoked", || async {
+        (access(projector, Some(&tokens[1]), "").await.0 == 401).then_some(())
+    })
+    .await;
+    world.mails_settled().await;
+    assert_eq!(token_mails(&world, "cus_t@example.com", 2).await.len(), 2, "no third token");
+    let (_, metrics) = projector.get("/metrics").await;
+    assert!(metrics.contains(r#"access_checks_total{result="tier_too_low"} 1"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_with_a_fixed_catalog_performs_exactly_the_missing_effects() {
+    let mut world = World::start(Arc::new(SystemClock)).await;
+    let t = stripe::now();
+    world.post(customer(t, "cus_u")).await;
+    world.post(sub_event("customer.subscription.created", t, "sub_u", "cus_u", "price_team_2026", "active")).await;
+    let projector = world.projector.take().expect("running");
+    projector.caught_up(&world.db.pool).await;
+    world.mails_settled().await;
+    assert!(world.provisioner.calls().is_empty(), "tier unknown: nothing provisioned");
+    assert_eq!(world.instance_status("sub_u").await, None);
+    projector.stop().await;
+
+    let fixed = shared::catalog::Catalog::parse(
+        &projector::EXAMPLE_CATALOG
+            .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_team_2026\"]"),
+    )
+    .expect("fixed catalog");
+    let config = projector::fold::FoldConfig::default();
+    let folded = projector::rebuild::fold_log(&world.db.pool, &fixed, &config, &mut |_, _| {}).await.expect("fold");
+    projector::rebuild::swap_in(&world.db.pool, folded, &fixed, &config, false).await.expect("swap");
+    let restarted =
+        TestProjector::start_with(world.db.service_pool(6), fixed, 50, world.settings.clone(), Arc::new(SystemClock))
+            .await;
+    world.wait_status("sub_u", "running").await;
+    world.wait_mail("cus_u@example.com", "Welcome to the professional plan").await;
+    world.mails_settled().await;
+    let calls = world.provisioner.calls();
+    assert_eq!(shape(&calls), vec![("POST".to_owned(), "/provision".to_owned())]);
+    assert_eq!(calls[0].body["tier"], "professional");
+    let welcomes =
+        world.received_by("cus_u@example.com").iter().filter(|m| m.data.contains("Subject: Welcome")).count();
+    assert_eq!(welcomes, 1);
+    restarted.stop().await;
+}

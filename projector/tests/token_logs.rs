@@ -1,0 +1,58 @@
+//! The real `projector` binary at the most verbose log level issues a token and mails it over
+//! SMTP: the plaintext reaches the mail and appears nowhere in the logs.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::smtp::SmtpServer;
+use ledger_tests::stripe::{self, Shape, SubSnapshot};
+use ledger_tests::wait;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_plaintext_is_mailed_and_never_logged() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(2)).await;
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log_path = dir.path().join("projector.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_projector"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db.url().await)
+        .env("PROJECTOR_ADDR", "127.0.0.1:0")
+        .env("SMTP_URL", &smtp.url)
+        .env("MAIL_FROM", "billing@ledger.test")
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("projector starts");
+
+    let t = stripe::now();
+    let customer = stripe::customer_event("customer.created", t, Shape::Basil, "cus_l", "l@example.com");
+    let snap = SubSnapshot::new("sub_l", "cus_l", "price_enterprise_monthly", "active", (t, t + 2_592_000));
+    let created = stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap);
+    for body in [customer, created] {
+        assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    }
+    let mail = wait::until(Duration::from_secs(60), "the token mail", || async {
+        smtp.received().into_iter().find(|m| m.data.contains("Subject: Your API token"))
+    })
+    .await;
+    child.kill().expect("stop");
+    child.wait().expect("reaped");
+
+    assert_eq!(mail.to, ["l@example.com"]);
+    let token = mail
+        .text()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sl_").map(|t| format!("sl_{t}")))
+        .expect("a token in the mail");
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    assert!(logs.contains("token issued"), "the issuance is logged: {} bytes of logs", logs.len());
+    assert!(!logs.contains(&token), "the plaintext is not in the logs");
+    assert!(!logs.contains(&token["sl_".len()..]), "nor its random part");
+}
