@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         &url,
         PoolSettings { max_connections: config.database_max_connections, acquire_timeout: Duration::from_secs(2) },
     )?;
-    db::migrate(&pool).await.context("is the database reachable at DATABASE_URL?")?;
+    db::prepare(&pool, config.migrate_on_start).await.context("is the database reachable at DATABASE_URL?")?;
     let app = Application::build(settings, pool).await?;
     if config.dev_webhook_secret {
         let addr = app.local_addr();

@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let url = db::resolve_url(&config).await?;
     let pool = db::connect_lazy(&url, PoolSettings { max_connections: 6, ..Default::default() })?;
-    db::migrate(&pool).await?;
+    db::prepare(&pool, config.migrate_on_start).await?;
     let settings = RunnerSettings {
         batch_size: config.projector_batch_size,
         fold: FoldConfig { grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX) },

@@ -204,17 +204,27 @@ pub async fn swap_in(
     ))
     .execute(&mut *tx)
     .await?;
-    // Views (projection.instances) name their tables by identity: recreated over the new tables.
-    let views: Vec<(String, String)> = sqlx::query_as(
-        "SELECT c.relname::text, pg_get_viewdef(c.oid) FROM pg_class c
-         WHERE c.relnamespace = 'projection'::regnamespace AND c.relkind = 'v' ORDER BY c.oid",
+    // Views name their tables by identity, not by name: the projection schema's own views
+    // (projection.instances) are created again over the new tables, and views elsewhere over
+    // projection relations (audit.*, an operator's reports) are re-pointed at them; otherwise
+    // dropping the old schema would drop them too.
+    let views: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, pg_get_viewdef(c.oid) FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'v' AND (n.nspname = 'projection' OR c.oid IN (
+           SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+           JOIN pg_class t ON t.oid = d.refobjid
+           WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+             AND t.relnamespace = 'projection'::regnamespace))
+         ORDER BY n.nspname <> 'projection', c.oid",
     )
     .fetch_all(&mut *tx)
     .await?;
     sqlx::query(&format!("ALTER SCHEMA projection RENAME TO {old_schema}")).execute(&mut *tx).await?;
     sqlx::query("ALTER SCHEMA projection_build RENAME TO projection").execute(&mut *tx).await?;
-    for (name, definition) in views {
-        sqlx::query(&format!("CREATE VIEW projection.{name} AS {definition}")).execute(&mut *tx).await?;
+    for (schema, name, definition) in views {
+        let verb = if schema == "projection" { "CREATE VIEW" } else { "CREATE OR REPLACE VIEW" };
+        sqlx::query(&format!("{verb} \"{schema}\".\"{name}\" AS {definition}")).execute(&mut *tx).await?;
     }
     sqlx::query("GRANT USAGE ON SCHEMA projection TO ledger_projector").execute(&mut *tx).await?;
     sqlx::query("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projection TO ledger_projector")

@@ -1,15 +1,24 @@
-//! `replay`: operator tooling over the event log.
+//! `replay`: operator and auditor tooling over the event log.
 //!
-//! Today: `rebuild` (the projector's fold from position 1 into a new schema, swapped in
-//! atomically; `--dry-run` shows the differences), `migrate` (apply migrations with the owner
-//! role) and `database-url` (print the URL the binaries use, starting the embedded cluster if
-//! needed). Verify, backfill, timeline and export come with their issues.
+//! - `rebuild`: the projector's fold from position 1 into a new schema, swapped in atomically
+//!   (`--dry-run` shows the differences).
+//! - `verify` ([`verify`]): dense positions, body hashes, the hash chain, optionally signatures.
+//! - `backfill` ([`backfill`]): events the log lacks, from Stripe's `GET /v1/events`.
+//! - `timeline`, `export` ([`audit`]): one customer's story; events as JSON Lines or CSV.
+//! - `migrate` (apply migrations with the owner role), `database-url`.
 
-use std::time::Instant;
+pub mod audit;
+pub mod backfill;
+pub mod verify;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use projector::fold::FoldConfig;
+use std::io::Write as _;
+
 use secrecy::ExposeSecret;
 use shared::catalog::Catalog;
 use shared::config::Config;
@@ -43,36 +52,243 @@ pub enum Command {
         #[arg(long)]
         keep_old: bool,
     },
+    /// Check the whole log: dense positions, body hashes, the hash chain; print the head.
+    Verify {
+        /// Also re-check every stored Stripe-Signature against its stored body with the
+        /// STRIPE_WEBHOOK_SECRET secrets (no time tolerance: it proves origin, not freshness).
+        #[arg(long)]
+        signatures: bool,
+        /// A head recorded earlier (`<position>:<chain hash hex>`): fail unless that row is still
+        /// there with that hash (detects a truncated or rewritten tail).
+        #[arg(long, value_name = "POSITION:HASH")]
+        expect_head: Option<String>,
+    },
+    /// Append the events the log lacks from Stripe's GET /v1/events (STRIPE_API_KEY,
+    /// STRIPE_API_BASE); resumes an unfinished run with the same filters.
+    Backfill {
+        /// Only events created at or after this time (RFC 3339 or unix seconds); Stripe keeps 30 days.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only these event types (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+        /// Start a new run even if one with the same filters is unfinished.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Print the merged story of one customer (cus_...) or subscription (sub_...): events in
+    /// order, the projection changes each caused (a replay with CATALOG_PATH), the effects.
+    Timeline {
+        /// cus_... or sub_...
+        id: String,
+    },
+    /// Write events (in log order) as JSON Lines with exact raw bodies, or CSV.
+    Export {
+        /// jsonl or csv.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: audit::Format,
+        /// Stripe `created` at or after (RFC 3339 or unix seconds).
+        #[arg(long)]
+        from: Option<String>,
+        /// Stripe `created` before (RFC 3339 or unix seconds).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this customer's events.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
-/// Runs one command.
-pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
+/// Parses RFC 3339 or unix seconds.
+pub fn parse_time(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return chrono::DateTime::from_timestamp(secs, 0).ok_or_else(|| anyhow::anyhow!("`{text}` is out of range"));
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|e| anyhow::anyhow!("`{text}` is neither RFC 3339 nor unix seconds: {e}"))
+}
+
+fn catalog(config: &Config) -> anyhow::Result<Catalog> {
+    Ok(match &config.catalog_path {
+        Some(path) => Catalog::load(path)?,
+        None => {
+            eprintln!("CATALOG_PATH is unset: using the example catalog");
+            Catalog::parse(projector::EXAMPLE_CATALOG)?
+        }
+    })
+}
+
+fn fold_config(config: &Config) -> FoldConfig {
+    FoldConfig { grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX) }
+}
+
+/// Runs one command; the exit code is non-zero when `verify` finds a break.
+pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let url = db::resolve_url(&config).await?;
+    let pool = || db::connect_lazy(&url, db::PoolSettings { max_connections: 2, ..Default::default() });
     match cli.command {
         Command::Migrate => {
-            let pool = db::connect_lazy(&url, db::PoolSettings { max_connections: 2, ..Default::default() })?;
+            let pool = pool()?;
             db::migrate(&pool).await?;
             println!("migrations applied");
         }
         Command::DatabaseUrl => println!("{}", url.expose_secret()),
         Command::Rebuild { dry_run, yes, keep_old } => {
-            let pool = db::connect_lazy(&url, db::PoolSettings { max_connections: 2, ..Default::default() })?;
-            db::migrate(&pool).await?;
+            let pool = pool()?;
+            db::prepare(&pool, config.migrate_on_start).await?;
             rebuild(&pool, &config, dry_run, yes, keep_old).await?;
         }
+        Command::Verify { signatures, expect_head } => {
+            let pool = pool()?;
+            db::prepare(&pool, config.migrate_on_start).await?;
+            let secrets = if signatures { Some(config.require_webhook_secrets()?.to_vec()) } else { None };
+            return verify_cmd(&pool, secrets, expect_head.as_deref()).await;
+        }
+        Command::Backfill { since, types, restart } => {
+            let pool = pool()?;
+            db::prepare(&pool, config.migrate_on_start).await?;
+            let api_key = config.stripe_api_key.clone().ok_or_else(|| {
+                anyhow::anyhow!("STRIPE_API_KEY is required for backfill (a restricted key with read access to events)")
+            })?;
+            let settings = backfill::Settings {
+                api_base: config.stripe_api_base.clone(),
+                api_key,
+                since: since.as_deref().map(parse_time).transpose()?,
+                types,
+                page_size: 100,
+                max_attempts: 8,
+                backoff: Duration::from_millis(500),
+                restart,
+            };
+            backfill_cmd(&pool, &settings).await?;
+        }
+        Command::Timeline { id } => {
+            if !(id.starts_with("cus_") || id.starts_with("sub_")) {
+                anyhow::bail!("timeline takes a customer (cus_...) or subscription (sub_...) id, not `{id}`");
+            }
+            let pool = pool()?;
+            db::prepare(&pool, config.migrate_on_start).await?;
+            let lines = audit::timeline(&pool, &id, &catalog(&config)?, &fold_config(&config)).await?;
+            let mut out = std::io::stdout().lock();
+            for line in lines {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Command::Export { format, from, to, customer, output } => {
+            let pool = pool()?;
+            db::prepare(&pool, config.migrate_on_start).await?;
+            let filter = audit::Filter {
+                from: from.as_deref().map(parse_time).transpose()?,
+                to: to.as_deref().map(parse_time).transpose()?,
+                customer,
+            };
+            let n = match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    audit::export(&pool, &filter, format, &mut out).await?
+                }
+                None => audit::export(&pool, &filter, format, &mut std::io::stdout().lock()).await?,
+            };
+            eprintln!("exported {n} events");
+        }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_cmd(
+    pool: &sqlx::PgPool,
+    secrets: Option<Vec<secrecy::SecretString>>,
+    expect_head: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let total: i64 =
+        sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "n!" FROM ledger.events"#).fetch_one(pool).await?;
+    let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let with_signatures = secrets.is_some();
+    let report = verify::walk(pool, secrets, &mut |at| bar.set_position(u64::try_from(at).unwrap_or(0))).await?;
+    bar.finish_and_clear();
+    let (head, hash) = &report.head;
+    let hash = hash.as_deref().map_or_else(|| "-".to_owned(), hex::encode);
+    let mut out = std::io::stdout().lock();
+    if let Some(broken) = &report.broken {
+        writeln!(out, "BROKEN at position {}: {}", broken.position, broken.what)?;
+        writeln!(out, "checked {} events before it; last good head: {head}:{hash}", report.checked)?;
+        return Ok(ExitCode::FAILURE);
+    }
+    let signatures = if with_signatures { ", every webhook signature verified" } else { "" };
+    writeln!(
+        out,
+        "verified {} events in {:.2}s: positions dense, body hashes and hash chain intact{signatures}",
+        report.checked,
+        started.elapsed().as_secs_f64()
+    )?;
+    writeln!(out, "head {head}:{hash}")?;
+    if let Some(expected) = expect_head {
+        let (position, want) = expected
+            .split_once(':')
+            .and_then(|(p, h)| Some((p.parse::<i64>().ok()?, h.to_ascii_lowercase())))
+            .ok_or_else(|| anyhow::anyhow!("--expect-head takes <position>:<hex chain hash>"))?;
+        let stored: Option<Vec<u8>> =
+            sqlx::query_scalar!("SELECT chain_hash FROM ledger.events WHERE position = $1", position)
+                .fetch_optional(pool)
+                .await?;
+        match stored {
+            None => {
+                writeln!(out, "BROKEN: the recorded head {position} is gone: the log was truncated")?;
+                return Ok(ExitCode::FAILURE);
+            }
+            Some(h) if hex::encode(&h) != want => {
+                writeln!(
+                    out,
+                    "BROKEN: position {position} has another chain hash than recorded: the log was rewritten"
+                )?;
+                return Ok(ExitCode::FAILURE);
+            }
+            Some(_) => writeln!(out, "the recorded head {position} is intact")?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backfill_cmd(pool: &sqlx::PgPool, settings: &backfill::Settings) -> anyhow::Result<()> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let summary = backfill::run(
+        pool,
+        settings,
+        &mut |s| bar.set_message(format!("fetched {}  new {}  already present {}", s.fetched, s.appended, s.present)),
+        &mut |line| bar.println(line),
+    )
+    .await;
+    bar.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "backfill run {}{}: fetched {}, new {}, already present {}",
+        summary.run,
+        if summary.resumed { " (resumed)" } else { "" },
+        summary.fetched,
+        summary.appended,
+        summary.present
+    );
     Ok(())
 }
 
 async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool, keep_old: bool) -> anyhow::Result<()> {
     use projector::rebuild;
-    let catalog = match &config.catalog_path {
-        Some(path) => Catalog::load(path)?,
-        None => {
-            eprintln!("CATALOG_PATH is unset: rebuilding with the example catalog");
-            Catalog::parse(projector::EXAMPLE_CATALOG)?
-        }
-    };
+    let catalog = catalog(config)?;
     if !dry_run && !yes {
         anyhow::bail!(
             "`replay rebuild` replaces the live projections with a fold of the whole log using catalog {}; \
@@ -80,7 +296,7 @@ async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool,
             catalog.hash()
         );
     }
-    let fold = FoldConfig { grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX) };
+    let fold = fold_config(config);
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")

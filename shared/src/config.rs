@@ -111,6 +111,9 @@ pub struct Config {
     pub stripe_api_key: Option<SecretString>,
     /// `STRIPE_API_BASE` (default `https://api.stripe.com`).
     pub stripe_api_base: String,
+    /// `MIGRATE_ON_START` (default true): binaries apply pending migrations at start-up; false:
+    /// they only check that none is pending (`replay migrate` applies them with the owner role).
+    pub migrate_on_start: bool,
     /// `LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -204,6 +207,13 @@ impl Config {
             return Err(ConfigError::new("PROVISIONER_URL", "must be an http:// or https:// URL"));
         }
 
+        let migrate_on_start = match get("MIGRATE_ON_START").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true" | "1" | "yes" | "on") => true,
+            Some("false" | "0" | "no" | "off") => false,
+            Some(other) => {
+                return Err(ConfigError::new("MIGRATE_ON_START", format!("`{other}` is neither true nor false")));
+            }
+        };
         let log_format = match get("LOG_FORMAT") {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -238,6 +248,7 @@ impl Config {
             provisioner_timeout: Duration::from_secs(provisioner_timeout_secs),
             stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
+            migrate_on_start,
             log_format,
         })
     }
@@ -319,6 +330,8 @@ mod tests {
         assert_eq!(config.effect_max_attempts, 6);
         assert_eq!(config.effect_backoff, Duration::from_secs(1));
         assert_eq!(config.provisioner_timeout, Duration::from_secs(10));
+        assert!(config.migrate_on_start);
+        assert!(!self::config(&[("MIGRATE_ON_START", "false")]).expect("valid").migrate_on_start);
     }
 
     #[test]
@@ -357,6 +370,7 @@ mod tests {
             ("EFFECT_MAX_ATTEMPTS", "0"),
             ("EFFECT_BACKOFF_MS", "soon"),
             ("PROVISIONER_TIMEOUT_SECS", "0"),
+            ("MIGRATE_ON_START", "maybe"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

@@ -86,6 +86,32 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")
 }
 
+/// At start-up: applies the pending migrations, or, when `MIGRATE_ON_START=false` (deployments
+/// whose application roles may not run DDL; `replay migrate` runs them with the owner role), only
+/// checks that every migration this build knows is applied.
+pub async fn prepare(pool: &PgPool, migrate_on_start: bool) -> anyhow::Result<()> {
+    if migrate_on_start {
+        return migrate(pool).await;
+    }
+    // Not compile-checked: sqlx's own bookkeeping table, absent before the first migration.
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .context("reading the applied migrations (MIGRATE_ON_START=false: run `replay migrate` first)")?;
+    let missing: Vec<String> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "MIGRATE_ON_START=false and the database lacks migrations [{}]: run `replay migrate` with the owner role",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// True when the error means "the database cannot be reached right now" (503, retry later), as
 /// opposed to a bug or bad data (500).
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
