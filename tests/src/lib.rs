@@ -9,6 +9,7 @@
 //! - [`projector`]: a projector instance in-process, and the whole-log reference fold.
 //! - [`provisioner`]: a fake provisioner (a real HTTP server on 127.0.0.1:0 that records calls).
 //! - [`smtp`]: a small SMTP server on 127.0.0.1:0 that keeps what it receives.
+//! - [`stripe_api`]: a fake Stripe API serving `GET /v1/events` pages, with scripted failures.
 //! - [`wait`]: waiting on a condition with a bound, instead of sleeping.
 
 pub mod db;
@@ -18,4 +19,5 @@ pub mod projector;
 pub mod provisioner;
 pub mod smtp;
 pub mod stripe;
+pub mod stripe_api;
 pub mod wait;
