@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let url = db::resolve_url(&config).await?;
-    let pool = db::connect_lazy(&url, PoolSettings { max_connections: 6, ..Default::default() })?;
+    let pool = db::connect_lazy(&url, PoolSettings { max_connections: 12, ..Default::default() })?;
     db::prepare(&pool, config.migrate_on_start).await?;
     let settings = RunnerSettings {
         batch_size: config.projector_batch_size,
@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
         admin_email: config.admin_email.clone(),
         max_attempts: config.effect_max_attempts,
         backoff: config.effect_backoff,
+        concurrency: config.effect_concurrency,
         poll_interval: std::time::Duration::from_secs(1),
     };
     let app =

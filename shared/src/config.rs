@@ -105,6 +105,8 @@ pub struct Config {
     pub effect_max_attempts: u32,
     /// `EFFECT_BACKOFF_MS` (default 1000): the first retry delay; it doubles per attempt (max 5 min).
     pub effect_backoff: Duration,
+    /// `EFFECT_CONCURRENCY` (default 8): provisioner calls and mails in flight at once.
+    pub effect_concurrency: usize,
     /// `PROVISIONER_TIMEOUT_SECS` (default 10): one provisioner request's timeout.
     pub provisioner_timeout: Duration,
     /// `STRIPE_API_KEY` (backfill).
@@ -189,6 +191,10 @@ impl Config {
         if !(1..=100).contains(&effect_max_attempts) {
             return Err(ConfigError::new("EFFECT_MAX_ATTEMPTS", "must be between 1 and 100"));
         }
+        let effect_concurrency: usize = parse_number(get("EFFECT_CONCURRENCY"), "EFFECT_CONCURRENCY", 8)?;
+        if !(1..=256).contains(&effect_concurrency) {
+            return Err(ConfigError::new("EFFECT_CONCURRENCY", "must be between 1 and 256"));
+        }
         let effect_backoff_ms: u64 = parse_number(get("EFFECT_BACKOFF_MS"), "EFFECT_BACKOFF_MS", 1000)?;
         let provisioner_timeout_secs: u64 =
             parse_number(get("PROVISIONER_TIMEOUT_SECS"), "PROVISIONER_TIMEOUT_SECS", 10)?;
@@ -245,6 +251,7 @@ impl Config {
             mail_dir: get("MAIL_DIR").map_or_else(|| PathBuf::from(".data/mail"), PathBuf::from),
             effect_max_attempts,
             effect_backoff: Duration::from_millis(effect_backoff_ms),
+            effect_concurrency,
             provisioner_timeout: Duration::from_secs(provisioner_timeout_secs),
             stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
@@ -371,6 +378,7 @@ mod tests {
             ("EFFECT_BACKOFF_MS", "soon"),
             ("PROVISIONER_TIMEOUT_SECS", "0"),
             ("MIGRATE_ON_START", "maybe"),
+            ("EFFECT_CONCURRENCY", "0"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).expect_err(var);

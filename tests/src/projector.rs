@@ -38,6 +38,7 @@ pub fn effect_settings(dir: &std::path::Path) -> EffectSettings {
         admin_email: Some("ops@ledger.test".to_owned()),
         max_attempts: 4,
         backoff: Duration::from_millis(20),
+        concurrency: 4,
         poll_interval: Duration::from_millis(50),
     }
 }
@@ -98,6 +99,24 @@ impl TestProjector {
         let response = reqwest::get(format!("http://{}{path}", self.addr)).await.expect("request");
         let status = response.status().as_u16();
         (status, response.text().await.expect("body"))
+    }
+
+    /// Waits until its dispatcher has completed `n` more passes than now: everything due at the
+    /// time of the call has been looked at (and, from the second pass, done or scheduled).
+    pub async fn dispatcher_passes(&self, n: u64) {
+        let passes = || async {
+            let (_, metrics) = self.get("/metrics").await;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("dispatcher_passes_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let start = passes().await;
+        wait::until(Duration::from_secs(30), &format!("{n} dispatcher passes"), || async {
+            (passes().await >= start + n).then_some(())
+        })
+        .await;
     }
 
     /// Stops it gracefully.

@@ -33,6 +33,7 @@ struct Inner {
     calls: Vec<Call>,
     script: VecDeque<u16>,
     always: Option<u16>,
+    latency: std::time::Duration,
     done: HashMap<String, Value>,
 }
 
@@ -66,6 +67,11 @@ impl FakeProvisioner {
     /// Every answer has this status.
     pub fn always(&self, status: u16) {
         self.lock().always = Some(status);
+    }
+
+    /// Every answer takes this long (a real provisioner takes seconds to start an app).
+    pub fn latency(&self, latency: std::time::Duration) {
+        self.lock().latency = latency;
     }
 
     /// Calls are recorded, then wait until [`FakeProvisioner::release`].
@@ -113,6 +119,8 @@ async fn handle(
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
     };
     fake.lock().calls.push(call.clone());
+    let latency = fake.lock().latency;
+    tokio::time::sleep(latency).await;
     let mut open = fake.gate.subscribe();
     if open.wait_for(|open| *open).await.is_err() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +42,7 @@ pub struct Metrics {
     failed: Counter,
     leader: Gauge,
     pass_errors: Counter,
+    passes: Counter,
 }
 
 impl Metrics {
@@ -54,6 +56,7 @@ impl Metrics {
             "Dispatcher passes that failed and were retried",
             self.pass_errors.clone(),
         );
+        registry.register("dispatcher_passes", "Dispatcher passes completed", self.passes.clone());
     }
 }
 
@@ -240,6 +243,7 @@ impl Dispatcher {
         }
         pass.attempts += self.tokens().await?;
         pass.attempts += self.mails().await?;
+        self.metrics.passes.inc();
         Ok(pass)
     }
 
@@ -280,7 +284,7 @@ impl Dispatcher {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut attempts = 0;
+        let mut work = Vec::new();
         for r in rows {
             let target = Target {
                 subscription: r.subscription.clone(),
@@ -310,16 +314,17 @@ impl Dispatcher {
             {
                 continue;
             }
-            self.instance_attempt(
-                &target,
-                r.stripe_customer_id.as_deref(),
-                &op,
-                done + 1,
-                r.latest_position.unwrap_or(0),
-            )
-            .await?;
-            attempts += 1;
+            work.push((target, r.stripe_customer_id, op, done + 1, r.latest_position.unwrap_or(0)));
         }
+        // Instances are independent of each other: several calls in flight at once.
+        let attempts = work.len();
+        futures::stream::iter(work)
+            .map(|(target, customer, op, attempt, position)| async move {
+                self.instance_attempt(&target, customer.as_deref(), &op, attempt, position).await
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(attempts)
     }
 
@@ -695,64 +700,73 @@ impl Dispatcher {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut attempts = 0;
-        for p in pending {
-            let done = i32::try_from(p.attempts).unwrap_or(i32::MAX);
-            if let Some(last_at) = p.last_at
-                && !self.due(last_at, done, &p.key)
-            {
-                continue;
-            }
-            let mail = match self.compose(&p.key, &p.detail).await? {
-                Compose::Wait => continue,
-                Compose::Skip(reason) => {
-                    let mut conn = self.pool.acquire().await?;
-                    let row = Attempt {
-                        key: &p.key,
-                        kind: "email",
-                        attempt: done + 1,
-                        request: format!("mail {}", p.key),
-                        status: None,
-                        outcome: "skipped",
-                        error: Some(reason),
-                    };
-                    journal(&mut conn, row, &self.metrics).await?;
-                    continue;
-                }
-                Compose::Missing(reason) => (None, Err(reason)),
-                Compose::Ready(mail) => {
-                    let to = mail.to.clone();
-                    (Some(to), Ok(mail))
-                }
-            };
-            let (verdict, error) = match &mail.1 {
-                Ok(m) => self.send(&p.key, m).await,
-                Err(reason) => (Verdict::Retry, Some(reason.clone())),
-            };
-            let attempt = done + 1;
-            let outcome =
-                plan::outcome(verdict, u32::try_from(attempt).unwrap_or(u32::MAX), self.settings.max_attempts);
-            let mut tx = self.pool.begin().await?;
-            let recipient = if mail.0.is_some() { "to its recipient" } else { "(no recipient yet)" };
-            let row = Attempt {
-                key: &p.key,
-                kind: "email",
-                attempt,
-                request: format!("mail {} {recipient}", p.key),
-                status: None,
-                outcome,
-                error: error.clone(),
-            };
-            journal(&mut tx, row, &self.metrics).await?;
-            if outcome == "failed" {
-                let detail = format!("mail {} failed: {}", p.key, error.as_deref().unwrap_or("-"));
-                failed_for_good(&mut tx, &p.key, &detail, p.position, &self.metrics).await?;
-            }
-            tx.commit().await?;
-            tracing::info!(key = p.key, outcome, attempt, "mail");
-            attempts += 1;
+        let results = futures::stream::iter(pending)
+            .map(|p| {
+                let (key, detail, position, attempts, last_at) = (p.key, p.detail, p.position, p.attempts, p.last_at);
+                self.mail(PendingMail { key, detail, position, attempts, last_at })
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .try_collect::<Vec<bool>>()
+            .await?;
+        Ok(results.into_iter().filter(|sent| *sent).count())
+    }
+
+    /// One pending mail: composes, sends and journals it if due; returns whether it was attempted.
+    async fn mail(&self, p: PendingMail) -> anyhow::Result<bool> {
+        let done = i32::try_from(p.attempts).unwrap_or(i32::MAX);
+        if let Some(last_at) = p.last_at
+            && !self.due(last_at, done, &p.key)
+        {
+            return Ok(false);
         }
-        Ok(attempts)
+        let mail = match self.compose(&p.key, &p.detail).await? {
+            Compose::Wait => return Ok(false),
+            Compose::Skip(reason) => {
+                let mut conn = self.pool.acquire().await?;
+                let row = Attempt {
+                    key: &p.key,
+                    kind: "email",
+                    attempt: done + 1,
+                    request: format!("mail {}", p.key),
+                    status: None,
+                    outcome: "skipped",
+                    error: Some(reason),
+                };
+                journal(&mut conn, row, &self.metrics).await?;
+                return Ok(false);
+            }
+            Compose::Missing(reason) => (None, Err(reason)),
+            Compose::Ready(mail) => {
+                let to = mail.to.clone();
+                (Some(to), Ok(mail))
+            }
+        };
+        let (verdict, error) = match &mail.1 {
+            Ok(m) => self.send(&p.key, m).await,
+            Err(reason) => (Verdict::Retry, Some(reason.clone())),
+        };
+        let attempt = done + 1;
+        let outcome =
+            plan::outcome(verdict, u32::try_from(attempt).unwrap_or(u32::MAX), self.settings.max_attempts);
+        let mut tx = self.pool.begin().await?;
+        let recipient = if mail.0.is_some() { "to its recipient" } else { "(no recipient yet)" };
+        let row = Attempt {
+            key: &p.key,
+            kind: "email",
+            attempt,
+            request: format!("mail {} {recipient}", p.key),
+            status: None,
+            outcome,
+            error: error.clone(),
+        };
+        journal(&mut tx, row, &self.metrics).await?;
+        if outcome == "failed" {
+            let detail = format!("mail {} failed: {}", p.key, error.as_deref().unwrap_or("-"));
+            failed_for_good(&mut tx, &p.key, &detail, p.position, &self.metrics).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(key = p.key, outcome, attempt, "mail");
+        Ok(true)
     }
 
     /// The mail an email intent asks for, from the current projections and observed state.
@@ -811,6 +825,14 @@ impl Dispatcher {
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
     }
+}
+
+struct PendingMail {
+    key: String,
+    detail: String,
+    position: i64,
+    attempts: i64,
+    last_at: Option<DateTime<Utc>>,
 }
 
 enum Compose {

@@ -68,6 +68,8 @@ pub struct EffectSettings {
     pub max_attempts: u32,
     /// First retry delay (doubles per attempt, at most [`plan::MAX_BACKOFF`]).
     pub backoff: Duration,
+    /// Calls (provisioner, SMTP) in flight at once.
+    pub concurrency: usize,
     /// How often the dispatcher looks for due work without a wake-up.
     pub poll_interval: Duration,
 }

@@ -206,10 +206,10 @@ async fn a_lifecycle_makes_each_provisioner_call_once_with_its_keys_and_a_rebuil
         projector::rebuild::swap_in(&pool, folded, &catalog(), &Default::default(), false).await.expect("swap");
     assert_eq!(swapped.new_intents, 0);
     projector.caught_up(&world.db.pool).await;
-    // Wait for two dispatcher passes over the rebuilt tables, then look again.
-    let passes = world.scalar("SELECT count(*) FROM ledger.effects").await;
-    tokio::time::sleep(world.settings.poll_interval * 6).await; // no event to await: time must pass
-    assert_eq!(world.scalar("SELECT count(*) FROM ledger.effects").await, passes, "nothing journaled");
+    // Three dispatcher passes over the rebuilt tables, then look again.
+    let journaled = world.scalar("SELECT count(*) FROM ledger.effects").await;
+    projector.dispatcher_passes(3).await;
+    assert_eq!(world.scalar("SELECT count(*) FROM ledger.effects").await, journaled, "nothing journaled");
     assert_eq!(world.provisioner.calls().len(), 3, "no provisioner call after the rebuild");
     assert_eq!(world.smtp.received().len(), sent_before, "no mail after the rebuild");
     assert_eq!(world.instance_status("sub_a").await.as_deref(), Some("deprovisioned"), "view recreated");
@@ -265,7 +265,7 @@ async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_lo
     assert!(last_error.is_some_and(|e| e.contains("500")));
     // No further call under the failed key.
     let before = world.provisioner.calls().len();
-    tokio::time::sleep(world.settings.poll_interval * 6).await; // no event to await: time must pass
+    projector.dispatcher_passes(3).await;
     assert_eq!(world.provisioner.calls().len(), before);
 }
 
@@ -298,7 +298,7 @@ async fn grace_tears_down_only_after_the_deadline_and_a_payment_in_time_keeps_th
     // T+6d23h: nothing torn down. Several dispatcher passes run at this time.
     clock.set(at(t + 7 * DAY - 3600));
     world.mails_settled().await;
-    tokio::time::sleep(world.settings.poll_interval * 6).await; // no event to await: time must pass
+    world.projector.as_ref().expect("running").dispatcher_passes(3).await;
     assert!(!world.provisioner.calls().iter().any(|c| c.path == "/deprovision"));
     assert_eq!(world.instance_status("sub_g").await.as_deref(), Some("running"));
     // After T+7d, with no new event: sub_g torn down and its token revoked; sub_p untouched.
