@@ -24,6 +24,9 @@ async fn count(db: &TestDb, sql: &str) -> i64 {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        shared::telemetry::init(shared::config::LogFormat::Pretty);
+    }
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let latency_ms: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
@@ -56,18 +59,18 @@ async fn main() {
         append_events(&db.pool, chunk, Source::Webhook, "dispatch-bench").await.expect("append");
     }
     let started = Instant::now();
-    let projector = TestProjector::start_with(db.service_pool(16), catalog(), 500, settings, Arc::new(SystemClock)).await;
+    let projector =
+        TestProjector::start_with(db.service_pool(16), catalog(), 500, settings, Arc::new(SystemClock)).await;
     let expected = i64::try_from(n).expect("n");
     wait::until(Duration::from_secs(3600), "every instance running", || async {
-        (count(&db, "SELECT count(*) FROM projection.instances WHERE status = 'running'").await == expected).then_some(())
+        (count(&db, "SELECT count(*) FROM projection.instances WHERE status = 'running'").await == expected)
+            .then_some(())
     })
     .await;
     let provisioned = started.elapsed();
     // A welcome and a token mail per subscription.
-    wait::until(Duration::from_secs(3600), "every mail", || async {
-        (smtp.received().len() >= 2 * n).then_some(())
-    })
-    .await;
+    wait::until(Duration::from_secs(3600), "every mail", || async { (smtp.received().len() >= 2 * n).then_some(()) })
+        .await;
     let mailed = started.elapsed();
     projector.stop().await;
     let calls = provisioner.calls().len();

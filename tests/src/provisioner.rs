@@ -55,6 +55,9 @@ impl FakeProvisioner {
         let fake =
             Self { url: format!("http://{addr}"), inner: Arc::default(), gate: Arc::new(watch::channel(true).0) };
         let app = Router::new().fallback(handle).with_state(fake.clone());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
     }

@@ -52,6 +52,7 @@ impl SmtpServer {
         let received = server.received.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
                 let received = received.clone();
                 tokio::spawn(async move {
                     let _ = session(stream, received).await;

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use futures::{StreamExt, TryStreamExt};
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -192,9 +192,14 @@ impl Dispatcher {
                 .fetch_one(&mut lock_conn)
                 .await
                 .context("dispatcher lock connection lost")?;
-            if let Err(error) = self.pass().await {
-                self.metrics.pass_errors.inc();
-                tracing::error!(error = format!("{error:#}"), "dispatcher pass failed, retrying");
+            match self.pass().await {
+                // Work was done: what it unblocked (a welcome after its instance) goes next.
+                Ok(pass) if pass.attempts > 0 => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    self.metrics.pass_errors.inc();
+                    tracing::error!(error = format!("{error:#}"), "dispatcher pass failed, retrying");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -513,7 +518,7 @@ impl Dispatcher {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut attempts = 0;
+        let mut work = Vec::new();
         for r in rows {
             let wanted = r.tier.as_deref().filter(|_| r.eligible);
             let live = match (r.live_key, r.live_tier, r.live_expires) {
@@ -523,23 +528,28 @@ impl Dispatcher {
                 _ => None,
             };
             let Some(op) = plan::plan_token(wanted, live.as_ref(), now) else { continue };
-            match (op, live) {
-                (TokenOp::Issue { tier, .. }, live) => {
-                    let Some(email) = r.email.as_deref() else {
-                        tracing::debug!(customer = r.customer, "token wanted but no email address yet");
-                        continue;
-                    };
-                    if self.issue_token(&r.customer, email, &tier, live.as_ref()).await? {
-                        attempts += 1;
-                    }
-                }
-                (op, Some(live)) => {
-                    self.change_token(&r.customer, &live, &op).await?;
-                }
-                (_, None) => {}
+            if matches!(op, TokenOp::Issue { .. }) && r.email.is_none() {
+                tracing::debug!(customer = r.customer, "token wanted but no email address yet");
+                continue;
             }
+            work.push((r.customer, r.email, op, live));
         }
-        Ok(attempts)
+        // Customers are independent of each other: several at once (issuing mails a token).
+        let done = futures::stream::iter(work)
+            .map(|(customer, email, op, live)| async move {
+                match (op, live) {
+                    (TokenOp::Issue { tier, .. }, live) => {
+                        let email = email.unwrap_or_default();
+                        self.issue_token(&customer, &email, &tier, live.as_ref()).await
+                    }
+                    (op, Some(live)) => self.change_token(&customer, &live, &op).await.map(|()| true),
+                    (_, None) => Ok(false),
+                }
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .try_collect::<Vec<bool>>()
+            .await?;
+        Ok(done.into_iter().filter(|attempted| *attempted).count())
     }
 
     async fn change_token(&self, customer: &str, live: &LiveToken, op: &TokenOp) -> anyhow::Result<()> {
@@ -746,8 +756,7 @@ impl Dispatcher {
             Err(reason) => (Verdict::Retry, Some(reason.clone())),
         };
         let attempt = done + 1;
-        let outcome =
-            plan::outcome(verdict, u32::try_from(attempt).unwrap_or(u32::MAX), self.settings.max_attempts);
+        let outcome = plan::outcome(verdict, u32::try_from(attempt).unwrap_or(u32::MAX), self.settings.max_attempts);
         let mut tx = self.pool.begin().await?;
         let recipient = if mail.0.is_some() { "to its recipient" } else { "(no recipient yet)" };
         let row = Attempt {
