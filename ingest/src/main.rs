@@ -13,7 +13,11 @@ async fn main() -> anyhow::Result<()> {
     let url = db::resolve_url(&config).await?;
     let pool = db::connect_lazy(
         &url,
-        PoolSettings { max_connections: config.database_max_connections, acquire_timeout: Duration::from_secs(2) },
+        PoolSettings {
+            max_connections: config.database_max_connections,
+            acquire_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
     )?;
     db::prepare(&pool, config.migrate_on_start).await.context("is the database reachable at DATABASE_URL?")?;
     let app = Application::build(settings, pool).await?;

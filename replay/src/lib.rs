@@ -129,7 +129,10 @@ fn fold_config(config: &Config) -> FoldConfig {
 /// Runs one command; the exit code is non-zero when `verify` finds a break.
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let url = db::resolve_url(&config).await?;
-    let pool = || db::connect_lazy(&url, db::PoolSettings { max_connections: 2, ..Default::default() });
+    // verify, rebuild and export stream the whole log: long statements are their normal.
+    let settings =
+        db::PoolSettings { max_connections: 2, slow_statement: Duration::from_secs(3600), ..Default::default() };
+    let pool = || db::connect_lazy(&url, settings);
     match cli.command {
         Command::Migrate => {
             let pool = pool()?;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgPool};
 
 use crate::config::{Config, DatabaseSource};
 use crate::embedded::LocalCluster;
@@ -64,17 +64,21 @@ pub struct PoolSettings {
     /// How long a caller waits for a connection (or for a connect) before the database counts
     /// as unavailable; ingest keeps this short so Stripe gets a 503 well within its timeout.
     pub acquire_timeout: Duration,
+    /// Statements slower than this are logged as warnings (tools that stream the whole log raise it).
+    pub slow_statement: Duration,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3) }
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3), slow_statement: Duration::from_secs(1) }
     }
 }
 
 /// Connects a pool lazily: the binaries start (and answer `/healthz`) while the database is down.
 pub fn connect_lazy(url: &SecretString, settings: PoolSettings) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url.expose_secret()).context("parsing DATABASE_URL")?;
+    let options = PgConnectOptions::from_str(url.expose_secret())
+        .context("parsing DATABASE_URL")?
+        .log_slow_statements(log::LevelFilter::Warn, settings.slow_statement);
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
