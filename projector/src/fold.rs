@@ -547,7 +547,7 @@ impl Folder<'_> {
                 self.intent(
                     format!("email:payment_failed:{}", invoice.id),
                     "email",
-                    format!("payment failed for {sub_id}; grace until {}", row.grace_until.unwrap_or_default()),
+                    payment_failed_detail(sub_id, row.grace_until.unwrap_or_default()),
                 );
             }
             self.touched.insert(sub_id.clone(), row);
@@ -758,6 +758,16 @@ impl Folder<'_> {
         }
         TokenWant { stripe_customer_id: customer.to_owned(), wanted: best.is_some(), tier: best.map(|(_, t)| t) }
     }
+}
+
+/// Detail of a payment-failed mail intent (the dispatcher reads the subscription back from it).
+pub fn payment_failed_detail(subscription: &str, grace_until: i64) -> String {
+    format!("payment failed for {subscription}; grace until {grace_until}")
+}
+
+/// The subscription of a payment-failed mail intent's detail.
+pub fn payment_failed_subscription(detail: &str) -> Option<&str> {
+    detail.strip_prefix("payment failed for ")?.split_once(';').map(|(subscription, _)| subscription)
 }
 
 /// The instance a subscription row asks for (the grace deadline is enforced by the dispatcher).

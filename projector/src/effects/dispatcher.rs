@@ -792,7 +792,7 @@ impl Dispatcher {
             });
         }
         let sub_id = match template {
-            "payment_failed" => detail.split_whitespace().nth(3).map(|s| s.trim_end_matches(';').to_owned()),
+            "payment_failed" => crate::fold::payment_failed_subscription(detail).map(str::to_owned),
             _ => Some(subject.to_owned()),
         };
         let Some(sub_id) = sub_id else { return Ok(Compose::Skip(format!("cannot read the subscription of {key}"))) };

@@ -254,6 +254,12 @@ fn a_failed_payment_opens_a_grace_period_that_a_payment_closes() {
         assert_eq!(g.state.instances["sub_1"].desired, Desired::Running, "kept running during the grace period");
         assert!(g.state.tokens["cus_1"].wanted, "token valid while in grace");
         assert!(g.intent_keys().contains(&"email:payment_failed:in_2"));
+        let mail = g.intents.iter().find(|i| i.key == "email:payment_failed:in_2").expect("intent");
+        assert_eq!(
+            projector::fold::payment_failed_subscription(&mail.detail),
+            Some("sub_1"),
+            "the dispatcher reads it back"
+        );
 
         g.event(&stripe::invoice_event(
             "invoice.paid",
