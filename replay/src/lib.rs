@@ -82,6 +82,12 @@ pub enum Command {
         /// cus_... or sub_...
         id: String,
     },
+    /// Effects that failed for good: list them, or retry one under its key.
+    Effects {
+        /// What to do.
+        #[command(subcommand)]
+        action: EffectsAction,
+    },
     /// Write events (in log order) as JSON Lines with exact raw bodies, or CSV.
     Export {
         /// jsonl or csv.
@@ -99,6 +105,18 @@ pub enum Command {
         /// Write here instead of stdout.
         #[arg(long)]
         output: Option<std::path::PathBuf>,
+    },
+}
+
+/// `replay effects ...`.
+#[derive(Debug, Subcommand)]
+pub enum EffectsAction {
+    /// List effects whose last attempt failed for good.
+    Failed,
+    /// Make a failed effect pending again: the dispatcher repeats it with the same idempotency key.
+    Retry {
+        /// Its key, as `replay effects failed` prints it.
+        key: String,
     },
 }
 
@@ -179,6 +197,25 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             for line in lines {
                 writeln!(out, "{line}")?;
+            }
+        }
+        Command::Effects { action } => {
+            let pool = pool()?;
+            db::prepare(&pool, config.migrate_on_start).await?;
+            let mut out = std::io::stdout().lock();
+            match action {
+                EffectsAction::Failed => {
+                    let failed = projector::effects::dispatcher::failed(&pool).await?;
+                    for f in &failed {
+                        let error = f.error.as_deref().unwrap_or("-");
+                        writeln!(out, "{}  {}  attempt {}  {}  {error}", f.at.to_rfc3339(), f.key, f.attempt, f.kind)?;
+                    }
+                    writeln!(out, "{} failed effects", failed.len())?;
+                }
+                EffectsAction::Retry { key } => {
+                    let what = projector::effects::dispatcher::rearm(&pool, &key).await?;
+                    writeln!(out, "{key} re-armed ({what:?}): the active dispatcher retries it with the same key")?;
+                }
             }
         }
         Command::Export { format, from, to, customer, output } => {

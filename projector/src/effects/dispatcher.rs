@@ -128,9 +128,17 @@ async fn failed_for_good(
     .execute(&mut *conn)
     .await?;
     if !key.starts_with("email:alert:") {
+        // One alert per failure: a key an operator re-armed and that failed again alerts again.
+        let failures = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM ledger.effects WHERE key = $1 AND outcome = 'failed'"#,
+            key
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let alert = if failures > 1 { format!("email:alert:{key}#{failures}") } else { format!("email:alert:{key}") };
         sqlx::query!(
             "INSERT INTO ledger.intents (key, kind, detail, position) VALUES ($1, 'email', $2, $3) ON CONFLICT (key) DO NOTHING",
-            format!("email:alert:{key}"),
+            alert,
             detail,
             position
         )
@@ -597,18 +605,20 @@ impl Dispatcher {
         tier: &str,
         replace: Option<&LiveToken>,
     ) -> anyhow::Result<bool> {
-        let prefix = format!("email:token:token:{customer}:");
+        // Token mails are keyed `email:<token key>`, token keys `token:<customer>:...`.
+        let prefix = format!("email:token:{customer}:");
         let recent = sqlx::query!(
-            "SELECT outcome, at FROM ledger.effects WHERE key LIKE $1 || '%' ORDER BY id DESC LIMIT $2",
+            "SELECT outcome, at, attempt FROM ledger.effects WHERE key LIKE $1 || '%' ORDER BY id DESC LIMIT $2",
             prefix,
-            i64::from(self.settings.max_attempts)
+            i64::from(self.settings.max_attempts) + 1
         )
         .fetch_all(&self.pool)
         .await?;
-        let failures = recent.iter().take_while(|r| r.outcome != "succeeded").count();
         if recent.first().is_some_and(|r| r.outcome == "failed") {
-            return Ok(false); // failed for good: an admin was alerted
+            return Ok(false); // failed for good: an admin was alerted; `replay effects retry` re-arms
         }
+        // Consecutive failed deliveries since the last success or an operator's re-arm (attempt 0).
+        let failures = recent.iter().take_while(|r| r.outcome != "succeeded" && r.attempt > 0).count();
         if let Some(last) = recent.first().filter(|_| failures > 0)
             && !self.due(last.at, i32::try_from(failures).unwrap_or(i32::MAX), &prefix)
         {
@@ -700,12 +710,19 @@ impl Dispatcher {
 
     async fn mails(&self) -> anyhow::Result<usize> {
         let pending = sqlx::query!(
-            r#"SELECT i.key, i.detail, i.position,
-                      (SELECT count(*) FROM ledger.effects e WHERE e.key = i.key) AS "attempts!",
-                      (SELECT max(e.at) FROM ledger.effects e WHERE e.key = i.key) AS last_at
+            // Pending: no journal row yet, or the latest is a `retry` (an attempt to repeat, or an
+            // operator's re-arm after a failure). Attempts count from the last ending row.
+            r#"SELECT i.key, i.detail, i.position, a.attempts AS "attempts!", a.last_at
                FROM ledger.intents i
+               CROSS JOIN LATERAL (
+                 SELECT count(*) FILTER (WHERE e.attempt > 0) AS attempts,
+                        max(e.at) FILTER (WHERE e.attempt > 0) AS last_at
+                 FROM ledger.effects e
+                 WHERE e.key = i.key AND e.id > coalesce(
+                   (SELECT max(t.id) FROM ledger.effects t WHERE t.key = i.key AND t.outcome <> 'retry'), 0)) a
                WHERE i.kind = 'email'
-                 AND NOT EXISTS (SELECT 1 FROM ledger.effects e WHERE e.key = i.key AND e.outcome <> 'retry')
+                 AND coalesce((SELECT e.outcome FROM ledger.effects e WHERE e.key = i.key ORDER BY e.id DESC LIMIT 1),
+                              'retry') = 'retry'
                ORDER BY i.position, i.key"#
         )
         .fetch_all(&self.pool)
@@ -784,7 +801,10 @@ impl Dispatcher {
         let (_, template, subject) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         if template == "alert" {
             return Ok(match &self.settings.admin_email {
-                Some(admin) => Compose::Ready(mail::alert(admin, subject, detail)),
+                Some(admin) => {
+                    let failed = subject.split_once('#').map_or(subject, |(key, _)| key);
+                    Compose::Ready(mail::alert(admin, failed, detail))
+                }
                 None => {
                     tracing::error!(key, detail, "ADMIN_EMAIL is unset: this alert goes to the log only");
                     Compose::Skip("ADMIN_EMAIL is unset".to_owned())
@@ -834,6 +854,112 @@ impl Dispatcher {
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
     }
+}
+
+/// An effect whose last attempt failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEffect {
+    /// Its key.
+    pub key: String,
+    /// Its kind.
+    pub kind: String,
+    /// The failing attempt.
+    pub attempt: i32,
+    /// Why.
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Effects whose last journal row is `failed`, oldest first (`replay effects failed`).
+pub async fn failed(pool: &PgPool) -> anyhow::Result<Vec<FailedEffect>> {
+    Ok(sqlx::query_as!(
+        FailedEffect,
+        r#"SELECT key AS "key!", kind AS "kind!", attempt AS "attempt!", error, at AS "at!"
+           FROM (SELECT DISTINCT ON (key) key, kind, attempt, outcome, error, at
+                 FROM ledger.effects ORDER BY key, id DESC) last
+           WHERE outcome = 'failed' ORDER BY at"#
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// What [`rearm`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rearmed {
+    /// The instance operation under this key will be attempted again, from attempt 1.
+    Instance,
+    /// The mail under this key will be attempted again, from attempt 1.
+    Mail,
+}
+
+/// An operator's retry of an effect that failed for good (`replay effects retry <key>`): journals
+/// a `retry` row (attempt 0, "re-armed by an operator") and makes the key pending again, so the
+/// dispatcher makes the same call with the same idempotency key. Refuses keys that are not failed.
+pub async fn rearm(pool: &PgPool, key: &str) -> anyhow::Result<Rearmed> {
+    let mut tx = pool.begin().await?;
+    let last = sqlx::query!(
+        "SELECT kind, outcome FROM ledger.effects WHERE key = $1 ORDER BY id DESC LIMIT 1 FOR UPDATE",
+        key
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(last) = last.filter(|l| l.outcome == "failed") else {
+        anyhow::bail!("{key} has not failed (its last journal row is not `failed`): nothing to retry");
+    };
+    let kind: &'static str = match last.kind.as_str() {
+        "provision" => "provision",
+        "update" => "update",
+        "deprovision" => "deprovision",
+        "email" => "email",
+        other => anyhow::bail!("effects of kind `{other}` are retried by the dispatcher itself"),
+    };
+    let rearmed = if kind == "email" {
+        let intent: bool =
+            sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM ledger.intents WHERE key = $1) AS "exists!""#, key)
+                .fetch_one(&mut *tx)
+                .await?;
+        // A token mail is not an intent: re-armed, the token pass issues and mails a new token.
+        if !intent && !key.starts_with("email:token:") {
+            anyhow::bail!("{key} is neither a mail intent nor a token mail");
+        }
+        Rearmed::Mail
+    } else {
+        let pending = match kind {
+            "provision" => Status::Provisioning,
+            "update" => Status::Updating,
+            _ => Status::Deprovisioning,
+        };
+        let updated = sqlx::query!(
+            "UPDATE ledger.instances_observed SET status = $3, attempts = 0, last_error = NULL, updated_at = now()
+             WHERE key = $1 AND status = $2",
+            key,
+            Status::Failed.as_str(),
+            pending.as_str()
+        )
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            anyhow::bail!("the instance has moved on from {key} (a newer operation or state): nothing to retry");
+        }
+        Rearmed::Instance
+    };
+    let metrics = Metrics::default();
+    let row = Attempt {
+        key,
+        kind,
+        attempt: 0,
+        request: "re-armed by an operator".to_owned(),
+        status: None,
+        outcome: "retry",
+        error: None,
+    };
+    journal(&mut tx, row, &metrics).await?;
+    sqlx::query!("DELETE FROM projection.anomalies WHERE key = $1", format!("{EFFECT_FAILED}:{key}"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rearmed)
 }
 
 struct PendingMail {

@@ -267,6 +267,75 @@ async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_lo
     let before = world.provisioner.calls().len();
     projector.dispatcher_passes(3).await;
     assert_eq!(world.provisioner.calls().len(), before);
+
+    // The provisioner is fixed; an operator re-arms the effect: same key, attempts from 1, the
+    // anomaly goes, no second alert.
+    world.provisioner.always(200);
+    let key = world.provisioner.calls().last().and_then(|c| c.idempotency_key.clone()).expect("key");
+    let rearmed = projector::effects::dispatcher::rearm(&world.db.pool, &key).await.expect("re-armed");
+    assert_eq!(rearmed, projector::effects::dispatcher::Rearmed::Instance);
+    world.wait_status("sub_f", "running").await;
+    let last = world.provisioner.calls().last().cloned().expect("call");
+    assert_eq!(last.idempotency_key.as_deref(), Some(key.as_str()));
+    let journal: Vec<(i32, String)> =
+        sqlx::query_as("SELECT attempt, outcome FROM ledger.effects WHERE key = $1 ORDER BY id DESC LIMIT 2")
+            .bind(&key)
+            .fetch_all(&world.db.pool)
+            .await
+            .expect("journal");
+    assert_eq!(journal, vec![(1, "succeeded".into()), (0, "retry".into())]);
+    assert_eq!(world.scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed'").await, 0);
+    assert!(projector::effects::dispatcher::rearm(&world.db.pool, &key).await.is_err(), "only a failed key");
+    assert_eq!(world.received_by("ops@ledger.test").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_that_failed_for_good_is_sent_after_the_address_is_fixed_and_it_is_re_armed() {
+    let world = World::start(Arc::new(SystemClock)).await;
+    let t = stripe::now();
+    world.post(stripe::customer_event("customer.created", t, Shape::Basil, "cus_m", "not an address")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_m", "cus_m", "price_starter_monthly", "active"))
+        .await;
+    world.wait_mail("ops@ledger.test", "[stripe-ledger] effect failed: email:welcome:sub_m").await;
+    let outcome: String = sqlx::query_scalar(
+        "SELECT outcome FROM ledger.effects WHERE key = 'email:welcome:sub_m' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&world.db.pool)
+    .await
+    .expect("journal");
+    assert_eq!(outcome, "failed", "a bad address is not retried");
+
+    // The token mail failed too, once (not a new token every pass).
+    world.wait_mail("ops@ledger.test", "[stripe-ledger] effect failed: email:token:cus_m:").await;
+    world.projector.as_ref().expect("running").dispatcher_passes(3).await;
+    let token_mails = world.scalar("SELECT count(*) FROM ledger.effects WHERE key LIKE 'email:token:cus_m:%'").await;
+    assert_eq!(token_mails, 1, "a bad address is not retried with new tokens");
+
+    world.post(stripe::customer_event("customer.updated", t + 60, Shape::Basil, "cus_m", "m@example.com")).await;
+    world.projector.as_ref().expect("running").caught_up(&world.db.pool).await;
+    let rearmed = projector::effects::dispatcher::rearm(&world.db.pool, "email:welcome:sub_m").await.expect("re-armed");
+    assert_eq!(rearmed, projector::effects::dispatcher::Rearmed::Mail);
+    let failed = projector::effects::dispatcher::failed(&world.db.pool).await.expect("failed effects");
+    let keys: Vec<&str> = failed.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(keys.len(), 1, "the welcome is re-armed, the token mail still failed: {keys:?}");
+    let token_key = keys[0].to_owned();
+    assert!(token_key.starts_with("email:token:cus_m:"), "{token_key}");
+    projector::effects::dispatcher::rearm(&world.db.pool, &token_key).await.expect("token mail re-armed");
+    world.wait_mail("m@example.com", "Welcome").await;
+    world.wait_mail("m@example.com", "Your API token").await;
+    world.mails_settled().await;
+    assert_eq!(world.received_by("m@example.com").iter().filter(|m| m.data.contains("Subject: Welcome")).count(), 1);
+    let live = world
+        .scalar("SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_m' AND revoked_at IS NULL AND delivered_at IS NOT NULL")
+        .await;
+    assert_eq!(live, 1, "the undeliverable token was revoked, the new one delivered");
+    let alerts: Vec<String> = world
+        .received_by("ops@ledger.test")
+        .iter()
+        .map(|m| m.data.lines().find(|l| l.starts_with("Subject")).unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(alerts.len(), 2, "one alert per failure (welcome, token mail): {alerts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
