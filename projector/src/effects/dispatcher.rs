@@ -276,14 +276,14 @@ impl Dispatcher {
                       o.limit_messages_per_day AS "o_messages?", o.limit_memory_mb AS "o_memory?",
                       o.limit_cpu AS "o_cpu?", o.key AS "o_key?", o.attempts AS "o_attempts?",
                       o.torn_down_by_grace AS "o_grace?", o.updated_at AS "o_updated?",
-                      (SELECT i.key FROM ledger.intents i
-                        WHERE i.kind = 'instance' AND split_part(i.key, ':', 2) = t.stripe_subscription_id
-                        ORDER BY i.position DESC LIMIT 1) AS latest_key,
-                      (SELECT max(i.position) FROM ledger.intents i
-                        WHERE i.kind = 'instance' AND split_part(i.key, ':', 2) = t.stripe_subscription_id) AS latest_position
+                      li.key AS "latest_key?", li.position AS "latest_position?"
                FROM projection.instance_targets t
                LEFT JOIN projection.subscriptions s USING (stripe_subscription_id)
                LEFT JOIN ledger.instances_observed o USING (stripe_subscription_id)
+               LEFT JOIN LATERAL (
+                 SELECT i.key, i.position FROM ledger.intents i
+                 WHERE i.kind = 'instance' AND split_part(i.key, ':', 2) = t.stripe_subscription_id
+                 ORDER BY i.position DESC LIMIT 1) li ON true
                WHERE t.desired <> 'absent'
                  AND NOT (t.desired = 'running' AND o.status = 'running'
                           AND (s.grace_until IS NULL OR s.grace_until > $1)
@@ -671,7 +671,7 @@ impl Dispatcher {
         tx.commit().await?;
 
         let mail_key = format!("email:{key}");
-        let (verdict, error) = self.send(&mail_key, &mail::token(email, tier, &plaintext, expires_at)).await;
+        let (verdict, error) = self.mailer.send(&mail_key, &mail::token(email, tier, &plaintext, expires_at)).await;
         drop(plaintext);
         let attempt = u32::try_from(failures).unwrap_or(u32::MAX) + 1;
         let outcome = plan::outcome(verdict, attempt, self.settings.max_attempts);
@@ -702,10 +702,6 @@ impl Dispatcher {
         tx.commit().await?;
         tracing::info!(key, customer, outcome, "token issued");
         Ok(true)
-    }
-
-    async fn send(&self, key: &str, mail: &Mail) -> (Verdict, Option<String>) {
-        self.mailer.send(key, mail).await
     }
 
     async fn mails(&self) -> anyhow::Result<usize> {
@@ -769,7 +765,7 @@ impl Dispatcher {
             }
         };
         let (verdict, error) = match &mail.1 {
-            Ok(m) => self.send(&p.key, m).await,
+            Ok(m) => self.mailer.send(&p.key, m).await,
             Err(reason) => (Verdict::Retry, Some(reason.clone())),
         };
         let attempt = done + 1;
@@ -848,11 +844,6 @@ impl Dispatcher {
             "canceled" => Compose::Ready(mail::canceled(&to, &sub_id)),
             other => Compose::Skip(format!("unknown mail template `{other}`")),
         })
-    }
-
-    /// The clock it reads.
-    pub fn clock(&self) -> Arc<dyn Clock> {
-        self.clock.clone()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The pure fold, given/when/then, on Stripe-shaped payloads in both API shapes (no database).
 
 use ledger_tests::lifecycle;
+use ledger_tests::projector::without_positions;
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use projector::fold::{Desired, FoldConfig, Intent, Projections};
 use shared::catalog::{Catalog, Limit, UNKNOWN_TIER};
@@ -390,26 +391,6 @@ fn folding_the_same_event_twice_changes_nothing_the_second_time() {
     let again_invoice = state.fold_and_apply(2, &invoice, &catalog, &FoldConfig::default());
     assert_eq!(state, before);
     assert!(again.is_empty() && again_invoice.is_empty(), "no intents either");
-}
-
-/// Positions are assigned by arrival, so they differ between delivery orders by design; everything
-/// else must converge.
-fn without_positions(p: &Projections) -> Projections {
-    let mut p = p.clone();
-    for a in p.accounts.values_mut() {
-        if let Some(v) = a.version.as_mut() {
-            v.position = 0;
-        }
-    }
-    for s in p.subscriptions.values_mut() {
-        if let Some(v) = s.version.as_mut() {
-            v.position = 0;
-        }
-    }
-    for a in p.anomalies.values_mut() {
-        a.position = 0;
-    }
-    p
 }
 
 #[test]
