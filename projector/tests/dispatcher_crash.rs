@@ -19,6 +19,7 @@ fn spawn_projector(url: &str, provisioner: &str, mail_dir: &std::path::Path) -> 
         .env("PROJECTOR_ADDR", "127.0.0.1:0")
         .env("PROVISIONER_URL", provisioner)
         .env("PROVISIONER_API_KEY", "crash-key")
+        .env("ALLOW_INSECURE_HTTP", "true") // the fake provisioner speaks plain HTTP on loopback
         .env("MAIL_DIR", mail_dir)
         .env("EFFECT_BACKOFF_MS", "20")
         .env("RUST_LOG", "warn")

@@ -24,6 +24,7 @@ async fn a_token_plaintext_is_mailed_and_never_logged() {
         .env("DATABASE_URL", db.url().await)
         .env("PROJECTOR_ADDR", "127.0.0.1:0")
         .env("SMTP_URL", &smtp.url)
+        .env("ALLOW_INSECURE_SMTP", "true") // the test SMTP server has no TLS
         .env("MAIL_FROM", "billing@ledger.test")
         .env("RUST_LOG", "trace")
         .stdout(Stdio::null())

@@ -113,7 +113,13 @@ async fn fetch_page(
                 }
                 (format!("{status}"), retry_after)
             }
-            Err(error) => (format!("request failed: {error}"), None),
+            Err(error) => {
+                let (cause, detail) = shared::outbound::classify(&error);
+                if !cause.is_transient() {
+                    anyhow::bail!("GET /v1/events: {cause}: {detail}");
+                }
+                (format!("{cause}: {detail}"), None)
+            }
         };
         if attempt >= settings.max_attempts {
             anyhow::bail!("GET /v1/events failed {attempt} times (last: {why}); run backfill again to resume");
@@ -132,7 +138,7 @@ pub async fn run(
     progress: &mut dyn FnMut(Summary),
     on_retry: &mut dyn FnMut(String),
 ) -> anyhow::Result<Summary> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    let http = shared::outbound::client(Duration::from_secs(60))?;
     let types: Vec<String> = settings.types.clone();
     let unfinished = if settings.restart {
         None

@@ -101,3 +101,51 @@ async fn backfill_appends_what_the_webhooks_missed_once_retries_resumes_and_proj
     assert_eq!(without_positions(&load_tables(&db.pool).await), without_positions(&reference));
     projector.stop().await;
 }
+
+/// The real binary, as deployed: `DATABASE_URL` set, nothing else from the test's environment.
+fn replay_backfill(db_url: &str, api_base: &str, extra: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_replay"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db_url)
+        .env("STRIPE_API_KEY", "rk_test_backfill")
+        .env("STRIPE_API_BASE", api_base)
+        .envs(extra.iter().copied())
+        .arg("backfill")
+        .output()
+        .expect("replay runs");
+    let out = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_speaks_https_to_a_stripe_signed_by_a_private_ca_and_names_a_tls_failure() {
+    let mut rng = fastrand::Rng::with_seed(9);
+    let events: Vec<Vec<u8>> = lifecycle::lifecycle(0, &mut rng, 1_750_000_000).into_iter().map(|e| e.body).collect();
+    let ca = ledger_tests::tls::TestCa::new();
+    let api = FakeStripe::start_tls(events.clone(), &ca).await;
+    let db = TestDb::new().await;
+    let url = db.url().await;
+
+    // The CA is not trusted: a TLS failure, said so at once (not retried for minutes), nothing sent.
+    let (ok, out) = replay_backfill(&url, &api.url, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("TLS: "), "the cause is named: {out}");
+    assert!(api.requests().is_empty(), "no request got past the handshake");
+    assert_eq!(db.event_count().await, 0);
+
+    // Trusted through SSL_CERT_FILE, as with a private CA in production.
+    let (ok, out) = replay_backfill(&url, &api.url, &[("SSL_CERT_FILE", &ca.ca_path())]);
+    assert!(ok, "{out}");
+    assert_eq!(db.event_count().await, events.len() as i64);
+    assert!(api.requests().iter().all(|r| r.authorization.as_deref() == Some("Bearer rk_test_backfill")));
+
+    // Plain http:// with a real database would send the key in clear text: refused before any call.
+    let plain = FakeStripe::start(events.clone()).await;
+    let (ok, out) = replay_backfill(&url, &plain.url, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("STRIPE_API_BASE") && out.contains("ALLOW_INSECURE_HTTP"), "{out}");
+    assert!(plain.requests().is_empty());
+    let (ok, out) = replay_backfill(&url, &plain.url, &[("ALLOW_INSECURE_HTTP", "true")]);
+    assert!(ok, "explicitly allowed: {out}");
+}

@@ -116,6 +116,12 @@ pub struct Config {
     /// `MIGRATE_ON_START` (default true): binaries apply pending migrations at start-up; false:
     /// they only check that none is pending (`replay migrate` applies them with the owner role).
     pub migrate_on_start: bool,
+    /// `ALLOW_INSECURE_HTTP` (default false): accept plain `http://` for `STRIPE_API_BASE` and
+    /// `PROVISIONER_URL` with `DATABASE_URL` set. Local development (no `DATABASE_URL`) always may.
+    pub allow_insecure_http: bool,
+    /// `ALLOW_INSECURE_SMTP` (default false): accept an `SMTP_URL` without TLS with `DATABASE_URL`
+    /// set (token mails carry secrets). Local development always may.
+    pub allow_insecure_smtp: bool,
     /// `LOG_FORMAT`: `pretty` (default) or `json`.
     pub log_format: LogFormat,
 }
@@ -202,24 +208,21 @@ impl Config {
             return Err(ConfigError::new("PROVISIONER_TIMEOUT_SECS", "must be at least 1"));
         }
 
+        let allow_insecure_http = parse_bool(get("ALLOW_INSECURE_HTTP"), "ALLOW_INSECURE_HTTP", false)?;
+        let allow_insecure_smtp = parse_bool(get("ALLOW_INSECURE_SMTP"), "ALLOW_INSECURE_SMTP", false)?;
+        let local = matches!(database, DatabaseSource::Embedded { .. });
         let stripe_api_base = get("STRIPE_API_BASE").unwrap_or("https://api.stripe.com");
-        if !(stripe_api_base.starts_with("http://") || stripe_api_base.starts_with("https://")) {
-            return Err(ConfigError::new("STRIPE_API_BASE", "must be an http:// or https:// URL"));
-        }
+        check_http_url("STRIPE_API_BASE", stripe_api_base, local || allow_insecure_http)?;
         let provisioner_url = get("PROVISIONER_URL").map(str::to_owned);
-        if let Some(url) = &provisioner_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::new("PROVISIONER_URL", "must be an http:// or https:// URL"));
+        if let Some(url) = &provisioner_url {
+            check_http_url("PROVISIONER_URL", url, local || allow_insecure_http)?;
+        }
+        let smtp_url = get("SMTP_URL");
+        if let Some(url) = smtp_url {
+            check_smtp_url(url, local || allow_insecure_smtp)?;
         }
 
-        let migrate_on_start = match get("MIGRATE_ON_START").map(str::to_ascii_lowercase).as_deref() {
-            None | Some("true" | "1" | "yes" | "on") => true,
-            Some("false" | "0" | "no" | "off") => false,
-            Some(other) => {
-                return Err(ConfigError::new("MIGRATE_ON_START", format!("`{other}` is neither true nor false")));
-            }
-        };
+        let migrate_on_start = parse_bool(get("MIGRATE_ON_START"), "MIGRATE_ON_START", true)?;
         let log_format = match get("LOG_FORMAT") {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -245,7 +248,7 @@ impl Config {
             grace_period: Duration::from_secs(grace_days * 86_400),
             provisioner_url,
             provisioner_api_key: get("PROVISIONER_API_KEY").map(|v| SecretString::from(v.to_owned())),
-            smtp_url: get("SMTP_URL").map(|v| SecretString::from(v.to_owned())),
+            smtp_url: smtp_url.map(|v| SecretString::from(v.to_owned())),
             mail_from: get("MAIL_FROM").map(str::to_owned),
             admin_email: get("ADMIN_EMAIL").map(str::to_owned),
             mail_dir: get("MAIL_DIR").map_or_else(|| PathBuf::from(".data/mail"), PathBuf::from),
@@ -256,6 +259,8 @@ impl Config {
             stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
             migrate_on_start,
+            allow_insecure_http,
+            allow_insecure_smtp,
             log_format,
         })
     }
@@ -270,6 +275,51 @@ impl Config {
             ));
         }
         Ok(&self.webhook_secrets)
+    }
+}
+
+fn parse_bool(value: Option<&str>, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError::new(var, format!("`{other}` is neither true nor false"))),
+    }
+}
+
+/// Outbound HTTP carries API keys: `https://` always, plain `http://` only where allowed.
+fn check_http_url(var: &'static str, url: &str, insecure_allowed: bool) -> Result<(), ConfigError> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    if !url.starts_with("http://") {
+        return Err(ConfigError::new(var, "must be an https:// URL"));
+    }
+    if insecure_allowed {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        var,
+        "plain http:// would send the API key in clear text: use https://, or set ALLOW_INSECURE_HTTP=true",
+    ))
+}
+
+/// SMTP carries token mails: implicit TLS (`smtps://`) or required STARTTLS (`?tls=required`),
+/// anything else only where allowed. (lettre's `smtp://` without `tls=` is plain text, and
+/// `tls=opportunistic` falls back to plain text when a man in the middle strips STARTTLS.)
+fn check_smtp_url(url: &str, insecure_allowed: bool) -> Result<(), ConfigError> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let tls_required = rest
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.eq_ignore_ascii_case("tls=required")));
+    match scheme {
+        "smtps" => Ok(()),
+        "smtp" if tls_required || insecure_allowed => Ok(()),
+        "smtp" => Err(ConfigError::new(
+            "SMTP_URL",
+            "SMTP without required TLS sends tokens in clear text: use smtps:// or ?tls=required, or set ALLOW_INSECURE_SMTP=true",
+        )),
+        _ => Err(ConfigError::new("SMTP_URL", "must be an smtp:// or smtps:// URL")),
     }
 }
 
@@ -373,6 +423,8 @@ mod tests {
             ("DATABASE_MAX_CONNECTIONS", "1"),
             ("STRIPE_API_BASE", "api.stripe.com"),
             ("PROVISIONER_URL", "ftp://x"),
+            ("ALLOW_INSECURE_HTTP", "perhaps"),
+            ("SMTP_URL", "http://mx"),
             ("LOG_FORMAT", "xml"),
             ("EFFECT_MAX_ATTEMPTS", "0"),
             ("EFFECT_BACKOFF_MS", "soon"),
@@ -388,13 +440,34 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_and_smtp_are_refused_outside_local_development_unless_allowed() {
+        let db = ("DATABASE_URL", "postgres://u@h/db");
+        for (var, value) in [("STRIPE_API_BASE", "http://stripe.internal"), ("PROVISIONER_URL", "http://prov:8080")] {
+            let err = config(&[db, (var, value)]).expect_err(var);
+            assert_eq!(err.var, var);
+            assert!(err.reason.contains("ALLOW_INSECURE_HTTP"), "{err}");
+            config(&[db, (var, value), ("ALLOW_INSECURE_HTTP", "true")]).expect("explicitly allowed");
+            config(&[(var, value)]).expect("local development");
+            config(&[db, (var, &value.replace("http://", "https://"))]).expect("https");
+        }
+        for plain in ["smtp://u:p@mx:587", "smtp://mx:587?tls=opportunistic"] {
+            let err = config(&[db, ("SMTP_URL", plain)]).expect_err(plain);
+            assert!(err.reason.contains("ALLOW_INSECURE_SMTP"), "{err}");
+            config(&[db, ("SMTP_URL", plain), ("ALLOW_INSECURE_SMTP", "yes")]).expect("explicitly allowed");
+        }
+        for secure in ["smtps://u:p@mx", "smtp://u:p@mx:587?tls=required"] {
+            config(&[db, ("SMTP_URL", secure)]).expect(secure);
+        }
+    }
+
+    #[test]
     fn debug_output_redacts_secrets() {
         let config = config(&[
             ("DATABASE_URL", "postgres://user:hunter2@db/ledger"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
             ("STRIPE_API_KEY", "sk_live_topsecret"),
             ("PROVISIONER_API_KEY", "prov_topsecret"),
-            ("SMTP_URL", "smtp://u:mailsecret@mx"),
+            ("SMTP_URL", "smtps://u:mailsecret@mx"),
         ])
         .expect("valid");
         let debug = format!("{config:?}");

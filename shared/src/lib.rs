@@ -8,6 +8,7 @@
 //! - [`log`]: the one append path into `ledger.events` (group commit, dedupe, hash chain).
 //! - [`stripe`]: the typed event model (customers, subscriptions, invoices, checkout sessions)
 //!   read from either API shape.
+//! - [`outbound`]: the HTTPS client for Stripe and the provisioner, and failure causes in words.
 //! - [`db`]: the connection pool, the one migrator and the database URL resolution.
 //! - [`embedded`]: the local PostgreSQL cluster under `./.data/` used when `DATABASE_URL` is unset.
 //! - [`telemetry`]: the tracing subscriber.
@@ -19,6 +20,7 @@ pub mod db;
 pub mod embedded;
 pub mod envelope;
 pub mod log;
+pub mod outbound;
 pub mod shutdown;
 pub mod signature;
 pub mod stripe;

@@ -10,6 +10,7 @@
 //! - [`provisioner`]: a fake provisioner (a real HTTP server on 127.0.0.1:0 that records calls).
 //! - [`smtp`]: a small SMTP server on 127.0.0.1:0 that keeps what it receives.
 //! - [`stripe_api`]: a fake Stripe API serving `GET /v1/events` pages, with scripted failures.
+//! - [`tls`]: a private CA per test and an HTTPS server with its certificate (`SSL_CERT_FILE`).
 //! - [`wait`]: waiting on a condition with a bound, instead of sleeping.
 
 pub mod db;
@@ -20,4 +21,5 @@ pub mod provisioner;
 pub mod smtp;
 pub mod stripe;
 pub mod stripe_api;
+pub mod tls;
 pub mod wait;

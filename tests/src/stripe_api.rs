@@ -54,9 +54,21 @@ impl FakeStripe {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let fake = Self { url, inner: Arc::new(Mutex::new(Inner { events, ..Inner::default() })) };
-        let app = Router::new().route("/v1/events", get(list)).with_state(fake.clone());
+        let app = fake.router();
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
+    }
+
+    /// Serves `events` over HTTPS with a certificate from `ca`, at `https://localhost:<port>`.
+    pub async fn start_tls(events: Vec<Vec<u8>>, ca: &crate::tls::TestCa) -> Self {
+        let mut fake = Self { url: String::new(), inner: Arc::new(Mutex::new(Inner { events, ..Inner::default() })) };
+        let addr = ca.serve(fake.router()).await;
+        fake.url = format!("https://localhost:{}", addr.port());
+        fake
+    }
+
+    fn router(&self) -> Router {
+        Router::new().route("/v1/events", get(list)).with_state(self.clone())
     }
 
     /// The next requests answer these statuses (with a `Retry-After` in seconds, if given).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lettre::message::header::ContentType;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::plan::Verdict;
@@ -41,8 +41,8 @@ pub struct Mail {
 pub enum Mailer {
     /// SMTP.
     Smtp(AsyncSmtpTransport<Tokio1Executor>, String),
-    /// `.eml` files in a directory.
-    Files(AsyncFileTransport<Tokio1Executor>, String),
+    /// `.eml` files in a directory (0700; each file 0600: token mails hold plaintext tokens).
+    Files(PathBuf, String),
 }
 
 impl std::fmt::Debug for Mailer {
@@ -66,10 +66,10 @@ impl Mailer {
                 Ok(Self::Smtp(transport, config.from.clone()))
             }
             None => {
-                std::fs::create_dir_all(&config.dir)
-                    .map_err(|e| anyhow::anyhow!("creating MAIL_DIR {}: {e}", config.dir.display()))?;
+                private_dir(&config.dir)
+                    .map_err(|e| anyhow::anyhow!("preparing MAIL_DIR {}: {e}", config.dir.display()))?;
                 tracing::warn!(dir = %config.dir.display(), "SMTP_URL is unset: mails are written as .eml files");
-                Ok(Self::Files(AsyncFileTransport::new(&config.dir), config.from.clone()))
+                Ok(Self::Files(config.dir.clone(), config.from.clone()))
             }
         }
     }
@@ -90,12 +90,29 @@ impl Mailer {
                 Err(e) if e.is_permanent() => (Verdict::Failed, Some(format!("SMTP: {e}"))),
                 Err(e) => (Verdict::Retry, Some(format!("SMTP: {e}"))),
             },
-            Self::Files(transport, _) => match transport.send(message).await {
-                Ok(_) => (Verdict::Succeeded, None),
+            Self::Files(dir, _) => match write_private(dir, &message.formatted()).await {
+                Ok(()) => (Verdict::Succeeded, None),
                 Err(e) => (Verdict::Retry, Some(format!("mail file: {e}"))),
             },
         }
     }
+}
+
+/// Creates `dir` if needed and makes it readable by its owner only.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    // An existing directory keeps its mode through create(): tighten it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes one mail as `<uuid>.eml`, created 0600 (never readable by others, even for a moment).
+async fn write_private(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let path = dir.join(format!("{}.eml", uuid::Uuid::new_v4()));
+    let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).await?;
+    file.write_all(bytes).await?;
+    file.sync_all().await
 }
 
 fn build(from: &str, key: &str, mail: &Mail) -> Result<Message, String> {
@@ -194,5 +211,26 @@ mod tests {
     fn a_bad_address_is_a_permanent_failure() {
         assert!(build(DEFAULT_FROM, "email:canceled:sub_1", &canceled("not an address", "sub_1")).is_err());
         assert!(build(DEFAULT_FROM, "email:canceled:sub_1", &canceled("a@example.com", "sub_1")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn mail_files_are_private_to_the_owner_even_in_an_open_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().expect("dir");
+        let dir = root.path().join("mail");
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let config = MailConfig { smtp_url: None, from: DEFAULT_FROM.to_owned(), dir: dir.clone() };
+        let mailer = Mailer::new(&config).expect("mailer");
+        let deadline = DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
+        let (verdict, error) =
+            mailer.send("token:cus_1:1", &token("a@example.com", "basic", "sl_secret", deadline)).await;
+        assert_eq!((verdict, error), (Verdict::Succeeded, None));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "the directory is tightened");
+        let files: Vec<_> = std::fs::read_dir(&dir).expect("list").map(|e| e.expect("entry").path()).collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(mode(&files[0]), 0o600);
+        assert!(std::fs::read_to_string(&files[0]).expect("read").contains("sl_secret"));
     }
 }

@@ -69,7 +69,7 @@ pub fn limits_json(limits: Option<Limits>) -> Value {
 impl Provisioner {
     /// A client with the configured timeout.
     pub fn new(config: ProvisionerConfig) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(config.timeout).build()?;
+        let http = shared::outbound::client(config.timeout)?;
         Ok(Self { http, config })
     }
 
@@ -109,10 +109,7 @@ impl Provisioner {
             request = request.header("X-API-Key", api_key.expose_secret());
         }
         match request.send().await {
-            Err(error) => {
-                let what = if error.is_timeout() { "timeout" } else { "connection error" };
-                Answer { status: None, body: None, error: Some(format!("{what}: {error}")) }
-            }
+            Err(error) => Answer { status: None, body: None, error: Some(shared::outbound::describe(&error)) },
             Ok(response) => {
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();

@@ -5,6 +5,7 @@ mod effects;
 mod ingest_http;
 mod ordering;
 mod outage;
+mod outbound;
 mod projection_store;
 mod projector_runner;
 mod rebuild;
