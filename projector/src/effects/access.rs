@@ -94,9 +94,25 @@ pub async fn check(
             None => return deny(&state, StatusCode::BAD_REQUEST, "bad_request", "unknown tier in ?tier="),
         },
     };
+    // The token and, in the same snapshot, the customer's live subscription: access ends with the
+    // subscription even while the dispatcher has not revoked the token yet (or cannot). Live is
+    // what the fold provisions for (`desired_instance`): trialing, active, or past_due within
+    // its grace period, with a tier the catalog knows; the token's own tier is preferred.
     let found = sqlx::query!(
-        r#"SELECT stripe_customer_id, tier, expires_at, revoked_at FROM ledger.api_tokens WHERE token_sha256 = $1"#,
-        token_hash(token)
+        r#"SELECT k.stripe_customer_id, k.tier, k.expires_at, k.revoked_at,
+                  s.tier AS "live_tier?", s.status AS "status?"
+           FROM ledger.api_tokens k
+           LEFT JOIN LATERAL (
+             SELECT s.tier, s.status FROM projection.subscriptions s
+             WHERE s.stripe_customer_id = k.stripe_customer_id AND NOT s.deleted AND s.tier <> 'unknown'
+               AND (s.status IN ('trialing', 'active')
+                    OR (s.status = 'past_due' AND (s.grace_until IS NULL OR s.grace_until > $2)))
+             ORDER BY (s.tier = k.tier) DESC, (s.status = 'active') DESC, s.current_period_end DESC NULLS LAST
+             LIMIT 1
+           ) s ON true
+           WHERE k.token_sha256 = $1"#,
+        token_hash(token),
+        state.clock.now()
     )
     .fetch_optional(&state.pool)
     .await;
@@ -115,26 +131,19 @@ pub async fn check(
     if row.expires_at <= state.clock.now() {
         return deny(&state, StatusCode::UNAUTHORIZED, "expired", "invalid token");
     }
+    let (Some(tier), Some(status)) = (row.live_tier, row.status) else {
+        return deny(&state, StatusCode::UNAUTHORIZED, "no_live_subscription", "invalid token");
+    };
     if let Some(required) = required
-        && state.catalog.rank(&row.tier).is_none_or(|rank| rank < required)
+        && state.catalog.rank(&tier).is_none_or(|rank| rank < required)
     {
         return deny(&state, StatusCode::FORBIDDEN, "tier_too_low", "this token's tier is too low");
     }
-    let status = sqlx::query_scalar!(
-        r#"SELECT status FROM projection.subscriptions WHERE stripe_customer_id = $1 AND NOT deleted
-           ORDER BY (tier = $2) DESC, (status = 'active') DESC, current_period_end DESC NULLS LAST LIMIT 1"#,
-        row.stripe_customer_id,
-        row.tier
-    )
-    .fetch_optional(&state.pool)
-    .await
-    .ok()
-    .flatten();
     state.checks.get_or_create(&ResultLabel { result: "ok" }).inc();
-    let limits = state.catalog.tier(&row.tier).map(|t| t.limits);
+    let limits = state.catalog.tier(&tier).map(|t| t.limits);
     axum::Json(json!({
         "customer": row.stripe_customer_id,
-        "tier": row.tier,
+        "tier": tier,
         "limits": limits_json(limits),
         "status": status,
         "expires_at": row.expires_at.to_rfc3339(),

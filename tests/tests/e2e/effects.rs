@@ -482,19 +482,39 @@ async fn tokens_are_mailed_once_checked_by_tier_expire_and_are_revoked_with_the_
     assert_ne!(tokens[1], token);
     assert_eq!(access(projector, Some(&tokens[1]), "").await.0, 200);
 
-    // Revoked with the cancellation.
+    // Cancellation ends access at once, even while the dispatcher cannot revoke the token: a
+    // transaction holds the token's row, so the revocation waits.
+    let mut blocker = world.db.pool.begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_t' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
     let end = t + 31 * DAY + 10;
     world
         .post(sub_event("customer.subscription.deleted", end, "sub_t", "cus_t", "price_starter_monthly", "canceled"))
         .await;
+    wait::until(Duration::from_secs(30), "the cancellation projected", || async {
+        (world
+            .scalar("SELECT count(*) FROM projection.subscriptions WHERE stripe_subscription_id = 'sub_t' AND deleted")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let (status, body) = access(projector, Some(&tokens[1]), "").await;
+    assert_eq!(status, 401, "no live subscription, no access: {body}");
+    let unrevoked = world.scalar("SELECT count(*) FROM ledger.api_tokens WHERE revoked_at IS NULL").await;
+    assert_eq!(unrevoked, 1, "the token is not revoked yet: access was refused by the subscription's state");
+    blocker.commit().await.expect("release");
     wait::until(Duration::from_secs(30), "the token revoked", || async {
-        (access(projector, Some(&tokens[1]), "").await.0 == 401).then_some(())
+        (world.scalar("SELECT count(*) FROM ledger.api_tokens WHERE revoked_at IS NULL").await == 0).then_some(())
     })
     .await;
     world.mails_settled().await;
     assert_eq!(token_mails(&world, "cus_t@example.com", 2).await.len(), 2, "no third token");
     let (_, metrics) = projector.get("/metrics").await;
     assert!(metrics.contains(r#"access_checks_total{result="tier_too_low"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"access_checks_total{result="no_live_subscription"} 1"#), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
