@@ -16,6 +16,10 @@ async fn main() -> anyhow::Result<()> {
         PoolSettings {
             max_connections: config.database_max_connections,
             acquire_timeout: Duration::from_secs(2),
+            // A webhook answers within Stripe's timeout or not at all; a stuck appender must not
+            // hold the global append lock.
+            statement_timeout: Some(Duration::from_secs(15)),
+            idle_in_transaction_timeout: Some(Duration::from_secs(10)),
             ..Default::default()
         },
     )?;

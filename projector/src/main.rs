@@ -22,7 +22,15 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let url = db::resolve_url(&config).await?;
-    let pool = db::connect_lazy(&url, PoolSettings { max_connections: 12, ..Default::default() })?;
+    let pool = db::connect_lazy(
+        &url,
+        PoolSettings {
+            max_connections: 12,
+            statement_timeout: Some(std::time::Duration::from_secs(120)),
+            idle_in_transaction_timeout: Some(std::time::Duration::from_secs(60)),
+            ..Default::default()
+        },
+    )?;
     db::prepare(&pool, config.migrate_on_start).await?;
     let settings = RunnerSettings {
         batch_size: config.projector_batch_size,

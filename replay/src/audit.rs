@@ -107,18 +107,18 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
                    e.object_type, e.object_id, e.body_sha256, e.raw_body";
     let sql = if id.starts_with("sub_") {
         format!(
-            "SELECT {columns} FROM ledger.events e
-             WHERE e.object_id = $1 OR audit.subscription_of(e.object_type, e.object_id, e.payload) = $1
+            "SELECT {columns} FROM audit.events e
+             WHERE e.object_id = $1 OR e.subscription_id = $1
              ORDER BY e.position"
         )
     } else {
-        format!("SELECT {columns} FROM ledger.events e WHERE e.customer_id = $1 ORDER BY e.position")
+        format!("SELECT {columns} FROM audit.events e WHERE e.customer_id = $1 ORDER BY e.position")
     };
     let events: Vec<EventRow> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
     let effects: Vec<EffectRow> = sqlx::query_as(
-        "SELECT key, kind, attempt, request, response_status, outcome, error, at FROM ledger.effects
+        "SELECT key, kind, attempt, request, response_status, outcome, error, at FROM audit.effects
          WHERE strpos(key, $1) > 0 OR strpos(request, $1) > 0 OR key IN (
-           SELECT i.key FROM ledger.intents i WHERE strpos(i.key, $1) > 0 OR strpos(i.detail, $1) > 0)
+           SELECT i.key FROM audit.intents i WHERE strpos(i.key, $1) > 0 OR strpos(i.detail, $1) > 0)
          ORDER BY id",
     )
     .bind(id)
@@ -190,7 +190,7 @@ pub async fn export(pool: &PgPool, filter: &Filter, format: Format, out: &mut dy
     let mut rows = sqlx::query_as::<_, EventRow>(
         "SELECT position, stripe_event_id, event_type, created, received_at, source, customer_id, object_type,
                 object_id, body_sha256, raw_body
-         FROM ledger.events
+         FROM audit.events
          WHERE ($1::timestamptz IS NULL OR created >= $1) AND ($2::timestamptz IS NULL OR created < $2)
            AND ($3::text IS NULL OR customer_id = $3)
          ORDER BY position",

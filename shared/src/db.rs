@@ -66,19 +66,46 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
     /// Statements slower than this are logged as warnings (tools that stream the whole log raise it).
     pub slow_statement: Duration,
+    /// `statement_timeout` of every session (None: the server's): a stuck query ends with an
+    /// error instead of holding a connection, and its locks, forever.
+    pub statement_timeout: Option<Duration>,
+    /// `idle_in_transaction_session_timeout` of every session (None: the server's): a client
+    /// stuck inside a transaction cannot hold the append lock or a row lock for long.
+    pub idle_in_transaction_timeout: Option<Duration>,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(3), slow_statement: Duration::from_secs(1) }
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+            slow_statement: Duration::from_secs(1),
+            statement_timeout: None,
+            idle_in_transaction_timeout: None,
+        }
     }
+}
+
+/// The session parameters `settings` asks for, as sent in the connection's start-up packet (they
+/// apply to whatever login user connects; a role-level `ALTER ROLE ... SET` on a NOLOGIN group
+/// role would not reach its members).
+pub fn session_parameters(settings: &PoolSettings) -> Vec<(&'static str, String)> {
+    let mut parameters = Vec::new();
+    if let Some(timeout) = settings.statement_timeout {
+        parameters.push(("statement_timeout", format!("{}ms", timeout.as_millis())));
+    }
+    if let Some(timeout) = settings.idle_in_transaction_timeout {
+        parameters.push(("idle_in_transaction_session_timeout", format!("{}ms", timeout.as_millis())));
+    }
+    parameters
 }
 
 /// Connects a pool lazily: the binaries start (and answer `/healthz`) while the database is down.
 pub fn connect_lazy(url: &SecretString, settings: PoolSettings) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(url.expose_secret())
         .context("parsing DATABASE_URL")?
-        .log_slow_statements(log::LevelFilter::Warn, settings.slow_statement);
+        .log_slow_statements(log::LevelFilter::Warn, settings.slow_statement)
+        .options(session_parameters(&settings));
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)

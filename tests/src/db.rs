@@ -71,6 +71,13 @@ pub struct TestDb {
 impl TestDb {
     /// Creates and migrates a new database.
     pub async fn new() -> Self {
+        let db = Self::unmigrated().await;
+        shared::db::migrate(&db.pool).await.expect("migrations apply");
+        db
+    }
+
+    /// Creates a new, empty database (for tests that migrate it themselves).
+    pub async fn unmigrated() -> Self {
         let server = server_options().await;
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let admin =
@@ -82,7 +89,6 @@ impl TestDb {
         admin.close().await;
         let options = server.database(&name);
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options.clone()).await.expect("connect");
-        shared::db::migrate(&pool).await.expect("migrations apply");
         Self { pool, options, name }
     }
 

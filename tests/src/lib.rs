@@ -1,6 +1,7 @@
 //! The test harness: a fresh database per test, real ingest servers on port 0, and Stripe events
 //! built around Stripe's published example objects.
 //!
+//! - [`bin`]: the workspace's real binaries as child processes.
 //! - [`db`]: [`db::TestDb`], a freshly migrated database on the test server (`DATABASE_URL`, or the
 //!   embedded cluster under `.data/` at the workspace root when it is unset).
 //! - [`stripe`]: events shaped like Stripe's, and signing.
@@ -13,6 +14,7 @@
 //! - [`tls`]: a private CA per test and an HTTPS server with its certificate (`SSL_CERT_FILE`).
 //! - [`wait`]: waiting on a condition with a bound, instead of sleeping.
 
+pub mod bin;
 pub mod db;
 pub mod ingest;
 pub mod lifecycle;

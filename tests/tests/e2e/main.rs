@@ -3,6 +3,7 @@
 mod append_only;
 mod effects;
 mod ingest_http;
+mod least_privilege;
 mod ordering;
 mod outage;
 mod outbound;

@@ -1,0 +1,67 @@
+//! The workspace's real binaries as child processes, for tests that run the deployment as
+//! deployed. `cargo test --workspace` builds every binary of the workspace before any test runs;
+//! they are found beside the test executable's `deps/` directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::wait;
+
+/// Path of the workspace binary `name` (`ingest`, `projector`, `replay`).
+pub fn path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo test --workspace` (it builds every binary)", path.display());
+    path
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the child to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A running child that is killed when dropped (a failing test leaves no process behind).
+pub struct Running {
+    /// The child.
+    pub child: Child,
+    /// Where it serves HTTP.
+    pub url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts binary `name` with exactly `env` (plus `PATH`), serving on the port `addr_var` names,
+/// and waits (bounded) until its `/readyz` answers 200. Its stderr goes to `log`.
+pub async fn start(name: &str, addr_var: &str, env: &[(&str, &str)], log: std::fs::File) -> Running {
+    let port = free_port();
+    let child = Command::new(path(name))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(addr_var, format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("binary starts");
+    let mut running = Running { child, url: format!("http://127.0.0.1:{port}") };
+    let readyz = format!("{}/readyz", running.url);
+    let child = &mut running.child;
+    wait::until(Duration::from_secs(60), &format!("{name} to be ready"), || {
+        let exited = child.try_wait().expect("wait");
+        let readyz = readyz.clone();
+        async move {
+            assert!(exited.is_none(), "{name} exited at start-up: {exited:?}");
+            let response = reqwest::get(&readyz).await.ok()?;
+            (response.status() == 200).then_some(())
+        }
+    })
+    .await;
+    running
+}

@@ -1,0 +1,147 @@
+//! The deployment the docs recommend, exactly: the owner runs `replay migrate`; login users that
+//! hold only `ledger_ingest`, `ledger_projector` or `ledger_auditor` run the real binaries (with
+//! `MIGRATE_ON_START=false`) and the audit queries; a lifecycle goes through end to end.
+
+use std::time::Duration;
+
+use ledger_tests::bin;
+use ledger_tests::db::{TestDb, server_url};
+use ledger_tests::lifecycle;
+use ledger_tests::projector::{catalog, fold_whole_log, load_tables};
+use ledger_tests::wait;
+use sqlx::postgres::PgPoolOptions;
+
+/// `postgres://<user>@<host:port>/<db>` on the test server.
+async fn url_as(user: &str, db: &TestDb) -> String {
+    let server = server_url().await;
+    let host = server.rsplit_once('@').map_or(server.as_str(), |(_, host)| host).trim_start_matches("postgres://");
+    format!("postgres://{user}@{host}/{}", db.name)
+}
+
+fn replay(args: &[&str], url: &str) -> (bool, String) {
+    let output = std::process::Command::new(bin::path("replay"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .env("MIGRATE_ON_START", "false")
+        .args(args)
+        .output()
+        .expect("replay runs");
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_users_holding_only_their_roles_run_ingest_projector_and_audit_end_to_end() {
+    let db = TestDb::unmigrated().await;
+    let owner = db.url().await;
+    let (ok, out) = replay(&["migrate"], &owner);
+    assert!(ok, "the owner migrates: {out}");
+
+    let suffix = &db.name[2..];
+    let users = [("ingest", "ledger_ingest"), ("projector", "ledger_projector"), ("auditor", "ledger_auditor")]
+        .map(|(service, role)| (format!("{service}_{suffix}"), role));
+    for (user, role) in &users {
+        sqlx::query(&format!("CREATE ROLE \"{user}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE {role}"))
+            .execute(&db.pool)
+            .await
+            .expect("login user");
+    }
+    let [ingest_url, projector_url, auditor_url] = [&users[0].0, &users[1].0, &users[2].0];
+    let (ingest_url, projector_url, auditor_url) =
+        (url_as(ingest_url, &db).await, url_as(projector_url, &db).await, url_as(auditor_url, &db).await);
+
+    let logs = tempfile::tempdir().expect("dir");
+    let mail_dir = logs.path().join("mail");
+    let log = |name: &str| std::fs::File::create(logs.path().join(name)).expect("log file");
+    let ingest = bin::start(
+        "ingest",
+        "INGEST_ADDR",
+        &[
+            ("DATABASE_URL", &ingest_url),
+            ("MIGRATE_ON_START", "false"),
+            ("STRIPE_WEBHOOK_SECRET", ledger_tests::stripe::SECRET),
+        ],
+        log("ingest.log"),
+    )
+    .await;
+    let projector = bin::start(
+        "projector",
+        "PROJECTOR_ADDR",
+        &[
+            ("DATABASE_URL", &projector_url),
+            ("MIGRATE_ON_START", "false"),
+            ("MAIL_DIR", mail_dir.to_str().expect("utf-8 path")),
+            ("EFFECT_BACKOFF_MS", "20"),
+        ],
+        log("projector.log"),
+    )
+    .await;
+
+    let mut rng = fastrand::Rng::with_seed(21);
+    let http = reqwest::Client::new();
+    let mut posted = 0_i64;
+    for n in 0..4 {
+        for event in lifecycle::lifecycle(n, &mut rng, 1_750_000_000) {
+            let response = http
+                .post(format!("{}/webhooks/stripe", ingest.url))
+                .header("stripe-signature", ledger_tests::stripe::sign(&event.body))
+                .body(event.body)
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(response.status(), 200);
+            posted += 1;
+        }
+    }
+    assert_eq!(db.event_count().await, posted);
+
+    wait::until(Duration::from_secs(60), "the projector (as ledger_projector) to reach the head", || async {
+        let at: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM projection.checkpoint")
+            .fetch_one(&db.pool)
+            .await
+            .ok()
+            .flatten();
+        (at == Some(posted)).then_some(())
+    })
+    .await;
+    assert_eq!(load_tables(&db.pool).await, fold_whole_log(&db.pool, &catalog()).await);
+
+    // The auditor reads the audit views, and nothing else.
+    let auditor = PgPoolOptions::new().max_connections(1).connect(&auditor_url).await.expect("auditor logs in");
+    let seen: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit.events").fetch_one(&auditor).await.expect("audit.events");
+    assert_eq!(seen, posted);
+    for forbidden in ["SELECT count(*) FROM ledger.events", "SELECT count(*) FROM ledger.api_tokens"] {
+        let error = sqlx::query_scalar::<_, i64>(forbidden).fetch_one(&auditor).await.expect_err(forbidden);
+        assert!(error.to_string().contains("permission denied"), "{forbidden}: {error}");
+    }
+    let (ok, out) = replay(&["export", "--format", "csv"], &auditor_url);
+    assert!(ok, "replay export as the auditor: {out}");
+    assert_eq!(out.lines().filter(|l| l.contains(",evt_")).count() as i64, posted, "{out}");
+    let (ok, out) = replay(&["timeline", "cus_life000001"], &auditor_url);
+    assert!(ok && out.contains("customer.created"), "replay timeline as the auditor: {out}");
+
+    // The ingest user reads nothing; its session limits come from its own connection (a role-level
+    // setting on the NOLOGIN group role would never reach this login user).
+    let settings = shared::db::PoolSettings {
+        idle_in_transaction_timeout: Some(Duration::from_secs(10)),
+        statement_timeout: Some(Duration::from_secs(15)),
+        ..Default::default()
+    };
+    let ingest_pool =
+        shared::db::connect_lazy(&secrecy::SecretString::from(ingest_url.clone()), settings).expect("ingest pool");
+    let idle: String =
+        sqlx::query_scalar("SHOW idle_in_transaction_session_timeout").fetch_one(&ingest_pool).await.expect("show");
+    assert_eq!(idle, "10s");
+    let statement: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&ingest_pool).await.expect("show");
+    assert_eq!(statement, "15s");
+    let error = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger.events")
+        .fetch_one(&ingest_pool)
+        .await
+        .expect_err("no read");
+    assert!(error.to_string().contains("permission denied"), "{error}");
+    drop((ingest, projector));
+}
