@@ -22,6 +22,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<OutcomeLabel, Counter>,
     duplicates: Counter,
+    undecodable: Counter,
     rejections: Family<ReasonLabel, Counter>,
     append_seconds: Histogram,
     batch_size: Histogram,
@@ -39,6 +40,12 @@ impl Default for Metrics {
         );
         let duplicates = Counter::default();
         registry.register("ingest_duplicates", "Webhooks whose event id was already in the log", duplicates.clone());
+        let undecodable = Counter::default();
+        registry.register(
+            "ingest_undecodable_stored",
+            "Signed webhooks with an event id whose envelope could not be decoded, stored as they came",
+            undecodable.clone(),
+        );
         let rejections = Family::<ReasonLabel, Counter>::default();
         registry.register("ingest_rejections", "Webhooks not acknowledged, by reason", rejections.clone());
         let append_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 14));
@@ -55,7 +62,7 @@ impl Default for Metrics {
             "Time from request to answer on POST /webhooks/stripe",
             request_seconds.clone(),
         );
-        Self { registry, requests, duplicates, rejections, append_seconds, batch_size, request_seconds }
+        Self { registry, requests, duplicates, undecodable, rejections, append_seconds, batch_size, request_seconds }
     }
 }
 
@@ -69,6 +76,11 @@ impl Metrics {
     /// Counts a duplicate delivery.
     pub fn duplicate(&self) {
         self.duplicates.inc();
+    }
+
+    /// Counts a signed body stored although its envelope could not be decoded.
+    pub fn undecodable(&self) {
+        self.undecodable.inc();
     }
 
     /// Counts a rejection or failure by reason.

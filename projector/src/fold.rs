@@ -10,11 +10,24 @@ use shared::stripe::{self, CheckoutSession, Customer, Invoice, Object, Subscript
 pub struct FoldConfig {
     /// How long an instance keeps running after a failed payment (default 7 days).
     pub grace_period_secs: i64,
+    /// `STRIPE_LIVEMODE`: only events of this mode are projected (None: both). Events of the
+    /// other mode stay in the log (they are facts) and become a `wrong_mode` anomaly.
+    pub livemode: Option<bool>,
 }
 
 impl Default for FoldConfig {
     fn default() -> Self {
-        Self { grace_period_secs: 7 * 24 * 3600 }
+        Self { grace_period_secs: 7 * 24 * 3600, livemode: None }
+    }
+}
+
+impl FoldConfig {
+    /// The fold settings of the validated config (the projector and `replay` share them).
+    pub fn from_config(config: &shared::config::Config) -> Self {
+        Self {
+            grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX),
+            livemode: config.stripe_livemode,
+        }
     }
 }
 
@@ -348,6 +361,16 @@ pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, c
     let mut f = Folder { state, catalog, config, position, delta: Delta::default(), touched: BTreeMap::new() };
     match stripe::decode(raw) {
         Err(error) => f.anomaly(format!("undecodable:{position}"), "undecodable", error.to_string()),
+        Ok(event) if config.livemode.is_some_and(|mode| mode != event.meta.livemode) => {
+            let mode = |live: bool| if live { "live" } else { "test" };
+            let detail = format!(
+                "{} is a {}-mode event; STRIPE_LIVEMODE projects {}-mode events only",
+                event.meta.id,
+                mode(event.meta.livemode),
+                mode(!event.meta.livemode)
+            );
+            f.anomaly(format!("wrong_mode:{position}"), "wrong_mode", detail);
+        }
         Ok(event) => {
             let created = event.meta.created;
             match event.object {

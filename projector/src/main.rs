@@ -21,6 +21,9 @@ async fn main() -> anyhow::Result<()> {
             Catalog::parse(projector::EXAMPLE_CATALOG).context("the embedded example catalog")?
         }
     };
+    if config.stripe_livemode.is_none() && matches!(config.database, shared::config::DatabaseSource::Url(_)) {
+        tracing::warn!("STRIPE_LIVEMODE is unset: test-mode and live-mode events are both projected");
+    }
     let url = db::resolve_url(&config).await?;
     let pool = db::connect_lazy(
         &url,
@@ -32,10 +35,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     db::prepare(&pool, config.migrate_on_start).await?;
-    let settings = RunnerSettings {
-        batch_size: config.projector_batch_size,
-        fold: FoldConfig { grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX) },
-    };
+    let settings = RunnerSettings { batch_size: config.projector_batch_size, fold: FoldConfig::from_config(&config) };
     let effects = EffectSettings {
         provisioner: config.provisioner_url.clone().map(|url| ProvisionerConfig {
             url,

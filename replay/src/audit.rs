@@ -5,6 +5,7 @@
 //! The timeline is a replay: the customer's events are folded again with the catalog, so each
 //! event's changes are computed by the same fold the projector runs, not reconstructed from logs.
 
+use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -28,7 +29,9 @@ struct EventRow {
     object_type: Option<String>,
     object_id: Option<String>,
     body_sha256: Vec<u8>,
-    raw_body: Vec<u8>,
+    /// Exact bytes from `ledger.events`; redacted JSON from `audit.events` (None where the stored
+    /// body is not JSON the database can hold).
+    raw_body: Option<Vec<u8>>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -141,7 +144,7 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
             e.source,
             time(e.received_at)
         ));
-        let mut delta = fold::fold(&state, e.position, &e.raw_body, catalog, config);
+        let mut delta = fold::fold(&state, e.position, e.raw_body.as_deref().unwrap_or_default(), catalog, config);
         out.extend(describe(&state, &delta).into_iter().map(|l| format!("    {l}")));
         for intent in std::mem::take(&mut delta.intents) {
             out.push(format!("    intent {} ({})", intent.key, intent.detail));
@@ -163,9 +166,11 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
 /// Export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One JSON object per line; `raw_body` holds the exact body as a JSON string.
+    /// One JSON object per line; `raw_body` holds the body as a JSON string (`raw_body_base64`
+    /// instead for a body that is not UTF-8).
     Jsonl,
-    /// RFC 4180 CSV with a header row; `raw_body` is the exact body text.
+    /// RFC 4180 CSV with a header row; `raw_body` is the body text (`base64:...` for a body that
+    /// is not UTF-8).
     Csv,
 }
 
@@ -187,18 +192,29 @@ enum Sink<'a> {
 
 /// Writes the matching events, in log order, to `out`; returns how many.
 pub async fn export(pool: &PgPool, filter: &Filter, format: Format, out: &mut dyn Write) -> anyhow::Result<u64> {
-    let mut rows = sqlx::query_as::<_, EventRow>(
+    // The owner (and the projector role) export the exact bytes; an auditor the redacted view.
+    let exact: bool = sqlx::query_scalar(
+        "SELECT CASE WHEN has_schema_privilege('ledger', 'USAGE')
+                     THEN has_table_privilege('ledger.events', 'SELECT') ELSE false END",
+    )
+    .fetch_one(pool)
+    .await?;
+    let source = if exact { "ledger.events" } else { "audit.events" };
+    eprintln!("exporting from {source}{}", if exact { " (exact bytes)" } else { " (secrets redacted)" });
+    // Not compile-checked: the relation depends on the caller's rights.
+    let sql = format!(
         "SELECT position, stripe_event_id, event_type, created, received_at, source, customer_id, object_type,
                 object_id, body_sha256, raw_body
-         FROM audit.events
+         FROM {source}
          WHERE ($1::timestamptz IS NULL OR created >= $1) AND ($2::timestamptz IS NULL OR created < $2)
            AND ($3::text IS NULL OR customer_id = $3)
-         ORDER BY position",
-    )
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(filter.customer.as_deref())
-    .fetch(pool);
+         ORDER BY position"
+    );
+    let mut rows = sqlx::query_as::<_, EventRow>(&sql)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(filter.customer.as_deref())
+        .fetch(pool);
     let mut sink = match format {
         Format::Jsonl => Sink::Json(out),
         Format::Csv => Sink::Csv(Box::new(csv::Writer::from_writer(out))),
@@ -220,8 +236,12 @@ pub async fn export(pool: &PgPool, filter: &Filter, format: Format, out: &mut dy
     }
     let mut n = 0;
     while let Some(e) = rows.try_next().await? {
-        let body = String::from_utf8(e.raw_body)
-            .map_err(|_| anyhow::anyhow!("position {}: the raw body is not UTF-8", e.position))?;
+        // A body that is not UTF-8 (stored because it was signed) travels as base64, exact.
+        let (body, body_base64) = match e.raw_body.map(String::from_utf8) {
+            Some(Ok(text)) => (Some(text), None),
+            Some(Err(bytes)) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes.into_bytes()))),
+            None => (None, None),
+        };
         match &mut sink {
             Sink::Json(out) => {
                 let line = json!({
@@ -236,6 +256,7 @@ pub async fn export(pool: &PgPool, filter: &Filter, format: Format, out: &mut dy
                     "object_id": e.object_id,
                     "body_sha256": hex::encode(&e.body_sha256),
                     "raw_body": body,
+                    "raw_body_base64": body_base64,
                 });
                 writeln!(out, "{line}")?;
             }
@@ -251,7 +272,7 @@ pub async fn export(pool: &PgPool, filter: &Filter, format: Format, out: &mut dy
                     e.object_type.unwrap_or_default(),
                     e.object_id.unwrap_or_default(),
                     hex::encode(&e.body_sha256),
-                    body,
+                    body.or(body_base64.map(|b| format!("base64:{b}"))).unwrap_or_default(),
                 ])?;
             }
         }

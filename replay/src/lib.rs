@@ -141,7 +141,7 @@ fn catalog(config: &Config) -> anyhow::Result<Catalog> {
 }
 
 fn fold_config(config: &Config) -> FoldConfig {
-    FoldConfig { grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX) }
+    FoldConfig::from_config(config)
 }
 
 /// Runs one command; the exit code is non-zero when `verify` finds a break.

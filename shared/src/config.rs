@@ -116,6 +116,9 @@ pub struct Config {
     /// `MIGRATE_ON_START` (default true): binaries apply pending migrations at start-up; false:
     /// they only check that none is pending (`replay migrate` applies them with the owner role).
     pub migrate_on_start: bool,
+    /// `STRIPE_LIVEMODE`: `true` projects live-mode events only, `false` test-mode only; unset:
+    /// both (the projector warns when `DATABASE_URL` is set).
+    pub stripe_livemode: Option<bool>,
     /// `ALLOW_INSECURE_HTTP` (default false): accept plain `http://` for `STRIPE_API_BASE` and
     /// `PROVISIONER_URL` with `DATABASE_URL` set. Local development (no `DATABASE_URL`) always may.
     pub allow_insecure_http: bool,
@@ -222,6 +225,10 @@ impl Config {
             check_smtp_url(url, local || allow_insecure_smtp)?;
         }
 
+        let stripe_livemode = match get("STRIPE_LIVEMODE") {
+            None => None,
+            Some(value) => Some(parse_bool(Some(value), "STRIPE_LIVEMODE", false)?),
+        };
         let migrate_on_start = parse_bool(get("MIGRATE_ON_START"), "MIGRATE_ON_START", true)?;
         let log_format = match get("LOG_FORMAT") {
             None | Some("pretty") => LogFormat::Pretty,
@@ -259,6 +266,7 @@ impl Config {
             stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
             migrate_on_start,
+            stripe_livemode,
             allow_insecure_http,
             allow_insecure_smtp,
             log_format,
@@ -424,6 +432,7 @@ mod tests {
             ("STRIPE_API_BASE", "api.stripe.com"),
             ("PROVISIONER_URL", "ftp://x"),
             ("ALLOW_INSECURE_HTTP", "perhaps"),
+            ("STRIPE_LIVEMODE", "live"),
             ("SMTP_URL", "http://mx"),
             ("LOG_FORMAT", "xml"),
             ("EFFECT_MAX_ATTEMPTS", "0"),

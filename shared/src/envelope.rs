@@ -105,6 +105,40 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     })
 }
 
+/// The envelope of a body that [`decode`] refused but that still names an event id: what Stripe
+/// signed is a fact and is stored (the fold records it as an `undecodable` anomaly), so Stripe
+/// does not retry it for three days and then disable the endpoint. Returns None without an `evt_`
+/// id. Fields that cannot be read fall back: type `unknown`, `created` = `signed_at`, livemode
+/// false (an unreadable event never drives live state). Invalid UTF-8 is read lossily for the
+/// envelope only; the stored bytes stay exact.
+pub fn salvage(body: &[u8], signed_at: i64) -> Option<Envelope> {
+    let value: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(_) => serde_json::from_str(&String::from_utf8_lossy(body)).ok()?,
+    };
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.trim().is_empty()).map(str::to_owned);
+    let id = text(&value["id"]).filter(|id| id.starts_with("evt_") && id.len() > 4)?;
+    let created = value["created"].as_i64().or_else(|| value["created"].as_f64().map(|f| f as i64));
+    let object = &value["data"]["object"];
+    let object_type = text(&object["object"]);
+    let object_id = text(&object["id"]);
+    let customer_id = if object_type.as_deref() == Some("customer") {
+        object_id.clone()
+    } else {
+        text(&object["customer"]).or_else(|| text(&object["customer"]["id"]))
+    };
+    Some(Envelope {
+        id,
+        event_type: text(&value["type"]).unwrap_or_else(|| "unknown".to_owned()),
+        api_version: text(&value["api_version"]),
+        created: created.filter(|c| (0..=253_402_300_799).contains(c)).unwrap_or(signed_at),
+        livemode: value["livemode"].as_bool().unwrap_or(false),
+        object_type,
+        object_id,
+        customer_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +207,24 @@ mod tests {
             decode(br#"{"id":"evt_1","object":"event","type":" ","created":1,"livemode":false,"data":{"object":{}}}"#),
             Err(EnvelopeError::EmptyType)
         ));
+    }
+
+    #[test]
+    fn a_body_decode_refuses_is_salvaged_when_it_names_an_event_id() {
+        let float_created = br#"{"id":"evt_1","object":"event","type":"customer.created","created":1680064028.5,"data":{"object":{"id":"cus_1","object":"customer"}}}"#;
+        assert!(decode(float_created).is_err(), "no livemode, a float created");
+        let salvaged = salvage(float_created, 7).expect("has an id");
+        assert_eq!((salvaged.id.as_str(), salvaged.event_type.as_str()), ("evt_1", "customer.created"));
+        assert_eq!((salvaged.created, salvaged.livemode), (1680064028, false));
+        assert_eq!(salvaged.customer_id.as_deref(), Some("cus_1"));
+
+        let mut invalid_utf8 = br#"{"id":"evt_2","type":"x","data":{"object":{"name":"#.to_vec();
+        invalid_utf8.extend_from_slice(b"\"\xff\xfe\"}}}");
+        let salvaged = salvage(&invalid_utf8, 7).expect("id read lossily");
+        assert_eq!((salvaged.id.as_str(), salvaged.created), ("evt_2", 7));
+
+        assert!(salvage(br#"{"type":"customer.created"}"#, 7).is_none(), "no id");
+        assert!(salvage(br#"{"id":"cus_1"}"#, 7).is_none(), "not an event id");
+        assert!(salvage(b"not json", 7).is_none());
     }
 }

@@ -108,6 +108,7 @@ fn parse_header(header: &str) -> Result<ParsedHeader, SignatureError> {
     }
     let mut timestamp = None;
     let mut v1 = Vec::new();
+    let mut malformed_v1 = 0_usize;
     for element in header.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (key, value) = element.split_once('=').ok_or(SignatureError::MalformedElement)?;
         match key.trim() {
@@ -122,9 +123,13 @@ fn parse_header(header: &str) -> Result<ParsedHeader, SignatureError> {
                 timestamp = Some(value.parse::<i64>().map_err(|_| SignatureError::InvalidTimestamp)?);
             }
             "v1" => {
+                // A malformed v1 beside a valid one is skipped, not fatal: a proxy or a future
+                // Stripe change must not turn an authentic delivery into a rejection.
                 let mut signature = [0u8; 32];
-                hex::decode_to_slice(value.trim(), &mut signature).map_err(|_| SignatureError::InvalidV1Encoding)?;
-                v1.push(signature);
+                match hex::decode_to_slice(value.trim(), &mut signature) {
+                    Ok(()) => v1.push(signature),
+                    Err(_) => malformed_v1 += 1,
+                }
             }
             // v0 (test-mode) and unknown schemes are ignored, never trusted.
             _ => {}
@@ -132,7 +137,7 @@ fn parse_header(header: &str) -> Result<ParsedHeader, SignatureError> {
     }
     let timestamp = timestamp.ok_or(SignatureError::MissingTimestamp)?;
     if v1.is_empty() {
-        return Err(SignatureError::NoV1Signature);
+        return Err(if malformed_v1 > 0 { SignatureError::InvalidV1Encoding } else { SignatureError::NoV1Signature });
     }
     Ok(ParsedHeader { timestamp, v1 })
 }
@@ -252,6 +257,14 @@ mod tests {
     fn a_forged_old_signature_reports_a_mismatch_not_the_time() {
         let header = sign_header("whsec_other", NOW - 10_000, BODY);
         assert_eq!(check(&header), Err(SignatureError::NoMatch));
+    }
+
+    #[test]
+    fn a_malformed_v1_beside_a_valid_one_does_not_reject_the_header() {
+        let good = v1(SECRET, NOW, BODY);
+        assert!(check(&format!("t={NOW},v1=not-hex,v1={good}")).is_ok());
+        assert!(check(&format!("t={NOW},v1={good},v1={}", &good[..10])).is_ok());
+        assert_eq!(check(&format!("t={NOW},v1=not-hex")), Err(SignatureError::InvalidV1Encoding));
     }
 
     #[test]

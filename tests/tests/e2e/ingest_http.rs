@@ -223,3 +223,57 @@ async fn a_failed_group_commit_is_retried_event_by_event() {
     assert!(matches!(results[2], Ok(shared::log::AppendOutcome::Appended { position: 2 })), "{results:?}");
     assert_eq!(db.event_count().await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_body_with_an_event_id_is_kept_even_when_its_envelope_cannot_be_decoded() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let t = stripe::now();
+    let float_created = format!(
+        r#"{{"id":"evt_float","object":"event","type":"customer.created","created":{t}.25,"livemode":false,"data":{{"object":{{"id":"cus_f","object":"customer"}}}}}}"#
+    )
+    .into_bytes();
+    let no_livemode = format!(
+        r#"{{"id":"evt_nolive","object":"event","type":"customer.created","created":{t},"data":{{"object":{{"id":"cus_n","object":"customer"}}}}}}"#
+    )
+    .into_bytes();
+    let mut invalid_utf8 = format!(
+        r#"{{"id":"evt_latin1","object":"event","type":"customer.updated","created":{t},"livemode":false,"data":{{"object":{{"id":"cus_l","object":"customer","name":""#
+    )
+    .into_bytes();
+    invalid_utf8.extend_from_slice(b"Jos\xe9\"}}}");
+    let kept = [float_created, no_livemode, invalid_utf8];
+    for body in &kept {
+        let response = ingest.post_signed(body).await;
+        assert_eq!(response.status(), 200, "{}", String::from_utf8_lossy(body));
+    }
+    // Without an event id there is nothing to store it under: refused, as before.
+    let no_id = br#"{"object":"event","type":"customer.created"}"#.to_vec();
+    assert_eq!(ingest.post_signed(&no_id).await.status(), 400);
+
+    let stored: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT stripe_event_id, raw_body FROM ledger.events ORDER BY position")
+            .fetch_all(&db.pool)
+            .await
+            .expect("rows");
+    let ids: Vec<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["evt_float", "evt_nolive", "evt_latin1"]);
+    for ((_, bytes), body) in stored.iter().zip(&kept) {
+        assert_eq!(bytes, body, "byte-exact");
+    }
+    let (_, metrics) = ingest.get("/metrics").await;
+    // The envelope decoder skips the unreadable name, so only the first two needed salvaging.
+    assert!(metrics.contains("ingest_undecodable_stored_total 2"), "{metrics}");
+
+    // The body that is not UTF-8 breaks neither the audit view nor the fold of the others.
+    let texts: Vec<Option<String>> = sqlx::query_scalar("SELECT body_text FROM audit.events ORDER BY position")
+        .fetch_all(&db.pool)
+        .await
+        .expect("audit.events reads every row");
+    assert_eq!(texts.len(), 3);
+    assert!(texts[2].is_none(), "the unreadable body shows as NULL on its own row");
+    let projections = ledger_tests::projector::fold_whole_log(&db.pool, &ledger_tests::projector::catalog()).await;
+    let kinds: Vec<&str> = projections.anomalies.values().map(|a| a.kind.as_str()).collect();
+    assert!(kinds.iter().filter(|k| **k == "undecodable").count() >= 2, "recorded as anomalies: {kinds:?}");
+    ingest.stop().await.expect("clean stop");
+}

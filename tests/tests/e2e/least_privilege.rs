@@ -11,6 +11,8 @@ use ledger_tests::projector::{catalog, fold_whole_log, load_tables};
 use ledger_tests::wait;
 use sqlx::postgres::PgPoolOptions;
 
+const SESSION_SECRET: &str = "cs_test_a1_secret_9f8e7d6c5b4a";
+
 /// `postgres://<user>@<host:port>/<db>` on the test server.
 async fn url_as(user: &str, db: &TestDb) -> String {
     let server = server_url().await;
@@ -96,6 +98,25 @@ async fn login_users_holding_only_their_roles_run_ingest_projector_and_audit_end
             posted += 1;
         }
     }
+    // A Checkout Session carries a client_secret: the log keeps it, auditors never see it.
+    let mut session = ledger_tests::stripe::object("checkout.session");
+    session["client_secret"] = serde_json::Value::from(SESSION_SECRET);
+    let body = serde_json::to_vec(&ledger_tests::stripe::event(
+        &ledger_tests::stripe::event_id(),
+        "checkout.session.completed",
+        ledger_tests::stripe::now(),
+        session,
+    ))
+    .expect("json");
+    let response = http
+        .post(format!("{}/webhooks/stripe", ingest.url))
+        .header("stripe-signature", ledger_tests::stripe::sign(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    posted += 1;
     assert_eq!(db.event_count().await, posted);
 
     wait::until(Duration::from_secs(60), "the projector (as ledger_projector) to reach the head", || async {
@@ -114,6 +135,26 @@ async fn login_users_holding_only_their_roles_run_ingest_projector_and_audit_end
     let seen: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit.events").fetch_one(&auditor).await.expect("audit.events");
     assert_eq!(seen, posted);
+    let leaked: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.events WHERE strpos(body_text, $1) > 0")
+        .bind(SESSION_SECRET)
+        .fetch_one(&auditor)
+        .await
+        .expect("search");
+    assert_eq!(leaked, 0, "the client_secret is redacted for auditors");
+    let redacted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit.events WHERE payload #>> '{data,object,client_secret}' = '[redacted]'",
+    )
+    .fetch_one(&auditor)
+    .await
+    .expect("search");
+    assert_eq!(redacted, 1);
+    let exact: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger.events WHERE position(convert_to($1, 'UTF8') IN raw_body) > 0")
+            .bind(SESSION_SECRET)
+            .fetch_one(&db.pool)
+            .await
+            .expect("owner");
+    assert_eq!(exact, 1, "the owner keeps the exact bytes");
     for forbidden in ["SELECT count(*) FROM ledger.events", "SELECT count(*) FROM ledger.api_tokens"] {
         let error = sqlx::query_scalar::<_, i64>(forbidden).fetch_one(&auditor).await.expect_err(forbidden);
         assert!(error.to_string().contains("permission denied"), "{forbidden}: {error}");
@@ -121,6 +162,7 @@ async fn login_users_holding_only_their_roles_run_ingest_projector_and_audit_end
     let (ok, out) = replay(&["export", "--format", "csv"], &auditor_url);
     assert!(ok, "replay export as the auditor: {out}");
     assert_eq!(out.lines().filter(|l| l.contains(",evt_")).count() as i64, posted, "{out}");
+    assert!(!out.contains(SESSION_SECRET) && out.contains("secrets redacted"), "{out}");
     let (ok, out) = replay(&["timeline", "cus_life000001"], &auditor_url);
     assert!(ok && out.contains("customer.created"), "replay timeline as the auditor: {out}");
 

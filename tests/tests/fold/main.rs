@@ -478,3 +478,37 @@ fn a_paused_subscription_stops_its_instance_and_resuming_starts_it_again() {
         assert!(g.state.tokens["cus_1"].wanted);
     }
 }
+
+/// `event` with its `livemode` set to `live`.
+fn in_mode(body: &[u8], live: bool) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).expect("json");
+    value["livemode"] = serde_json::Value::Bool(live);
+    serde_json::to_vec(&value).expect("json")
+}
+
+#[test]
+fn stripe_livemode_projects_one_mode_and_records_the_other_as_wrong_mode() {
+    let live = in_mode(
+        &sub_event("customer.subscription.created", T, Shape::Basil, &snap("active", "price_starter_monthly")),
+        true,
+    );
+    let test_snap = SubSnapshot::new("sub_2", "cus_2", "price_starter_monthly", "active", (T, T + 30 * DAY));
+    let test = in_mode(&sub_event("customer.subscription.created", T, Shape::Basil, &test_snap), false);
+    for (mode, projected, wrong) in [(Some(true), "sub_1", "sub_2"), (Some(false), "sub_2", "sub_1")] {
+        let mut state = Projections::default();
+        let config = FoldConfig { livemode: mode, ..FoldConfig::default() };
+        let mut intents = state.fold_and_apply(1, &live, &catalog(), &config);
+        intents.extend(state.fold_and_apply(2, &test, &catalog(), &config));
+        assert!(state.subscriptions.contains_key(projected), "{mode:?}");
+        assert!(!state.subscriptions.contains_key(wrong), "the other mode drives nothing: {mode:?}");
+        assert!(intents.iter().all(|i| !i.key.contains(wrong)), "no effect for the other mode: {intents:?}");
+        let anomalies: Vec<_> = state.anomalies.values().filter(|a| a.kind == "wrong_mode").collect();
+        assert_eq!(anomalies.len(), 1, "{mode:?}");
+        assert!(anomalies[0].detail.contains("mode event"), "{}", anomalies[0].detail);
+    }
+    // Unset: both modes are projected.
+    let mut g = Given::new();
+    g.event(&live).event(&test);
+    assert!(g.state.subscriptions.contains_key("sub_1") && g.state.subscriptions.contains_key("sub_2"));
+    assert!(g.state.anomalies.values().all(|a| a.kind != "wrong_mode"));
+}
