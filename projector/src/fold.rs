@@ -562,7 +562,7 @@ impl Folder<'_> {
             }
             row.grace_until = match (row.last_payment_failed_at, row.last_paid_at) {
                 (Some(failed_at), paid_at) if paid_at.is_none_or(|p| failed_at > p) => {
-                    Some(failed_at + self.config.grace_period_secs)
+                    Some(failed_at.saturating_add(self.config.grace_period_secs).min(stripe::MAX_TIME))
                 }
                 _ => None,
             };
@@ -654,7 +654,9 @@ impl Folder<'_> {
                 let mut credits = 0;
                 for (price, quantity) in purchased {
                     match self.catalog.product(&price) {
-                        Some(Product::CreditPack(pack)) => credits += pack.credits * quantity,
+                        Some(Product::CreditPack(pack)) => {
+                            credits = pack.credits.saturating_mul(quantity).saturating_add(credits);
+                        }
                         _ => {
                             self.anomaly(
                                 format!("unknown_price:{}", session.id),

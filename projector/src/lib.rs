@@ -91,9 +91,13 @@ impl Application {
         self.status.clone()
     }
 
-    /// Serves and projects until `shutdown`; a batch in progress is finished first.
+    /// Serves and projects until `shutdown`; a batch in progress is finished first. When the runner
+    /// or the dispatcher ends on its own (a panic, a bug), `/readyz` fails, everything stops and
+    /// this returns an error, so the process exits non-zero and its orchestrator restarts it.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), catalog = self.catalog.hash(), "projector listening");
+        // Our own child token: a dead task stops this application without touching the caller's.
+        let shutdown = shutdown.child_token();
         let wake = Arc::new(Notify::new());
         let runner = tokio::spawn(runner::run(
             self.pool.clone(),
@@ -104,6 +108,7 @@ impl Application {
             shutdown.clone(),
         ));
         let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
+        let status = self.status.clone();
         let state = AppState { pool: self.pool, registry: self.registry, status: self.status };
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
@@ -111,14 +116,50 @@ impl Application {
             .route("/metrics", get(metrics))
             .with_state(state)
             .merge(Router::new().route("/v1/access", get(access::check)).with_state(self.access));
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
-        runner.await.context("runner task")?;
-        dispatcher.await.context("dispatcher task")?;
-        Ok(())
+        let serve = tokio::spawn(
+            axum::serve(self.listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
+        );
+        let supervised = supervise(vec![("runner", runner), ("dispatcher", dispatcher)], &shutdown, &status).await;
+        serve.await.context("HTTP server task")??;
+        supervised
+    }
+}
+
+/// Waits until `shutdown`, then for every task to finish. A task that ends before `shutdown`
+/// (it panicked, or returned by mistake) marks the process dead for `/readyz`, cancels
+/// `shutdown` so the others stop, and makes this an error naming it.
+pub async fn supervise(
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    shutdown: &CancellationToken,
+    status: &Status,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let mut joins: futures::stream::FuturesUnordered<_> =
+        tasks.into_iter().map(|(name, handle)| async move { (name, handle.await) }).collect();
+    let mut died = None;
+    while let Some((name, result)) = joins.next().await {
+        if !shutdown.is_cancelled() && died.is_none() {
+            let cause = match result {
+                Err(error) if error.is_panic() => "panicked".to_owned(),
+                Err(error) => format!("failed: {error}"),
+                Ok(()) => "returned".to_owned(),
+            };
+            tracing::error!(task = name, cause, "a projector task ended on its own: stopping the process");
+            status.dead.store(true, Ordering::Relaxed);
+            shutdown.cancel();
+            died = Some((name, cause));
+        }
+    }
+    match died {
+        Some((task, cause)) => anyhow::bail!("the {task} task {cause}; the projector stopped"),
+        None => Ok(()),
     }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.status.dead.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "a projector task died: the process is stopping").into_response();
+    }
     if let Err(error) = shared::db::check_ready(&state.pool).await {
         tracing::warn!(%error, "not ready");
         return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
@@ -134,4 +175,42 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let body = shared::telemetry::encode_metrics(&state.registry);
     ([(header::CONTENT_TYPE, shared::telemetry::METRICS_CONTENT_TYPE)], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_dies_stops_the_others_fails_readiness_and_is_named() {
+        let shutdown = CancellationToken::new();
+        let status = Status::default();
+        let waiting = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { shutdown.cancelled().await })
+        };
+        let dying = tokio::spawn(async {
+            let values: Vec<u8> = Vec::new();
+            let _ = values[1]; // a bug: an index out of bounds
+        });
+        let error = supervise(vec![("runner", waiting), ("dispatcher", dying)], &shutdown, &status)
+            .await
+            .expect_err("a task died");
+        assert_eq!(error.to_string(), "the dispatcher task panicked; the projector stopped");
+        assert!(shutdown.is_cancelled(), "the other task was told to stop, and did");
+        assert!(status.dead.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_on_shutdown_are_a_clean_stop() {
+        let shutdown = CancellationToken::new();
+        let status = Status::default();
+        let task = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { shutdown.cancelled().await })
+        };
+        shutdown.cancel();
+        supervise(vec![("runner", task)], &shutdown, &status).await.expect("clean");
+        assert!(!status.dead.load(Ordering::Relaxed));
+    }
 }

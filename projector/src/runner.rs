@@ -48,6 +48,8 @@ struct KindLabel {
 pub struct Status {
     /// This instance holds leadership.
     pub leader: AtomicBool,
+    /// A supervised task (runner, dispatcher) ended on its own: `/readyz` fails, the process stops.
+    pub dead: AtomicBool,
     /// The projections were built with another catalog (a rebuild settles it).
     pub catalog_mismatch: AtomicBool,
     /// Last committed checkpoint.
@@ -57,6 +59,7 @@ pub struct Status {
     applied: Family<TypeLabel, Counter>,
     anomalies: Family<KindLabel, Gauge>,
     batch_errors: Counter,
+    quarantined: Counter,
     leader_gauge: Gauge,
 }
 
@@ -72,6 +75,11 @@ impl Status {
         registry.register("projector_events_applied", "Events folded, by type", self.applied.clone());
         registry.register("projector_anomalies", "Open anomalies, by kind", self.anomalies.clone());
         registry.register("projector_batch_errors", "Batches that failed and were retried", self.batch_errors.clone());
+        registry.register(
+            "projector_quarantined_events",
+            "Events passed over because they could not be projected (see the quarantined anomalies)",
+            self.quarantined.clone(),
+        );
         registry.register(
             "projector_leader",
             "1 while this instance is the active projector",
@@ -157,14 +165,17 @@ async fn lead(
     let mut listener = PgListener::connect_with(pool).await.context("LISTEN connection")?;
     listener.listen("ledger_events").await?;
     let mut state: Option<(Projections, i64, String)> = None;
+    let mut quarantine = Quarantine::default();
     loop {
         if shutdown.is_cancelled() {
             break;
         }
         // Still leader? (A broken lock connection means another instance may lead now.)
         sqlx::query!("SELECT 1 AS one").fetch_one(&mut leader_conn).await.context("leader connection lost")?;
-        let folded = match batch(pool, catalog, settings, status, &mut state).await {
+        let limit = quarantine.batch_limit(settings.batch_size);
+        let folded = match batch(pool, catalog, settings, limit, status, &mut state).await {
             Ok(folded) => {
+                quarantine.succeeded(folded);
                 if folded > 0 {
                     wake.notify_one(); // the dispatcher looks at the new intents now
                 }
@@ -174,7 +185,20 @@ async fn lead(
                 // Nothing of the batch was committed; the working copy may be ahead of the tables.
                 state = None;
                 status.batch_errors.inc();
-                tracing::error!(error = format!("{error:#}"), "batch failed, retrying from the checkpoint");
+                let message = format!("{error:#}");
+                if is_unavailable(&error) {
+                    tracing::warn!(error = message, "database unavailable, retrying the batch from the checkpoint");
+                } else if quarantine.failed(limit, settings.batch_size) {
+                    quarantine_next(pool, catalog, &message).await?;
+                    status.quarantined.inc();
+                    continue;
+                } else {
+                    tracing::error!(
+                        error = message,
+                        limit,
+                        "batch failed, retrying from the checkpoint event by event"
+                    );
+                }
                 0
             }
         };
@@ -196,11 +220,93 @@ async fn lead(
     Ok(())
 }
 
-/// Folds one batch in one transaction; returns how many events it folded.
+/// One event must never stop the projections of everyone else. After a batch fails for a reason
+/// other than an unreachable database, the next `batch_size` events are folded one per batch; when
+/// a one-event batch fails [`Quarantine::ATTEMPTS`] times, that event is quarantined: recorded as a
+/// `quarantined` anomaly (with the error) and passed over, and the projector goes on.
+#[derive(Debug, Default)]
+struct Quarantine {
+    /// Events still to fold one at a time.
+    careful: usize,
+    /// Consecutive failures of a one-event batch.
+    failures: u32,
+}
+
+impl Quarantine {
+    const ATTEMPTS: u32 = 3;
+
+    fn batch_limit(&self, batch_size: usize) -> usize {
+        if self.careful > 0 { 1 } else { batch_size }
+    }
+
+    fn succeeded(&mut self, folded: usize) {
+        self.careful = self.careful.saturating_sub(folded);
+        self.failures = 0;
+    }
+
+    /// Records a failed batch of `limit` events; true when the next event is to be quarantined.
+    fn failed(&mut self, limit: usize, batch_size: usize) -> bool {
+        if limit > 1 {
+            self.careful = batch_size;
+            return false;
+        }
+        self.failures += 1;
+        if self.failures < Self::ATTEMPTS {
+            return false;
+        }
+        self.failures = 0;
+        self.careful = self.careful.saturating_sub(1);
+        true
+    }
+}
+
+/// True when the error means the database is unreachable (retry; never quarantine for it).
+fn is_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().filter_map(|e| e.downcast_ref::<sqlx::Error>()).any(shared::db::is_unavailable)
+}
+
+/// Passes over the event after the checkpoint: a `quarantined` anomaly names it and the error, and
+/// the checkpoint moves past it, in one transaction.
+async fn quarantine_next(pool: &PgPool, catalog: &Catalog, error: &str) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    let checkpoint = store::lock_checkpoint(&mut tx, CHECKPOINT).await?.context("checkpoint row")?;
+    let Some(position) =
+        sqlx::query_scalar!("SELECT min(position) FROM ledger.events WHERE position > $1", checkpoint.position)
+            .fetch_one(&mut *tx)
+            .await?
+    else {
+        return Ok(());
+    };
+    let detail: String =
+        format!("event at position {position} could not be projected: {error}").chars().take(2000).collect();
+    sqlx::query!(
+        "INSERT INTO projection.anomalies (key, kind, detail, position) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key) DO UPDATE SET detail = EXCLUDED.detail",
+        format!("{QUARANTINED}:{position}"),
+        QUARANTINED,
+        detail.replace('\0', ""),
+        position
+    )
+    .execute(&mut *tx)
+    .await?;
+    let keep_hash = if checkpoint.catalog_hash == catalog.hash() { catalog.hash() } else { &checkpoint.catalog_hash };
+    store::save_checkpoint(&mut tx, CHECKPOINT, position, keep_hash).await?;
+    tx.commit().await?;
+    tracing::error!(position, error, "event quarantined: recorded as an anomaly and passed over");
+    Ok(())
+}
+
+/// Anomaly kind of an event the projector could not write and passed over.
+pub const QUARANTINED: &str = "quarantined";
+
+/// Folds one batch of at most `limit` events in one transaction; returns how many it folded. A
+/// panic in the fold is an error of this batch (and its event can be quarantined), not the end of
+/// the runner.
 async fn batch(
     pool: &PgPool,
     catalog: &Catalog,
     settings: &RunnerSettings,
+    limit: usize,
     status: &Status,
     state: &mut Option<(Projections, i64, String)>,
 ) -> anyhow::Result<usize> {
@@ -233,7 +339,7 @@ async fn batch(
         r#"SELECT position, event_type, raw_body, received_at FROM ledger.events
            WHERE position > $1 ORDER BY position LIMIT $2"#,
         checkpoint,
-        i64::try_from(settings.batch_size).unwrap_or(i64::MAX)
+        i64::try_from(limit).unwrap_or(i64::MAX)
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -247,8 +353,12 @@ async fn batch(
         return Ok(0);
     };
     let Some((projections, at, _)) = state.as_mut() else { anyhow::bail!("state not loaded") };
-    let (changes, intents) =
-        projections.fold_batch(rows.iter().map(|r| (r.position, r.raw_body.as_slice())), catalog, &settings.fold);
+    let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        projections.fold_batch(rows.iter().map(|r| (r.position, r.raw_body.as_slice())), catalog, &settings.fold)
+    }));
+    let Ok((changes, intents)) = folded else {
+        anyhow::bail!("the fold panicked on positions {}..={last}", checkpoint + 1);
+    };
     store::write_changes(&mut tx, projections, &changes).await?;
     store::record_intents(&mut tx, &intents).await?;
     let keep_hash = if mismatch { built_with.as_str() } else { catalog.hash() };

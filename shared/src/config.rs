@@ -190,6 +190,9 @@ impl Config {
             return Err(ConfigError::new("PROJECTOR_BATCH_SIZE", "must be between 1 and 100000"));
         }
         let grace_days: u64 = parse_number(get("GRACE_PERIOD_DAYS"), "GRACE_PERIOD_DAYS", 7)?;
+        if grace_days > 3650 {
+            return Err(ConfigError::new("GRACE_PERIOD_DAYS", "must be at most 3650"));
+        }
         let database_max_connections: u32 =
             parse_number(get("DATABASE_MAX_CONNECTIONS"), "DATABASE_MAX_CONNECTIONS", 16)?;
         if database_max_connections < 2 {
@@ -427,6 +430,7 @@ mod tests {
             ("INGEST_APPENDERS", "0"),
             ("PROJECTOR_BATCH_SIZE", "0"),
             ("GRACE_PERIOD_DAYS", "a week"),
+            ("GRACE_PERIOD_DAYS", "213503982334601"),
             ("DATABASE_URL", "mysql://x"),
             ("DATABASE_MAX_CONNECTIONS", "1"),
             ("STRIPE_API_BASE", "api.stripe.com"),

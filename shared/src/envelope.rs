@@ -23,6 +23,12 @@ pub enum EnvelopeError {
     /// `type` is empty.
     #[error("the body is not a Stripe event: type is empty")]
     EmptyType,
+    /// `created` is before 1970 or after 9999: no column can hold it.
+    #[error("created {0} is out of range")]
+    CreatedOutOfRange(i64),
+    /// A field stored in its own column holds a NUL, which no text column can hold.
+    #[error("an envelope field holds a NUL character")]
+    Nul,
 }
 
 /// The envelope of a Stripe event, as stored beside its raw bytes.
@@ -87,13 +93,16 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     if raw.event_type.trim().is_empty() {
         return Err(EnvelopeError::EmptyType);
     }
+    if !(0..=crate::stripe::MAX_TIME).contains(&raw.created) {
+        return Err(EnvelopeError::CreatedOutOfRange(raw.created));
+    }
     let object = raw.data.object;
     let customer_id = if object.object.as_deref() == Some("customer") {
         object.id.clone()
     } else {
         object.customer.map(|c| c.id().to_owned())
     };
-    Ok(Envelope {
+    let envelope = Envelope {
         id: raw.id,
         event_type: raw.event_type,
         api_version: raw.api_version,
@@ -102,7 +111,15 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         object_type: object.object,
         object_id: object.id,
         customer_id,
-    })
+    };
+    let texts = [&envelope.api_version, &envelope.object_type, &envelope.object_id, &envelope.customer_id];
+    if envelope.id.contains('\0')
+        || envelope.event_type.contains('\0')
+        || texts.iter().any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+    {
+        return Err(EnvelopeError::Nul);
+    }
+    Ok(envelope)
 }
 
 /// The envelope of a body that [`decode`] refused but that still names an event id: what Stripe
@@ -116,7 +133,7 @@ pub fn salvage(body: &[u8], signed_at: i64) -> Option<Envelope> {
         Ok(value) => value,
         Err(_) => serde_json::from_str(&String::from_utf8_lossy(body)).ok()?,
     };
-    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.trim().is_empty()).map(str::to_owned);
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.trim().is_empty()).map(|s| s.replace('\0', "\u{fffd}"));
     let id = text(&value["id"]).filter(|id| id.starts_with("evt_") && id.len() > 4)?;
     let created = value["created"].as_i64().or_else(|| value["created"].as_f64().map(|f| f as i64));
     let object = &value["data"]["object"];
@@ -131,7 +148,7 @@ pub fn salvage(body: &[u8], signed_at: i64) -> Option<Envelope> {
         id,
         event_type: text(&value["type"]).unwrap_or_else(|| "unknown".to_owned()),
         api_version: text(&value["api_version"]),
-        created: created.filter(|c| (0..=253_402_300_799).contains(c)).unwrap_or(signed_at),
+        created: created.filter(|c| (0..=crate::stripe::MAX_TIME).contains(c)).unwrap_or(signed_at),
         livemode: value["livemode"].as_bool().unwrap_or(false),
         object_type,
         object_id,
@@ -222,6 +239,12 @@ mod tests {
         invalid_utf8.extend_from_slice(b"\"\xff\xfe\"}}}");
         let salvaged = salvage(&invalid_utf8, 7).expect("id read lossily");
         assert_eq!((salvaged.id.as_str(), salvaged.created), ("evt_2", 7));
+
+        let far = br#"{"id":"evt_3","object":"event","type":"x","created":-99999999999,"livemode":true,"data":{"object":{"id":"cus_\u0000"}}}"#;
+        assert!(matches!(decode(far), Err(EnvelopeError::CreatedOutOfRange(_))));
+        let salvaged = salvage(far, 7).expect("salvaged");
+        assert_eq!(salvaged.created, 7, "an unstorable time is replaced by the signature's");
+        assert!(!salvaged.object_id.expect("id").contains('\0'));
 
         assert!(salvage(br#"{"type":"customer.created"}"#, 7).is_none(), "no id");
         assert!(salvage(br#"{"id":"cus_1"}"#, 7).is_none(), "not an event id");

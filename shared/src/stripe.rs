@@ -268,6 +268,16 @@ pub struct DecodeError {
 
 // ---- wire shapes (private): every field optional or defaulted, unknown fields ignored ----
 
+/// The latest time PostgreSQL and chrono both hold, and that Stripe could send: 9999-12-31T23:59:59Z.
+pub const MAX_TIME: i64 = 253_402_300_799;
+
+/// A Stripe timestamp the projections can store: Unix seconds from 1970 to [`MAX_TIME`]. Anything
+/// else (negative, or a year beyond 9999) is read as absent at this boundary, so the fold's state
+/// and the tables it writes never disagree and no table refuses the row.
+fn storable_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<i64>::deserialize(deserializer)?.filter(|t| (0..=MAX_TIME).contains(t)))
+}
+
 #[derive(Deserialize)]
 struct WireEvent<'a> {
     id: String,
@@ -313,21 +323,21 @@ struct WireSubscription {
     status: SubscriptionStatus,
     #[serde(default)]
     items: WireList<WireItem>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     current_period_start: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     current_period_end: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     trial_start: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     trial_end: Option<i64>,
     #[serde(default)]
     cancel_at_period_end: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     cancel_at: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     canceled_at: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     ended_at: Option<i64>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
@@ -342,9 +352,9 @@ struct WireItem {
     plan: Option<Expandable>,
     #[serde(default)]
     quantity: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     current_period_start: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     current_period_end: Option<i64>,
 }
 
@@ -367,9 +377,9 @@ struct WireInvoice {
     amount_paid: i64,
     #[serde(default)]
     currency: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     period_start: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     period_end: Option<i64>,
     #[serde(default)]
     lines: Option<WireList<WireLine>>,
@@ -411,7 +421,7 @@ struct WirePriceDetails {
 
 #[derive(Deserialize)]
 struct WirePeriod {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "storable_time")]
     end: Option<i64>,
 }
 
@@ -439,14 +449,49 @@ struct WireCheckoutLine {
     quantity: Option<u64>,
 }
 
+/// The body with every JSON `\u0000` escape turned into `\ufffd`: a NUL is valid JSON but no
+/// PostgreSQL text column holds it, so a customer name with one would fail every write of its
+/// batch. Done once, at the model boundary, so the fold's state and the tables agree. An escaped
+/// backslash followed by `u0000` (`\\u0000`, the text "\u0000") is left alone.
+pub fn without_nul_escapes(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const NUL: &[u8] = b"\\u0000";
+    if !body.windows(NUL.len()).any(|w| w == NUL) {
+        return std::borrow::Cow::Borrowed(body);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'\\' {
+            if body[i..].starts_with(NUL) {
+                out.extend_from_slice(b"\\ufffd");
+                i += NUL.len();
+            } else {
+                // Any other escape: copy the backslash and the escaped character together.
+                out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                i += 2;
+            }
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn object<'a, T: Deserialize<'a>>(raw: &'a serde_json::value::RawValue, what: &'static str) -> Result<T, DecodeError> {
     serde_json::from_str(raw.get()).map_err(|source| DecodeError { what, source })
 }
 
 /// Decodes a raw event body into the typed model.
 pub fn decode(body: &[u8]) -> Result<Event, DecodeError> {
+    let body = without_nul_escapes(body);
     let wire: WireEvent<'_> =
-        serde_json::from_slice(body).map_err(|source| DecodeError { what: "the event envelope", source })?;
+        serde_json::from_slice(&body).map_err(|source| DecodeError { what: "the event envelope", source })?;
+    if !(0..=MAX_TIME).contains(&wire.created) {
+        let source =
+            <serde_json::Error as serde::de::Error>::custom(format!("created {} is out of range", wire.created));
+        return Err(DecodeError { what: "the event envelope", source });
+    }
     let raw = wire.data.object;
     // Dispatch on what the object is, not on the event type's prefix (`customer.source.created`
     // carries a card, `customer.subscription.updated` a subscription).
@@ -730,5 +775,32 @@ mod tests {
         assert!(err.to_string().contains("status"), "{err}");
         let err = decode(b"{\"id\": 1}").expect_err("not an event");
         assert_eq!(err.what, "the event envelope");
+    }
+
+    #[test]
+    fn nul_escapes_and_unstorable_times_are_settled_at_the_model_boundary() {
+        let mut customer = fixture("customer");
+        customer["name"] = json!("Ann\u{0}Lee");
+        let body = event("customer.updated", "2025-03-31.basil", customer);
+        assert!(String::from_utf8_lossy(&body).contains("\\u0000"));
+        match decode(&body).expect("decodes").object {
+            Object::Customer(c) => assert_eq!(c.name.as_deref(), Some("Ann\u{fffd}Lee")),
+            other => panic!("{other:?}"),
+        }
+        // An escaped backslash before u0000 is the text "\u0000", not a NUL: untouched.
+        assert_eq!(without_nul_escapes(br#""a\\u0000b""#).as_ref(), br#""a\\u0000b""#);
+        assert_eq!(without_nul_escapes(br#""a\u0000b""#).as_ref(), br#""a\ufffdb""#);
+
+        let mut sub = fixture("subscription");
+        sub["current_period_end"] = json!(-62_135_596_801_i64);
+        sub["trial_end"] = json!(MAX_TIME + 1);
+        let s = subscription_of(decode_object("customer.subscription.updated", "2022-11-15", sub));
+        assert_eq!((s.current_period_end, s.trial_end), (None, None));
+
+        let mut far =
+            serde_json::from_slice::<Value>(&event("customer.updated", "2025-03-31.basil", fixture("customer")))
+                .expect("json");
+        far["created"] = json!(-1);
+        assert!(decode(&serde_json::to_vec(&far).expect("json")).is_err(), "an event time out of range is undecodable");
     }
 }

@@ -512,3 +512,32 @@ fn stripe_livemode_projects_one_mode_and_records_the_other_as_wrong_mode() {
     assert!(g.state.subscriptions.contains_key("sub_1") && g.state.subscriptions.contains_key("sub_2"));
     assert!(g.state.anomalies.values().all(|a| a.kind != "wrong_mode"));
 }
+
+#[test]
+fn extreme_values_saturate_instead_of_overflowing_the_fold() {
+    // A pack bought u64::MAX times, and a payment failed at the last storable second: no panic,
+    // and every value stays one a table can hold.
+    let mut g = Given::new();
+    g.event(&stripe::checkout_completed(
+        T,
+        Shape::Basil,
+        "cs_huge",
+        "cus_1",
+        "payment",
+        None,
+        Some(("price_credits_10000", u64::MAX)),
+    ));
+    assert!(g.state.credits["cus_1"] > 0);
+    let s = snap("active", "price_starter_monthly");
+    g.event(&sub_event("customer.subscription.created", T, Shape::Basil, &s));
+    let of = stripe::InvoiceOf {
+        id: "in_late",
+        customer: "cus_1",
+        subscription: "sub_1",
+        price: "price_starter_monthly",
+        period: (T, T + 30 * DAY),
+    };
+    g.event(&stripe::invoice_event("invoice.payment_failed", shared::stripe::MAX_TIME, Shape::Basil, &of));
+    let grace = g.state.subscriptions["sub_1"].grace_until.expect("a grace deadline");
+    assert!(grace <= shared::stripe::MAX_TIME);
+}
