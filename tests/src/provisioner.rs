@@ -1,6 +1,8 @@
 //! A fake Dokku-style provisioner: a real HTTP server on 127.0.0.1:0 that records every call and
 //! answers from a script (default 200). Like a real idempotent API, a repeated `Idempotency-Key`
-//! that succeeded gets the first answer again.
+//! that succeeded gets the first answer again; like a real one too, every other create makes a new
+//! app (`app-sub-x`, then `app-sub-x-2`, ...), so a create sent twice under two keys leaks an app,
+//! visible in [`FakeProvisioner::live_apps`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -35,6 +37,9 @@ struct Inner {
     always: Option<u16>,
     latency: std::time::Duration,
     done: HashMap<String, Value>,
+    created_per_subscription: HashMap<String, usize>,
+    live: std::collections::BTreeSet<String>,
+    slow_creates: VecDeque<std::time::Duration>,
 }
 
 /// The fake.
@@ -75,6 +80,17 @@ impl FakeProvisioner {
     /// Every answer takes this long (a real provisioner takes seconds to start an app).
     pub fn latency(&self, latency: std::time::Duration) {
         self.lock().latency = latency;
+    }
+
+    /// The next creates do their work (the app exists) but answer only after these delays: a
+    /// client with a shorter timeout never hears about the app.
+    pub fn slow_creates(&self, delays: &[std::time::Duration]) {
+        self.lock().slow_creates.extend(delays);
+    }
+
+    /// Apps that exist now (created and not deprovisioned).
+    pub fn live_apps(&self) -> Vec<String> {
+        self.lock().live.iter().cloned().collect()
     }
 
     /// Calls are recorded, then wait until [`FakeProvisioner::release`].
@@ -128,30 +144,47 @@ async fn handle(
     if open.wait_for(|open| *open).await.is_err() {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let mut inner = fake.lock();
-    if let Some(previous) = call.idempotency_key.as_ref().and_then(|k| inner.done.get(k)) {
-        return (StatusCode::OK, axum::Json(previous.clone())).into_response();
-    }
-    let status = inner.script.pop_front().or(inner.always).unwrap_or(200);
-    if status != 200 {
-        let code = StatusCode::from_u16(status).expect("status");
-        return (code, format!("scripted {status}")).into_response();
-    }
-    let answer = match call.path.as_str() {
-        "/provision" => {
-            let sub = call.body["subscription_id"].as_str().unwrap_or("unknown").to_owned();
-            let app = format!("app-{}", sub.replace('_', "-"));
-            json!({
-                "app_name": app,
-                "subdomain": app,
-                "frontend_url": format!("https://{app}.apps.test"),
-                "backend_url": format!("https://api-{app}.apps.test"),
-            })
+    let (answer, delay) = {
+        let mut inner = fake.lock();
+        if let Some(previous) = call.idempotency_key.as_ref().and_then(|k| inner.done.get(k)) {
+            return (StatusCode::OK, axum::Json(previous.clone())).into_response();
         }
-        _ => json!({ "ok": true }),
+        let status = inner.script.pop_front().or(inner.always).unwrap_or(200);
+        if status != 200 {
+            let code = StatusCode::from_u16(status).expect("status");
+            return (code, format!("scripted {status}")).into_response();
+        }
+        let mut delay = None;
+        let answer = match call.path.as_str() {
+            "/provision" => {
+                let sub = call.body["subscription_id"].as_str().unwrap_or("unknown").to_owned();
+                let n = inner.created_per_subscription.entry(sub.clone()).or_default();
+                *n += 1;
+                let suffix = if *n == 1 { String::new() } else { format!("-{n}") };
+                let app = format!("app-{}{suffix}", sub.replace('_', "-"));
+                inner.live.insert(app.clone());
+                delay = inner.slow_creates.pop_front();
+                json!({
+                    "app_name": app,
+                    "subdomain": app,
+                    "frontend_url": format!("https://{app}.apps.test"),
+                    "backend_url": format!("https://api-{app}.apps.test"),
+                })
+            }
+            "/deprovision" => {
+                let app = call.body["app_name"].as_str().unwrap_or_default().to_owned();
+                inner.live.remove(&app);
+                json!({ "ok": true })
+            }
+            _ => json!({ "ok": true }),
+        };
+        if let Some(key) = &call.idempotency_key {
+            inner.done.insert(key.clone(), answer.clone());
+        }
+        (answer, delay)
     };
-    if let Some(key) = &call.idempotency_key {
-        inner.done.insert(key.clone(), answer.clone());
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
     (StatusCode::OK, axum::Json(answer)).into_response()
 }

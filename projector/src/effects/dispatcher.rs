@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -87,6 +87,23 @@ struct Attempt<'a> {
     status: Option<u16>,
     outcome: &'static str,
     error: Option<String>,
+}
+
+/// How often the answer of a call is written before the pass gives up on it.
+const RECORD_TRIES: u32 = 5;
+
+/// A provisioner answer, ready to be recorded.
+#[derive(Clone, Copy)]
+struct InstanceRecord<'a> {
+    target: &'a Target,
+    op: &'a InstanceOp,
+    attempt: i32,
+    position: i64,
+    request: &'a str,
+    status: Option<u16>,
+    outcome: &'static str,
+    error: Option<&'a str>,
+    provisioned: Option<&'a super::provisioner::Provisioned>,
 }
 
 async fn journal(conn: &mut PgConnection, a: Attempt<'_>, metrics: &Metrics) -> anyhow::Result<()> {
@@ -248,16 +265,39 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// One pass over everything due now.
+    /// One pass over everything due now. Instances, tokens and mails are independent: a failure
+    /// in one (token revocation must not wait for a broken instance) is logged and counted, and the
+    /// others still run. Only work that completed counts as an attempt, so a failing unit is
+    /// retried on the next poll, not in a tight loop.
     pub async fn pass(&self) -> anyhow::Result<Pass> {
         let mut pass = Pass::default();
         if self.provisioner.is_some() {
-            pass.attempts += self.instances().await?;
+            pass.attempts += self.settle("instances", vec![self.instances().await]).into_iter().sum::<usize>();
         }
-        pass.attempts += self.tokens().await?;
-        pass.attempts += self.mails().await?;
+        pass.attempts += self.settle("tokens", vec![self.tokens().await]).into_iter().sum::<usize>();
+        pass.attempts += self.settle("mails", vec![self.mails().await]).into_iter().sum::<usize>();
         self.metrics.passes.inc();
         Ok(pass)
+    }
+
+    /// The results of units of work that stand alone: each error is logged and counted, the
+    /// successes are kept.
+    fn settle<T>(&self, what: &'static str, results: Vec<anyhow::Result<T>>) -> Vec<T> {
+        results
+            .into_iter()
+            .filter_map(|result| match result {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    self.metrics.pass_errors.inc();
+                    tracing::error!(
+                        what,
+                        error = format!("{error:#}"),
+                        "effect work failed; the rest of the pass goes on"
+                    );
+                    None
+                }
+            })
+            .collect()
     }
 
     fn due(&self, updated_at: DateTime<Utc>, attempts: i32, key: &str) -> bool {
@@ -276,7 +316,7 @@ impl Dispatcher {
                       o.limit_messages_per_day AS "o_messages?", o.limit_memory_mb AS "o_memory?",
                       o.limit_cpu AS "o_cpu?", o.key AS "o_key?", o.attempts AS "o_attempts?",
                       o.torn_down_by_grace AS "o_grace?", o.updated_at AS "o_updated?",
-                      li.key AS "latest_key?", li.position AS "latest_position?"
+                      li.key AS "latest_key?", li.position AS "latest_position?", fi.key AS "first_key?"
                FROM projection.instance_targets t
                LEFT JOIN projection.subscriptions s USING (stripe_subscription_id)
                LEFT JOIN ledger.instances_observed o USING (stripe_subscription_id)
@@ -284,6 +324,10 @@ impl Dispatcher {
                  SELECT i.key, i.position FROM ledger.intents i
                  WHERE i.kind = 'instance' AND split_part(i.key, ':', 2) = t.stripe_subscription_id
                  ORDER BY i.position DESC LIMIT 1) li ON true
+               LEFT JOIN LATERAL (
+                 SELECT i.key FROM ledger.intents i
+                 WHERE i.kind = 'instance' AND split_part(i.key, ':', 2) = t.stripe_subscription_id
+                 ORDER BY i.position LIMIT 1) fi ON true
                WHERE t.desired <> 'absent'
                  AND NOT (t.desired = 'running' AND o.status = 'running'
                           AND (s.grace_until IS NULL OR s.grace_until > $1)
@@ -306,6 +350,7 @@ impl Dispatcher {
                 limits: limits_from([r.limit_agents, r.limit_messages_per_day, r.limit_memory_mb, r.limit_cpu]),
                 grace_until: r.grace_until,
                 latest_key: r.latest_key,
+                first_key: r.first_key,
             };
             let observed = match (r.o_status.as_deref().and_then(Status::parse), r.o_key, r.o_updated) {
                 (Some(status), Some(key), Some(updated_at)) => Some(Observed {
@@ -330,15 +375,16 @@ impl Dispatcher {
             work.push((target, r.stripe_customer_id, op, done + 1, r.latest_position.unwrap_or(0)));
         }
         // Instances are independent of each other: several calls in flight at once.
-        let attempts = work.len();
-        futures::stream::iter(work)
+        // Every call runs to its end and is recorded on its own: one failure (a database blip
+        // while recording, a bug) neither cancels the calls in flight nor stops the others.
+        let results = futures::stream::iter(work)
             .map(|(target, customer, op, attempt, position)| async move {
                 self.instance_attempt(&target, customer.as_deref(), &op, attempt, position).await
             })
             .buffer_unordered(self.settings.concurrency.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(attempts)
+            .collect::<Vec<anyhow::Result<()>>>()
+            .await;
+        Ok(self.settle("instance", results).len())
     }
 
     async fn instance_attempt(
@@ -400,13 +446,45 @@ impl Dispatcher {
         };
         let max = self.settings.max_attempts;
         let outcome = plan::outcome(verdict, u32::try_from(attempt).unwrap_or(u32::MAX), max);
+        let record = InstanceRecord {
+            target,
+            op,
+            attempt,
+            position,
+            request: &request,
+            status: answer.status,
+            outcome,
+            error: error.as_deref(),
+            provisioned: provisioned.as_ref(),
+        };
+        // The answer came: record it, riding out a short database blip, so a done call is not
+        // forgotten (were it lost anyway, the next pass re-sends it under the same key).
+        let mut tries = 0_u32;
+        while let Err(error) = self.record_instance(&record).await {
+            tries += 1;
+            if tries >= RECORD_TRIES {
+                return Err(error.context(format!("recording the answer to {request}")));
+            }
+            tracing::warn!(key, error = format!("{error:#}"), "recording a provisioner answer failed, retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(100) * 2_u32.pow(tries)).await;
+        }
+        tracing::info!(key, request, outcome, attempt, status = ?answer.status, "instance effect");
+        Ok(())
+    }
+
+    /// Journals one provisioner answer and what it changes in `ledger.instances_observed`, in one
+    /// transaction.
+    async fn record_instance(&self, r: &InstanceRecord<'_>) -> anyhow::Result<()> {
+        let InstanceRecord { target, op, attempt, position, request, status, outcome, error, provisioned } = *r;
+        let (sub, key) = (target.subscription.as_str(), op.key());
+        let error = error.map(str::to_owned);
         let mut tx = self.pool.begin().await?;
         let row = Attempt {
             key,
             kind: op.kind(),
             attempt,
-            request: request.clone(),
-            status: answer.status,
+            request: request.to_owned(),
+            status,
             outcome,
             error: error.clone(),
         };
@@ -414,7 +492,7 @@ impl Dispatcher {
         let [agents, messages, memory, cpu] = limit_columns(target.limits);
         match (outcome, op) {
             ("succeeded", InstanceOp::Provision { .. }) => {
-                let p = provisioned.context("provisioned")?;
+                let p = provisioned.context("provisioned")?.clone();
                 sqlx::query!(
                     "UPDATE ledger.instances_observed
                      SET status = 'running', app_name = $2, subdomain = $3, frontend_url = $4, backend_url = $5,
@@ -497,7 +575,6 @@ impl Dispatcher {
             .await?;
         }
         tx.commit().await?;
-        tracing::info!(key, request, outcome, attempt, status = ?answer.status, "instance effect");
         Ok(())
     }
 
@@ -555,9 +632,9 @@ impl Dispatcher {
                 }
             })
             .buffer_unordered(self.settings.concurrency.max(1))
-            .try_collect::<Vec<bool>>()
-            .await?;
-        Ok(done.into_iter().filter(|attempted| *attempted).count())
+            .collect::<Vec<anyhow::Result<bool>>>()
+            .await;
+        Ok(self.settle("token", done).into_iter().filter(|attempted| *attempted).count())
     }
 
     async fn change_token(&self, customer: &str, live: &LiveToken, op: &TokenOp) -> anyhow::Result<()> {
@@ -729,9 +806,9 @@ impl Dispatcher {
                 self.mail(PendingMail { key, detail, position, attempts, last_at })
             })
             .buffer_unordered(self.settings.concurrency.max(1))
-            .try_collect::<Vec<bool>>()
-            .await?;
-        Ok(results.into_iter().filter(|sent| *sent).count())
+            .collect::<Vec<anyhow::Result<bool>>>()
+            .await;
+        Ok(self.settle("mail", results).into_iter().filter(|sent| *sent).count())
     }
 
     /// One pending mail: composes, sends and journals it if due; returns whether it was attempted.

@@ -71,8 +71,11 @@ pub struct Target {
     pub limits: Option<Limits>,
     /// The subscription's grace deadline, if a payment failed and none came since.
     pub grace_until: Option<DateTime<Utc>>,
-    /// Key of the subscription's latest instance intent.
+    /// Key of the subscription's latest instance intent (updates and teardowns go under it).
     pub latest_key: Option<String>,
+    /// Key of the subscription's first instance intent: the identity of "this subscription's
+    /// instance" when it is created, whatever intents come after.
+    pub first_key: Option<String>,
 }
 
 /// The instance as last observed (`ledger.instances_observed`).
@@ -173,13 +176,7 @@ pub fn plan_instance(target: &Target, observed: Option<&Observed>, now: DateTime
             InstanceOp::Deprovision { key: grace_key(&target.subscription, deadline), app_name, grace: Some(deadline) }
         }
         (Desired::Running, None) if grace_expired(target, now) => return None,
-        (Desired::Running, None) => {
-            let key = match observed.and_then(|o| o.torn_down_by_grace) {
-                Some(deadline) => restore_key(&target.subscription, deadline),
-                None => target.latest_key.clone()?,
-            };
-            InstanceOp::Provision { key }
-        }
+        (Desired::Running, None) => InstanceOp::Provision { key: create_key(target, observed)? },
         (Desired::Running, Some(app_name)) => {
             if observed.and_then(|o| o.limits) == target.limits {
                 return None;
@@ -189,11 +186,39 @@ pub fn plan_instance(target: &Target, observed: Option<&Observed>, now: DateTime
         (Desired::Deprovisioned, Some(app_name)) => {
             InstanceOp::Deprovision { key: target.latest_key.clone()?, app_name, grace: None }
         }
+        // Ended while a create was unconfirmed (sent, no answer recorded): the app may exist.
+        // Re-send the create under its own key to learn its name (the provisioner deduplicates),
+        // then the next pass tears it down. Nothing leaks and the row does not stay `provisioning`.
+        (Desired::Deprovisioned, None) if unconfirmed_create(observed).is_some() => {
+            InstanceOp::Provision { key: unconfirmed_create(observed)?.to_owned() }
+        }
         // Never provisioned, or already gone. An `absent` target (tier unknown after a catalog
         // change) never tears a running instance down: a catalog mistake must not cost a customer.
         (Desired::Deprovisioned, None) | (Desired::Absent, _) => return None,
     };
     (!failed_under(op.key())).then_some(op)
+}
+
+/// The key of a create that was sent and never confirmed (no app recorded), if any.
+fn unconfirmed_create(observed: Option<&Observed>) -> Option<&str> {
+    observed
+        .filter(|o| o.app_name.is_none() && matches!(o.status, Status::Provisioning | Status::Failed))
+        .map(|o| o.key.as_str())
+}
+
+/// Under which key an instance is created. One subscription's instance has one identity across
+/// intents: a create that was sent and never confirmed is re-sent under its own key (a timeout,
+/// a crash or a lost answer must not become a second app when an upgrade arrives meanwhile); a
+/// first create goes under the subscription's first instance intent; only a grace teardown
+/// starts a new instance (`restore:<sub>:<deadline>`).
+fn create_key(target: &Target, observed: Option<&Observed>) -> Option<String> {
+    if let Some(deadline) = observed.and_then(|o| o.torn_down_by_grace) {
+        return Some(restore_key(&target.subscription, deadline));
+    }
+    if let Some(key) = unconfirmed_create(observed) {
+        return Some(key.to_owned());
+    }
+    target.first_key.clone().or_else(|| target.latest_key.clone())
 }
 
 /// When attempt `attempts + 1` of an effect is due, given the last attempt at `last_at`.
@@ -329,6 +354,7 @@ mod tests {
             limits: limits(agents),
             grace_until: grace.map(at),
             latest_key: Some("instance:sub_1:7".into()),
+            first_key: Some("instance:sub_1:2".into()),
         }
     }
 
@@ -345,16 +371,31 @@ mod tests {
     }
 
     #[test]
-    fn a_new_running_target_is_provisioned_under_its_intent_key() {
+    fn a_new_running_target_is_provisioned_under_its_first_intent_key() {
         let op = plan_instance(&target(Desired::Running, 1.0, None), None, at(100));
-        assert_eq!(op, Some(InstanceOp::Provision { key: "instance:sub_1:7".into() }));
+        assert_eq!(op, Some(InstanceOp::Provision { key: "instance:sub_1:2".into() }));
     }
 
     #[test]
     fn an_interrupted_provisioning_is_resent_with_the_same_key() {
-        let o = observed(Status::Provisioning, None, 1.0, "instance:sub_1:7");
+        let o = observed(Status::Provisioning, None, 1.0, "instance:sub_1:4");
         let op = plan_instance(&target(Desired::Running, 1.0, None), Some(&o), at(100));
-        assert_eq!(op, Some(InstanceOp::Provision { key: "instance:sub_1:7".into() }));
+        assert_eq!(op, Some(InstanceOp::Provision { key: "instance:sub_1:4".into() }), "not the newer intent's key");
+    }
+
+    #[test]
+    fn an_ended_subscription_with_an_unconfirmed_create_confirms_it_then_tears_it_down() {
+        let o = observed(Status::Provisioning, None, 1.0, "instance:sub_1:4");
+        let ended = target(Desired::Deprovisioned, 1.0, None);
+        assert_eq!(
+            plan_instance(&ended, Some(&o), at(0)),
+            Some(InstanceOp::Provision { key: "instance:sub_1:4".into() })
+        );
+        let confirmed = observed(Status::Running, Some("app"), 1.0, "instance:sub_1:4");
+        assert_eq!(
+            plan_instance(&ended, Some(&confirmed), at(0)),
+            Some(InstanceOp::Deprovision { key: "instance:sub_1:7".into(), app_name: "app".into(), grace: None })
+        );
     }
 
     #[test]
@@ -402,14 +443,19 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_operation_is_not_retried_under_the_same_key_but_a_new_intent_moves_on() {
+    fn a_failed_create_waits_for_the_operator_even_when_a_new_intent_arrives() {
+        // It may have created the app (timeouts until the last attempt): a new key could make a
+        // second one. `replay effects retry` re-sends it under its own key.
         let failed = observed(Status::Failed, None, 1.0, "instance:sub_1:7");
         assert_eq!(plan_instance(&target(Desired::Running, 1.0, None), Some(&failed), at(0)), None);
         let mut newer = target(Desired::Running, 2.0, None);
         newer.latest_key = Some("instance:sub_1:9".into());
+        assert_eq!(plan_instance(&newer, Some(&failed), at(0)), None);
+        let failed_update = observed(Status::Failed, Some("app"), 1.0, "instance:sub_1:7");
         assert_eq!(
-            plan_instance(&newer, Some(&failed), at(0)),
-            Some(InstanceOp::Provision { key: "instance:sub_1:9".into() })
+            plan_instance(&newer, Some(&failed_update), at(0)),
+            Some(InstanceOp::Update { key: "instance:sub_1:9".into(), app_name: "app".into() }),
+            "an update of a known app moves on under the new intent"
         );
     }
 

@@ -31,6 +31,11 @@ struct World {
 
 impl World {
     async fn start(clock: Arc<dyn Clock>) -> Self {
+        Self::start_with_timeout(clock, Duration::from_secs(5)).await
+    }
+
+    /// With this provisioner request timeout.
+    async fn start_with_timeout(clock: Arc<dyn Clock>, timeout: Duration) -> Self {
         let db = TestDb::new().await;
         let ingest = TestIngest::start(db.service_pool(4)).await;
         let provisioner = FakeProvisioner::start().await;
@@ -40,7 +45,7 @@ impl World {
         settings.provisioner = Some(ProvisionerConfig {
             url: provisioner.url.clone(),
             api_key: Some(SecretString::from(API_KEY)),
-            timeout: Duration::from_secs(5),
+            timeout,
         });
         settings.mail.smtp_url = Some(SecretString::from(smtp.url.clone()));
         let projector = TestProjector::start_with(db.service_pool(6), catalog(), 50, settings.clone(), clock).await;
@@ -551,4 +556,105 @@ async fn a_rebuild_with_a_fixed_catalog_performs_exactly_the_missing_effects() {
         world.received_by("cus_u@example.com").iter().filter(|m| m.data.contains("Subject: Welcome")).count();
     assert_eq!(welcomes, 1);
     restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_timed_out_is_resent_under_its_own_key_so_an_upgrade_makes_no_second_app() {
+    let world = World::start_with_timeout(Arc::new(SystemClock), Duration::from_millis(300)).await;
+    // The provisioner creates the app but answers after the client gave up.
+    world.provisioner.slow_creates(&[Duration::from_secs(2)]);
+    let t = stripe::now();
+    world.post(customer(t, "cus_u")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_u", "cus_u", "price_starter_monthly", "active"))
+        .await;
+    world.provisioner.wait_calls(1).await;
+    // An upgrade arrives while the create is unconfirmed.
+    world
+        .post(sub_event(
+            "customer.subscription.updated",
+            t + 5,
+            "sub_u",
+            "cus_u",
+            "price_professional_monthly",
+            "active",
+        ))
+        .await;
+    wait::until(Duration::from_secs(30), "the upgraded instance running", || async {
+        let tier: Option<String> = sqlx::query_scalar(
+            "SELECT tier FROM ledger.instances_observed WHERE stripe_subscription_id = 'sub_u' AND status = 'running'",
+        )
+        .fetch_optional(&world.db.pool)
+        .await
+        .expect("observed");
+        (tier.as_deref() == Some("professional")).then_some(())
+    })
+    .await;
+    let calls = world.provisioner.calls();
+    let creates: Vec<&Call> = calls.iter().filter(|c| c.path == "/provision").collect();
+    assert!(creates.len() >= 2, "the timed-out create was re-sent: {calls:#?}");
+    assert!(
+        creates.iter().all(|c| c.idempotency_key == creates[0].idempotency_key),
+        "every create under one key: {calls:#?}"
+    );
+    assert_eq!(world.provisioner.live_apps(), ["app-sub-u"], "one app, none leaked");
+
+    world
+        .post(sub_event(
+            "customer.subscription.deleted",
+            t + 10,
+            "sub_u",
+            "cus_u",
+            "price_professional_monthly",
+            "canceled",
+        ))
+        .await;
+    world.wait_status("sub_u", "deprovisioned").await;
+    assert!(world.provisioner.live_apps().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_ends_while_its_create_is_unconfirmed_leaves_no_app_behind() {
+    let world = World::start_with_timeout(Arc::new(SystemClock), Duration::from_millis(300)).await;
+    world.provisioner.slow_creates(&[Duration::from_secs(2)]);
+    let t = stripe::now();
+    world.post(customer(t, "cus_e")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_e", "cus_e", "price_starter_monthly", "active"))
+        .await;
+    world.provisioner.wait_calls(1).await;
+    world
+        .post(sub_event("customer.subscription.deleted", t + 5, "sub_e", "cus_e", "price_starter_monthly", "canceled"))
+        .await;
+    world.wait_status("sub_e", "deprovisioned").await;
+    assert!(world.provisioner.live_apps().is_empty(), "the app the first create made is torn down");
+    let keys: Vec<Option<String>> = world
+        .provisioner
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/provision")
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_broken_instance_blocks_neither_the_other_instances_nor_tokens_nor_mails() {
+    let world = World::start(Arc::new(SystemClock)).await;
+    // A row the table refuses: every attempt on this instance fails before its call.
+    sqlx::query("ALTER TABLE ledger.instances_observed ADD CONSTRAINT test_broken CHECK (stripe_subscription_id <> 'sub_broken')")
+        .execute(&world.db.pool)
+        .await
+        .expect("constraint");
+    let t = stripe::now();
+    for (sub, cus) in [("sub_broken", "cus_b"), ("sub_ok", "cus_o")] {
+        world.post(customer(t, cus)).await;
+        world.post(sub_event("customer.subscription.created", t, sub, cus, "price_starter_monthly", "active")).await;
+    }
+    world.wait_status("sub_ok", "running").await;
+    world.wait_mail("cus_o@example.com", "Welcome").await;
+    token_mails(&world, "cus_o@example.com", 1).await;
+    token_mails(&world, "cus_b@example.com", 1).await;
+    let (_, metrics) = world.projector.as_ref().expect("running").get("/metrics").await;
+    assert!(!metrics.contains("dispatcher_pass_errors_total 0"), "the broken unit is counted: {metrics}");
 }
