@@ -1,5 +1,7 @@
 //! `replay verify`: walks the whole log and checks what makes it trustworthy: dense positions,
-//! each row's body hash, the hash chain and, optionally, every stored `Stripe-Signature`.
+//! each row's body hash, the hash chain (format 1, then format 2 from the position in
+//! `ledger.chain_formats`, which covers every stored column), every envelope column re-derived
+//! from the raw body, and, optionally, every stored `Stripe-Signature`.
 //!
 //! The check of one row is a pure function ([`Verifier::check`]); the walk streams rows in
 //! position order, so memory stays flat however long the log is.
@@ -30,10 +32,76 @@ pub struct Row {
     pub received_at: DateTime<Utc>,
     /// `webhook` or `backfill` (part of the chain).
     pub source: String,
+    /// Which process appended it (chain format 2).
+    pub received_by: String,
+    /// The envelope columns, each re-derived from the body and part of chain format 2.
+    #[sqlx(flatten)]
+    pub envelope: EnvelopeColumns,
+    /// Whether the stored `payload` is the body parsed (computed by the database).
+    pub payload_matches: bool,
 }
 
-/// The chain hash of a row, as `ledger.append_events` computes it: sha256(prev || int8(position)
-/// || body_sha256 || sha256(signature or "") || int8(received_at in µs) || sha256(source)).
+/// The columns of a row that repeat what its body says.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EnvelopeColumns {
+    /// `stripe_event_id`.
+    pub stripe_event_id: String,
+    /// `event_type`.
+    pub event_type: String,
+    /// `api_version`.
+    pub api_version: Option<String>,
+    /// `livemode`.
+    pub livemode: bool,
+    /// `created`, unix seconds.
+    pub created: i64,
+    /// `object_type`.
+    pub object_type: Option<String>,
+    /// `object_id`.
+    pub object_id: Option<String>,
+    /// `customer_id`.
+    pub customer_id: Option<String>,
+}
+
+impl EnvelopeColumns {
+    /// What ingest (or backfill) stored for this body: the envelope decoder's reading, or, for a
+    /// signed body it could not decode, the salvaged one (created from the signature's `t`).
+    pub fn derive(raw_body: &[u8], signature: Option<&str>) -> Option<Self> {
+        let signed_at = signature
+            .and_then(|h| h.split(',').find_map(|e| e.trim().strip_prefix("t=")))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let e = shared::envelope::decode(raw_body).ok().or_else(|| shared::envelope::salvage(raw_body, signed_at))?;
+        Some(Self {
+            stripe_event_id: e.id,
+            event_type: e.event_type,
+            api_version: e.api_version,
+            livemode: e.livemode,
+            created: e.created,
+            object_type: e.object_type,
+            object_id: e.object_id,
+            customer_id: e.customer_id,
+        })
+    }
+
+    /// The names of the columns that differ from `other`.
+    fn differences(&self, other: &Self) -> Vec<&'static str> {
+        let checks = [
+            ("stripe_event_id", self.stripe_event_id == other.stripe_event_id),
+            ("event_type", self.event_type == other.event_type),
+            ("api_version", self.api_version == other.api_version),
+            ("livemode", self.livemode == other.livemode),
+            ("created", self.created == other.created),
+            ("object_type", self.object_type == other.object_type),
+            ("object_id", self.object_id == other.object_id),
+            ("customer_id", self.customer_id == other.customer_id),
+        ];
+        checks.into_iter().filter(|(_, same)| !same).map(|(name, _)| name).collect()
+    }
+}
+
+/// The chain hash of a row in format 1 (rows before `ledger.chain_formats`' format 2):
+/// sha256(prev || int8(position) || body_sha256 || sha256(signature or "") || int8(received_at
+/// in µs) || sha256(source)).
 pub fn chain_hash(
     prev: Option<&[u8]>,
     position: i64,
@@ -42,6 +110,17 @@ pub fn chain_hash(
     received_at: DateTime<Utc>,
     source: &str,
 ) -> [u8; 32] {
+    format_1(prev, position, body_sha256, signature, received_at, source).finalize().into()
+}
+
+fn format_1(
+    prev: Option<&[u8]>,
+    position: i64,
+    body_sha256: &[u8],
+    signature: Option<&str>,
+    received_at: DateTime<Utc>,
+    source: &str,
+) -> Sha256 {
     let mut h = Sha256::new();
     h.update(prev.unwrap_or_default());
     h.update(position.to_be_bytes());
@@ -49,6 +128,36 @@ pub fn chain_hash(
     h.update(Sha256::digest(signature.unwrap_or("").as_bytes()));
     h.update(received_at.timestamp_micros().to_be_bytes());
     h.update(Sha256::digest(source.as_bytes()));
+    h
+}
+
+/// A text field in chain format 2: 0x00 for NULL, else 0x01 || sha256(utf8).
+fn field(h: &mut Sha256, value: Option<&str>) {
+    match value {
+        None => h.update([0u8]),
+        Some(v) => {
+            h.update([1u8]);
+            h.update(Sha256::digest(v.as_bytes()));
+        }
+    }
+}
+
+/// The chain hash of a row in format 2, as `ledger.append_events` computes it: format 1's terms,
+/// then stripe_event_id, event_type, api_version, livemode (one byte), int8(created),
+/// received_by, object_type, object_id, customer_id.
+pub fn chain_hash_v2(prev: Option<&[u8]>, row: &Row, body_sha256: &[u8]) -> [u8; 32] {
+    let e = &row.envelope;
+    let mut h =
+        format_1(prev, row.position, body_sha256, row.stripe_signature.as_deref(), row.received_at, &row.source);
+    field(&mut h, Some(&e.stripe_event_id));
+    field(&mut h, Some(&e.event_type));
+    field(&mut h, e.api_version.as_deref());
+    h.update([u8::from(e.livemode)]);
+    h.update(e.created.to_be_bytes());
+    field(&mut h, Some(&row.received_by));
+    field(&mut h, e.object_type.as_deref());
+    field(&mut h, e.object_id.as_deref());
+    field(&mut h, e.customer_id.as_deref());
     h.finalize().into()
 }
 
@@ -67,12 +176,14 @@ pub struct Verifier {
     expected: i64,
     prev: Option<Vec<u8>>,
     secrets: Option<Vec<SecretString>>,
+    format_2_from: i64,
 }
 
 impl Verifier {
     /// A verifier; with `secrets`, signatures of webhook rows are checked too (tolerance off).
-    pub fn new(secrets: Option<Vec<SecretString>>) -> Self {
-        Self { expected: 1, prev: None, secrets }
+    /// Rows from `format_2_from` on use chain format 2.
+    pub fn new(secrets: Option<Vec<SecretString>>, format_2_from: i64) -> Self {
+        Self { expected: 1, prev: None, secrets, format_2_from }
     }
 
     /// The head so far: last position and its chain hash.
@@ -107,16 +218,23 @@ impl Verifier {
         if row.prev_hash.as_deref() != self.prev.as_deref() {
             return broken("prev_hash is not the chain hash of the previous position".to_owned());
         }
-        let expected = chain_hash(
-            self.prev.as_deref(),
-            row.position,
-            &body,
-            row.stripe_signature.as_deref(),
-            row.received_at,
-            &row.source,
-        );
+        let expected = row_hash(self.prev.as_deref(), row, &body, self.format_2_from);
         if expected.as_slice() != row.chain_hash.as_slice() {
             return broken("chain_hash does not match the row's content: a column was changed".to_owned());
+        }
+        // The columns audit queries filter on must say what the body says (format 1 rows are not
+        // covered by their hash, so this is their only check).
+        match EnvelopeColumns::derive(&row.raw_body, row.stripe_signature.as_deref()) {
+            None => return broken("the raw body is not an event with an id, yet it is stored".to_owned()),
+            Some(derived) => {
+                let differ = row.envelope.differences(&derived);
+                if !differ.is_empty() {
+                    return broken(format!("column(s) {} do not match the raw body", differ.join(", ")));
+                }
+            }
+        }
+        if !row.payload_matches {
+            return broken("payload is not the raw body parsed".to_owned());
         }
         if let (Some(secrets), Some(header)) = (&self.secrets, &row.stripe_signature)
             && let Err(error) = signature::verify(header, &row.raw_body, secrets, Tolerance::Disabled, 0)
@@ -140,22 +258,43 @@ pub struct Report {
     pub broken: Option<Broken>,
 }
 
+/// Every row of the log as [`Row`]s, in position order.
+pub const ROWS: &str =
+    "SELECT position, raw_body, stripe_signature, body_sha256, prev_hash, chain_hash, received_at, source,
+        received_by, stripe_event_id, event_type, api_version, livemode,
+        extract(epoch FROM created)::bigint AS created, object_type, object_id, customer_id,
+        payload IS NOT DISTINCT FROM ledger.try_parse_jsonb(raw_body) AS payload_matches
+ FROM ledger.events ORDER BY position";
+
+/// The position from which rows use chain format 2 (`i64::MAX`: none).
+pub async fn format_2_from(pool: &PgPool) -> anyhow::Result<i64> {
+    let from = sqlx::query_scalar!("SELECT from_position FROM ledger.chain_formats WHERE version = 2")
+        .fetch_optional(pool)
+        .await?;
+    Ok(from.unwrap_or(i64::MAX))
+}
+
+/// The chain hash `row` must have after `prev`, in the format its position uses.
+pub fn row_hash(prev: Option<&[u8]>, row: &Row, body_sha256: &[u8], format_2_from: i64) -> [u8; 32] {
+    if row.position >= format_2_from {
+        chain_hash_v2(prev, row, body_sha256)
+    } else {
+        chain_hash(prev, row.position, body_sha256, row.stripe_signature.as_deref(), row.received_at, &row.source)
+    }
+}
+
 /// Walks the whole log, stopping at the first break; `progress` gets each checked position.
 pub async fn walk(
     pool: &PgPool,
     secrets: Option<Vec<SecretString>>,
     progress: &mut dyn FnMut(i64),
 ) -> anyhow::Result<Report> {
-    let mut verifier = Verifier::new(secrets);
+    let mut verifier = Verifier::new(secrets, format_2_from(pool).await?);
     let mut checked = 0;
     let mut broken = None;
     {
         // Not compile-checked: a streaming read into a FromRow struct.
-        let mut rows = sqlx::query_as::<_, Row>(
-            "SELECT position, raw_body, stripe_signature, body_sha256, prev_hash, chain_hash, received_at, source
-             FROM ledger.events ORDER BY position",
-        )
-        .fetch(pool);
+        let mut rows = sqlx::query_as::<_, Row>(ROWS).fetch(pool);
         while let Some(row) = rows.try_next().await? {
             if let Err(b) = verifier.check(&row) {
                 broken = Some(b);
@@ -174,25 +313,41 @@ mod tests {
     use super::*;
 
     fn chain(n: i64) -> Vec<Row> {
+        chain_from(n, i64::MAX)
+    }
+
+    /// `n` rows, in chain format 2 from `format_2_from`.
+    fn chain_from(n: i64, format_2_from: i64) -> Vec<Row> {
         let mut prev: Option<Vec<u8>> = None;
         (1..=n)
             .map(|position| {
-                let raw_body = format!("{{\"id\":\"evt_{position}\"}}").into_bytes();
+                let raw_body = format!(
+                    r#"{{"id":"evt_{position}","object":"event","type":"customer.updated","created":1700000000,"livemode":false,"data":{{"object":{{"id":"cus_{position}","object":"customer"}}}}}}"#
+                )
+                .into_bytes();
                 let received_at = DateTime::from_timestamp(1_700_000_000 + position, 1_000).expect("valid");
                 let body_sha256 = Sha256::digest(&raw_body).to_vec();
                 let signature = signature::sign_header("whsec_v", 1_700_000_000, &raw_body);
-                let hash =
-                    chain_hash(prev.as_deref(), position, &body_sha256, Some(&signature), received_at, "webhook");
-                let row = Row {
+                let envelope = EnvelopeColumns::derive(&raw_body, Some(&signature)).expect("an event");
+                let mut row = Row {
                     position,
                     raw_body,
                     stripe_signature: Some(signature),
                     body_sha256,
                     prev_hash: prev.clone(),
-                    chain_hash: hash.to_vec(),
+                    chain_hash: Vec::new(),
                     received_at,
                     source: "webhook".into(),
+                    received_by: "ingest-1".into(),
+                    envelope,
+                    payload_matches: true,
                 };
+                let hash = if position >= format_2_from {
+                    chain_hash_v2(prev.as_deref(), &row, &row.body_sha256)
+                } else {
+                    chain_hash(prev.as_deref(), position, &row.body_sha256, row.stripe_signature.as_deref(), received_at, "webhook")
+                };
+                row.chain_hash = hash.to_vec();
                 prev = Some(hash.to_vec());
                 row
             })
@@ -200,7 +355,11 @@ mod tests {
     }
 
     fn first_break(rows: &[Row], secrets: Option<Vec<SecretString>>) -> Option<Broken> {
-        let mut v = Verifier::new(secrets);
+        first_break_from(rows, secrets, i64::MAX)
+    }
+
+    fn first_break_from(rows: &[Row], secrets: Option<Vec<SecretString>>, format_2_from: i64) -> Option<Broken> {
+        let mut v = Verifier::new(secrets, format_2_from);
         rows.iter().find_map(|r| v.check(r).err())
     }
 
@@ -208,7 +367,7 @@ mod tests {
     fn a_clean_chain_passes_with_its_signatures() {
         let rows = chain(5);
         assert_eq!(first_break(&rows, Some(vec![SecretString::from("whsec_v")])), None);
-        let mut v = Verifier::new(None);
+        let mut v = Verifier::new(None, i64::MAX);
         rows.iter().for_each(|r| v.check(r).expect("clean"));
         assert_eq!(v.head(), (5, Some(rows[4].chain_hash.as_slice())));
     }
@@ -242,5 +401,28 @@ mod tests {
         swapped.swap(1, 2);
         (swapped[1].position, swapped[2].position) = (2, 3);
         assert_eq!(first_break(&swapped, None).expect("found").position, 2);
+    }
+
+    #[test]
+    fn format_2_covers_every_column_and_format_1_rows_still_verify() {
+        let rows = chain_from(6, 4);
+        assert_eq!(first_break_from(&rows, Some(vec![SecretString::from("whsec_v")]), 4), None);
+
+        // An owner rewrites received_by of a format-2 row: only the chain can tell.
+        let mut by = rows.clone();
+        by[4].received_by = "someone-else".into();
+        let b = first_break_from(&by, None, 4).expect("found");
+        assert_eq!((b.position, b.what.contains("chain_hash")), (5, true), "{}", b.what);
+
+        // A column audit queries filter on, in a format-1 row: the body says otherwise.
+        let mut customer = rows.clone();
+        customer[1].envelope.customer_id = Some("cus_other".into());
+        let b = first_break_from(&customer, None, 4).expect("found");
+        assert_eq!(b.position, 2);
+        assert!(b.what.contains("customer_id"), "{}", b.what);
+
+        // The switch point itself cannot be moved without breaking the chain.
+        assert!(first_break_from(&rows, None, 5).is_some());
+        assert!(first_break_from(&rows, None, 3).is_some());
     }
 }

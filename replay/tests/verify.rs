@@ -85,14 +85,30 @@ async fn one_altered_byte_is_found_and_a_full_rewrite_is_caught_by_the_signature
     assert!(out.contains("BROKEN at position 7") && out.contains("sha256"), "{out}");
     assert!(out.contains("checked 6 events before it"), "{out}");
 
-    // The owner rewrites body hashes and the whole chain from there on: only signatures can tell.
-    let rows: Vec<replay::verify::Row> = sqlx::query_as(
-        "SELECT position, raw_body, stripe_signature, body_sha256, prev_hash, chain_hash, received_at, source
-         FROM ledger.events ORDER BY position",
+    // The owner rewrites body hashes and the whole chain from there on: the columns no longer say
+    // what the altered body says.
+    rewrite_chain(&db).await;
+    let (ok, out) = replay_verify(&db, &[]).await;
+    assert!(!ok && out.contains("BROKEN at position 7") && out.contains("do not match the raw body"), "{out}");
+    // ... so the owner makes every column agree too: only the signatures can tell.
+    tamper(
+        &db,
+        "UPDATE ledger.events SET api_version = convert_from(raw_body, 'UTF8')::jsonb ->> 'api_version',
+                payload = convert_from(raw_body, 'UTF8')::jsonb WHERE position = 7",
     )
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
+    .await;
+    rewrite_chain(&db).await;
+    let (ok, out) = replay_verify(&db, &[]).await;
+    assert!(ok, "a consistent rewrite passes the hash checks: {out}");
+    let (ok, out) = replay_verify(&db, &["--signatures"]).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("BROKEN at position 7") && out.contains("Stripe-Signature"), "{out}");
+}
+
+/// Recomputes every body hash and the whole chain, as an owner covering tracks would.
+async fn rewrite_chain(db: &TestDb) {
+    let rows: Vec<replay::verify::Row> = sqlx::query_as(replay::verify::ROWS).fetch_all(&db.pool).await.expect("rows");
+    let format_2_from = replay::verify::format_2_from(&db.pool).await.expect("formats");
     let mut prev: Option<Vec<u8>> = None;
     let mut tx = db.pool.begin().await.expect("tx");
     sqlx::query("ALTER TABLE ledger.events DISABLE TRIGGER events_no_update_delete")
@@ -101,8 +117,7 @@ async fn one_altered_byte_is_found_and_a_full_rewrite_is_caught_by_the_signature
         .expect("off");
     for row in rows {
         let (position, sha) = (row.position, Sha256::digest(&row.raw_body).to_vec());
-        let signature = row.stripe_signature.as_deref();
-        let hash = replay::verify::chain_hash(prev.as_deref(), position, &sha, signature, row.received_at, &row.source);
+        let hash = replay::verify::row_hash(prev.as_deref(), &row, &sha, format_2_from);
         sqlx::query("UPDATE ledger.events SET body_sha256 = $2, prev_hash = $3, chain_hash = $4 WHERE position = $1")
             .bind(position)
             .bind(&sha)
@@ -114,11 +129,6 @@ async fn one_altered_byte_is_found_and_a_full_rewrite_is_caught_by_the_signature
         prev = Some(hash.to_vec());
     }
     tx.commit().await.expect("commit");
-    let (ok, out) = replay_verify(&db, &[]).await;
-    assert!(ok, "a consistent rewrite passes the hash checks: {out}");
-    let (ok, out) = replay_verify(&db, &["--signatures"]).await;
-    assert!(!ok, "{out}");
-    assert!(out.contains("BROKEN at position 7") && out.contains("Stripe-Signature"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,4 +147,16 @@ async fn a_deleted_row_and_two_reordered_rows_are_found_where_they_happened() {
     tamper(&reordered, "UPDATE ledger.events SET position = position - 1000000 + CASE position WHEN 1000003 THEN 1 ELSE -1 END WHERE position > 1000000").await;
     let (ok, out) = replay_verify(&reordered, &[]).await;
     assert!(!ok && out.contains("BROKEN at position 3"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_column_that_audits_filter_on_breaks_the_chain() {
+    for (column, value) in
+        [("customer_id", "'cus_forged'"), ("event_type", "'forged.type'"), ("received_by", "'elsewhere'")]
+    {
+        let db = logged_db().await;
+        tamper(&db, &format!("UPDATE ledger.events SET {column} = {value} WHERE position = 4")).await;
+        let (ok, out) = replay_verify(&db, &[]).await;
+        assert!(!ok && out.contains("BROKEN at position 4"), "{column}: {out}");
+    }
 }

@@ -106,36 +106,60 @@ pub async fn append_events(
         bodies.push(&event.raw_body);
         signatures.push(event.signature.as_deref());
     }
-    let rows = sqlx::query!(
-        r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
-           FROM ledger.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
-        &ids as &[&str],
-        &types as &[&str],
-        &api_versions as &[Option<&str>],
-        &livemodes,
-        &created,
-        &object_types as &[Option<&str>],
-        &object_ids as &[Option<&str>],
-        &customer_ids as &[Option<&str>],
-        &bodies as &[&[u8]],
-        &signatures as &[Option<&str>],
-        source.as_str(),
-        received_by,
-    )
-    .fetch_all(executor)
-    .await?;
+    // Webhooks go through the entry point the ingest role may call (signed rows only); unsigned
+    // sources through the one only the replay role and the owner may call.
+    let rows: Vec<(i32, i64, bool)> = match source {
+        Source::Webhook => sqlx::query!(
+            r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
+               FROM ledger.append_webhook_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
+            &ids as &[&str],
+            &types as &[&str],
+            &api_versions as &[Option<&str>],
+            &livemodes,
+            &created,
+            &object_types as &[Option<&str>],
+            &object_ids as &[Option<&str>],
+            &customer_ids as &[Option<&str>],
+            &bodies as &[&[u8]],
+            &signatures as &[Option<&str>],
+            received_by,
+        )
+        .fetch_all(executor)
+        .await?
+        .into_iter()
+        .map(|r| (r.ord, r.position, r.inserted))
+        .collect(),
+        Source::Backfill => sqlx::query!(
+            r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
+               FROM ledger.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+            &ids as &[&str],
+            &types as &[&str],
+            &api_versions as &[Option<&str>],
+            &livemodes,
+            &created,
+            &object_types as &[Option<&str>],
+            &object_ids as &[Option<&str>],
+            &customer_ids as &[Option<&str>],
+            &bodies as &[&[u8]],
+            &signatures as &[Option<&str>],
+            source.as_str(),
+            received_by,
+        )
+        .fetch_all(executor)
+        .await?
+        .into_iter()
+        .map(|r| (r.ord, r.position, r.inserted))
+        .collect(),
+    };
 
     let mut outcomes = vec![None; n];
-    for row in rows {
-        let slot = usize::try_from(row.ord - 1)
+    for (ord, position, inserted) in rows {
+        let slot = usize::try_from(ord - 1)
             .ok()
             .and_then(|i| outcomes.get_mut(i))
-            .ok_or_else(|| sqlx::Error::Protocol(format!("append_events returned ordinal {}", row.ord)))?;
-        *slot = Some(if row.inserted {
-            AppendOutcome::Appended { position: row.position }
-        } else {
-            AppendOutcome::Duplicate { position: row.position }
-        });
+            .ok_or_else(|| sqlx::Error::Protocol(format!("append_events returned ordinal {ord}")))?;
+        *slot =
+            Some(if inserted { AppendOutcome::Appended { position } } else { AppendOutcome::Duplicate { position } });
     }
     outcomes
         .into_iter()

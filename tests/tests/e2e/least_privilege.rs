@@ -180,6 +180,20 @@ async fn login_users_holding_only_their_roles_run_ingest_projector_and_audit_end
     assert_eq!(idle, "10s");
     let statement: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&ingest_pool).await.expect("show");
     assert_eq!(statement, "15s");
+
+    // The ingest role cannot forge the log: no unsigned rows, no other source.
+    let forged = "SELECT * FROM ledger.append_events(ARRAY['evt_forged'], ARRAY['customer.created'], ARRAY[NULL::text],
+                  ARRAY[false], ARRAY[1700000000::bigint], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
+                  ARRAY['{}'::bytea], ARRAY[NULL::text], 'backfill', 'forger')";
+    let error = sqlx::query(forged).execute(&ingest_pool).await.expect_err("not the ingest role's entry point");
+    assert!(error.to_string().contains("permission denied"), "{error}");
+    let unsigned =
+        "SELECT * FROM ledger.append_webhook_events(ARRAY['evt_forged'], ARRAY['customer.created'], ARRAY[NULL::text],
+                    ARRAY[false], ARRAY[1700000000::bigint], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
+                    ARRAY['{}'::bytea], ARRAY[NULL::text], 'forger')";
+    let error = sqlx::query(unsigned).execute(&ingest_pool).await.expect_err("a webhook needs its signature");
+    assert!(error.to_string().contains("Stripe-Signature"), "{error}");
+    assert_eq!(db.event_count().await, posted, "nothing forged got in");
     let error = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger.events")
         .fetch_one(&ingest_pool)
         .await

@@ -19,7 +19,16 @@ pub const BROKEN_CHAIN_LINKS: &str = r"
              sha256(coalesce(prev_hash, '\x'::bytea) || int8send(position) || sha256(raw_body)
                     || sha256(convert_to(coalesce(stripe_signature, ''), 'UTF8'))
                     || int8send((extract(epoch FROM received_at) * 1000000)::bigint)
-                    || sha256(convert_to(source, 'UTF8'))) AS recomputed
+                    || sha256(convert_to(source, 'UTF8'))
+                    -- chain format 2 (from ledger.chain_formats) covers every envelope column too
+                    || CASE WHEN position >= (SELECT from_position FROM ledger.chain_formats WHERE version = 2)
+                       THEN ledger.field_hash(stripe_event_id) || ledger.field_hash(event_type)
+                            || ledger.field_hash(api_version)
+                            || CASE WHEN livemode THEN '\x01'::bytea ELSE '\x00'::bytea END
+                            || int8send(extract(epoch FROM created)::bigint) || ledger.field_hash(received_by)
+                            || ledger.field_hash(object_type) || ledger.field_hash(object_id)
+                            || ledger.field_hash(customer_id)
+                       ELSE '\x'::bytea END) AS recomputed
       FROM ledger.events) s
     WHERE prev_hash IS DISTINCT FROM expected_prev
        OR chain_hash <> recomputed
