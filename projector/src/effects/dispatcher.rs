@@ -43,6 +43,7 @@ pub struct Metrics {
     leader: Gauge,
     pass_errors: Counter,
     passes: Counter,
+    waiting: Gauge,
 }
 
 impl Metrics {
@@ -51,6 +52,11 @@ impl Metrics {
         registry.register("effects_attempts", "Effect attempts journaled, by kind and outcome", self.attempts.clone());
         registry.register("effects_failed", "Effects failed for good (an admin was alerted)", self.failed.clone());
         registry.register("dispatcher_leader", "1 while this instance is the active dispatcher", self.leader.clone());
+        registry.register(
+            "effects_waiting_for_facts",
+            "Mails waiting for a fact that has not arrived (a customer's address), as of the last pass",
+            self.waiting.clone(),
+        );
         registry.register(
             "dispatcher_pass_errors",
             "Dispatcher passes that failed and were retried",
@@ -236,31 +242,41 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// At takeover: a token whose mail a previous leader may not have sent can never be delivered
-    /// (its plaintext is gone), so it is revoked and the next pass issues another.
+    /// At takeover: a token whose mail a previous leader was sending when it stopped may or may
+    /// not have reached the customer (the plaintext is gone, so it cannot be sent again). Revoking
+    /// it would cut off a customer who holds it; it is kept, and its mail is failed for good with
+    /// an admin alert. If the customer never got it, `replay effects retry email:<token key>`
+    /// revokes it and the next pass issues and mails a new one.
     async fn recover(&self) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        let orphans = sqlx::query_scalar!(
-            "UPDATE ledger.api_tokens SET revoked_at = $1 WHERE delivered_at IS NULL AND revoked_at IS NULL RETURNING key",
-            self.clock.now()
+        let unknown = sqlx::query!(
+            "SELECT t.key, t.stripe_customer_id FROM ledger.api_tokens t
+             WHERE t.delivered_at IS NULL AND t.revoked_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM ledger.effects e WHERE e.key = 'email:' || t.key AND e.outcome = 'failed')"
         )
         .fetch_all(&mut *tx)
         .await?;
-        for key in &orphans {
+        for token in &unknown {
+            let mail_key = format!("email:{}", token.key);
             let attempt = Attempt {
-                key,
-                kind: "token",
+                key: &mail_key,
+                kind: "email",
                 attempt: 1,
-                request: "revoke: its mail may not have been sent".to_owned(),
+                request: format!("mail the token of {} (interrupted by a restart)", token.stripe_customer_id),
                 status: None,
-                outcome: "succeeded",
-                error: None,
+                outcome: "failed",
+                error: Some("delivery unknown: the previous dispatcher stopped while mailing it".to_owned()),
             };
             journal(&mut tx, attempt, &self.metrics).await?;
+            let detail = format!(
+                "the token of {} may not have reached the customer; it was kept. If it did not arrive, `replay effects retry {mail_key}` revokes it and mails a new one",
+                token.stripe_customer_id
+            );
+            failed_for_good(&mut tx, &mail_key, &detail, 0, &self.metrics).await?;
         }
         tx.commit().await?;
-        if !orphans.is_empty() {
-            tracing::warn!(count = orphans.len(), "revoked tokens whose delivery was interrupted");
+        if !unknown.is_empty() {
+            tracing::warn!(count = unknown.len(), "tokens whose delivery was interrupted: kept, admin alerted");
         }
         Ok(())
     }
@@ -785,7 +801,7 @@ impl Dispatcher {
         let pending = sqlx::query!(
             // Pending: no journal row yet, or the latest is a `retry` (an attempt to repeat, or an
             // operator's re-arm after a failure). Attempts count from the last ending row.
-            r#"SELECT i.key, i.detail, i.position, a.attempts AS "attempts!", a.last_at
+            r#"SELECT i.key, i.detail, i.position, i.recorded_at, a.attempts AS "attempts!", a.last_at
                FROM ledger.intents i
                CROSS JOIN LATERAL (
                  SELECT count(*) FILTER (WHERE e.attempt > 0) AS attempts,
@@ -803,24 +819,52 @@ impl Dispatcher {
         let results = futures::stream::iter(pending)
             .map(|p| {
                 let (key, detail, position, attempts, last_at) = (p.key, p.detail, p.position, p.attempts, p.last_at);
-                self.mail(PendingMail { key, detail, position, attempts, last_at })
+                self.mail(PendingMail { key, detail, position, attempts, last_at, recorded_at: p.recorded_at })
             })
             .buffer_unordered(self.settings.concurrency.max(1))
-            .collect::<Vec<anyhow::Result<bool>>>()
+            .collect::<Vec<anyhow::Result<MailStep>>>()
             .await;
-        Ok(self.settle("mail", results).into_iter().filter(|sent| *sent).count())
+        let steps = self.settle("mail", results);
+        let waiting = steps.iter().filter(|s| **s == MailStep::Waiting).count();
+        self.metrics.waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        Ok(steps.into_iter().filter(|s| *s == MailStep::Attempted).count())
     }
 
-    /// One pending mail: composes, sends and journals it if due; returns whether it was attempted.
-    async fn mail(&self, p: PendingMail) -> anyhow::Result<bool> {
+    /// One pending mail: composes, sends and journals it if due.
+    async fn mail(&self, p: PendingMail) -> anyhow::Result<MailStep> {
         let done = i32::try_from(p.attempts).unwrap_or(i32::MAX);
         if let Some(last_at) = p.last_at
             && !self.due(last_at, done, &p.key)
         {
-            return Ok(false);
+            return Ok(MailStep::Idle);
         }
         let mail = match self.compose(&p.key, &p.detail).await? {
-            Compose::Wait => return Ok(false),
+            Compose::Wait => return Ok(MailStep::Idle),
+            // A fact not arrived yet (Stripe may deliver `customer.created` hours later) is not a
+            // failure: nothing is counted or journaled, the mail goes out when the fact arrives.
+            // Only after Stripe's own retry horizon does waiting become a failure.
+            Compose::Missing(reason) if self.clock.now() < p.recorded_at + MISSING_FACT_HORIZON => {
+                tracing::debug!(key = p.key, reason, "mail waits for a fact");
+                return Ok(MailStep::Waiting);
+            }
+            Compose::Missing(reason) => {
+                let mut tx = self.pool.begin().await?;
+                let error = format!("{reason}, still after {} days", MISSING_FACT_HORIZON.num_days());
+                let row = Attempt {
+                    key: &p.key,
+                    kind: "email",
+                    attempt: done + 1,
+                    request: format!("mail {} (no recipient)", p.key),
+                    status: None,
+                    outcome: "failed",
+                    error: Some(error.clone()),
+                };
+                journal(&mut tx, row, &self.metrics).await?;
+                failed_for_good(&mut tx, &p.key, &format!("mail {} failed: {error}", p.key), p.position, &self.metrics)
+                    .await?;
+                tx.commit().await?;
+                return Ok(MailStep::Attempted);
+            }
             Compose::Skip(reason) => {
                 let mut conn = self.pool.acquire().await?;
                 let row = Attempt {
@@ -833,27 +877,19 @@ impl Dispatcher {
                     error: Some(reason),
                 };
                 journal(&mut conn, row, &self.metrics).await?;
-                return Ok(false);
+                return Ok(MailStep::Idle);
             }
-            Compose::Missing(reason) => (None, Err(reason)),
-            Compose::Ready(mail) => {
-                let to = mail.to.clone();
-                (Some(to), Ok(mail))
-            }
+            Compose::Ready(mail) => mail,
         };
-        let (verdict, error) = match &mail.1 {
-            Ok(m) => self.mailer.send(&p.key, m).await,
-            Err(reason) => (Verdict::Retry, Some(reason.clone())),
-        };
+        let (verdict, error) = self.mailer.send(&p.key, &mail).await;
         let attempt = done + 1;
         let outcome = plan::outcome(verdict, u32::try_from(attempt).unwrap_or(u32::MAX), self.settings.max_attempts);
         let mut tx = self.pool.begin().await?;
-        let recipient = if mail.0.is_some() { "to its recipient" } else { "(no recipient yet)" };
         let row = Attempt {
             key: &p.key,
             kind: "email",
             attempt,
-            request: format!("mail {} {recipient}", p.key),
+            request: format!("mail {} to its recipient", p.key),
             status: None,
             outcome,
             error: error.clone(),
@@ -865,7 +901,7 @@ impl Dispatcher {
         }
         tx.commit().await?;
         tracing::info!(key = p.key, outcome, attempt, "mail");
-        Ok(true)
+        Ok(MailStep::Attempted)
     }
 
     /// The mail an email intent asks for, from the current projections and observed state.
@@ -991,6 +1027,15 @@ pub async fn rearm(pool: &PgPool, key: &str) -> anyhow::Result<Rearmed> {
         if !intent && !key.starts_with("email:token:") {
             anyhow::bail!("{key} is neither a mail intent nor a token mail");
         }
+        // A token kept after an interrupted delivery is given up, so a new one goes out.
+        if let Some(token_key) = key.strip_prefix("email:") {
+            sqlx::query!(
+                "UPDATE ledger.api_tokens SET revoked_at = now() WHERE key = $1 AND revoked_at IS NULL AND delivered_at IS NULL",
+                token_key
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         Rearmed::Mail
     } else {
         let pending = match kind {
@@ -1036,13 +1081,29 @@ struct PendingMail {
     position: i64,
     attempts: i64,
     last_at: Option<DateTime<Utc>>,
+    recorded_at: DateTime<Utc>,
 }
+
+/// What one pending mail did in a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MailStep {
+    /// Sent, failed or skipped: journaled.
+    Attempted,
+    /// Not due, or waiting for its instance.
+    Idle,
+    /// Waiting for a fact (the customer's address) that has not arrived.
+    Waiting,
+}
+
+/// How long a mail waits for a missing fact before it fails: Stripe retries a webhook for up to
+/// three days, so an address that has not arrived by then will not.
+const MISSING_FACT_HORIZON: chrono::TimeDelta = chrono::TimeDelta::days(3);
 
 enum Compose {
     Ready(Mail),
     /// Not yet: nothing is journaled (the welcome waits for its instance).
     Wait,
-    /// A retryable lack (no recipient yet): journaled as an attempt.
+    /// A fact not arrived yet (no recipient): waits, up to [`MISSING_FACT_HORIZON`].
     Missing(String),
     /// Not needed any more: journaled as skipped.
     Skip(String),

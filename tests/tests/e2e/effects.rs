@@ -658,3 +658,89 @@ async fn one_broken_instance_blocks_neither_the_other_instances_nor_tokens_nor_m
     let (_, metrics) = world.projector.as_ref().expect("running").get("/metrics").await;
     assert!(!metrics.contains("dispatcher_pass_errors_total 0"), "the broken unit is counted: {metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_delivery_a_crash_interrupted_is_kept_alerted_and_replaced_only_on_request() {
+    let mut world = World::start(Arc::new(SystemClock)).await;
+    let t = stripe::now();
+    world.post(customer(t, "cus_k")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_k", "cus_k", "price_starter_monthly", "active"))
+        .await;
+    let token = token_mails(&world, "cus_k@example.com", 1).await.remove(0);
+    // The state a crash between sending the mail and recording it leaves: not marked delivered.
+    world.projector.take().expect("running").stop().await;
+    sqlx::query("UPDATE ledger.api_tokens SET delivered_at = NULL WHERE stripe_customer_id = 'cus_k'")
+        .execute(&world.db.pool)
+        .await
+        .expect("undelivered");
+    let projector = TestProjector::start_with(
+        world.db.service_pool(6),
+        catalog(),
+        50,
+        world.settings.clone(),
+        Arc::new(SystemClock),
+    )
+    .await;
+    projector.dispatcher_passes(2).await;
+    // Kept: the customer may hold it.
+    assert_eq!(access(&projector, Some(&token), "").await.0, 200, "the token still works");
+    let key: String = sqlx::query_scalar("SELECT key FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_k'")
+        .fetch_one(&world.db.pool)
+        .await
+        .expect("key");
+    let anomalies = world
+        .scalar(&format!("SELECT count(*) FROM projection.anomalies WHERE key = 'effect_failed:email:{key}'"))
+        .await;
+    assert_eq!(anomalies, 1, "an operator is told");
+    world.wait_mail("ops@ledger.test", "").await;
+    assert_eq!(token_mails(&world, "cus_k@example.com", 1).await.len(), 1, "no second token on its own");
+
+    // The customer never got it: the operator re-arms; the kept token goes, a new one is mailed.
+    projector::effects::dispatcher::rearm(&world.db.pool, &format!("email:{key}")).await.expect("re-armed");
+    let tokens = token_mails(&world, "cus_k@example.com", 2).await;
+    assert_eq!(access(&projector, Some(&token), "").await.0, 401, "the kept token is revoked");
+    assert_eq!(access(&projector, Some(&tokens[1]), "").await.0, 200);
+    projector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_waiting_for_its_address_is_pending_not_failed_and_goes_out_when_the_customer_arrives() {
+    let t = stripe::now();
+    let clock = Arc::new(ManualClock::new(at(t)));
+    let world = World::start(clock.clone()).await;
+    // The subscription arrives, its customer (and address) does not.
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_w", "cus_w", "price_starter_monthly", "active"))
+        .await;
+    world.wait_status("sub_w", "running").await;
+    let projector = world.projector.as_ref().expect("running");
+    // Far more passes than EFFECT_MAX_ATTEMPTS (4 here) with their backoff: still no failure.
+    projector.dispatcher_passes(12).await;
+    let journaled = world.scalar("SELECT count(*) FROM ledger.effects WHERE key LIKE 'email:welcome:%'").await;
+    assert_eq!(journaled, 0, "waiting is not an attempt");
+    assert_eq!(world.scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed'").await, 0);
+    let (_, metrics) = projector.get("/metrics").await;
+    assert!(metrics.contains("effects_waiting_for_facts 1"), "visibly pending: {metrics}");
+
+    // Hours later the customer arrives: the welcome goes out, once.
+    world.post(customer(t + 3600, "cus_w")).await;
+    world.wait_mail("cus_w@example.com", "Welcome").await;
+
+    // A customer who never arrives: after Stripe's three days of retries, a failure and an alert.
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_n", "cus_n", "price_starter_monthly", "active"))
+        .await;
+    world.wait_status("sub_n", "running").await;
+    projector.dispatcher_passes(3).await;
+    assert_eq!(world.scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed'").await, 0);
+    clock.set(at(t + 3 * DAY + 60));
+    wait::until(Duration::from_secs(30), "the waiting mail to fail after three days", || async {
+        (world
+            .scalar("SELECT count(*) FROM projection.anomalies WHERE key = 'effect_failed:email:welcome:sub_n'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+}
