@@ -13,7 +13,6 @@ use axum::routing::{get, post};
 use secrecy::SecretString;
 use shared::log::{AppendOutcome, NewEvent};
 use shared::signature::{self, Tolerance};
-use sqlx::PgPool;
 
 use crate::appender::{AppendError, AppenderHandle};
 use crate::error::IngestError;
@@ -30,8 +29,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// The group-commit appender.
     pub appender: AppenderHandle,
-    /// Used by `/readyz` only; appends go through the appender.
-    pub pool: PgPool,
+    /// `/readyz`: its own connection, at most one check per second.
+    pub readiness: shared::db::Readiness,
     /// This instance's metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -152,7 +151,7 @@ fn unix_now() -> i64 {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match shared::db::check_ready(&state.pool).await {
+    match state.readiness.check().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(error) => {
             tracing::warn!(%error, "not ready");

@@ -32,6 +32,8 @@ pub struct IngestSettings {
     pub appenders: usize,
     /// Stored as `received_by`.
     pub instance_id: String,
+    /// Connection, header, body and request limits of the HTTP server.
+    pub server: shared::server::Limits,
 }
 
 impl IngestSettings {
@@ -45,6 +47,7 @@ impl IngestSettings {
             max_batch: config.ingest_max_batch,
             appenders: config.ingest_appenders,
             instance_id: config.ingest_instance_id.clone(),
+            server: shared::server::Limits::default(),
         })
     }
 }
@@ -52,6 +55,7 @@ impl IngestSettings {
 /// A bound, ready-to-serve ingest instance.
 pub struct Application {
     listener: TcpListener,
+    limits: shared::server::Limits,
     state: AppState,
     appenders: tokio::task::JoinSet<()>,
 }
@@ -74,10 +78,10 @@ impl Application {
             tolerance: settings.tolerance,
             body_limit: settings.body_limit,
             appender: handle,
-            pool,
+            readiness: shared::db::Readiness::new(&pool),
             metrics,
         };
-        Ok(Self { listener, state, appenders })
+        Ok(Self { listener, limits: settings.server, state, appenders })
     }
 
     /// The bound address.
@@ -91,10 +95,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "ingest listening");
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("serving HTTP")?;
+        shared::server::serve(self.listener, router(self.state), self.limits, shutdown).await;
         // The router (and with it every appender handle) is gone: the appender drains and ends.
         let mut appenders = self.appenders;
         while let Some(done) = appenders.join_next().await {

@@ -43,7 +43,7 @@ pub const EXAMPLE_CATALOG: &str = include_str!("../../catalog.example.toml");
 
 #[derive(Clone)]
 struct AppState {
-    pool: PgPool,
+    readiness: shared::db::Readiness,
     registry: Arc<Registry>,
     status: Arc<Status>,
 }
@@ -76,7 +76,8 @@ impl Application {
         status.register(&mut registry);
         let catalog = Arc::new(catalog);
         let dispatcher = Dispatcher::new(pool.clone(), effects, clock.clone(), &mut registry)?;
-        let access = AccessState::new(pool.clone(), catalog.clone(), clock, &mut registry);
+        // Bots call /v1/access on every request: its own connections, never the fold's.
+        let access = AccessState::new(shared::db::side_pool(&pool, 8), catalog.clone(), clock, &mut registry);
         Ok(Self { listener, pool, catalog, settings, status, registry: Arc::new(registry), dispatcher, access })
     }
 
@@ -109,18 +110,25 @@ impl Application {
         ));
         let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
         let status = self.status.clone();
-        let state = AppState { pool: self.pool, registry: self.registry, status: self.status };
+        let state = AppState {
+            readiness: shared::db::Readiness::new(&self.pool),
+            registry: self.registry,
+            status: self.status,
+        };
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(state)
             .merge(Router::new().route("/v1/access", get(access::check)).with_state(self.access));
-        let serve = tokio::spawn(
-            axum::serve(self.listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
-        );
+        let serve = tokio::spawn(shared::server::serve(
+            self.listener,
+            app,
+            shared::server::Limits::default(),
+            shutdown.clone(),
+        ));
         let supervised = supervise(vec![("runner", runner), ("dispatcher", dispatcher)], &shutdown, &status).await;
-        serve.await.context("HTTP server task")??;
+        serve.await.context("HTTP server task")?;
         supervised
     }
 }
@@ -160,7 +168,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.status.dead.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "a projector task died: the process is stopping").into_response();
     }
-    if let Err(error) = shared::db::check_ready(&state.pool).await {
+    if let Err(error) = state.readiness.check().await {
         tracing::warn!(%error, "not ready");
         return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
     }

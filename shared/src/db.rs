@@ -161,6 +161,61 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// A separate small pool to the same database as `pool` (same options and session settings): work
+/// that must never take a connection the main work needs (readiness probes, `/v1/access`).
+pub fn side_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+/// When the database was last asked, and what it answered.
+type LastCheck = (std::time::Instant, Result<(), String>);
+
+/// `/readyz` for unauthenticated callers: at most one database check per second, on its own
+/// connection, whatever the request rate; every other caller gets the last answer. A flood of
+/// probes costs the database nothing and never takes a connection from the work.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pool: PgPool,
+    last: std::sync::Arc<tokio::sync::Mutex<Option<LastCheck>>>,
+    checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Readiness {
+    /// How long an answer is reused.
+    pub const FRESH: Duration = Duration::from_secs(1);
+
+    /// Checks the database of `pool` on a pool of its own.
+    pub fn new(pool: &PgPool) -> Self {
+        Self { pool: side_pool(pool, 1), last: std::sync::Arc::default(), checks: std::sync::Arc::default() }
+    }
+
+    /// How many times the database was actually asked.
+    pub fn database_checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the database answers (an answer at most [`Readiness::FRESH`] old).
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = match self.last.try_lock() {
+            Ok(last) => last,
+            // A check is under way: wait for it rather than start another.
+            Err(_) => self.last.lock().await,
+        };
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < Self::FRESH
+        {
+            return answer.clone();
+        }
+        self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = check_ready(&self.pool).await.map_err(|e| format!("{e:#}"));
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer
+    }
+}
+
 /// Readiness: the database answers a trivial query within two seconds.
 pub async fn check_ready(pool: &PgPool) -> anyhow::Result<()> {
     let check = sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(pool);

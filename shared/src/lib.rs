@@ -9,6 +9,7 @@
 //! - [`stripe`]: the typed event model (customers, subscriptions, invoices, checkout sessions)
 //!   read from either API shape.
 //! - [`outbound`]: the HTTPS client for Stripe and the provisioner, and failure causes in words.
+//! - [`server`]: the HTTP server with connection, header, body and request limits.
 //! - [`db`]: the connection pool, the one migrator and the database URL resolution.
 //! - [`embedded`]: the local PostgreSQL cluster under `./.data/` used when `DATABASE_URL` is unset.
 //! - [`telemetry`]: the tracing subscriber.
@@ -21,6 +22,7 @@ pub mod embedded;
 pub mod envelope;
 pub mod log;
 pub mod outbound;
+pub mod server;
 pub mod shutdown;
 pub mod signature;
 pub mod stripe;

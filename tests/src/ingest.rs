@@ -21,6 +21,7 @@ pub fn settings(instance_id: &str) -> IngestSettings {
         max_batch: 512,
         appenders: 2,
         instance_id: instance_id.to_owned(),
+        server: shared::server::Limits::default(),
     }
 }
 

@@ -4,6 +4,7 @@ mod append_only;
 mod effects;
 mod ingest_http;
 mod least_privilege;
+mod limits;
 mod ordering;
 mod outage;
 mod outbound;
