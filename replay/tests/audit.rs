@@ -243,3 +243,28 @@ async fn timeline_and_export_tell_the_known_story_with_byte_identical_bodies() {
         assert_eq!(record[raw_at].as_bytes(), body.as_slice());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_not_utf8_is_exported_exactly_and_breaks_no_other_row() {
+    use base64::Engine as _;
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(2)).await;
+    let t = stripe::now();
+    let mut latin1 =
+        format!(r#"{{"id":"evt_latin1","object":"event","type":"customer.updated","created":{t},"livemode":false,"data":{{"object":{{"id":"cus_l","object":"customer","name":""#)
+            .into_bytes();
+    latin1.extend_from_slice(b"Jos\xe9\"}}}");
+    let clean = stripe::subscription_updated(&stripe::event_id(), 1);
+    for body in [&latin1, &clean] {
+        assert_eq!(ingest.post_signed(body).await.status(), 200);
+    }
+    let out = replay(&db, &["export"]).await;
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 2, "every row exported: {out}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(lines[0]["raw_body_base64"].as_str().expect("base64 for the non-UTF-8 body"))
+        .expect("base64");
+    assert_eq!(bytes, latin1, "exact bytes");
+    assert_eq!(lines[1]["raw_body"].as_str().expect("text").as_bytes(), clean.as_slice());
+    ingest.stop().await.expect("stop");
+}
