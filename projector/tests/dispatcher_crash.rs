@@ -1,6 +1,7 @@
 //! The real `projector` binary, killed with SIGKILL while a provisioner call is in flight (after
 //! the call, before its journal row): the restarted one re-sends the same idempotency key, and the
-//! instance ends up provisioned once.
+//! instance ends up provisioned once. And the binary reaches an HTTPS provisioner signed by a
+//! private CA through `SSL_CERT_FILE`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -81,4 +82,51 @@ async fn a_dispatcher_killed_between_the_call_and_the_journal_resends_the_same_k
         .await
         .expect("journal");
     assert_eq!(outcomes, ["succeeded"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_provisions_over_https_through_a_private_ca() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(2)).await;
+    let ca = ledger_tests::tls::TestCa::new();
+    let provisioner = FakeProvisioner::start_tls(&ca).await;
+    let mail_dir = tempfile::tempdir().expect("mail dir");
+    let t = stripe::now();
+    let customer = stripe::customer_event("customer.created", t, Shape::Basil, "cus_s", "s@example.com");
+    let snap = SubSnapshot::new("sub_s", "cus_s", "price_starter_monthly", "active", (t, t + 2_592_000));
+    let created = stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap);
+    for body in [customer, created] {
+        assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    }
+    // With DATABASE_URL set and no ALLOW_INSECURE_HTTP: https is the only way, trusted through
+    // SSL_CERT_FILE.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_projector"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db.url().await)
+        .env("PROJECTOR_ADDR", "127.0.0.1:0")
+        .env("PROVISIONER_URL", &provisioner.url)
+        .env("PROVISIONER_API_KEY", "tls-key")
+        .env("SSL_CERT_FILE", ca.ca_path())
+        .env("MAIL_DIR", mail_dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("projector starts");
+    wait::until(Duration::from_secs(60), "the instance to run", || async {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM projection.instances WHERE stripe_subscription_id = 'sub_s'")
+                .fetch_optional(&db.pool)
+                .await
+                .expect("status")
+                .flatten();
+        (status.as_deref() == Some("running")).then_some(())
+    })
+    .await;
+    child.kill().expect("stop");
+    child.wait().expect("reaped");
+    let calls = provisioner.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].api_key.as_deref(), Some("tls-key"), "the key travelled, over TLS");
 }

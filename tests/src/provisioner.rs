@@ -59,12 +59,24 @@ impl FakeProvisioner {
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let fake =
             Self { url: format!("http://{addr}"), inner: Arc::default(), gate: Arc::new(watch::channel(true).0) };
-        let app = Router::new().fallback(handle).with_state(fake.clone());
+        let app = fake.router();
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
+    }
+
+    /// Starts one over HTTPS with a certificate from `ca`, at `https://localhost:<port>`.
+    pub async fn start_tls(ca: &crate::tls::TestCa) -> Self {
+        let mut fake = Self { url: String::new(), inner: Arc::default(), gate: Arc::new(watch::channel(true).0) };
+        let addr = ca.serve(fake.router()).await;
+        fake.url = format!("https://localhost:{}", addr.port());
+        fake
+    }
+
+    fn router(&self) -> Router {
+        Router::new().fallback(handle).with_state(self.clone())
     }
 
     /// The next answers' statuses, in order (then 200, or the `always` status).
