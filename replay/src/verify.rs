@@ -131,33 +131,35 @@ fn format_1(
     h
 }
 
-/// A text field in chain format 2: 0x00 for NULL, else 0x01 || sha256(utf8).
-fn field(h: &mut Sha256, value: Option<&str>) {
-    match value {
-        None => h.update([0u8]),
-        Some(v) => {
-            h.update([1u8]);
-            h.update(Sha256::digest(v.as_bytes()));
-        }
-    }
+/// A text field of the envelope line: `<octet length>:<text>`, or `-` for NULL.
+fn field(value: Option<&str>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{}:{v}", v.len()))
+}
+
+/// The envelope line chain format 2 hashes: stripe_event_id, event_type, api_version, livemode
+/// (`t`/`f`), created (seconds), received_by, object_type, object_id, customer_id, joined by `|`.
+pub fn envelope_line(row: &Row) -> String {
+    let e = &row.envelope;
+    [
+        field(Some(&e.stripe_event_id)),
+        field(Some(&e.event_type)),
+        field(e.api_version.as_deref()),
+        (if e.livemode { "t" } else { "f" }).to_owned(),
+        e.created.to_string(),
+        field(Some(&row.received_by)),
+        field(e.object_type.as_deref()),
+        field(e.object_id.as_deref()),
+        field(e.customer_id.as_deref()),
+    ]
+    .join("|")
 }
 
 /// The chain hash of a row in format 2, as `ledger.append_events` computes it: format 1's terms,
-/// then stripe_event_id, event_type, api_version, livemode (one byte), int8(created),
-/// received_by, object_type, object_id, customer_id.
+/// then sha256 of the [`envelope_line`].
 pub fn chain_hash_v2(prev: Option<&[u8]>, row: &Row, body_sha256: &[u8]) -> [u8; 32] {
-    let e = &row.envelope;
     let mut h =
         format_1(prev, row.position, body_sha256, row.stripe_signature.as_deref(), row.received_at, &row.source);
-    field(&mut h, Some(&e.stripe_event_id));
-    field(&mut h, Some(&e.event_type));
-    field(&mut h, e.api_version.as_deref());
-    h.update([u8::from(e.livemode)]);
-    h.update(e.created.to_be_bytes());
-    field(&mut h, Some(&row.received_by));
-    field(&mut h, e.object_type.as_deref());
-    field(&mut h, e.object_id.as_deref());
-    field(&mut h, e.customer_id.as_deref());
+    h.update(Sha256::digest(envelope_line(row).as_bytes()));
     h.finalize().into()
 }
 

@@ -22,12 +22,16 @@ pub const BROKEN_CHAIN_LINKS: &str = r"
                     || sha256(convert_to(source, 'UTF8'))
                     -- chain format 2 (from ledger.chain_formats) covers every envelope column too
                     || CASE WHEN position >= (SELECT from_position FROM ledger.chain_formats WHERE version = 2)
-                       THEN ledger.field_hash(stripe_event_id) || ledger.field_hash(event_type)
-                            || ledger.field_hash(api_version)
-                            || CASE WHEN livemode THEN '\x01'::bytea ELSE '\x00'::bytea END
-                            || int8send(extract(epoch FROM created)::bigint) || ledger.field_hash(received_by)
-                            || ledger.field_hash(object_type) || ledger.field_hash(object_id)
-                            || ledger.field_hash(customer_id)
+                       THEN sha256(convert_to(concat_ws('|',
+                              coalesce(octet_length(stripe_event_id) || ':' || stripe_event_id, '-'),
+                              coalesce(octet_length(event_type) || ':' || event_type, '-'),
+                              coalesce(octet_length(api_version) || ':' || api_version, '-'),
+                              CASE WHEN livemode THEN 't' ELSE 'f' END,
+                              extract(epoch FROM created)::bigint::text,
+                              coalesce(octet_length(received_by) || ':' || received_by, '-'),
+                              coalesce(octet_length(object_type) || ':' || object_type, '-'),
+                              coalesce(octet_length(object_id) || ':' || object_id, '-'),
+                              coalesce(octet_length(customer_id) || ':' || customer_id, '-')), 'UTF8'))
                        ELSE '\x'::bytea END) AS recomputed
       FROM ledger.events) s
     WHERE prev_hash IS DISTINCT FROM expected_prev
