@@ -66,10 +66,7 @@ impl EnvelopeColumns {
     /// What ingest (or backfill) stored for this body: the envelope decoder's reading, or, for a
     /// signed body it could not decode, the salvaged one (created from the signature's `t`).
     pub fn derive(raw_body: &[u8], signature: Option<&str>) -> Option<Self> {
-        let signed_at = signature
-            .and_then(|h| h.split(',').find_map(|e| e.trim().strip_prefix("t=")))
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
+        let signed_at = signature.and_then(signature::signed_at).unwrap_or(0);
         let e = shared::envelope::decode(raw_body).ok().or_else(|| shared::envelope::salvage(raw_body, signed_at))?;
         Some(Self {
             stripe_event_id: e.id,

@@ -199,11 +199,8 @@ impl Readiness {
 
     /// Whether the database answers (an answer at most [`Readiness::FRESH`] old).
     pub async fn check(&self) -> Result<(), String> {
-        let mut last = match self.last.try_lock() {
-            Ok(last) => last,
-            // A check is under way: wait for it rather than start another.
-            Err(_) => self.last.lock().await,
-        };
+        // While one caller checks, the others wait for its answer rather than start another.
+        let mut last = self.last.lock().await;
         if let Some((at, answer)) = last.as_ref()
             && at.elapsed() < Self::FRESH
         {

@@ -288,17 +288,17 @@ impl Dispatcher {
     pub async fn pass(&self) -> anyhow::Result<Pass> {
         let mut pass = Pass::default();
         if self.provisioner.is_some() {
-            pass.attempts += self.settle("instances", vec![self.instances().await]).into_iter().sum::<usize>();
+            pass.attempts += self.settle("instances", [self.instances().await]).into_iter().sum::<usize>();
         }
-        pass.attempts += self.settle("tokens", vec![self.tokens().await]).into_iter().sum::<usize>();
-        pass.attempts += self.settle("mails", vec![self.mails().await]).into_iter().sum::<usize>();
+        pass.attempts += self.settle("tokens", [self.tokens().await]).into_iter().sum::<usize>();
+        pass.attempts += self.settle("mails", [self.mails().await]).into_iter().sum::<usize>();
         self.metrics.passes.inc();
         Ok(pass)
     }
 
     /// The results of units of work that stand alone: each error is logged and counted, the
     /// successes are kept.
-    fn settle<T>(&self, what: &'static str, results: Vec<anyhow::Result<T>>) -> Vec<T> {
+    fn settle<T>(&self, what: &'static str, results: impl IntoIterator<Item = anyhow::Result<T>>) -> Vec<T> {
         results
             .into_iter()
             .filter_map(|result| match result {
