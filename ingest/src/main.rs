@@ -1,4 +1,3 @@
-use anyhow::Context;
 use ingest::{Application, IngestSettings};
 use shared::config::{Config, DEV_WEBHOOK_SECRET};
 use shared::db::{self, PoolSettings};
@@ -23,7 +22,10 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
     )?;
-    db::prepare(&pool, config.migrate_on_start).await.context("is the database reachable at DATABASE_URL?")?;
+    let shutdown = shared::shutdown::on_signal();
+    if db::prepare_when_reachable(&pool, config.migrate_on_start, &shutdown).await? == db::Prepared::Stopped {
+        return Ok(());
+    }
     let app = Application::build(settings, pool).await?;
     if config.dev_webhook_secret {
         let addr = app.local_addr();
@@ -34,5 +36,5 @@ async fn main() -> anyhow::Result<()> {
             "\nstripe-ledger ingest (local development)\n  webhook URL:    http://{addr}/webhooks/stripe\n  signing secret: {DEV_WEBHOOK_SECRET}\n  send a signed sample event:  scripts/send-sample-event http://{addr}/webhooks/stripe\n  metrics: http://{addr}/metrics   readiness: http://{addr}/readyz\n"
         );
     }
-    app.run_until_stopped(shared::shutdown::on_signal()).await
+    app.run_until_stopped(shutdown).await
 }

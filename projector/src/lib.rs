@@ -12,6 +12,7 @@
 
 pub mod effects;
 pub mod fold;
+pub mod leader;
 pub mod rebuild;
 pub mod runner;
 pub mod store;

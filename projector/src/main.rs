@@ -34,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
     )?;
-    db::prepare(&pool, config.migrate_on_start).await?;
+    let shutdown = shared::shutdown::on_signal();
+    if db::prepare_when_reachable(&pool, config.migrate_on_start, &shutdown).await? == db::Prepared::Stopped {
+        return Ok(());
+    }
     let settings = RunnerSettings { batch_size: config.projector_batch_size, fold: FoldConfig::from_config(&config) };
     let effects = EffectSettings {
         provisioner: config.provisioner_url.clone().map(|url| ProvisionerConfig {
@@ -56,5 +59,5 @@ async fn main() -> anyhow::Result<()> {
     let app =
         projector::Application::build(config.projector_addr, pool, catalog, settings, effects, Arc::new(SystemClock))
             .await?;
-    app.run_until_stopped(shared::shutdown::on_signal()).await
+    app.run_until_stopped(shutdown).await
 }

@@ -18,16 +18,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use shared::catalog::Catalog;
+use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::fold::{FoldConfig, Projections};
+use crate::leader::{self, LeaderLock};
 use crate::store;
 
-/// The advisory lock key of projector leadership.
-const LEADER_LOCK: &str = "stripe-ledger/projector";
 /// The checkpoint row of the live projections.
 pub const CHECKPOINT: &str = "main";
 /// How often standbys retry leadership and the leader polls without a notification.
@@ -106,9 +105,8 @@ pub async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let key = leader_key(&pool).await;
     while !shutdown.is_cancelled() {
-        match lead(&pool, key, &catalog, &settings, &status, &wake, &shutdown).await {
+        match lead(&pool, &catalog, &settings, &status, &wake, &shutdown).await {
             Ok(()) => {}
             Err(error) => {
                 status.batch_errors.inc();
@@ -129,37 +127,18 @@ fn set_leader(status: &Status, leader: bool) {
     status.leader_gauge.set(i64::from(leader));
 }
 
-async fn leader_key(pool: &PgPool) -> i64 {
-    loop {
-        match sqlx::query_scalar!(r#"SELECT hashtextextended($1, 0) AS "key!""#, LEADER_LOCK).fetch_one(pool).await {
-            Ok(key) => return key,
-            Err(error) => {
-                tracing::warn!(%error, "database unavailable, retrying");
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-        }
-    }
-}
-
 /// Tries to lead once; returns when leadership is lost, on shutdown, or when not acquired.
 async fn lead(
     pool: &PgPool,
-    key: i64,
     catalog: &Catalog,
     settings: &RunnerSettings,
     status: &Status,
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    // A dedicated connection, out of the pool: the session lock lives and dies with it.
-    let mut leader_conn = pool.acquire().await?.detach();
-    let acquired = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "acquired!""#, key)
-        .fetch_one(&mut leader_conn)
-        .await?;
-    if !acquired {
-        let _ = leader_conn.close().await;
+    let Some(mut lock) = LeaderLock::try_acquire(pool, leader::RUNNER).await? else {
         return Ok(()); // standby: the caller retries after POLL_INTERVAL
-    }
+    };
     set_leader(status, true);
     tracing::info!("this projector is now the active one");
     let mut listener = PgListener::connect_with(pool).await.context("LISTEN connection")?;
@@ -171,7 +150,7 @@ async fn lead(
             break;
         }
         // Still leader? (A broken lock connection means another instance may lead now.)
-        sqlx::query!("SELECT 1 AS one").fetch_one(&mut leader_conn).await.context("leader connection lost")?;
+        lock.check().await?;
         let limit = quarantine.batch_limit(settings.batch_size);
         let folded = match batch(pool, catalog, settings, limit, status, &mut state).await {
             Ok(folded) => {
@@ -216,7 +195,7 @@ async fn lead(
             }
         }
     }
-    let _ = leader_conn.close().await;
+    lock.release().await;
     Ok(())
 }
 

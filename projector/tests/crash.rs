@@ -1,28 +1,19 @@
 //! The real `projector` binary, killed with SIGKILL in the middle of its work and restarted,
 //! applies every event exactly once: the tables equal one fold of the whole log (credits exact).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ledger_tests::bin::spawn_projector;
 use ledger_tests::db::TestDb;
 use ledger_tests::projector::{catalog, fold_whole_log, load_tables};
 use ledger_tests::{lifecycle, wait};
 use shared::log::{NewEvent, Source, append_events};
 
-fn spawn_projector(url: &str, mail_dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_projector"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("MAIL_DIR", mail_dir)
-        .env("PROJECTOR_ADDR", "127.0.0.1:0")
-        .env("PROJECTOR_BATCH_SIZE", "3")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("projector starts")
+fn start(url: &str, mail_dir: &std::path::Path) -> Child {
+    let mail_dir = mail_dir.to_str().expect("utf-8");
+    spawn_projector(&[("DATABASE_URL", url), ("MAIL_DIR", mail_dir), ("PROJECTOR_BATCH_SIZE", "3")], Stdio::null())
 }
 
 async fn checkpoint(db: &TestDb) -> i64 {
@@ -51,7 +42,7 @@ async fn a_projector_killed_mid_batch_applies_every_event_exactly_once_after_res
 
     // Let it get going, then kill it without warning while batches are in flight.
     let mail_dir = tempfile::tempdir().expect("mail dir");
-    let mut first = spawn_projector(&url, mail_dir.path());
+    let mut first = start(&url, mail_dir.path());
     let reached = wait::until(Duration::from_secs(60), "the first batches", || async {
         let at = checkpoint(&db).await;
         (at > 30).then_some(at)
@@ -62,7 +53,7 @@ async fn a_projector_killed_mid_batch_applies_every_event_exactly_once_after_res
     let killed_at = checkpoint(&db).await;
     assert!(killed_at >= reached && killed_at < head, "killed mid-run: {killed_at} of {head}");
 
-    let mut second = spawn_projector(&url, mail_dir.path());
+    let mut second = start(&url, mail_dir.path());
     wait::until(Duration::from_secs(120), "the restarted projector to catch up", || async {
         (checkpoint(&db).await == head).then_some(())
     })

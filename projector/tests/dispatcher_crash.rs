@@ -3,31 +3,26 @@
 //! instance ends up provisioned once. And the binary reaches an HTTPS provisioner signed by a
 //! private CA through `SSL_CERT_FILE`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use ledger_tests::bin::spawn_projector;
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::provisioner::FakeProvisioner;
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use ledger_tests::wait;
 
-fn spawn_projector(url: &str, provisioner: &str, mail_dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_projector"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("PROJECTOR_ADDR", "127.0.0.1:0")
-        .env("PROVISIONER_URL", provisioner)
-        .env("PROVISIONER_API_KEY", "crash-key")
-        .env("ALLOW_INSECURE_HTTP", "true") // the fake provisioner speaks plain HTTP on loopback
-        .env("MAIL_DIR", mail_dir)
-        .env("EFFECT_BACKOFF_MS", "20")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("projector starts")
+fn start(url: &str, provisioner: &str, mail_dir: &std::path::Path) -> Child {
+    let env = [
+        ("DATABASE_URL", url),
+        ("PROVISIONER_URL", provisioner),
+        ("PROVISIONER_API_KEY", "crash-key"),
+        ("ALLOW_INSECURE_HTTP", "true"), // the fake provisioner speaks plain HTTP on loopback
+        ("MAIL_DIR", mail_dir.to_str().expect("utf-8")),
+        ("EFFECT_BACKOFF_MS", "20"),
+    ];
+    spawn_projector(&env, Stdio::null())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +41,7 @@ async fn a_dispatcher_killed_between_the_call_and_the_journal_resends_the_same_k
     }
 
     provisioner.hold(); // the call is received and recorded, and its answer never comes
-    let mut first = spawn_projector(&url, &provisioner.url, mail_dir.path());
+    let mut first = start(&url, &provisioner.url, mail_dir.path());
     let calls = provisioner.wait_calls(1).await;
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
@@ -57,7 +52,7 @@ async fn a_dispatcher_killed_between_the_call_and_the_journal_resends_the_same_k
     assert_eq!(journaled, 0, "killed before the journal row");
 
     provisioner.release();
-    let mut second = spawn_projector(&url, &provisioner.url, mail_dir.path());
+    let mut second = start(&url, &provisioner.url, mail_dir.path());
     let status = wait::until(Duration::from_secs(60), "the instance to run", || async {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM projection.instances WHERE stripe_subscription_id = 'sub_k'")
@@ -100,20 +95,15 @@ async fn the_binary_provisions_over_https_through_a_private_ca() {
     }
     // With DATABASE_URL set and no ALLOW_INSECURE_HTTP: https is the only way, trusted through
     // SSL_CERT_FILE.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_projector"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db.url().await)
-        .env("PROJECTOR_ADDR", "127.0.0.1:0")
-        .env("PROVISIONER_URL", &provisioner.url)
-        .env("PROVISIONER_API_KEY", "tls-key")
-        .env("SSL_CERT_FILE", ca.ca_path())
-        .env("MAIL_DIR", mail_dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("projector starts");
+    let (url, ca_path) = (db.url().await, ca.ca_path());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("PROVISIONER_URL", &provisioner.url),
+        ("PROVISIONER_API_KEY", "tls-key"),
+        ("SSL_CERT_FILE", &ca_path),
+        ("MAIL_DIR", mail_dir.path().to_str().expect("utf-8")),
+    ];
+    let mut child = spawn_projector(&env, Stdio::null());
     wait::until(Duration::from_secs(60), "the instance to run", || async {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM projection.instances WHERE stripe_subscription_id = 'sub_s'")

@@ -1,9 +1,9 @@
 //! The real `projector` binary at the most verbose log level issues a token and mails it over
 //! SMTP: the plaintext reaches the mail and appears nowhere in the logs.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ledger_tests::bin::spawn_projector;
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::smtp::SmtpServer;
@@ -18,19 +18,15 @@ async fn a_token_plaintext_is_mailed_and_never_logged() {
     let dir = tempfile::tempdir().expect("dir");
     let log_path = dir.path().join("projector.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_projector"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", db.url().await)
-        .env("PROJECTOR_ADDR", "127.0.0.1:0")
-        .env("SMTP_URL", &smtp.url)
-        .env("ALLOW_INSECURE_SMTP", "true") // the test SMTP server has no TLS
-        .env("MAIL_FROM", "billing@ledger.test")
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("projector starts");
+    let url = db.url().await;
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("SMTP_URL", &smtp.url),
+        ("ALLOW_INSECURE_SMTP", "true"), // the test SMTP server has no TLS
+        ("MAIL_FROM", "billing@ledger.test"),
+        ("RUST_LOG", "trace"),
+    ];
+    let mut child = spawn_projector(&env, log);
 
     let t = stripe::now();
     let customer = stripe::customer_event("customer.created", t, Shape::Basil, "cus_l", "l@example.com");

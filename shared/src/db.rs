@@ -143,6 +143,50 @@ pub async fn prepare(pool: &PgPool, migrate_on_start: bool) -> anyhow::Result<()
     Ok(())
 }
 
+/// How [`prepare_when_reachable`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// The database is reachable and migrated.
+    Ready,
+    /// Shutdown was asked for before the database became reachable.
+    Stopped,
+}
+
+/// [`prepare`] at a service's start-up: while the database cannot be reached, logs it and tries
+/// again (every 1 s, up to every 10 s), so a service started before its database waits for it; a
+/// shutdown signal ends the wait at once. Any other failure (a missing migration, a refused
+/// login) ends start-up with its error.
+pub async fn prepare_when_reachable(
+    pool: &PgPool,
+    migrate_on_start: bool,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Prepared> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let error = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(stopped()),
+            result = prepare(pool, migrate_on_start) => match result {
+                Ok(()) => return Ok(Prepared::Ready),
+                Err(error) => error,
+            },
+        };
+        if !error.chain().filter_map(|e| e.downcast_ref::<sqlx::Error>()).any(is_unavailable) {
+            return Err(error);
+        }
+        tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "database unavailable at start-up, waiting for it");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(stopped()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn stopped() -> Prepared {
+    tracing::info!("shutdown asked for before the database became reachable: stopping");
+    Prepared::Stopped
+}
+
 /// True when the error means "the database cannot be reached right now" (503, retry later), as
 /// opposed to a bug or bad data (500).
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

@@ -37,19 +37,51 @@ impl Drop for Running {
     }
 }
 
+/// Spawns binary `name` with exactly `env` (plus `PATH`); stdout is discarded, stderr goes to
+/// `stderr`.
+pub fn spawn(name: &str, env: &[(&str, &str)], stderr: impl Into<Stdio>) -> Child {
+    Command::new(path(name))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"))
+}
+
+/// Spawns the real `projector` on a free port with warnings logged, plus `env` (which may
+/// override those two).
+pub fn spawn_projector(env: &[(&str, &str)], stderr: impl Into<Stdio>) -> Child {
+    let defaults = [("PROJECTOR_ADDR", "127.0.0.1:0"), ("RUST_LOG", "warn")];
+    let env: Vec<(&str, &str)> = defaults.iter().chain(env).copied().collect();
+    spawn("projector", &env, stderr)
+}
+
+/// Sends SIGTERM to `child`.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success(), "kill -TERM {}", child.id());
+}
+
+/// Waits (bounded) for `child` to exit; returns its status and how long it took.
+pub async fn exit_within(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let started = std::time::Instant::now();
+    let status = wait::until(limit, "the process to exit", || {
+        let exited = child.try_wait().expect("wait");
+        async move { exited }
+    })
+    .await;
+    (status, started.elapsed())
+}
+
 /// Starts binary `name` with exactly `env` (plus `PATH`), serving on the port `addr_var` names,
 /// and waits (bounded) until its `/readyz` answers 200. Its stderr goes to `log`.
 pub async fn start(name: &str, addr_var: &str, env: &[(&str, &str)], log: std::fs::File) -> Running {
     let port = free_port();
-    let child = Command::new(path(name))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(addr_var, format!("127.0.0.1:{port}"))
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("binary starts");
+    let addr = format!("127.0.0.1:{port}");
+    let env: Vec<(&str, &str)> = [(addr_var, addr.as_str())].iter().chain(env).copied().collect();
+    let child = spawn(name, &env, log);
     let mut running = Running { child, url: format!("http://127.0.0.1:{port}") };
     let readyz = format!("{}/readyz", running.url);
     let child = &mut running.child;

@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +25,8 @@ use super::mail::{self, Mail, Mailer};
 use super::plan::{self, InstanceOp, LiveToken, Observed, Status, Target, TokenOp, Verdict};
 use super::provisioner::Provisioner;
 use super::{Clock, EffectSettings};
+use crate::leader::{self, LeaderLock};
 use crate::store::{EFFECT_FAILED, desired_from, limit_columns, limits_from};
-
-const LEADER_LOCK: &str = "stripe-ledger/dispatcher";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EffectLabel {
@@ -206,23 +205,14 @@ impl Dispatcher {
     }
 
     async fn lead(&self, wake: &Notify, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let mut lock_conn = self.pool.acquire().await?.detach();
-        let acquired =
-            sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS "acquired!""#, LEADER_LOCK)
-                .fetch_one(&mut lock_conn)
-                .await?;
-        if !acquired {
-            let _ = lock_conn.close().await;
-            return Ok(());
-        }
+        let Some(mut lock) = LeaderLock::try_acquire(&self.pool, leader::DISPATCHER).await? else {
+            return Ok(()); // standby
+        };
         self.metrics.leader.set(1);
         tracing::info!("this dispatcher is now the active one");
         self.recover().await?;
         while !shutdown.is_cancelled() {
-            sqlx::query!("SELECT 1 AS one")
-                .fetch_one(&mut lock_conn)
-                .await
-                .context("dispatcher lock connection lost")?;
+            lock.check().await?;
             match self.pass().await {
                 // Work was done: what it unblocked (a welcome after its instance) goes next.
                 Ok(pass) if pass.attempts > 0 => continue,
@@ -238,7 +228,7 @@ impl Dispatcher {
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
-        let _ = lock_conn.close().await;
+        lock.release().await;
         Ok(())
     }
 
