@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use ledger_tests::db::TestDb;
 use ledger_tests::projector::{TestProjector, catalog, effect_settings};
+use projector::api::token::{new_token, token_hash};
 use projector::effects::SystemClock;
-use projector::effects::access::{new_token, token_hash};
 
 #[tokio::main]
 async fn main() {

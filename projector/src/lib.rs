@@ -4,17 +4,20 @@
 //! - [`store`]: the SQL image of the projections, the intents outbox and the checkpoint.
 //! - [`runner`]: leadership, batches and wake-ups.
 //! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
-//! - [`effects`]: the dispatcher that carries out the intents exactly once, and `/v1/access`.
+//! - [`leader`]: the advisory lock that makes one runner and one dispatcher active.
+//! - [`effects`]: the dispatcher that carries out the intents exactly once.
+//! - [`api`]: the HTTP API on `PROJECTOR_ADDR` (`/healthz`, `/readyz`, `/metrics`, `/v1/access`).
+//! - [`settings`]: the one mapping from the config to all of the above.
 //!
-//! [`Application`] serves `/healthz`, `/readyz` (database reachable and projections built with the
-//! configured catalog), `/metrics` and `GET /v1/access` on `PROJECTOR_ADDR`, and runs the runner
-//! and the dispatcher until shutdown.
+//! [`Application`] serves the API and runs the runner and the dispatcher until shutdown.
 
+pub mod api;
 pub mod effects;
 pub mod fold;
 pub mod leader;
 pub mod rebuild;
 pub mod runner;
+pub mod settings;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -22,11 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 use shared::catalog::Catalog;
 use sqlx::PgPool;
@@ -34,20 +32,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::effects::access::{self, AccessState};
+use crate::api::{AccessState, ApiState};
+use crate::effects::Clock;
 use crate::effects::dispatcher::Dispatcher;
-use crate::effects::{Clock, EffectSettings};
-use crate::runner::{RunnerSettings, Status};
-
-/// The example catalog, used when `CATALOG_PATH` is unset (local development only).
-pub const EXAMPLE_CATALOG: &str = include_str!("../../catalog.example.toml");
-
-#[derive(Clone)]
-struct AppState {
-    readiness: shared::db::Readiness,
-    registry: Arc<Registry>,
-    status: Arc<Status>,
-}
+use crate::runner::{RunnerSettings, RunnerStatus};
+pub use crate::settings::ProjectorSettings;
 
 /// A bound projector.
 pub struct Application {
@@ -55,31 +44,31 @@ pub struct Application {
     pool: PgPool,
     catalog: Arc<Catalog>,
     settings: RunnerSettings,
-    status: Arc<Status>,
-    registry: Arc<Registry>,
+    status: Arc<RunnerStatus>,
     dispatcher: Dispatcher,
-    access: AccessState,
+    api: ApiState,
 }
 
 impl Application {
-    /// Binds `addr`; `clock` decides grace deadlines and token expiry.
-    pub async fn build(
-        addr: SocketAddr,
-        pool: PgPool,
-        catalog: Catalog,
-        settings: RunnerSettings,
-        effects: EffectSettings,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
+    /// Binds `settings.addr`; `clock` decides grace deadlines and token expiry.
+    pub async fn build(settings: ProjectorSettings, pool: PgPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let addr = settings.addr;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding PROJECTOR_ADDR {addr}"))?;
-        let status = Arc::new(Status::default());
+        let status = Arc::new(RunnerStatus::default());
         let mut registry = Registry::default();
         status.register(&mut registry);
-        let catalog = Arc::new(catalog);
-        let dispatcher = Dispatcher::new(pool.clone(), effects, clock.clone(), &mut registry)?;
+        let catalog = Arc::new(settings.catalog);
+        let dispatcher = Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?;
         // Bots call /v1/access on every request: its own connections, never the fold's.
-        let access = AccessState::new(shared::db::side_pool(&pool, 8), catalog.clone(), clock, &mut registry);
-        Ok(Self { listener, pool, catalog, settings, status, registry: Arc::new(registry), dispatcher, access })
+        let api_pool = shared::db::side_pool(&pool, settings.api_connections);
+        let access = AccessState::new(api_pool, catalog.clone(), clock, &mut registry);
+        let api = ApiState {
+            readiness: shared::db::Readiness::new(&pool),
+            registry: Arc::new(registry),
+            status: status.clone(),
+            access,
+        };
+        Ok(Self { listener, pool, catalog, settings: settings.runner, status, dispatcher, api })
     }
 
     /// The bound address.
@@ -89,7 +78,7 @@ impl Application {
     }
 
     /// What the runner reports (leader, checkpoint, catalog mismatch).
-    pub fn status(&self) -> Arc<Status> {
+    pub fn status(&self) -> Arc<RunnerStatus> {
         self.status.clone()
     }
 
@@ -110,25 +99,13 @@ impl Application {
             shutdown.clone(),
         ));
         let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
-        let status = self.status.clone();
-        let state = AppState {
-            readiness: shared::db::Readiness::new(&self.pool),
-            registry: self.registry,
-            status: self.status,
-        };
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .with_state(state)
-            .merge(Router::new().route("/v1/access", get(access::check)).with_state(self.access));
         let serve = tokio::spawn(shared::server::serve(
             self.listener,
-            app,
+            api::router(self.api),
             shared::server::Limits::default(),
             shutdown.clone(),
         ));
-        let supervised = supervise(vec![("runner", runner), ("dispatcher", dispatcher)], &shutdown, &status).await;
+        let supervised = supervise(vec![("runner", runner), ("dispatcher", dispatcher)], &shutdown, &self.status).await;
         serve.await.context("HTTP server task")?;
         supervised
     }
@@ -140,7 +117,7 @@ impl Application {
 pub async fn supervise(
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
     shutdown: &CancellationToken,
-    status: &Status,
+    status: &RunnerStatus,
 ) -> anyhow::Result<()> {
     use futures::StreamExt as _;
     let mut joins: futures::stream::FuturesUnordered<_> =
@@ -165,27 +142,6 @@ pub async fn supervise(
     }
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.status.dead.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "a projector task died: the process is stopping").into_response();
-    }
-    if let Err(error) = state.readiness.check().await {
-        tracing::warn!(%error, "not ready");
-        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
-    }
-    if state.status.catalog_mismatch.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "projections were built with another catalog: run `replay rebuild`")
-            .into_response();
-    }
-    let role = if state.status.leader.load(Ordering::Relaxed) { "active" } else { "standby" };
-    (StatusCode::OK, format!("ready ({role})")).into_response()
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let body = shared::telemetry::encode_metrics(&state.registry);
-    ([(header::CONTENT_TYPE, shared::telemetry::METRICS_CONTENT_TYPE)], body).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +149,7 @@ mod tests {
     #[tokio::test]
     async fn a_task_that_dies_stops_the_others_fails_readiness_and_is_named() {
         let shutdown = CancellationToken::new();
-        let status = Status::default();
+        let status = RunnerStatus::default();
         let waiting = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { shutdown.cancelled().await })
@@ -213,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn tasks_that_end_on_shutdown_are_a_clean_stop() {
         let shutdown = CancellationToken::new();
-        let status = Status::default();
+        let status = RunnerStatus::default();
         let task = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { shutdown.cancelled().await })

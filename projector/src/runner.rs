@@ -44,7 +44,7 @@ struct KindLabel {
 
 /// What the runner reports, shared with the HTTP handlers.
 #[derive(Debug, Default)]
-pub struct Status {
+pub struct RunnerStatus {
     /// This instance holds leadership.
     pub leader: AtomicBool,
     /// A supervised task (runner, dispatcher) ended on its own: `/readyz` fails, the process stops.
@@ -62,7 +62,7 @@ pub struct Status {
     leader_gauge: Gauge,
 }
 
-impl Status {
+impl RunnerStatus {
     /// Registers the metrics.
     pub fn register(&self, registry: &mut Registry) {
         registry.register("projector_lag_events", "Events in the log not yet projected", self.lag_events.clone());
@@ -101,7 +101,7 @@ pub async fn run(
     pool: PgPool,
     catalog: Arc<Catalog>,
     settings: RunnerSettings,
-    status: Arc<Status>,
+    status: Arc<RunnerStatus>,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -122,7 +122,7 @@ pub async fn run(
     tracing::info!("projector stopped");
 }
 
-fn set_leader(status: &Status, leader: bool) {
+fn set_leader(status: &RunnerStatus, leader: bool) {
     status.leader.store(leader, Ordering::Relaxed);
     status.leader_gauge.set(i64::from(leader));
 }
@@ -132,7 +132,7 @@ async fn lead(
     pool: &PgPool,
     catalog: &Catalog,
     settings: &RunnerSettings,
-    status: &Status,
+    status: &RunnerStatus,
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -286,7 +286,7 @@ async fn batch(
     catalog: &Catalog,
     settings: &RunnerSettings,
     limit: usize,
-    status: &Status,
+    status: &RunnerStatus,
     state: &mut Option<(Projections, i64, String)>,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
@@ -362,7 +362,7 @@ async fn batch(
     Ok(rows.len())
 }
 
-fn report_lag(status: &Status, events: i64, oldest_pending: Option<chrono::DateTime<chrono::Utc>>) {
+fn report_lag(status: &RunnerStatus, events: i64, oldest_pending: Option<chrono::DateTime<chrono::Utc>>) {
     status.lag_events.set(events);
     let seconds = oldest_pending.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0);
     status.lag_seconds.set(seconds.max(0.0));

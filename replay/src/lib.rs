@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use projector::fold::FoldConfig;
+use projector::ProjectorSettings;
 use std::io::Write as _;
 
 use secrecy::ExposeSecret;
-use shared::catalog::Catalog;
 use shared::config::Config;
 use shared::db;
 
@@ -130,26 +129,15 @@ pub fn parse_time(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         .map_err(|e| anyhow::anyhow!("`{text}` is neither RFC 3339 nor unix seconds: {e}"))
 }
 
-fn catalog(config: &Config) -> anyhow::Result<Catalog> {
-    Ok(match &config.catalog_path {
-        Some(path) => Catalog::load(path)?,
-        None => {
-            eprintln!("CATALOG_PATH is unset: using the example catalog");
-            Catalog::parse(projector::EXAMPLE_CATALOG)?
-        }
-    })
-}
-
-fn fold_config(config: &Config) -> FoldConfig {
-    FoldConfig::from_config(config)
-}
-
 /// Runs one command; the exit code is non-zero when `verify` finds a break.
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let url = db::resolve_url(&config).await?;
     // verify, rebuild and export stream the whole log: long statements are their normal.
-    let settings =
-        db::PoolSettings { max_connections: 2, slow_statement: Duration::from_secs(3600), ..Default::default() };
+    let settings = db::PoolSettings {
+        max_connections: config.database_max_connections,
+        slow_statement: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let pool = || db::connect_lazy(&url, settings);
     match cli.command {
         Command::Migrate => {
@@ -193,7 +181,8 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             }
             let pool = pool()?;
             db::prepare(&pool, config.migrate_on_start).await?;
-            let lines = audit::timeline(&pool, &id, &catalog(&config)?, &fold_config(&config)).await?;
+            let projector = ProjectorSettings::from_config(&config)?;
+            let lines = audit::timeline(&pool, &id, &projector.catalog, &projector.runner.fold).await?;
             let mut out = std::io::stdout().lock();
             for line in lines {
                 writeln!(out, "{line}")?;
@@ -328,7 +317,7 @@ async fn backfill_cmd(pool: &sqlx::PgPool, settings: &backfill::Settings) -> any
 
 async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool, keep_old: bool) -> anyhow::Result<()> {
     use projector::rebuild;
-    let catalog = catalog(config)?;
+    let ProjectorSettings { catalog, runner, .. } = ProjectorSettings::from_config(config)?;
     if !dry_run && !yes {
         anyhow::bail!(
             "`replay rebuild` replaces the live projections with a fold of the whole log using catalog {}; \
@@ -336,7 +325,7 @@ async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool,
             catalog.hash()
         );
     }
-    let fold = fold_config(config);
+    let fold = runner.fold;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")

@@ -14,6 +14,10 @@ use sha2::{Digest, Sha256};
 /// The tier name used when a price id is not in the catalog. Reserved.
 pub const UNKNOWN_TIER: &str = "unknown";
 
+/// The shipped example catalog (`catalog.example.toml`): what a service uses when `CATALOG_PATH`
+/// is unset, and what the tests project with.
+pub const EXAMPLE: &str = include_str!("../../catalog.example.toml");
+
 /// Why a catalog was refused. Each message names the entry at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -164,6 +168,23 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The catalog the config names (`CATALOG_PATH`), or the shipped example when it is unset
+    /// (with a warning: local development only).
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, CatalogError> {
+        match &config.catalog_path {
+            Some(path) => Self::load(path),
+            None => {
+                tracing::warn!("CATALOG_PATH is unset: using the example catalog (catalog.example.toml)");
+                Self::example()
+            }
+        }
+    }
+
+    /// The shipped example catalog ([`EXAMPLE`]).
+    pub fn example() -> Result<Self, CatalogError> {
+        Self::parse(EXAMPLE)
+    }
+
     /// Reads and validates a catalog file.
     pub fn load(path: &Path) -> Result<Self, CatalogError> {
         let text = std::fs::read_to_string(path)
@@ -277,8 +298,6 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EXAMPLE: &str = include_str!("../../catalog.example.toml");
 
     fn error(text: &str) -> String {
         Catalog::parse(text).expect_err("must be refused").to_string()

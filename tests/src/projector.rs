@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use projector::ProjectorSettings;
 use projector::effects::mail::MailConfig;
 use projector::effects::{Clock, EffectSettings, SystemClock};
 use projector::fold::{FoldConfig, Projections};
-use projector::runner::{RunnerSettings, Status};
+use projector::runner::{RunnerSettings, RunnerStatus};
 use shared::catalog::Catalog;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -16,13 +17,13 @@ use crate::wait;
 
 /// The example catalog the tests project with.
 pub fn catalog() -> Catalog {
-    Catalog::parse(projector::EXAMPLE_CATALOG).expect("example catalog")
+    Catalog::example().expect("example catalog")
 }
 
 /// A running projector.
 pub struct TestProjector {
     /// What its runner reports.
-    pub status: Arc<Status>,
+    pub status: Arc<RunnerStatus>,
     /// Where it serves health and metrics.
     pub addr: std::net::SocketAddr,
     shutdown: CancellationToken,
@@ -61,11 +62,15 @@ impl TestProjector {
         effects: EffectSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let settings = RunnerSettings { batch_size, fold: FoldConfig::default() };
-        let addr = "127.0.0.1:0".parse().expect("addr");
-        let app = projector::Application::build(addr, pool, catalog, settings, effects, clock)
-            .await
-            .expect("projector builds");
+        let settings = ProjectorSettings {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            catalog,
+            runner: RunnerSettings { batch_size, fold: FoldConfig::default() },
+            effects,
+            pool: shared::db::PoolSettings::default(),
+            api_connections: 4,
+        };
+        let app = projector::Application::build(settings, pool, clock).await.expect("projector builds");
         let (status, addr) = (app.status(), app.local_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));

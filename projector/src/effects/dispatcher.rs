@@ -20,11 +20,11 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::access::{new_token, token_hash};
 use super::mail::{self, Mail, Mailer};
 use super::plan::{self, InstanceOp, LiveToken, Observed, Status, Target, TokenOp, Verdict};
 use super::provisioner::Provisioner;
 use super::{Clock, EffectSettings};
+use crate::api::token::{new_token, token_hash};
 use crate::leader::{self, LeaderLock};
 use crate::store::{EFFECT_FAILED, desired_from, limit_columns, limits_from};
 

@@ -4,9 +4,7 @@
 //! - [`provisioner`]: the HTTP client of the Dokku-style provisioner.
 //! - [`mail`]: SMTP (`SMTP_URL`) or `.eml` files (`MAIL_DIR`).
 //! - [`dispatcher`]: the loop: leadership, reconcile, call, journal in `ledger.effects`.
-//! - [`access`]: `GET /v1/access`, the bearer-token check bots call.
 
-pub mod access;
 pub mod dispatcher;
 pub mod mail;
 pub mod plan;

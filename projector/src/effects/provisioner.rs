@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::catalog::Limits;
+use shared::outbound::describe;
 
 /// Where the provisioner is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -109,10 +110,18 @@ impl Provisioner {
             request = request.header("X-API-Key", api_key.expose_secret());
         }
         match request.send().await {
-            Err(error) => Answer { status: None, body: None, error: Some(shared::outbound::describe(&error)) },
+            Err(error) => Answer { status: None, body: None, error: Some(describe(&error)) },
             Ok(response) => {
                 let status = response.status();
-                let text = response.text().await.unwrap_or_default();
+                let text = match response.text().await {
+                    Ok(text) => text,
+                    // An answer cut off mid-body is no answer: retried under the same key.
+                    Err(error) if status.is_success() => {
+                        let error = format!("HTTP {status}, but its body could not be read: {}", describe(&error));
+                        return Answer { status: None, body: None, error: Some(error) };
+                    }
+                    Err(error) => format!("(body unreadable: {})", describe(&error)),
+                };
                 if status.is_success() {
                     let body = serde_json::from_str(&text).ok();
                     Answer { status: Some(status.as_u16()), body, error: None }

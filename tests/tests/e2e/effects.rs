@@ -404,7 +404,7 @@ async fn grace_tears_down_only_after_the_deadline_and_a_payment_in_time_keeps_th
 fn token_in(mail: &ledger_tests::smtp::Received) -> String {
     mail.text()
         .lines()
-        .find_map(|l| l.trim().strip_prefix(projector::effects::access::TOKEN_PREFIX).map(|t| format!("sl_{t}")))
+        .find_map(|l| l.trim().strip_prefix(projector::api::token::TOKEN_PREFIX).map(|t| format!("sl_{t}")))
         .expect("a token in the mail")
 }
 
@@ -536,7 +536,7 @@ async fn a_rebuild_with_a_fixed_catalog_performs_exactly_the_missing_effects() {
     projector.stop().await;
 
     let fixed = shared::catalog::Catalog::parse(
-        &projector::EXAMPLE_CATALOG
+        &shared::catalog::EXAMPLE
             .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_team_2026\"]"),
     )
     .expect("fixed catalog");

@@ -69,3 +69,27 @@ async fn a_stopped_database_gives_503_and_the_retry_lands_once_after_restart() {
     ingest.stop().await.expect("clean stop");
     cluster.stop().await.expect("cluster stops");
 }
+
+#[tokio::test]
+async fn a_projector_without_its_database_answers_access_checks_with_503_never_a_verdict() {
+    // A pool to a port nothing listens on: every query fails as a database outage does.
+    let url = format!("postgres://ledger@127.0.0.1:{}/stripe_ledger", ledger_tests::bin::free_port());
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy(&url)
+        .expect("lazy pool");
+    let projector = ledger_tests::projector::TestProjector::start(pool, ledger_tests::projector::catalog(), 10).await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/v1/access", projector.addr))
+        .bearer_auth("sl_any_token")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 503, "not 401 (the token may be valid) and not 200");
+    assert_eq!(projector.get("/readyz").await.0, 503);
+    assert_eq!(projector.get("/healthz").await.0, 200);
+    let (_, metrics) = projector.get("/metrics").await;
+    assert!(metrics.contains(r#"access_checks_total{result="unavailable"} 1"#), "{metrics}");
+    projector.kill();
+}

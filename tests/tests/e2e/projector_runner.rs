@@ -70,7 +70,7 @@ async fn a_projector_with_another_catalog_says_so_in_readyz() {
     first.stop().await;
 
     let changed = shared::catalog::Catalog::parse(
-        &projector::EXAMPLE_CATALOG.replace("credits_per_cycle = 1000\n", "credits_per_cycle = 1500\n"),
+        &shared::catalog::EXAMPLE.replace("credits_per_cycle = 1000\n", "credits_per_cycle = 1500\n"),
     )
     .expect("valid");
     let second = TestProjector::start(db.service_pool(4), changed, 50).await;

@@ -62,7 +62,7 @@ async fn a_fixed_catalog_and_a_rebuild_repair_an_unknown_price() {
     assert!(broken.anomalies.contains_key("unknown_price:sub_team"));
 
     let fixed = Catalog::parse(
-        &projector::EXAMPLE_CATALOG
+        &shared::catalog::EXAMPLE
             .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_team_2026\"]"),
     )
     .expect("fixed catalog");

@@ -1,4 +1,4 @@
-//! API tokens: how they are made and `GET /v1/access`, the check bots make on every request.
+//! `GET /v1/access`: the check bots make on every request with a customer's API token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -6,33 +6,17 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use shared::catalog::Catalog;
 use sqlx::PgPool;
 
-use super::Clock;
-use super::provisioner::limits_json;
-
-/// Prefix of every token (lets secret scanners recognise one).
-pub const TOKEN_PREFIX: &str = "sl_";
-
-/// A new token: 256 random bits from the OS, URL-safe base64, prefixed.
-pub fn new_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
-    Ok(format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
-}
-
-/// What is stored instead of the token.
-pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
+use super::token::token_hash;
+use crate::effects::Clock;
+use crate::effects::provisioner::limits_json;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -154,18 +138,6 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_long_random_url_safe_and_hashed() {
-        let a = new_token().expect("token");
-        let b = new_token().expect("token");
-        assert_ne!(a, b);
-        assert!(a.starts_with(TOKEN_PREFIX));
-        assert_eq!(a.len(), TOKEN_PREFIX.len() + 43, "256 bits in unpadded base64");
-        assert!(a[TOKEN_PREFIX.len()..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        assert_eq!(token_hash(&a).len(), 32);
-        assert_ne!(token_hash(&a), token_hash(&b));
-    }
 
     #[test]
     fn the_bearer_scheme_is_read_case_insensitively() {

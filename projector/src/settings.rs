@@ -1,0 +1,74 @@
+//! One way from the validated [`Config`] to everything the projector needs: the binary, `replay`
+//! (which folds with the same catalog and rules) and the tests build it here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use shared::catalog::Catalog;
+use shared::config::Config;
+use shared::db::PoolSettings;
+
+use crate::effects::EffectSettings;
+use crate::effects::mail::{self, MailConfig};
+use crate::effects::provisioner::ProvisionerConfig;
+use crate::fold::FoldConfig;
+use crate::runner::RunnerSettings;
+
+/// The projector's settings.
+#[derive(Debug, Clone)]
+pub struct ProjectorSettings {
+    /// `PROJECTOR_ADDR`.
+    pub addr: SocketAddr,
+    /// The price catalog (`CATALOG_PATH`, or the shipped example).
+    pub catalog: Catalog,
+    /// Batches and fold rules.
+    pub runner: RunnerSettings,
+    /// How intents are carried out.
+    pub effects: EffectSettings,
+    /// The pool of the runner and the dispatcher (`DATABASE_MAX_CONNECTIONS`).
+    pub pool: PoolSettings,
+    /// Connections of the HTTP API's own pool (half of `DATABASE_MAX_CONNECTIONS`, at least 2):
+    /// bots calling `/v1/access` never take a connection from the fold.
+    pub api_connections: u32,
+}
+
+impl ProjectorSettings {
+    /// The settings of `config`; fails when the catalog cannot be read or is invalid.
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let catalog = Catalog::from_config(config).context("invalid CATALOG_PATH")?;
+        Ok(Self {
+            addr: config.projector_addr,
+            catalog,
+            runner: RunnerSettings { batch_size: config.projector_batch_size, fold: FoldConfig::from_config(config) },
+            effects: effect_settings(config),
+            pool: PoolSettings {
+                max_connections: config.database_max_connections,
+                statement_timeout: Some(Duration::from_secs(120)),
+                idle_in_transaction_timeout: Some(Duration::from_secs(60)),
+                ..PoolSettings::default()
+            },
+            api_connections: (config.database_max_connections / 2).max(2),
+        })
+    }
+}
+
+fn effect_settings(config: &Config) -> EffectSettings {
+    EffectSettings {
+        provisioner: config.provisioner_url.clone().map(|url| ProvisionerConfig {
+            url,
+            api_key: config.provisioner_api_key.clone(),
+            timeout: config.provisioner_timeout,
+        }),
+        mail: MailConfig {
+            smtp_url: config.smtp_url.clone(),
+            from: config.mail_from.clone().unwrap_or_else(|| mail::DEFAULT_FROM.to_owned()),
+            dir: config.mail_dir.clone(),
+        },
+        admin_email: config.admin_email.clone(),
+        max_attempts: config.effect_max_attempts,
+        backoff: config.effect_backoff,
+        concurrency: config.effect_concurrency,
+        poll_interval: Duration::from_secs(1),
+    }
+}
