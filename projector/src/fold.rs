@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::keys::{EffectKey, IntentKind, MailKey, Subject, TokenKey};
 use shared::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
 use shared::stripe::{self, CheckoutSession, Customer, Invoice, Object, Subscription, SubscriptionStatus};
 
@@ -174,11 +175,33 @@ pub struct Anomaly {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
     /// Idempotency key.
-    pub key: String,
-    /// `instance`, `token`, `email`.
-    pub kind: String,
-    /// What to do (JSON-able summary).
+    pub key: EffectKey,
+    /// What it asks for.
+    pub kind: IntentKind,
+    /// What it acts on.
+    pub subject: Subject,
+    /// What to do, for people reading the outbox.
     pub detail: String,
+}
+
+impl Intent {
+    /// The instance of `subscription` as the event at `position` wants it.
+    pub fn instance(subscription: &str, position: i64, detail: String) -> Self {
+        let key = EffectKey::Instance { subscription: subscription.to_owned(), position };
+        Self { key, kind: IntentKind::Instance, subject: Subject::Subscription(subscription.to_owned()), detail }
+    }
+
+    /// The token of `customer` as the event at `position` wants it.
+    pub fn token(customer: &str, position: i64, detail: String) -> Self {
+        let key = EffectKey::Token(TokenKey { customer: customer.to_owned(), position, reissue: None });
+        Self { key, kind: IntentKind::Token, subject: Subject::Customer(customer.to_owned()), detail }
+    }
+
+    /// A mail about `subscription`.
+    pub fn mail(mail: MailKey, subscription: &str, detail: String) -> Self {
+        let subject = Subject::Subscription(subscription.to_owned());
+        Self { key: EffectKey::Mail(mail), kind: IntentKind::Email, subject, detail }
+    }
 }
 
 /// Everything the projections hold (in memory; the runner mirrors it in SQL).
@@ -427,8 +450,8 @@ impl Folder<'_> {
         }
     }
 
-    fn intent(&mut self, key: String, kind: &str, detail: String) {
-        self.delta.intents.push(Intent { key, kind: kind.to_owned(), detail });
+    fn intent(&mut self, intent: Intent) {
+        self.delta.intents.push(intent);
     }
 
     /// The account row, or a stub created from its id.
@@ -513,11 +536,8 @@ impl Folder<'_> {
         row.deleted = deleted;
         row.version = Some(version);
         if !was_canceled && row.status == "canceled" {
-            self.intent(
-                format!("email:canceled:{}", sub.id),
-                "email",
-                format!("canceled {} ({})", sub.id, sub.customer),
-            );
+            let mail = MailKey::Canceled { subscription: sub.id.clone() };
+            self.intent(Intent::mail(mail, &sub.id, format!("canceled {} ({})", sub.id, sub.customer)));
         }
         self.touched.insert(sub.id.clone(), row);
     }
@@ -567,11 +587,10 @@ impl Folder<'_> {
                 _ => None,
             };
             if failed && row.grace_until.is_some() && row.last_payment_failed_at == Some(created) {
-                self.intent(
-                    format!("email:payment_failed:{}", invoice.id),
-                    "email",
-                    payment_failed_detail(sub_id, row.grace_until.unwrap_or_default()),
-                );
+                let mail = MailKey::PaymentFailed { invoice: invoice.id.clone() };
+                let detail =
+                    format!("payment failed for {sub_id}; grace until {}", row.grace_until.unwrap_or_default());
+                self.intent(Intent::mail(mail, sub_id, detail));
             }
             self.touched.insert(sub_id.clone(), row);
         }
@@ -720,16 +739,14 @@ impl Folder<'_> {
             // An instance never seen counts as absent: a stub asks for no effect.
             let before = previous.map_or((Desired::Absent, None), |p| (p.desired, p.limits));
             if before != (instance.desired, instance.limits) {
-                self.intent(
-                    format!("instance:{id}:{}", self.position),
-                    "instance",
-                    format!("{} {} {}", desired.as_str(), row.tier, row.stripe_customer_id.as_deref().unwrap_or("-")),
-                );
+                let customer = row.stripe_customer_id.as_deref().unwrap_or("-");
+                let detail = format!("{} {} {customer}", desired.as_str(), row.tier);
+                self.intent(Intent::instance(id, self.position, detail));
                 // Welcome when an instance starts running, not on a resize (the key also keeps a
                 // stop and restart from welcoming twice).
                 if desired == Desired::Running && before.0 != Desired::Running {
-                    let customer = row.stripe_customer_id.as_deref().unwrap_or("-");
-                    self.intent(format!("email:welcome:{id}"), "email", format!("welcome {customer} to {}", row.tier));
+                    let mail = MailKey::Welcome { subscription: id.clone() };
+                    self.intent(Intent::mail(mail, id, format!("welcome {customer} to {}", row.tier)));
                 }
             }
             if previous != Some(&instance) {
@@ -747,11 +764,8 @@ impl Folder<'_> {
             let before = previous.map_or((false, None), |p| (p.wanted, p.tier.as_deref()));
             if before != (token.wanted, token.tier.as_deref()) {
                 let action = if token.wanted { "issue" } else { "revoke" };
-                self.intent(
-                    format!("token:{customer}:{}", self.position),
-                    "token",
-                    format!("{action} {}", token.tier.as_deref().unwrap_or("-")),
-                );
+                let detail = format!("{action} {}", token.tier.as_deref().unwrap_or("-"));
+                self.intent(Intent::token(&customer, self.position, detail));
             }
             if previous != Some(&token) {
                 self.delta.tokens.push(token);
@@ -783,16 +797,6 @@ impl Folder<'_> {
         }
         TokenWant { stripe_customer_id: customer.to_owned(), wanted: best.is_some(), tier: best.map(|(_, t)| t) }
     }
-}
-
-/// Detail of a payment-failed mail intent (the dispatcher reads the subscription back from it).
-pub fn payment_failed_detail(subscription: &str, grace_until: i64) -> String {
-    format!("payment failed for {subscription}; grace until {grace_until}")
-}
-
-/// The subscription of a payment-failed mail intent's detail.
-pub fn payment_failed_subscription(detail: &str) -> Option<&str> {
-    detail.strip_prefix("payment failed for ")?.split_once(';').map(|(subscription, _)| subscription)
 }
 
 /// The instance a subscription row asks for (the grace deadline is enforced by the dispatcher).

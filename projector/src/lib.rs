@@ -4,6 +4,7 @@
 //! - [`store`]: the SQL image of the projections, the intents outbox and the checkpoint.
 //! - [`runner`]: leadership, batches and wake-ups.
 //! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
+//! - [`keys`]: the effect vocabulary: idempotency keys, subjects, kinds and outcomes.
 //! - [`leader`]: the advisory lock that makes one runner and one dispatcher active.
 //! - [`effects`]: the dispatcher that carries out the intents exactly once.
 //! - [`api`]: the HTTP API on `PROJECTOR_ADDR` (`/healthz`, `/readyz`, `/metrics`, `/v1/access`).
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod effects;
 pub mod fold;
+pub mod keys;
 pub mod leader;
 pub mod rebuild;
 pub mod runner;

@@ -197,13 +197,6 @@ pub async fn swap_in(
     .execute(&mut *tx)
     .await?;
     let new_intents = store::record_intents(&mut tx, &folded.intents).await?;
-    // Rows the dispatcher owns (failed effects) are not folded from the log: carried over.
-    sqlx::query(&format!(
-        "INSERT INTO projection_build.anomalies SELECT * FROM projection.anomalies WHERE kind = '{}'",
-        store::EFFECT_FAILED
-    ))
-    .execute(&mut *tx)
-    .await?;
     // Views name their tables by identity, not by name: the projection schema's own views
     // (projection.instances) are created again over the new tables, and views elsewhere over
     // projection relations (audit.*, an operator's reports) are re-pointed at them; otherwise

@@ -9,10 +9,6 @@ use crate::fold::{
     Account, Anomaly, Changes, CreditGrant, Desired, Instance, Intent, Projections, SubscriptionRow, TokenWant, Version,
 };
 
-/// Anomaly kind of an effect that failed for good: written by the dispatcher, not by the fold, so
-/// loading the fold's working copy skips it and a rebuild carries it over.
-pub const EFFECT_FAILED: &str = "effect_failed";
-
 fn ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
     secs.and_then(|s| DateTime::from_timestamp(s, 0))
 }
@@ -136,11 +132,7 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
     for r in sqlx::query!("SELECT stripe_customer_id, balance FROM projection.credits").fetch_all(&mut *conn).await? {
         p.credits.insert(r.stripe_customer_id, r.balance);
     }
-    for r in
-        sqlx::query!("SELECT key, kind, detail, position FROM projection.anomalies WHERE kind <> $1", EFFECT_FAILED)
-            .fetch_all(&mut *conn)
-            .await?
-    {
+    for r in sqlx::query!("SELECT key, kind, detail, position FROM projection.anomalies").fetch_all(&mut *conn).await? {
         p.anomalies.insert(r.key.clone(), Anomaly { key: r.key, kind: r.kind, detail: r.detail, position: r.position });
     }
     p.reindex();
@@ -358,18 +350,22 @@ pub async fn record_intents(conn: &mut PgConnection, intents: &[(i64, Intent)]) 
     if intents.is_empty() {
         return Ok(0);
     }
-    let keys: Vec<&str> = intents.iter().map(|(_, i)| i.key.as_str()).collect();
+    let keys: Vec<String> = intents.iter().map(|(_, i)| i.key.to_string()).collect();
     let kinds: Vec<&str> = intents.iter().map(|(_, i)| i.kind.as_str()).collect();
     let details: Vec<&str> = intents.iter().map(|(_, i)| i.detail.as_str()).collect();
     let positions: Vec<i64> = intents.iter().map(|(p, _)| *p).collect();
+    let subject_types: Vec<&str> = intents.iter().map(|(_, i)| i.subject.type_str()).collect();
+    let subjects: Vec<&str> = intents.iter().map(|(_, i)| i.subject.id()).collect();
     let done = sqlx::query!(
-        r#"INSERT INTO ledger.intents (key, kind, detail, position)
-           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[])
+        r#"INSERT INTO ledger.intents (key, kind, detail, position, subject_type, subject)
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
            ON CONFLICT (key) DO NOTHING"#,
-        &keys as &[&str],
+        &keys,
         &kinds as &[&str],
         &details as &[&str],
         &positions,
+        &subject_types as &[&str],
+        &subjects as &[&str],
     )
     .execute(&mut *conn)
     .await?;

@@ -120,8 +120,8 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
     let events: Vec<EventRow> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
     let effects: Vec<EffectRow> = sqlx::query_as(
         "SELECT key, kind, attempt, request, response_status, outcome, error, at FROM audit.effects
-         WHERE strpos(key, $1) > 0 OR strpos(request, $1) > 0 OR key IN (
-           SELECT i.key FROM audit.intents i WHERE strpos(i.key, $1) > 0 OR strpos(i.detail, $1) > 0)
+         WHERE stripe_subscription_id = $1 OR stripe_customer_id = $1 OR stripe_subscription_id IN (
+           SELECT s.stripe_subscription_id FROM audit.subscriptions s WHERE s.stripe_customer_id = $1)
          ORDER BY id",
     )
     .bind(id)
@@ -148,10 +148,11 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
         out.extend(describe(&state, &delta).into_iter().map(|l| format!("    {l}")));
         for intent in std::mem::take(&mut delta.intents) {
             out.push(format!("    intent {} ({})", intent.key, intent.detail));
-            for effect in by_key.get(intent.key.as_str()).into_iter().flatten() {
+            let key = intent.key.to_string();
+            for effect in by_key.get(key.as_str()).into_iter().flatten() {
                 out.push(format!("      {}", effect_line(effect)));
             }
-            shown.insert(intent.key);
+            shown.insert(key);
         }
         state.apply(delta);
     }

@@ -110,3 +110,30 @@ impl TestDb {
         sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM ledger.events"#).fetch_one(&self.pool).await.expect("count")
     }
 }
+
+/// A test that passed leaves nothing behind: its database is dropped (with the connections still
+/// open to it, its own processes' included). A failing test keeps it, to look at.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test database {} kept for inspection", self.name);
+            return;
+        }
+        let name = self.name.clone();
+        // Drop cannot await: a thread of its own with a small runtime does the work.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let admin = PgPoolOptions::new().max_connections(1).connect_with(server_options().await).await.ok()?;
+                let dropped =
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&admin).await;
+                admin.close().await;
+                dropped.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("test database {} could not be dropped", self.name);
+        }
+    }
+}

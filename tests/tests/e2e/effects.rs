@@ -251,9 +251,8 @@ async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_lo
     world.wait_mail("ops@ledger.test", "[stripe-ledger] effect failed").await;
     let attempts = world.scalar("SELECT count(*) FROM ledger.effects WHERE key LIKE 'instance:sub_f:%'").await;
     assert_eq!(attempts, i64::from(world.settings.max_attempts));
-    let anomaly = world
-        .scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed' AND key LIKE '%sub_f%'")
-        .await;
+    let anomaly =
+        world.scalar("SELECT count(*) FROM audit.anomalies WHERE kind = 'effect_failed' AND key LIKE '%sub_f%'").await;
     assert_eq!(anomaly, 1);
     let alerts = world.received_by("ops@ledger.test");
     assert_eq!(alerts.len(), 1, "one admin alert: {alerts:#?}");
@@ -289,7 +288,7 @@ async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_lo
             .await
             .expect("journal");
     assert_eq!(journal, vec![(1, "succeeded".into()), (0, "retry".into())]);
-    assert_eq!(world.scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed'").await, 0);
+    assert_eq!(world.scalar("SELECT count(*) FROM audit.anomalies WHERE kind = 'effect_failed'").await, 0);
     assert!(projector::effects::dispatcher::rearm(&world.db.pool, &key).await.is_err(), "only a failed key");
     assert_eq!(world.received_by("ops@ledger.test").len(), 1);
 }
@@ -689,9 +688,8 @@ async fn a_token_whose_delivery_a_crash_interrupted_is_kept_alerted_and_replaced
         .fetch_one(&world.db.pool)
         .await
         .expect("key");
-    let anomalies = world
-        .scalar(&format!("SELECT count(*) FROM projection.anomalies WHERE key = 'effect_failed:email:{key}'"))
-        .await;
+    let anomalies =
+        world.scalar(&format!("SELECT count(*) FROM audit.anomalies WHERE key = 'effect_failed:email:{key}'")).await;
     assert_eq!(anomalies, 1, "an operator is told");
     world.wait_mail("ops@ledger.test", "").await;
     assert_eq!(token_mails(&world, "cus_k@example.com", 1).await.len(), 1, "no second token on its own");
@@ -719,7 +717,7 @@ async fn a_mail_waiting_for_its_address_is_pending_not_failed_and_goes_out_when_
     projector.dispatcher_passes(12).await;
     let journaled = world.scalar("SELECT count(*) FROM ledger.effects WHERE key LIKE 'email:welcome:%'").await;
     assert_eq!(journaled, 0, "waiting is not an attempt");
-    assert_eq!(world.scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed'").await, 0);
+    assert_eq!(world.scalar("SELECT count(*) FROM audit.anomalies WHERE kind = 'effect_failed'").await, 0);
     let (_, metrics) = projector.get("/metrics").await;
     assert!(metrics.contains("effects_waiting_for_facts 1"), "visibly pending: {metrics}");
 
@@ -733,12 +731,10 @@ async fn a_mail_waiting_for_its_address_is_pending_not_failed_and_goes_out_when_
         .await;
     world.wait_status("sub_n", "running").await;
     projector.dispatcher_passes(3).await;
-    assert_eq!(world.scalar("SELECT count(*) FROM projection.anomalies WHERE kind = 'effect_failed'").await, 0);
+    assert_eq!(world.scalar("SELECT count(*) FROM audit.anomalies WHERE kind = 'effect_failed'").await, 0);
     clock.set(at(t + 3 * DAY + 60));
     wait::until(Duration::from_secs(30), "the waiting mail to fail after three days", || async {
-        (world
-            .scalar("SELECT count(*) FROM projection.anomalies WHERE key = 'effect_failed:email:welcome:sub_n'")
-            .await
+        (world.scalar("SELECT count(*) FROM audit.anomalies WHERE key = 'effect_failed:email:welcome:sub_n'").await
             == 1)
             .then_some(())
     })

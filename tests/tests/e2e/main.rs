@@ -5,6 +5,7 @@ mod effects;
 mod ingest_http;
 mod least_privilege;
 mod limits;
+mod migrations;
 mod ordering;
 mod outage;
 mod outbound;

@@ -62,7 +62,7 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
     assert_eq!(loaded.anomalies.len(), 2, "{:?}", loaded.anomalies.keys());
 
     // Every intent is journaled once, and journaling them again (a replay) adds nothing.
-    let unique: std::collections::BTreeSet<&str> = all_intents.iter().map(|(_, i)| i.key.as_str()).collect();
+    let unique: std::collections::BTreeSet<String> = all_intents.iter().map(|(_, i)| i.key.to_string()).collect();
     assert_eq!(journaled, unique.len() as u64);
     let mut tx = db.pool.begin().await.expect("begin");
     assert_eq!(store::record_intents(&mut tx, &all_intents).await.expect("replay"), 0);

@@ -1,0 +1,90 @@
+//! Migrations that rewrite existing rows, tested on rows as the previous version wrote them.
+
+use ledger_tests::db::{TestDb, workspace_root};
+
+async fn apply(db: &TestDb, file: &str) {
+    let sql = std::fs::read_to_string(workspace_root().join("migrations").join(file)).expect("migration file");
+    let mut tx = db.pool.begin().await.expect("begin");
+    sqlx::raw_sql(&sql).execute(&mut *tx).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+    tx.commit().await.expect("commit");
+}
+
+async fn rows(db: &TestDb, sql: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as(sql).fetch_all(&db.pool).await.expect(sql)
+}
+
+#[tokio::test]
+async fn effect_subjects_are_backfilled_alerts_move_out_of_the_outbox_and_failures_become_a_view() {
+    let db = TestDb::unmigrated().await;
+    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join("migrations"))
+        .expect("migrations dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let (before, after): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| f.as_str() < "0010");
+    for file in &before {
+        apply(&db, file).await;
+    }
+    // What the dispatcher and the fold wrote before 0010 (alerts were intents, failures anomalies).
+    sqlx::raw_sql(
+        "INSERT INTO ledger.intents (key, kind, detail, position) VALUES
+           ('instance:sub_1:3', 'instance', 'running starter cus_1', 3),
+           ('token:cus_1:3', 'token', 'issue starter', 3),
+           ('email:welcome:sub_1', 'email', 'welcome cus_1 to starter', 3),
+           ('email:payment_failed:in_9', 'email', 'payment failed for sub_1; grace until 123', 5),
+           ('email:alert:instance:sub_1:3', 'email', 'POST /provision sub_1 failed', 3),
+           ('email:alert:email:token:cus_1:3#2', 'email', 'the token of cus_1 could not be mailed', 0);
+         INSERT INTO ledger.effects (key, kind, attempt, request, outcome) VALUES
+           ('instance:sub_1:3', 'provision', 4, 'POST /provision sub_1 tier=starter', 'failed'),
+           ('email:token:cus_1:3', 'email', 1, 'mail the starter token of cus_1', 'failed'),
+           ('email:alert:instance:sub_1:3', 'email', 1, 'mail email:alert:instance:sub_1:3', 'succeeded'),
+           ('revoke:token:cus_1:3', 'token', 1, 'revoke the token of cus_1', 'succeeded'),
+           ('retier:token:cus_1:3/2:premium', 'token', 1, 'tier of the token of cus_1', 'succeeded'),
+           ('email:payment_failed:in_9', 'email', 1, 'mail email:payment_failed:in_9', 'succeeded');
+         INSERT INTO projection.anomalies (key, kind, detail, position) VALUES
+           ('effect_failed:instance:sub_1:3', 'effect_failed', 'instance:sub_1:3: HTTP 500', 3);",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("old rows");
+    for file in &after {
+        apply(&db, file).await;
+    }
+
+    let intents = rows(&db, "SELECT key, subject_type, subject FROM ledger.intents ORDER BY key").await;
+    let expected = [
+        ("email:payment_failed:in_9", "subscription", "sub_1"),
+        ("email:welcome:sub_1", "subscription", "sub_1"),
+        ("instance:sub_1:3", "subscription", "sub_1"),
+        ("token:cus_1:3", "customer", "cus_1"),
+    ];
+    let expected: Vec<(String, String, String)> =
+        expected.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    assert_eq!(intents, expected, "alerts left the outbox; every subject backfilled");
+    let alerts = rows(&db, "SELECT key, subject_type, subject FROM ledger.alerts ORDER BY key").await;
+    assert_eq!(alerts.len(), 2);
+    assert_eq!((alerts[0].1.as_str(), alerts[0].2.as_str()), ("customer", "cus_1"), "{alerts:?}");
+    assert_eq!((alerts[1].1.as_str(), alerts[1].2.as_str()), ("subscription", "sub_1"), "{alerts:?}");
+    let effects = rows(&db, "SELECT key, kind || ' ' || subject_type, subject FROM ledger.effects ORDER BY key").await;
+    assert!(
+        effects.iter().any(|e| e.0 == "email:alert:instance:sub_1:3" && e.1 == "alert subscription" && e.2 == "sub_1"),
+        "{effects:?}"
+    );
+    assert!(
+        effects.iter().any(|e| e.0 == "email:payment_failed:in_9" && e.2 == "sub_1"),
+        "from the intent: {effects:?}"
+    );
+    assert!(effects.iter().any(|e| e.0 == "retier:token:cus_1:3/2:premium" && e.2 == "cus_1"), "{effects:?}");
+    assert!(effects.iter().all(|e| !e.2.is_empty()));
+
+    let fold_anomalies: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM projection.anomalies").fetch_one(&db.pool).await.expect("count");
+    assert_eq!(fold_anomalies, 0, "failed effects are not the fold's rows any more");
+    let shown: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM audit.anomalies ORDER BY key").fetch_all(&db.pool).await.expect("view");
+    assert_eq!(shown, ["effect_failed:email:token:cus_1:3", "effect_failed:instance:sub_1:3"]);
+    let update = sqlx::query("UPDATE ledger.intents SET detail = 'x'").execute(&db.pool).await;
+    assert!(update.is_err(), "the outbox is append-only again");
+    let update = sqlx::query("UPDATE ledger.effects SET error = 'x'").execute(&db.pool).await;
+    assert!(update.is_err(), "the journal is append-only again");
+}
