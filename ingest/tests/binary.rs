@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::config::DEV_WEBHOOK_SECRET;
 use shared::embedded::LocalCluster;
@@ -68,16 +68,8 @@ async fn the_binary_runs_with_no_configuration_on_the_embedded_database() {
         .expect("request");
     assert_eq!(response.status(), 200);
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "ingest did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    ledger_tests::bin::terminate(&child);
+    let (exit, _) = ledger_tests::bin::exit_within(&mut child, Duration::from_secs(30)).await;
     assert!(exit.success(), "ingest exited with {exit}");
 
     // The event is in the embedded cluster's database, byte for byte.

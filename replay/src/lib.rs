@@ -14,6 +14,7 @@ pub mod verify;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use projector::ProjectorSettings;
@@ -126,7 +127,7 @@ pub fn parse_time(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     }
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.to_utc())
-        .map_err(|e| anyhow::anyhow!("`{text}` is neither RFC 3339 nor unix seconds: {e}"))
+        .with_context(|| format!("`{text}` is neither RFC 3339 nor unix seconds"))
 }
 
 /// Runs one command; the exit code is non-zero when `verify` finds a break.
@@ -217,8 +218,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             };
             let n = match output {
                 Some(path) => {
-                    let file = std::fs::File::create(&path)
-                        .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
                     let mut out = std::io::BufWriter::new(file);
                     audit::export(&pool, &filter, format, &mut out).await?
                 }

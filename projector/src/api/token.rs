@@ -9,6 +9,7 @@ pub const TOKEN_PREFIX: &str = "sl_";
 /// A new token: 256 random bits from the OS, URL-safe base64, prefixed.
 pub fn new_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
+    // getrandom's error is not a std error without its `std` feature: named here instead.
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
     Ok(format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
 }

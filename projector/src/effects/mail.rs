@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -40,16 +41,41 @@ pub struct Mail {
 #[derive(Clone)]
 pub enum Mailer {
     /// SMTP.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>, String),
+    Smtp {
+        /// The connection pool to the server.
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        /// `MAIL_FROM`.
+        from: String,
+    },
     /// `.eml` files in a directory (0700; each file 0600: token mails hold plaintext tokens).
-    Files(PathBuf, String),
+    Files {
+        /// `MAIL_DIR`.
+        dir: PathBuf,
+        /// `MAIL_FROM`.
+        from: String,
+    },
+}
+
+/// How sending one mail went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Whether a retry may help.
+    pub verdict: Verdict,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+}
+
+impl Delivery {
+    fn new(verdict: Verdict, error: Option<String>) -> Self {
+        Self { verdict, error }
+    }
 }
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Smtp(..) => f.write_str("Mailer::Smtp"),
-            Self::Files(..) => f.write_str("Mailer::Files"),
+            Self::Smtp { .. } => f.write_str("Mailer::Smtp"),
+            Self::Files { .. } => f.write_str("Mailer::Files"),
         }
     }
 }
@@ -60,39 +86,38 @@ impl Mailer {
         match &config.smtp_url {
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
-                    .map_err(|e| anyhow::anyhow!("invalid SMTP_URL: {e}"))?
+                    .context("invalid SMTP_URL")?
                     .timeout(Some(Duration::from_secs(20)))
                     .build();
-                Ok(Self::Smtp(transport, config.from.clone()))
+                Ok(Self::Smtp { transport, from: config.from.clone() })
             }
             None => {
-                private_dir(&config.dir)
-                    .map_err(|e| anyhow::anyhow!("preparing MAIL_DIR {}: {e}", config.dir.display()))?;
+                private_dir(&config.dir).with_context(|| format!("preparing MAIL_DIR {}", config.dir.display()))?;
                 tracing::warn!(dir = %config.dir.display(), "SMTP_URL is unset: mails are written as .eml files");
-                Ok(Self::Files(config.dir.clone(), config.from.clone()))
+                Ok(Self::Files { dir: config.dir.clone(), from: config.from.clone() })
             }
         }
     }
 
     /// Sends one mail with a Message-ID made from the effect key (a resend after a crash carries
     /// the same one, so mail systems can drop the copy); the verdict says whether a retry may help.
-    pub async fn send(&self, key: &str, mail: &Mail) -> (Verdict, Option<String>) {
+    pub async fn send(&self, key: &str, mail: &Mail) -> Delivery {
         let from = match self {
-            Self::Smtp(_, from) | Self::Files(_, from) => from,
+            Self::Smtp { from, .. } | Self::Files { from, .. } => from,
         };
         let message = match build(from, key, mail) {
             Ok(message) => message,
-            Err(error) => return (Verdict::Failed, Some(error)),
+            Err(error) => return Delivery::new(Verdict::Failed, Some(error)),
         };
         match self {
-            Self::Smtp(transport, _) => match transport.send(message).await {
-                Ok(_) => (Verdict::Succeeded, None),
-                Err(e) if e.is_permanent() => (Verdict::Failed, Some(format!("SMTP: {e}"))),
-                Err(e) => (Verdict::Retry, Some(format!("SMTP: {e}"))),
+            Self::Smtp { transport, .. } => match transport.send(message).await {
+                Ok(_) => Delivery::new(Verdict::Succeeded, None),
+                Err(e) if e.is_permanent() => Delivery::new(Verdict::Failed, Some(format!("SMTP: {e}"))),
+                Err(e) => Delivery::new(Verdict::Retry, Some(format!("SMTP: {e}"))),
             },
-            Self::Files(dir, _) => match write_private(dir, &message.formatted()).await {
-                Ok(()) => (Verdict::Succeeded, None),
-                Err(e) => (Verdict::Retry, Some(format!("mail file: {e}"))),
+            Self::Files { dir, .. } => match write_private(dir, &message.formatted()).await {
+                Ok(()) => Delivery::new(Verdict::Succeeded, None),
+                Err(e) => Delivery::new(Verdict::Retry, Some(format!("mail file: {e}"))),
             },
         }
     }
@@ -223,9 +248,8 @@ mod tests {
         let config = MailConfig { smtp_url: None, from: DEFAULT_FROM.to_owned(), dir: dir.clone() };
         let mailer = Mailer::new(&config).expect("mailer");
         let deadline = DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
-        let (verdict, error) =
-            mailer.send("token:cus_1:1", &token("a@example.com", "basic", "sl_secret", deadline)).await;
-        assert_eq!((verdict, error), (Verdict::Succeeded, None));
+        let delivery = mailer.send("token:cus_1:1", &token("a@example.com", "basic", "sl_secret", deadline)).await;
+        assert_eq!(delivery, Delivery { verdict: Verdict::Succeeded, error: None });
         let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700, "the directory is tightened");
         let files: Vec<_> = std::fs::read_dir(&dir).expect("list").map(|e| e.expect("entry").path()).collect();

@@ -4,11 +4,8 @@ use ledger_tests::db::TestDb;
 use ledger_tests::lifecycle;
 use projector::fold::{FoldConfig, Projections};
 use projector::store;
-use shared::catalog::Catalog;
 
-fn catalog() -> Catalog {
-    Catalog::parse(include_str!("../../../catalog.example.toml")).expect("example catalog")
-}
+use ledger_tests::projector::catalog;
 
 #[tokio::test]
 async fn projections_written_in_random_batches_read_back_as_one_full_fold() {

@@ -10,9 +10,7 @@ const SHAPES: [Shape; 2] = [Shape::Legacy, Shape::Basil];
 const T: i64 = 1_750_000_000;
 const DAY: i64 = 86_400;
 
-fn catalog() -> Catalog {
-    Catalog::parse(include_str!("../../../catalog.example.toml")).expect("example catalog")
-}
+use ledger_tests::projector::catalog;
 
 /// A log being folded: positions are assigned in the order events are given.
 struct Given {
@@ -105,7 +103,7 @@ fn an_unknown_price_is_loud_and_a_fixed_catalog_repairs_it() {
         assert!(!g.intent_keys().iter().any(|k| k.starts_with("email:welcome")));
 
         // Fix the catalog and rebuild from position 0.
-        let fixed = include_str!("../../../catalog.example.toml")
+        let fixed = shared::catalog::EXAMPLE
             .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_new_team_plan\"]");
         let mut rebuilt = Given { catalog: Catalog::parse(&fixed).expect("fixed catalog"), ..Given::new() };
         rebuilt.event(&body);

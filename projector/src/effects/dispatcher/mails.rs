@@ -168,7 +168,7 @@ impl Dispatcher {
             }
             Compose::Ready(mail) => mail,
         };
-        let (verdict, error) = self.mailer.send(&key.to_string(), &mail).await;
+        let mail::Delivery { verdict, error } = self.mailer.send(&key.to_string(), &mail).await;
         let attempt = u32::try_from(done).unwrap_or(u32::MAX).saturating_add(1);
         let outcome = plan::outcome(verdict, attempt, self.settings.max_attempts);
         let detail = format!("mail {key} failed: {}", error.as_deref().unwrap_or("-"));

@@ -166,7 +166,7 @@ impl Dispatcher {
         tx.commit().await?;
 
         let mail_key = EffectKey::Mail(MailKey::Token(token));
-        let (verdict, error) =
+        let mail::Delivery { verdict, error } =
             self.mailer.send(&mail_key.to_string(), &mail::token(email, tier, &plaintext, expires_at)).await;
         drop(plaintext);
         let attempt = failures + 1;
