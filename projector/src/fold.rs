@@ -117,7 +117,8 @@ impl Desired {
     }
 }
 
-/// `projection.instances` (desired side).
+/// `projection.instance_targets`: the desired side of an instance (the `projection.instances`
+/// view joins it with what the dispatcher observed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     /// The subscription it serves.
@@ -163,7 +164,9 @@ pub struct CreditGrant {
 pub struct Anomaly {
     /// What it is about (e.g. `unknown_price:sub_1`): one row per key.
     pub key: String,
-    /// `unknown_price`, `undecodable`, `checkout_without_items`, `invoice_without_known_price`.
+    /// `unknown_price`, `undecodable`, `wrong_mode`, `checkout_without_items`,
+    /// `checkout_without_customer`, `invoice_without_known_price` (and `quarantined`, raised by the
+    /// runner for an event it could not write).
     pub kind: String,
     /// Human-readable detail.
     pub detail: String,

@@ -3,7 +3,7 @@
 //! 1. Fold the whole log in memory, page by page (no lock: the live projector keeps running).
 //! 2. In one transaction: `LOCK TABLE projection.checkpoint IN ACCESS EXCLUSIVE MODE` (waits for a
 //!    live batch to finish and holds the next one back), fold the events that arrived meanwhile,
-//!    create `projection_build` with the live tables' definitions, COPY every row in, journal the
+//!    create `projection_build` with the live tables' definitions, insert every row, journal the
 //!    intents (`ON CONFLICT DO NOTHING`: keys already journaled are not issued again), rename
 //!    `projection` to `projection_old_<build>` and `projection_build` to `projection`, commit.
 //!    A live batch blocked on the lock re-resolves `projection.checkpoint` after the commit, finds
@@ -14,20 +14,16 @@ use std::collections::BTreeMap;
 use std::fmt::{Debug, Write as _};
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use shared::catalog::{Catalog, Limits};
+use chrono::Utc;
+use shared::catalog::Catalog;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::fold::{FoldConfig, Intent, Projections, Version};
+use crate::fold::{FoldConfig, Intent, Projections};
 use crate::runner::CHECKPOINT;
 use crate::store;
 
 /// Events read per page while folding the log.
 const PAGE: i64 = 5_000;
-
-/// The tables of the projection schema, in creation order.
-const TABLES: [&str; 8] =
-    ["checkpoint", "accounts", "subscriptions", "instance_targets", "tokens", "credit_grants", "credits", "anomalies"];
 
 /// A fold of the log.
 #[derive(Debug, Clone)]
@@ -171,7 +167,7 @@ pub async fn swap_in(
     let old_schema = format!("projection_old_{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    // Dynamic identifiers and COPY below: plain (not compile-checked) statements by necessity.
+    // Dynamic identifiers below: plain (not compile-checked) statements by necessity.
     sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
     sqlx::query("LOCK TABLE projection.checkpoint IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
     let head: i64 = sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM ledger.events"#)
@@ -181,12 +177,12 @@ pub async fn swap_in(
 
     sqlx::query("DROP SCHEMA IF EXISTS projection_build CASCADE").execute(&mut *tx).await?;
     sqlx::query("CREATE SCHEMA projection_build").execute(&mut *tx).await?;
-    for table in TABLES {
+    for table in store::TABLES {
         sqlx::query(&format!("CREATE TABLE projection_build.{table} (LIKE projection.{table} INCLUDING ALL)"))
             .execute(&mut *tx)
             .await?;
     }
-    copy_all(&mut tx, &folded.state).await?;
+    store::copy_all(&mut tx, "projection_build", &folded.state).await?;
     sqlx::query(
         "INSERT INTO projection_build.checkpoint (name, position, catalog_hash, build_id) VALUES ($1, $2, $3, $4)",
     )
@@ -231,170 +227,6 @@ pub async fn swap_in(
         None
     };
     Ok(Swapped { position: folded.position, build_id, new_intents, old_schema })
-}
-
-/// COPY text-format field.
-fn field(out: &mut String, value: Option<&str>) {
-    match value {
-        None => out.push_str("\\N"),
-        Some(v) => {
-            for c in v.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\t' => out.push_str("\\t"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
-            }
-        }
-    }
-}
-
-fn row(out: &mut String, fields: &[Option<String>]) {
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        field(out, f.as_deref());
-    }
-    out.push('\n');
-}
-
-fn t(secs: Option<i64>) -> Option<String> {
-    secs.and_then(|s| DateTime::from_timestamp(s, 0)).map(|d| d.to_rfc3339())
-}
-
-fn n<T: ToString>(v: Option<T>) -> Option<String> {
-    v.map(|v| v.to_string())
-}
-
-fn limits(l: Option<Limits>) -> [Option<String>; 4] {
-    store::limit_columns(l).map(n)
-}
-
-fn version(v: Option<Version>) -> [Option<String>; 3] {
-    let (created, rank, position) = store::version_columns(v);
-    [n(created), n(rank), n(position)]
-}
-
-async fn copy(conn: &mut PgConnection, table: &str, columns: &str, data: String) -> anyhow::Result<()> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    let mut sink = conn.copy_in_raw(&format!("COPY projection_build.{table} ({columns}) FROM STDIN")).await?;
-    sink.send(data.into_bytes()).await?;
-    sink.finish().await?;
-    Ok(())
-}
-
-async fn copy_all(conn: &mut PgConnection, p: &Projections) -> anyhow::Result<()> {
-    let s = |v: &str| Some(v.to_owned());
-    let b = |v: bool| Some(if v { "t" } else { "f" }.to_owned());
-
-    let mut data = String::new();
-    for a in p.accounts.values() {
-        let [vc, vr, vp] = version(a.version);
-        row(&mut data, &[s(&a.stripe_customer_id), a.email.clone(), a.name.clone(), b(a.deleted), vc, vr, vp]);
-    }
-    copy(
-        conn,
-        "accounts",
-        "stripe_customer_id, email, name, deleted, version_created, version_rank, version_position",
-        data,
-    )
-    .await?;
-
-    let mut data = String::new();
-    for r in p.subscriptions.values() {
-        let [la, lm, lmem, lc] = limits(r.limits);
-        let [vc, vr, vp] = version(r.version);
-        row(
-            &mut data,
-            &[
-                s(&r.stripe_subscription_id),
-                r.stripe_customer_id.clone(),
-                r.price_id.clone(),
-                s(&r.tier),
-                s(&r.status),
-                t(r.current_period_end),
-                t(r.trial_end),
-                b(r.cancel_at_period_end),
-                t(r.canceled_at),
-                t(r.ended_at),
-                b(r.deleted),
-                t(r.last_paid_at),
-                t(r.last_payment_failed_at),
-                t(r.grace_until),
-                la,
-                lm,
-                lmem,
-                lc,
-                vc,
-                vr,
-                vp,
-            ],
-        );
-    }
-    copy(
-        conn,
-        "subscriptions",
-        "stripe_subscription_id, stripe_customer_id, price_id, tier, status, current_period_end, trial_end, \
-         cancel_at_period_end, canceled_at, ended_at, deleted, last_paid_at, last_payment_failed_at, grace_until, \
-         limit_agents, limit_messages_per_day, limit_memory_mb, limit_cpu, version_created, version_rank, version_position",
-        data,
-    )
-    .await?;
-
-    let mut data = String::new();
-    for i in p.instances.values() {
-        let [la, lm, lmem, lc] = limits(i.limits);
-        row(
-            &mut data,
-            &[
-                s(&i.stripe_subscription_id),
-                i.stripe_customer_id.clone(),
-                s(i.desired.as_str()),
-                s(&i.tier),
-                la,
-                lm,
-                lmem,
-                lc,
-            ],
-        );
-    }
-    copy(
-        conn,
-        "instance_targets",
-        "stripe_subscription_id, stripe_customer_id, desired, tier, limit_agents, limit_messages_per_day, limit_memory_mb, limit_cpu",
-        data,
-    )
-    .await?;
-
-    let mut data = String::new();
-    for tk in p.tokens.values() {
-        row(&mut data, &[s(&tk.stripe_customer_id), b(tk.wanted), tk.tier.clone()]);
-    }
-    copy(conn, "tokens", "stripe_customer_id, wanted, tier", data).await?;
-
-    let mut data = String::new();
-    for g in p.credit_grants.values() {
-        row(&mut data, &[s(&g.key), s(&g.stripe_customer_id), n(Some(g.credits)), n(g.rollover_cap), t(Some(g.at))]);
-    }
-    copy(conn, "credit_grants", "key, stripe_customer_id, credits, rollover_cap, granted_for", data).await?;
-
-    let mut data = String::new();
-    for (customer, balance) in &p.credits {
-        row(&mut data, &[s(customer), n(Some(*balance))]);
-    }
-    copy(conn, "credits", "stripe_customer_id, balance", data).await?;
-
-    let mut data = String::new();
-    for a in p.anomalies.values() {
-        row(&mut data, &[s(&a.key), s(&a.kind), s(&a.detail), n(Some(a.position))]);
-    }
-    copy(conn, "anomalies", "key, kind, detail, position", data).await?;
-    Ok(())
 }
 
 /// Prints a diff as the CLI shows it.

@@ -68,7 +68,7 @@ impl RunnerStatus {
         registry.register("projector_lag_events", "Events in the log not yet projected", self.lag_events.clone());
         registry.register(
             "projector_lag_seconds",
-            "Age of the oldest event not yet projected (0 when caught up)",
+            "While events wait: seconds since the last projected event was received (the oldest waiting one arrived no earlier); 0 when caught up",
             self.lag_seconds.clone(),
         );
         registry.register("projector_events_applied", "Events folded, by type", self.applied.clone());

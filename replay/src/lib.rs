@@ -5,6 +5,8 @@
 //! - `verify` ([`verify`]): dense positions, body hashes, the hash chain, optionally signatures.
 //! - `backfill` ([`backfill`]): events the log lacks, from Stripe's `GET /v1/events`.
 //! - `timeline`, `export` ([`audit`]): one customer's story; events as JSON Lines or CSV.
+//! - `effects failed|retry`: effects that failed for good, and an operator's re-arm of one
+//!   (`projector::effects::dispatcher::journal`).
 //! - `migrate` (apply migrations with the owner role), `database-url`.
 
 pub mod audit;

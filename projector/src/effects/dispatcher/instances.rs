@@ -10,7 +10,7 @@ use super::journal::{Attempt, Failure};
 use crate::effects::plan::{self, InstanceOp, InstanceStatus, Observed, Target, Verdict};
 use crate::effects::provisioner::{Provisioned, Provisioner};
 use crate::keys::{EffectKey, Outcome, Subject};
-use crate::store::{desired_from, limit_columns, limits_from};
+use crate::store::{LimitColumns, desired_from};
 
 /// How often the answer of a call is written before the pass gives up on it.
 const RECORD_TRIES: u32 = 5;
@@ -21,11 +21,11 @@ struct InstanceRow {
     customer: Option<String>,
     desired: String,
     tier: String,
-    limits: [Option<f64>; 4],
+    limits: LimitColumns,
     grace_until: Option<DateTime<Utc>>,
     o_status: Option<String>,
     o_app: Option<String>,
-    o_limits: [Option<f64>; 4],
+    o_limits: LimitColumns,
     o_key: Option<String>,
     o_attempts: Option<i32>,
     o_grace: Option<DateTime<Utc>>,
@@ -65,7 +65,7 @@ impl InstanceRow {
             subscription: self.subscription.clone(),
             desired: desired_from(&self.desired),
             tier: self.tier.clone(),
-            limits: limits_from(self.limits),
+            limits: self.limits.into(),
             grace_until: self.grace_until,
             latest_key: key(self.latest_key.clone())?,
             first_key: key(self.first_key.clone())?,
@@ -80,7 +80,7 @@ impl InstanceRow {
         Ok(Some(Observed {
             status,
             app_name: self.o_app.clone(),
-            limits: limits_from(self.o_limits),
+            limits: self.o_limits.into(),
             key,
             attempts: self.o_attempts.unwrap_or(0),
             torn_down_by_grace: self.o_grace,
@@ -155,11 +155,21 @@ impl Dispatcher {
                 customer: r.stripe_customer_id,
                 desired: r.desired,
                 tier: r.tier,
-                limits: [r.limit_agents, r.limit_messages_per_day, r.limit_memory_mb, r.limit_cpu],
+                limits: LimitColumns {
+                    limit_agents: r.limit_agents,
+                    limit_messages_per_day: r.limit_messages_per_day,
+                    limit_memory_mb: r.limit_memory_mb,
+                    limit_cpu: r.limit_cpu,
+                },
                 grace_until: r.grace_until,
                 o_status: r.o_status,
                 o_app: r.o_app,
-                o_limits: [r.o_agents, r.o_messages, r.o_memory, r.o_cpu],
+                o_limits: LimitColumns {
+                    limit_agents: r.o_agents,
+                    limit_messages_per_day: r.o_messages,
+                    limit_memory_mb: r.o_memory,
+                    limit_cpu: r.o_cpu,
+                },
                 o_key: r.o_key,
                 o_attempts: r.o_attempts,
                 o_grace: r.o_grace,
@@ -280,7 +290,12 @@ impl Dispatcher {
         let detail =
             format!("{} failed after {} attempt(s): {}", c.request, w.attempt, c.error.as_deref().unwrap_or("-"));
         self.journal_outcome(&mut tx, &row, Failure { detail: &detail, position: w.position }).await?;
-        let [agents, messages, memory, cpu] = limit_columns(w.target.limits);
+        let LimitColumns {
+            limit_agents: agents,
+            limit_messages_per_day: messages,
+            limit_memory_mb: memory,
+            limit_cpu: cpu,
+        } = w.target.limits.into();
         match (c.outcome, &w.op) {
             (Outcome::Succeeded, InstanceOp::Provision { .. }) => {
                 let p = c.provisioned.as_ref().context("provisioned")?;

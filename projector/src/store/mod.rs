@@ -1,0 +1,179 @@
+//! The SQL image of [`Projections`]: load it, write a batch's changed rows, copy it whole into a
+//! rebuild's schema, the intents and the checkpoint. The runner calls these inside one
+//! transaction per batch. Each table is described once, in [`tables`].
+
+mod tables;
+
+use sqlx::PgConnection;
+
+use self::tables::{Accounts, Anomalies, CreditGrants, Credits, InstanceTargets, Subscriptions, Table, Tokens};
+pub use self::tables::{LimitColumns, desired_from};
+use crate::fold::{Changes, Intent, Projections};
+
+/// The tables of the projection schema, in creation order (the checkpoint first).
+pub const TABLES: [&str; 8] = [
+    "checkpoint",
+    Accounts::NAME,
+    Subscriptions::NAME,
+    InstanceTargets::NAME,
+    Tokens::NAME,
+    CreditGrants::NAME,
+    Credits::NAME,
+    Anomalies::NAME,
+];
+
+/// Rows per statement when a rebuild copies whole tables.
+const COPY_CHUNK: usize = 10_000;
+
+/// Runs `$call::<Table>` for every projection table, in [`TABLES`] order.
+macro_rules! each_table {
+    ($call:ident ( $($arg:expr),* )) => {{
+        $call::<Accounts>($($arg),*).await?;
+        $call::<Subscriptions>($($arg),*).await?;
+        $call::<InstanceTargets>($($arg),*).await?;
+        $call::<Tokens>($($arg),*).await?;
+        $call::<CreditGrants>($($arg),*).await?;
+        $call::<Credits>($($arg),*).await?;
+        $call::<Anomalies>($($arg),*).await?;
+    }};
+}
+
+/// Reads every projection row.
+pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
+    let mut p = Projections::default();
+    each_table!(load_table(&mut *conn, &mut p));
+    p.reindex();
+    Ok(p)
+}
+
+/// Writes the rows named in `changes` as they are in `state`: per table, the changed keys are
+/// deleted and the present ones inserted (two statements per table with changes).
+pub async fn write_changes(conn: &mut PgConnection, state: &Projections, changes: &Changes) -> sqlx::Result<()> {
+    each_table!(write_table(&mut *conn, state, changes));
+    Ok(())
+}
+
+/// Copies every row of `state` into the empty tables of `schema` (a rebuild's).
+pub async fn copy_all(conn: &mut PgConnection, schema: &str, state: &Projections) -> sqlx::Result<()> {
+    each_table!(copy_table(&mut *conn, schema, state));
+    Ok(())
+}
+
+// Not compile-checked: the table name comes from the description. What is written is read back
+// by the round-trip test of the projection store.
+
+async fn load_table<T: Table>(conn: &mut PgConnection, p: &mut Projections) -> sqlx::Result<()> {
+    let sql = format!("SELECT to_jsonb(t)::text FROM projection.{} t", T::NAME);
+    let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&mut *conn).await?;
+    let map = T::rows_mut(p);
+    for text in rows {
+        let row: T::Row = serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let (key, value) = T::value(row);
+        map.insert(key, value);
+    }
+    Ok(())
+}
+
+async fn write_table<T: Table>(conn: &mut PgConnection, state: &Projections, changes: &Changes) -> sqlx::Result<()> {
+    let keys: Vec<&str> = T::changed(changes).iter().map(String::as_str).collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let sql = format!("DELETE FROM projection.{} WHERE {} = ANY($1)", T::NAME, T::KEY);
+    sqlx::query(&sql).bind(&keys).execute(&mut *conn).await?;
+    let rows = T::rows(state);
+    let present = keys.iter().filter_map(|k| rows.get_key_value(*k)).map(|(k, v)| T::row(k, v));
+    insert::<T>(conn, "projection", present.collect()).await
+}
+
+async fn copy_table<T: Table>(conn: &mut PgConnection, schema: &str, state: &Projections) -> sqlx::Result<()> {
+    let rows: Vec<T::Row> = T::rows(state).iter().map(|(k, v)| T::row(k, v)).collect();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        insert::<T>(conn, schema, rows.by_ref().take(COPY_CHUNK).collect()).await?;
+    }
+    Ok(())
+}
+
+/// One statement inserting `rows` into `schema`'s table through their JSON image.
+async fn insert<T: Table>(conn: &mut PgConnection, schema: &str, rows: Vec<T::Row>) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let table = format!("{schema}.{}", T::NAME);
+    let sql = format!("INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)");
+    sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Journals intents; a key already journaled (by an earlier run or a rebuild) is left alone.
+pub async fn record_intents(conn: &mut PgConnection, intents: &[(i64, Intent)]) -> sqlx::Result<u64> {
+    if intents.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<String> = intents.iter().map(|(_, i)| i.key.to_string()).collect();
+    let kinds: Vec<&str> = intents.iter().map(|(_, i)| i.kind.as_str()).collect();
+    let details: Vec<&str> = intents.iter().map(|(_, i)| i.detail.as_str()).collect();
+    let positions: Vec<i64> = intents.iter().map(|(p, _)| *p).collect();
+    let subject_types: Vec<&str> = intents.iter().map(|(_, i)| i.subject.type_str()).collect();
+    let subjects: Vec<&str> = intents.iter().map(|(_, i)| i.subject.id()).collect();
+    let done = sqlx::query!(
+        r#"INSERT INTO ledger.intents (key, kind, detail, position, subject_type, subject)
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+           ON CONFLICT (key) DO NOTHING"#,
+        &keys,
+        &kinds as &[&str],
+        &details as &[&str],
+        &positions,
+        &subject_types as &[&str],
+        &subjects as &[&str],
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A checkpoint row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Last folded position.
+    pub position: i64,
+    /// Catalog the rows were built with.
+    pub catalog_hash: String,
+    /// `live`, or the rebuild that produced the tables.
+    pub build_id: String,
+}
+
+/// The checkpoint `name`, locked for this transaction so a second projector cannot fold the same
+/// events concurrently (it waits, then sees the advanced position).
+pub async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Checkpoint>> {
+    let row = sqlx::query_as!(
+        Checkpoint,
+        "SELECT position, catalog_hash, build_id FROM projection.checkpoint WHERE name = $1 FOR UPDATE",
+        name
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row)
+}
+
+/// Saves the checkpoint (in the batch's transaction).
+pub async fn save_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    position: i64,
+    catalog_hash: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"INSERT INTO projection.checkpoint (name, position, catalog_hash) VALUES ($1, $2, $3)
+           ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, catalog_hash = EXCLUDED.catalog_hash,
+             updated_at = now()"#,
+        name,
+        position,
+        catalog_hash,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! The projection tables, each described once: its name, its key column and its row's SQL image
+//! (a serde struct whose field names are the column names). Loading, writing a batch and the
+//! rebuild's copy all go through these descriptions, so no list of columns is written twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shared::catalog::{Limit, Limits};
+
+use crate::fold::{
+    Account, Anomaly, Changes, CreditGrant, Desired, Instance, Projections, SubscriptionRow, TokenWant, Version,
+};
+
+/// One projection table.
+pub(super) trait Table {
+    /// Its name in the projection schema.
+    const NAME: &'static str;
+    /// Its primary key column.
+    const KEY: &'static str;
+    /// What the fold holds per key.
+    type Value;
+    /// The row as stored.
+    type Row: Serialize + DeserializeOwned;
+    /// The fold's rows of this table, by key.
+    fn rows(p: &Projections) -> &BTreeMap<String, Self::Value>;
+    /// Same, to fill.
+    fn rows_mut(p: &mut Projections) -> &mut BTreeMap<String, Self::Value>;
+    /// The keys a batch changed.
+    fn changed(c: &Changes) -> &BTreeSet<String>;
+    /// The stored row of a value.
+    fn row(key: &str, value: &Self::Value) -> Self::Row;
+    /// The key and value of a stored row.
+    fn value(row: Self::Row) -> (String, Self::Value);
+}
+
+fn ts(secs: Option<i64>) -> Option<DateTime<Utc>> {
+    secs.and_then(|s| DateTime::from_timestamp(s, 0))
+}
+
+fn secs(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(|t| t.timestamp())
+}
+
+/// A snapshot [`Version`] as its three columns.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(super) struct VersionColumns {
+    version_created: Option<i64>,
+    version_rank: Option<i16>,
+    version_position: Option<i64>,
+}
+
+impl From<Option<Version>> for VersionColumns {
+    fn from(v: Option<Version>) -> Self {
+        Self {
+            version_created: v.map(|v| v.created),
+            version_rank: v.map(|v| i16::from(v.rank)),
+            version_position: v.map(|v| v.position),
+        }
+    }
+}
+
+impl From<VersionColumns> for Option<Version> {
+    fn from(c: VersionColumns) -> Self {
+        Some(Version {
+            created: c.version_created?,
+            rank: u8::try_from(c.version_rank?).unwrap_or(0),
+            position: c.version_position?,
+        })
+    }
+}
+
+/// [`Limits`] as the four `limit_*` columns (-1 = unlimited; all NULL: no limits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitColumns {
+    /// Agents.
+    pub limit_agents: Option<f64>,
+    /// Messages per day.
+    pub limit_messages_per_day: Option<f64>,
+    /// Memory in MB.
+    pub limit_memory_mb: Option<f64>,
+    /// CPUs.
+    pub limit_cpu: Option<f64>,
+}
+
+impl From<Option<Limits>> for LimitColumns {
+    fn from(limits: Option<Limits>) -> Self {
+        match limits {
+            None => Self::default(),
+            Some(l) => Self {
+                limit_agents: Some(l.agents.into()),
+                limit_messages_per_day: Some(l.messages_per_day.into()),
+                limit_memory_mb: Some(l.memory_mb.into()),
+                limit_cpu: Some(l.cpu.into()),
+            },
+        }
+    }
+}
+
+impl From<LimitColumns> for Option<Limits> {
+    fn from(c: LimitColumns) -> Self {
+        let limit = |value: f64| if value == -1.0 { Limit::Unlimited } else { Limit::Max(value) };
+        Some(Limits {
+            agents: limit(c.limit_agents?),
+            messages_per_day: limit(c.limit_messages_per_day?),
+            memory_mb: limit(c.limit_memory_mb?),
+            cpu: limit(c.limit_cpu?),
+        })
+    }
+}
+
+/// A stored `desired` value; anything unknown reads as absent (never provisioned, never torn down).
+pub fn desired_from(text: &str) -> Desired {
+    match text {
+        "running" => Desired::Running,
+        "deprovisioned" => Desired::Deprovisioned,
+        _ => Desired::Absent,
+    }
+}
+
+/// Implements [`Table`] for a fold map: `$field` of [`Projections`] and [`Changes`].
+macro_rules! table {
+    ($marker:ident, $name:literal, $key:literal, $field:ident, $value:ty, $row:ty) => {
+        /// The table of the same name.
+        pub(super) struct $marker;
+
+        impl Table for $marker {
+            const NAME: &'static str = $name;
+            const KEY: &'static str = $key;
+            type Value = $value;
+            type Row = $row;
+
+            fn rows(p: &Projections) -> &BTreeMap<String, Self::Value> {
+                &p.$field
+            }
+
+            fn rows_mut(p: &mut Projections) -> &mut BTreeMap<String, Self::Value> {
+                &mut p.$field
+            }
+
+            fn changed(c: &Changes) -> &BTreeSet<String> {
+                &c.$field
+            }
+
+            fn row(key: &str, value: &Self::Value) -> Self::Row {
+                <$row>::from((key, value))
+            }
+
+            fn value(row: Self::Row) -> (String, Self::Value) {
+                row.into()
+            }
+        }
+    };
+}
+
+table!(Accounts, "accounts", "stripe_customer_id", accounts, Account, AccountImage);
+table!(Subscriptions, "subscriptions", "stripe_subscription_id", subscriptions, SubscriptionRow, SubscriptionImage);
+table!(InstanceTargets, "instance_targets", "stripe_subscription_id", instances, Instance, InstanceImage);
+table!(Tokens, "tokens", "stripe_customer_id", tokens, TokenWant, TokenImage);
+table!(CreditGrants, "credit_grants", "key", credit_grants, CreditGrant, GrantImage);
+table!(Credits, "credits", "stripe_customer_id", credits, i64, CreditImage);
+table!(Anomalies, "anomalies", "key", anomalies, Anomaly, AnomalyImage);
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct AccountImage {
+    stripe_customer_id: String,
+    email: Option<String>,
+    name: Option<String>,
+    deleted: bool,
+    #[serde(flatten)]
+    version: VersionColumns,
+}
+
+impl From<(&str, &Account)> for AccountImage {
+    fn from((_, a): (&str, &Account)) -> Self {
+        Self {
+            stripe_customer_id: a.stripe_customer_id.clone(),
+            email: a.email.clone(),
+            name: a.name.clone(),
+            deleted: a.deleted,
+            version: a.version.into(),
+        }
+    }
+}
+
+impl From<AccountImage> for (String, Account) {
+    fn from(r: AccountImage) -> Self {
+        let account = Account {
+            stripe_customer_id: r.stripe_customer_id.clone(),
+            email: r.email,
+            name: r.name,
+            deleted: r.deleted,
+            version: r.version.into(),
+        };
+        (r.stripe_customer_id, account)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct SubscriptionImage {
+    stripe_subscription_id: String,
+    stripe_customer_id: Option<String>,
+    price_id: Option<String>,
+    tier: String,
+    status: String,
+    current_period_end: Option<DateTime<Utc>>,
+    trial_end: Option<DateTime<Utc>>,
+    cancel_at_period_end: bool,
+    canceled_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    deleted: bool,
+    last_paid_at: Option<DateTime<Utc>>,
+    last_payment_failed_at: Option<DateTime<Utc>>,
+    grace_until: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    limits: LimitColumns,
+    #[serde(flatten)]
+    version: VersionColumns,
+}
+
+impl From<(&str, &SubscriptionRow)> for SubscriptionImage {
+    fn from((_, s): (&str, &SubscriptionRow)) -> Self {
+        Self {
+            stripe_subscription_id: s.stripe_subscription_id.clone(),
+            stripe_customer_id: s.stripe_customer_id.clone(),
+            price_id: s.price_id.clone(),
+            tier: s.tier.clone(),
+            status: s.status.clone(),
+            current_period_end: ts(s.current_period_end),
+            trial_end: ts(s.trial_end),
+            cancel_at_period_end: s.cancel_at_period_end,
+            canceled_at: ts(s.canceled_at),
+            ended_at: ts(s.ended_at),
+            deleted: s.deleted,
+            last_paid_at: ts(s.last_paid_at),
+            last_payment_failed_at: ts(s.last_payment_failed_at),
+            grace_until: ts(s.grace_until),
+            limits: s.limits.into(),
+            version: s.version.into(),
+        }
+    }
+}
+
+impl From<SubscriptionImage> for (String, SubscriptionRow) {
+    fn from(r: SubscriptionImage) -> Self {
+        let row = SubscriptionRow {
+            stripe_subscription_id: r.stripe_subscription_id.clone(),
+            stripe_customer_id: r.stripe_customer_id,
+            price_id: r.price_id,
+            tier: r.tier,
+            limits: r.limits.into(),
+            status: r.status,
+            current_period_end: secs(r.current_period_end),
+            trial_end: secs(r.trial_end),
+            cancel_at_period_end: r.cancel_at_period_end,
+            canceled_at: secs(r.canceled_at),
+            ended_at: secs(r.ended_at),
+            deleted: r.deleted,
+            last_paid_at: secs(r.last_paid_at),
+            last_payment_failed_at: secs(r.last_payment_failed_at),
+            grace_until: secs(r.grace_until),
+            version: r.version.into(),
+        };
+        (r.stripe_subscription_id, row)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct InstanceImage {
+    stripe_subscription_id: String,
+    stripe_customer_id: Option<String>,
+    desired: String,
+    tier: String,
+    #[serde(flatten)]
+    limits: LimitColumns,
+}
+
+impl From<(&str, &Instance)> for InstanceImage {
+    fn from((_, i): (&str, &Instance)) -> Self {
+        Self {
+            stripe_subscription_id: i.stripe_subscription_id.clone(),
+            stripe_customer_id: i.stripe_customer_id.clone(),
+            desired: i.desired.as_str().to_owned(),
+            tier: i.tier.clone(),
+            limits: i.limits.into(),
+        }
+    }
+}
+
+impl From<InstanceImage> for (String, Instance) {
+    fn from(r: InstanceImage) -> Self {
+        let instance = Instance {
+            stripe_subscription_id: r.stripe_subscription_id.clone(),
+            stripe_customer_id: r.stripe_customer_id,
+            desired: desired_from(&r.desired),
+            tier: r.tier,
+            limits: r.limits.into(),
+        };
+        (r.stripe_subscription_id, instance)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct TokenImage {
+    stripe_customer_id: String,
+    wanted: bool,
+    tier: Option<String>,
+}
+
+impl From<(&str, &TokenWant)> for TokenImage {
+    fn from((_, t): (&str, &TokenWant)) -> Self {
+        Self { stripe_customer_id: t.stripe_customer_id.clone(), wanted: t.wanted, tier: t.tier.clone() }
+    }
+}
+
+impl From<TokenImage> for (String, TokenWant) {
+    fn from(r: TokenImage) -> Self {
+        let token = TokenWant { stripe_customer_id: r.stripe_customer_id.clone(), wanted: r.wanted, tier: r.tier };
+        (r.stripe_customer_id, token)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct GrantImage {
+    key: String,
+    stripe_customer_id: String,
+    credits: i64,
+    rollover_cap: Option<i64>,
+    granted_for: DateTime<Utc>,
+}
+
+impl From<(&str, &CreditGrant)> for GrantImage {
+    fn from((_, g): (&str, &CreditGrant)) -> Self {
+        Self {
+            key: g.key.clone(),
+            stripe_customer_id: g.stripe_customer_id.clone(),
+            credits: i64::try_from(g.credits).unwrap_or(i64::MAX),
+            rollover_cap: g.rollover_cap.map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+            granted_for: ts(Some(g.at)).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<GrantImage> for (String, CreditGrant) {
+    fn from(r: GrantImage) -> Self {
+        let grant = CreditGrant {
+            key: r.key.clone(),
+            stripe_customer_id: r.stripe_customer_id,
+            credits: u64::try_from(r.credits).unwrap_or(0),
+            rollover_cap: r.rollover_cap.map(|c| u64::try_from(c).unwrap_or(0)),
+            at: r.granted_for.timestamp(),
+        };
+        (r.key, grant)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct CreditImage {
+    stripe_customer_id: String,
+    balance: i64,
+}
+
+impl From<(&str, &i64)> for CreditImage {
+    fn from((customer, balance): (&str, &i64)) -> Self {
+        Self { stripe_customer_id: customer.to_owned(), balance: *balance }
+    }
+}
+
+impl From<CreditImage> for (String, i64) {
+    fn from(r: CreditImage) -> Self {
+        (r.stripe_customer_id, r.balance)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct AnomalyImage {
+    key: String,
+    kind: String,
+    detail: String,
+    position: i64,
+}
+
+impl From<(&str, &Anomaly)> for AnomalyImage {
+    fn from((_, a): (&str, &Anomaly)) -> Self {
+        Self { key: a.key.clone(), kind: a.kind.clone(), detail: a.detail.clone(), position: a.position }
+    }
+}
+
+impl From<AnomalyImage> for (String, Anomaly) {
+    fn from(r: AnomalyImage) -> Self {
+        let anomaly = Anomaly { key: r.key.clone(), kind: r.kind, detail: r.detail, position: r.position };
+        (r.key, anomaly)
+    }
+}
