@@ -4,6 +4,7 @@
 
 mod tables;
 
+use serde::Serialize;
 use sqlx::PgConnection;
 
 use self::tables::{Accounts, Anomalies, CreditGrants, Credits, InstanceTargets, Subscriptions, Table, Tokens};
@@ -22,7 +23,7 @@ pub const TABLES: [&str; 8] = [
     Anomalies::NAME,
 ];
 
-/// Rows per statement when a rebuild copies whole tables.
+/// Rows per COPY message when a rebuild copies whole tables.
 const COPY_CHUNK: usize = 10_000;
 
 /// Runs `$call::<Table>` for every projection table, in [`TABLES`] order.
@@ -46,21 +47,22 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
     Ok(p)
 }
 
-/// Writes the rows named in `changes` as they are in `state`: per table, the changed keys are
-/// deleted and the present ones inserted (two statements per table with changes).
+/// Writes the rows named in `changes` as they are in `state`: per table with changes, one upsert
+/// of the present rows (and a delete of the keys the state no longer holds, e.g. a resolved
+/// anomaly).
 pub async fn write_changes(conn: &mut PgConnection, state: &Projections, changes: &Changes) -> sqlx::Result<()> {
     each_table!(write_table(&mut *conn, state, changes));
     Ok(())
 }
 
-/// Copies every row of `state` into the empty tables of `schema` (a rebuild's).
+/// Copies every row of `state` into the empty tables of `schema` (a rebuild's), with COPY.
 pub async fn copy_all(conn: &mut PgConnection, schema: &str, state: &Projections) -> sqlx::Result<()> {
     each_table!(copy_table(&mut *conn, schema, state));
     Ok(())
 }
 
-// Not compile-checked: the table name comes from the description. What is written is read back
-// by the round-trip test of the projection store.
+// Not compile-checked: table and column names come from the descriptions (the columns are the
+// row image's JSON keys). What is written is read back by the round-trip test of the store.
 
 async fn load_table<T: Table>(conn: &mut PgConnection, p: &mut Projections) -> sqlx::Result<()> {
     let sql = format!("SELECT to_jsonb(t)::text FROM projection.{} t", T::NAME);
@@ -75,35 +77,82 @@ async fn load_table<T: Table>(conn: &mut PgConnection, p: &mut Projections) -> s
 }
 
 async fn write_table<T: Table>(conn: &mut PgConnection, state: &Projections, changes: &Changes) -> sqlx::Result<()> {
-    let keys: Vec<&str> = T::changed(changes).iter().map(String::as_str).collect();
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let sql = format!("DELETE FROM projection.{} WHERE {} = ANY($1)", T::NAME, T::KEY);
-    sqlx::query(&sql).bind(&keys).execute(&mut *conn).await?;
     let rows = T::rows(state);
-    let present = keys.iter().filter_map(|k| rows.get_key_value(*k)).map(|(k, v)| T::row(k, v));
-    insert::<T>(conn, "projection", present.collect()).await
-}
-
-async fn copy_table<T: Table>(conn: &mut PgConnection, schema: &str, state: &Projections) -> sqlx::Result<()> {
-    let rows: Vec<T::Row> = T::rows(state).iter().map(|(k, v)| T::row(k, v)).collect();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        insert::<T>(conn, schema, rows.by_ref().take(COPY_CHUNK).collect()).await?;
+    let (present, gone): (Vec<&String>, Vec<&String>) = T::changed(changes).iter().partition(|k| rows.contains_key(*k));
+    if !gone.is_empty() {
+        let sql = format!("DELETE FROM projection.{} WHERE {} = ANY($1)", T::NAME, T::KEY);
+        sqlx::query(&sql).bind(&gone).execute(&mut *conn).await?;
     }
+    let images: Vec<T::Row> =
+        present.iter().filter_map(|k| rows.get_key_value(*k)).map(|(k, v)| T::row(k, v)).collect();
+    let Some(columns) = images.first().map(columns).transpose()? else { return Ok(()) };
+    // One upsert per table: the rows arrive as one JSON array, typed by the table's own row type.
+    let updates: Vec<String> = columns.iter().filter(|c| *c != T::KEY).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    let sql = format!(
+        "INSERT INTO projection.{table} SELECT * FROM json_populate_recordset(NULL::projection.{table}, $1::text::json)
+         ON CONFLICT ({key}) DO UPDATE SET {updates}",
+        table = T::NAME,
+        key = T::KEY,
+        updates = updates.join(", ")
+    );
+    let json = serde_json::to_string(&images).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
     Ok(())
 }
 
-/// One statement inserting `rows` into `schema`'s table through their JSON image.
-async fn insert<T: Table>(conn: &mut PgConnection, schema: &str, rows: Vec<T::Row>) -> sqlx::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
+async fn copy_table<T: Table>(conn: &mut PgConnection, schema: &str, state: &Projections) -> sqlx::Result<()> {
+    let mut rows = T::rows(state).iter().map(|(k, v)| T::row(k, v)).peekable();
+    let Some(columns) = rows.peek().map(columns).transpose()? else { return Ok(()) };
+    let sql = format!("COPY {schema}.{} ({}) FROM STDIN", T::NAME, columns.join(", "));
+    let mut sink = conn.copy_in_raw(&sql).await?;
+    while rows.peek().is_some() {
+        let mut data = String::new();
+        for row in rows.by_ref().take(COPY_CHUNK) {
+            copy_line(&mut data, &row, &columns)?;
+        }
+        sink.send(data.into_bytes()).await?;
     }
-    let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let table = format!("{schema}.{}", T::NAME);
-    let sql = format!("INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)");
-    sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// The column names of a row image: its JSON keys (serde's field names, flattened ones included).
+fn columns<R: Serialize>(row: &R) -> sqlx::Result<Vec<String>> {
+    match serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))? {
+        serde_json::Value::Object(map) => Ok(map.keys().cloned().collect()),
+        other => Err(sqlx::Error::Encode(format!("a row image is not an object: {other}").into())),
+    }
+}
+
+/// One line of COPY text format: the image's values in `columns` order.
+fn copy_line<R: Serialize>(out: &mut String, row: &R, columns: &[String]) -> sqlx::Result<()> {
+    let serde_json::Value::Object(map) = serde_json::to_value(row).map_err(|e| sqlx::Error::Encode(Box::new(e)))?
+    else {
+        return Err(sqlx::Error::Encode("a row image is not an object".into()));
+    };
+    for (i, column) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        match map.get(column) {
+            None | Some(serde_json::Value::Null) => out.push_str("\\N"),
+            Some(serde_json::Value::Bool(b)) => out.push(if *b { 't' } else { 'f' }),
+            Some(serde_json::Value::Number(n)) => out.push_str(&n.to_string()),
+            Some(serde_json::Value::String(text)) => {
+                for c in text.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\t' => out.push_str("\\t"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        c => out.push(c),
+                    }
+                }
+            }
+            Some(other) => return Err(sqlx::Error::Encode(format!("{column}: not a column value: {other}").into())),
+        }
+    }
+    out.push('\n');
     Ok(())
 }
 
