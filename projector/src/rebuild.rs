@@ -3,7 +3,7 @@
 //! 1. Fold the whole log in memory, page by page (no lock: the live projector keeps running).
 //! 2. In one transaction: `LOCK TABLE projection.checkpoint IN ACCESS EXCLUSIVE MODE` (waits for a
 //!    live batch to finish and holds the next one back), fold the events that arrived meanwhile,
-//!    create `projection_build` with the live tables' definitions, insert every row, journal the
+//!    create `projection_build` with the live tables' definitions, COPY every row in, journal the
 //!    intents (`ON CONFLICT DO NOTHING`: keys already journaled are not issued again), rename
 //!    `projection` to `projection_old_<build>` and `projection_build` to `projection`, commit.
 //!    A live batch blocked on the lock re-resolves `projection.checkpoint` after the commit, finds
@@ -167,7 +167,7 @@ pub async fn swap_in(
     let old_schema = format!("projection_old_{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    // Dynamic identifiers below: plain (not compile-checked) statements by necessity.
+    // Dynamic identifiers and COPY below: plain (not compile-checked) statements by necessity.
     sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
     sqlx::query("LOCK TABLE projection.checkpoint IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
     let head: i64 = sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM ledger.events"#)

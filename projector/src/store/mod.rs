@@ -226,3 +226,27 @@ pub async fn save_checkpoint(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Image {
+        key: &'static str,
+        detail: Option<&'static str>,
+        deleted: bool,
+        limit: f64,
+    }
+
+    #[test]
+    fn copy_lines_escape_what_copy_text_format_reserves_and_follow_the_image_columns() {
+        let row = Image { key: "k\t1", detail: Some("a\\b\nc\rd"), deleted: true, limit: -1.0 };
+        let columns = columns(&row).expect("an object");
+        assert_eq!(columns, ["deleted", "detail", "key", "limit"]);
+        let mut out = String::new();
+        copy_line(&mut out, &row, &columns).expect("encoded");
+        copy_line(&mut out, &Image { key: "k2", detail: None, deleted: false, limit: 2.5 }, &columns).expect("encoded");
+        assert_eq!(out, "t\ta\\\\b\\nc\\rd\tk\\t1\t-1.0\nf\t\\N\tk2\t2.5\n");
+    }
+}
