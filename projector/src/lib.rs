@@ -63,12 +63,20 @@ impl Application {
         let dispatcher = Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?;
         // Bots call /v1/access on every request: its own connections, never the fold's.
         let api_pool = shared::db::side_pool(&pool, settings.api_connections);
-        let access = AccessState::new(api_pool, catalog.clone(), clock, &mut registry);
+        let access = AccessState::new(api_pool.clone(), catalog.clone(), clock.clone(), &mut registry);
+        let billing = settings.billing;
+        let stripe = billing
+            .stripe
+            .map(|(base, key)| shared::stripe_api::StripeApi::new(&base, key, billing.stripe_timeout))
+            .transpose()?;
+        let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
+        let billing = api::BillingState { pool: api_pool, catalog: catalog.clone(), clock, auth, stripe };
         let api = ApiState {
             readiness: shared::db::Readiness::new(&pool),
             registry: Arc::new(registry),
             status: status.clone(),
             access,
+            billing,
         };
         Ok(Self { listener, pool, catalog, settings: settings.runner, status, dispatcher, api })
     }

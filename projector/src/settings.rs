@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::SecretString;
 use shared::catalog::Catalog;
 use shared::config::Config;
 use shared::db::PoolSettings;
@@ -14,6 +15,9 @@ use crate::effects::mail::{self, MailConfig};
 use crate::effects::provisioner::ProvisionerConfig;
 use crate::fold::FoldConfig;
 use crate::runner::RunnerSettings;
+
+/// How long one Stripe API call may take before it is retried (with the same idempotency key).
+pub const STRIPE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The projector's settings.
 #[derive(Debug, Clone)]
@@ -31,6 +35,19 @@ pub struct ProjectorSettings {
     /// Connections of the HTTP API's own pool (half of `DATABASE_MAX_CONNECTIONS`, at least 2):
     /// bots calling `/v1/access` never take a connection from the fold.
     pub api_connections: u32,
+    /// The billing API: its keys and Stripe.
+    pub billing: BillingSettings,
+}
+
+/// The billing API's settings.
+#[derive(Debug, Clone, Default)]
+pub struct BillingSettings {
+    /// `BILLING_API_KEY` (the development key while `DATABASE_URL` is unset).
+    pub api_keys: Vec<SecretString>,
+    /// `STRIPE_API_BASE` and `STRIPE_API_KEY` (None: no key, commands answer 503).
+    pub stripe: Option<(String, SecretString)>,
+    /// How long one Stripe call may take.
+    pub stripe_timeout: Duration,
 }
 
 impl ProjectorSettings {
@@ -49,6 +66,11 @@ impl ProjectorSettings {
                 ..PoolSettings::default()
             },
             api_connections: (config.database_max_connections / 2).max(2),
+            billing: BillingSettings {
+                api_keys: config.billing_api_keys.clone(),
+                stripe: config.stripe_api_key.clone().map(|key| (config.stripe_api_base.clone(), key)),
+                stripe_timeout: STRIPE_TIMEOUT,
+            },
         })
     }
 }

@@ -10,12 +10,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// The signing secret used when neither `STRIPE_WEBHOOK_SECRET` nor `DATABASE_URL` is set: local
 /// development only. With `DATABASE_URL` set, a missing secret is an error (see
 /// [`Config::require_webhook_secrets`]), so a deployment can never run on this secret by mistake.
 pub const DEV_WEBHOOK_SECRET: &str = "whsec_stripe_ledger_local_development_only";
+
+/// The billing API key accepted while `DATABASE_URL` is unset and `BILLING_API_KEY` is not given
+/// (local development only, like [`DEV_WEBHOOK_SECRET`]).
+pub const DEV_BILLING_API_KEY: &str = "sl_billing_local_development_only";
+
+/// Shortest `BILLING_API_KEY` accepted: a key an attacker can guess is no key.
+const MIN_BILLING_KEY_LEN: usize = 24;
 
 /// Default largest accepted webhook body: Stripe events are a few KiB, rarely above 100 KiB.
 pub const DEFAULT_BODY_LIMIT_BYTES: usize = 1024 * 1024;
@@ -68,6 +75,9 @@ pub struct Config {
     pub webhook_secrets: Vec<SecretString>,
     /// True when [`DEV_WEBHOOK_SECRET`] is in use.
     pub dev_webhook_secret: bool,
+    /// `BILLING_API_KEY`, comma-separated for rotation: the product backend's keys for the billing
+    /// API. Empty when unset with `DATABASE_URL` set (the backend is then refused).
+    pub billing_api_keys: Vec<SecretString>,
     /// `STRIPE_WEBHOOK_TOLERANCE_SECS` (default 300): accepted distance of the signature timestamp
     /// from now, in both directions.
     pub webhook_tolerance: Duration,
@@ -160,11 +170,28 @@ impl Config {
         };
 
         let (webhook_secrets, dev_webhook_secret) = match get("STRIPE_WEBHOOK_SECRET") {
-            Some(list) => (parse_secrets(list)?, false),
+            Some(list) => (parse_list(list, "STRIPE_WEBHOOK_SECRET")?, false),
             None if matches!(database, DatabaseSource::Embedded { .. }) => {
                 (vec![SecretString::from(DEV_WEBHOOK_SECRET)], true)
             }
             None => (Vec::new(), false),
+        };
+
+        let billing_api_keys = match get("BILLING_API_KEY") {
+            Some(list) => {
+                let keys = parse_list(list, "BILLING_API_KEY")?;
+                if keys.iter().any(|k| k.expose_secret().len() < MIN_BILLING_KEY_LEN) {
+                    return Err(ConfigError::new(
+                        "BILLING_API_KEY",
+                        format!("every key must be at least {MIN_BILLING_KEY_LEN} characters"),
+                    ));
+                }
+                keys
+            }
+            None if matches!(database, DatabaseSource::Embedded { .. }) => {
+                vec![SecretString::from(DEV_BILLING_API_KEY)]
+            }
+            None => Vec::new(),
         };
 
         let tolerance_secs: u64 =
@@ -246,6 +273,7 @@ impl Config {
             database_max_connections,
             webhook_secrets,
             dev_webhook_secret,
+            billing_api_keys,
             webhook_tolerance: Duration::from_secs(tolerance_secs),
             ingest_body_limit,
             ingest_max_batch,
@@ -334,15 +362,13 @@ fn check_smtp_url(url: &str, insecure_allowed: bool) -> Result<(), ConfigError> 
     }
 }
 
-fn parse_secrets(list: &str) -> Result<Vec<SecretString>, ConfigError> {
+/// A comma-separated list of secrets (several during a rotation).
+fn parse_list(list: &str, var: &'static str) -> Result<Vec<SecretString>, ConfigError> {
     let mut secrets = Vec::new();
     for (index, part) in list.split(',').enumerate() {
         let part = part.trim();
         if part.is_empty() {
-            return Err(ConfigError::new(
-                "STRIPE_WEBHOOK_SECRET",
-                format!("entry {} of the comma-separated list is empty", index + 1),
-            ));
+            return Err(ConfigError::new(var, format!("entry {} of the comma-separated list is empty", index + 1)));
         }
         secrets.push(SecretString::from(part.to_owned()));
     }

@@ -26,4 +26,5 @@ pub mod server;
 pub mod shutdown;
 pub mod signature;
 pub mod stripe;
+pub mod stripe_api;
 pub mod telemetry;

@@ -23,5 +23,6 @@ pub mod provisioner;
 pub mod smtp;
 pub mod stripe;
 pub mod stripe_api;
+pub mod stripe_billing;
 pub mod tls;
 pub mod wait;

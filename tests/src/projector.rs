@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::wait;
 
+/// The billing API key of [`TestProjector::start_billing`].
+pub const BILLING_KEY: &str = "sl_test_billing_key_0123456789";
+
 /// The example catalog the tests project with.
 pub fn catalog() -> Catalog {
     Catalog::example().expect("example catalog")
@@ -69,7 +72,34 @@ impl TestProjector {
             effects,
             pool: shared::db::PoolSettings::default(),
             api_connections: 4,
+            billing: projector::settings::BillingSettings::default(),
         };
+        Self::start_settings(settings, pool, clock).await
+    }
+
+    /// Starts a projector whose billing API takes [`BILLING_KEY`] and calls the Stripe API at
+    /// `stripe` (a fake), each call timing out after a second.
+    pub async fn start_billing(pool: PgPool, stripe: &str) -> Self {
+        let dir = tempfile::tempdir().expect("mail dir");
+        let settings = ProjectorSettings {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            catalog: catalog(),
+            runner: RunnerSettings { batch_size: 50, fold: FoldConfig::default() },
+            effects: effect_settings(dir.path()),
+            pool: shared::db::PoolSettings::default(),
+            api_connections: 8,
+            billing: projector::settings::BillingSettings {
+                api_keys: vec![BILLING_KEY.into()],
+                stripe: Some((stripe.to_owned(), "sk_test_fake_key".into())),
+                stripe_timeout: Duration::from_secs(1),
+            },
+        };
+        let mut projector = Self::start_settings(settings, pool, Arc::new(SystemClock)).await;
+        projector._mail_dir = Some(dir);
+        projector
+    }
+
+    async fn start_settings(settings: ProjectorSettings, pool: PgPool, clock: Arc<dyn Clock>) -> Self {
         let app = projector::Application::build(settings, pool, clock).await.expect("projector builds");
         let (status, addr) = (app.status(), app.local_addr());
         let shutdown = CancellationToken::new();

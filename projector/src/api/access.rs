@@ -14,6 +14,7 @@ use serde_json::json;
 use shared::catalog::Catalog;
 use sqlx::PgPool;
 
+use super::auth::bearer;
 use super::token::token_hash;
 use crate::effects::Clock;
 use crate::effects::provisioner::limits_json;
@@ -42,12 +43,6 @@ impl AccessState {
         registry.register("access_checks", "GET /v1/access answers, by result", checks.clone());
         Self { pool, catalog, clock, checks }
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 fn deny(state: &AccessState, status: StatusCode, result: &'static str, message: &str) -> Response {

@@ -1,8 +1,13 @@
 //! The projector's HTTP API on `PROJECTOR_ADDR`: health, readiness, metrics and the endpoints
-//! products call (`GET /v1/access`). Handlers read the projections on the API's own pool; they
-//! never write what the fold owns.
+//! products call (`GET /v1/access`, the billing commands of `docs/billing-api.md`). Handlers read
+//! the projections on the API's own pool; they never write what the fold owns: a command's
+//! result comes back as webhooks through the log.
 
 pub mod access;
+pub mod auth;
+pub mod checkout;
+pub mod commands;
+pub mod error;
 pub mod token;
 
 use std::sync::Arc;
@@ -12,9 +17,15 @@ use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
+use shared::catalog::Catalog;
+use shared::stripe_api::{StripeApi, StripeError};
+use sqlx::PgPool;
 
+use self::auth::{Authenticator, Caller};
+use self::error::ApiError;
+use crate::effects::Clock;
 use crate::runner::RunnerStatus;
 
 pub use access::AccessState;
@@ -30,11 +41,92 @@ pub struct ApiState {
     pub status: Arc<RunnerStatus>,
     /// `/v1/access`.
     pub access: AccessState,
+    /// The billing commands.
+    pub billing: BillingState,
 }
 
 impl FromRef<ApiState> for AccessState {
     fn from_ref(state: &ApiState) -> Self {
         state.access.clone()
+    }
+}
+
+impl FromRef<ApiState> for BillingState {
+    fn from_ref(state: &ApiState) -> Self {
+        state.billing.clone()
+    }
+}
+
+/// What the billing commands share.
+#[derive(Clone)]
+pub struct BillingState {
+    /// The API's pool.
+    pub pool: PgPool,
+    /// Prices are validated against it.
+    pub catalog: Arc<Catalog>,
+    /// Token expiry and rate windows.
+    pub clock: Arc<dyn Clock>,
+    /// Who may call.
+    pub auth: Authenticator,
+    /// Stripe (None: `STRIPE_API_KEY` unset; commands answer 503 `stripe_not_configured`).
+    pub stripe: Option<StripeApi>,
+}
+
+impl BillingState {
+    /// The caller of a request, or 401.
+    pub async fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Caller, ApiError> {
+        self.auth.caller(&self.pool, headers, self.clock.now()).await
+    }
+
+    /// The Stripe client, or 503 when none is configured.
+    pub fn stripe(&self) -> Result<&StripeApi, ApiError> {
+        self.stripe.as_ref().ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stripe_not_configured", "STRIPE_API_KEY is not set")
+        })
+    }
+
+    /// The one customer the projections know with this email, if exactly one.
+    pub async fn customer_by_email(&self, email: Option<&str>) -> Result<Option<String>, ApiError> {
+        let Some(email) = email else { return Ok(None) };
+        let found = sqlx::query_scalar!(
+            "SELECT stripe_customer_id FROM projection.accounts WHERE lower(email) = lower($1) AND NOT deleted LIMIT 2",
+            email
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(if found.len() == 1 { found.into_iter().next() } else { None })
+    }
+
+    /// A live (trialing, active, past_due) subscription of `customer`, if any.
+    pub async fn live_subscription(&self, customer: &str) -> Result<Option<String>, ApiError> {
+        Ok(sqlx::query_scalar!(
+            "SELECT stripe_subscription_id FROM projection.subscriptions
+             WHERE stripe_customer_id = $1 AND NOT deleted AND status IN ('trialing', 'active', 'past_due')
+             ORDER BY stripe_subscription_id LIMIT 1",
+            customer
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+/// A Stripe failure as the API answers it: a refusal passes Stripe's code and message through
+/// as 422 `stripe_error`; no usable answer is 502 `stripe_unavailable`.
+pub fn stripe_error(error: StripeError) -> ApiError {
+    match error {
+        StripeError::Refused { status, code, message, request_id } => {
+            tracing::info!(status, ?code, ?request_id, "Stripe refused a command");
+            ApiError::unprocessable("stripe_error", message)
+                .with(serde_json::json!({ "stripe_code": code, "stripe_status": status }))
+        }
+        StripeError::Unavailable(why) => {
+            tracing::warn!(why, "Stripe unavailable for a command");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "stripe_unavailable",
+                "Stripe did not answer; retry with the same Idempotency-Key",
+            )
+        }
     }
 }
 
@@ -45,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/access", get(access::check))
+        .route("/v1/checkout/sessions", post(checkout::create))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL, real HTTP servers on loopback. One test binary.
 
 mod append_only;
+mod billing;
 mod effects;
 mod ingest_http;
 mod least_privilege;

@@ -1,0 +1,130 @@
+//! Commands: idempotent, journaled in `ledger.commands`. The first request under an
+//! `Idempotency-Key` runs (holding a transaction-scoped advisory lock on the key, so two identical
+//! requests at once make one Stripe call) and its answer is stored with it; a repeat with the same
+//! body gets the stored answer, with another body 422 `idempotency_key_reused`. The Stripe
+//! `Idempotency-Key` is derived from the command, so a retry after a crash is safe at Stripe too.
+
+use std::future::Future;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use super::auth::Caller;
+use super::error::ApiError;
+
+/// A command's answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: Value,
+    /// Stripe's request id and status, when Stripe was called.
+    pub stripe: Option<(Option<String>, u16)>,
+}
+
+impl Reply {
+    /// A 200 after a Stripe call.
+    pub fn ok(body: Value, stripe: (Option<String>, u16)) -> Self {
+        Self { status: StatusCode::OK, body, stripe: Some(stripe) }
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(error: ApiError) -> Self {
+        Self { status: error.status, body: error.body(), stripe: None }
+    }
+}
+
+/// One command: who, which endpoint, the request as sent, and the customer it acts for.
+#[derive(Debug, Clone)]
+pub struct Command<'a> {
+    /// The caller.
+    pub caller: &'a Caller,
+    /// e.g. `POST /v1/checkout/sessions`.
+    pub endpoint: &'a str,
+    /// The request body.
+    pub request: &'a Value,
+    /// The customer it acts for, if known.
+    pub customer: Option<&'a str>,
+}
+
+/// The `Idempotency-Key` of a request (1 to 255 characters, as Stripe allows).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_required",
+            "every POST needs an Idempotency-Key header of 1 to 255 characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+/// Runs `work` once per (caller, key): `work` gets the Stripe idempotency key to use.
+pub async fn run<F, Fut>(pool: &PgPool, command: Command<'_>, key: &str, work: F) -> Result<Reply, ApiError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Reply>,
+{
+    let caller = command.caller.journal_name();
+    let request_sha256 = Sha256::digest(command.request.to_string().as_bytes()).to_vec();
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", format!("command\n{caller}\n{key}"))
+        .execute(&mut *tx)
+        .await?;
+    let stored = sqlx::query!(
+        r#"SELECT request_sha256, response_status, response::text AS "response!"
+           FROM ledger.commands WHERE caller = $1 AND idempotency_key = $2"#,
+        caller,
+        key
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(stored) = stored {
+        if stored.request_sha256 != request_sha256 {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another request",
+            ));
+        }
+        let status = u16::try_from(stored.response_status).ok().and_then(|s| StatusCode::from_u16(s).ok());
+        let body = serde_json::from_str(&stored.response).unwrap_or(Value::Null);
+        return Ok(Reply { status: status.unwrap_or(StatusCode::OK), body, stripe: None });
+    }
+    let stripe_key = stripe_key(&caller, command.endpoint, key);
+    let reply = work(stripe_key.clone()).await;
+    let (request_id, stripe_status) = match &reply.stripe {
+        Some((id, status)) => (id.clone(), Some(i32::from(*status))),
+        None => (None, None),
+    };
+    sqlx::query!(
+        "INSERT INTO ledger.commands (caller, endpoint, idempotency_key, request_sha256, request, customer,
+           stripe_idempotency_key, stripe_request_id, stripe_status, response_status, response)
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10, $11::text::jsonb)",
+        caller,
+        command.endpoint,
+        key,
+        request_sha256,
+        command.request.to_string(),
+        command.customer,
+        stripe_key,
+        request_id,
+        stripe_status,
+        i32::from(reply.status.as_u16()),
+        reply.body.to_string()
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
+/// The Stripe `Idempotency-Key` of a command: the same for every retry of it.
+fn stripe_key(caller: &str, endpoint: &str, key: &str) -> String {
+    let digest = Sha256::digest(format!("{caller}\n{endpoint}\n{key}").as_bytes());
+    format!("sl-{}", hex::encode(&digest[..16]))
+}

@@ -1,0 +1,162 @@
+//! A fake of Stripe's billing API: a real HTTP server on 127.0.0.1:0 that records every call
+//! (method, path, decoded form, `Authorization`, `Idempotency-Key`, `Stripe-Version`), answers
+//! like Stripe (a repeated `Idempotency-Key` gets the first answer), and can be scripted to refuse
+//! (4xx with a Stripe error), fail (5xx) or hang past the client's timeout.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One call it received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// `POST`, `DELETE`...
+    pub method: String,
+    /// e.g. `/v1/checkout/sessions`.
+    pub path: String,
+    /// The decoded form, in order.
+    pub form: Vec<(String, String)>,
+    /// `Authorization`.
+    pub authorization: Option<String>,
+    /// `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// `Stripe-Version`.
+    pub stripe_version: Option<String>,
+}
+
+impl Call {
+    /// The value of form parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    /// This status with a Stripe error body (`code`, `message`).
+    Error(u16, &'static str, &'static str),
+    /// No answer for this long (longer than the client's timeout).
+    Hang(Duration),
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    script: VecDeque<Scripted>,
+    answered: HashMap<String, (u16, Value)>,
+    sessions: u64,
+}
+
+/// The fake.
+#[derive(Clone)]
+pub struct FakeStripeBilling {
+    /// Base URL (`STRIPE_API_BASE`).
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeStripeBilling {
+    /// Starts it.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let fake = Self { url, inner: Arc::default() };
+        let app = Router::new()
+            .route("/v1/checkout/sessions", post(checkout))
+            .route("/v1/{*rest}", post(unknown))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        fake
+    }
+
+    /// The next calls get these answers, in order.
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.lock().script.extend(answers);
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a call, then answers it: a replay of the key's first answer, a scripted one, or
+    /// `make`'s.
+    async fn answer(&self, call: Call, make: impl FnOnce(&mut Inner) -> Value) -> Response {
+        let scripted = {
+            let mut inner = self.lock();
+            inner.calls.push(call.clone());
+            if let Some((status, body)) = call.idempotency_key.as_ref().and_then(|k| inner.answered.get(k)) {
+                return reply(*status, body.clone());
+            }
+            inner.script.pop_front()
+        };
+        let (status, body) = match scripted {
+            Some(Scripted::Hang(time)) => {
+                tokio::time::sleep(time).await;
+                return reply(504, json!({}));
+            }
+            Some(Scripted::Error(status, code, message)) => {
+                (status, json!({ "error": { "type": "invalid_request_error", "code": code, "message": message } }))
+            }
+            None => (200, make(&mut self.lock())),
+        };
+        if let Some(key) = call.idempotency_key {
+            self.lock().answered.insert(key, (status, body.clone()));
+        }
+        reply(status, body)
+    }
+}
+
+fn reply(status: u16, body: Value) -> Response {
+    let mut response = (StatusCode::from_u16(status).expect("status"), axum::Json(body)).into_response();
+    response.headers_mut().insert("request-id", "req_fake".parse().expect("header"));
+    response
+}
+
+fn call(method: &Method, path: &str, headers: &HeaderMap, form: Vec<(String, String)>) -> Call {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Call {
+        method: method.to_string(),
+        path: path.to_owned(),
+        form,
+        authorization: header("authorization"),
+        idempotency_key: header("idempotency-key"),
+        stripe_version: header("stripe-version"),
+    }
+}
+
+async fn checkout(
+    State(fake): State<FakeStripeBilling>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let call = call(&Method::POST, "/v1/checkout/sessions", &headers, form);
+    let mode = call.param("mode").unwrap_or_default().to_owned();
+    let customer = call.param("customer").map(str::to_owned);
+    fake.answer(call, |inner| {
+        inner.sessions += 1;
+        let id = format!("cs_test_fake{}", inner.sessions);
+        json!({
+            "id": id, "object": "checkout.session", "mode": mode, "customer": customer,
+            "url": format!("https://checkout.stripe.com/c/pay/{id}"), "status": "open"
+        })
+    })
+    .await
+}
+
+async fn unknown(Path(rest): Path<String>) -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({ "error": { "message": format!("no fake for /v1/{rest}") } })))
+        .into_response()
+}

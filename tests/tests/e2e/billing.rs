@@ -1,0 +1,196 @@
+//! The billing API's checkout against a fake Stripe that checks what it receives.
+
+use std::time::Duration;
+
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::projector::{BILLING_KEY, TestProjector};
+use ledger_tests::stripe::{self, Shape, SubSnapshot};
+use ledger_tests::stripe_billing::{FakeStripeBilling, Scripted};
+use serde_json::{Value, json};
+
+struct Billing {
+    db: TestDb,
+    stripe: FakeStripeBilling,
+    projector: TestProjector,
+    http: reqwest::Client,
+}
+
+impl Billing {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let stripe = FakeStripeBilling::start().await;
+        let projector = TestProjector::start_billing(db.service_pool(8), &stripe.url).await;
+        Self { db, stripe, projector, http: reqwest::Client::new() }
+    }
+
+    async fn post(&self, path: &str, key: &str, idempotency: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("http://{}{path}", self.projector.addr))
+            .bearer_auth(key)
+            .header("Idempotency-Key", idempotency)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn checkout(&self, idempotency: &str, body: &Value) -> (u16, Value) {
+        self.post("/v1/checkout/sessions", BILLING_KEY, idempotency, body).await
+    }
+
+    async fn commands(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM ledger.commands").fetch_one(&self.db.pool).await.expect("count")
+    }
+}
+
+fn checkout(price: &str) -> Value {
+    json!({ "price": price, "email": "new@example.com", "success_url": "https://app.test/ok", "cancel_url": "https://app.test/no" })
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_sends_the_catalog_mode_and_params_and_refuses_unknown_prices_without_calling_stripe() {
+    let b = Billing::start().await;
+    let (status, body) = b.checkout("k-unknown", &checkout("price_not_in_catalog")).await;
+    assert_eq!((status, code(&body)), (422, "unknown_price"), "{body}");
+    assert!(b.stripe.calls().is_empty(), "no Stripe call for a price outside the catalog");
+
+    let (status, body) = b.checkout("k-tier", &checkout("price_starter_monthly")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("cs_test_")) && body["url"].is_string(), "{body}");
+    let mut pack = checkout("price_credits_1000");
+    pack["customer"] = json!("cus_pack");
+    pack["quantity"] = json!(3);
+    assert_eq!(b.checkout("k-pack", &pack).await.0, 200);
+
+    let calls = b.stripe.calls();
+    assert_eq!(calls.len(), 2);
+    let (tier, pack) = (&calls[0], &calls[1]);
+    assert_eq!(tier.path, "/v1/checkout/sessions");
+    assert_eq!(tier.param("mode"), Some("subscription"));
+    assert_eq!(tier.param("line_items[0][price]"), Some("price_starter_monthly"));
+    assert_eq!(tier.param("line_items[0][quantity]"), Some("1"));
+    assert_eq!(tier.param("customer_email"), Some("new@example.com"));
+    assert_eq!(tier.param("customer"), None, "a new customer is named by email only");
+    assert_eq!(tier.param("metadata[tier]"), Some("starter"));
+    assert_eq!(tier.param("subscription_data[metadata][tier]"), Some("starter"));
+    assert_eq!(tier.param("success_url"), Some("https://app.test/ok"));
+    assert_eq!(tier.param("cancel_url"), Some("https://app.test/no"));
+    assert_eq!(pack.param("mode"), Some("payment"));
+    assert_eq!(pack.param("customer"), Some("cus_pack"));
+    assert_eq!(pack.param("customer_email"), None);
+    assert_eq!(pack.param("line_items[0][quantity]"), Some("3"));
+    assert_eq!(
+        (pack.param("metadata[pack]"), pack.param("metadata[price_id]")),
+        (Some("credits_1000"), Some("price_credits_1000"))
+    );
+    for call in &calls {
+        assert_eq!(call.authorization.as_deref(), Some("Bearer sk_test_fake_key"));
+        assert_eq!(call.stripe_version.as_deref(), Some(shared::stripe_api::API_VERSION));
+        assert!(call.idempotency_key.as_deref().is_some_and(|k| k.starts_with("sl-")), "{call:?}");
+    }
+    assert_ne!(calls[0].idempotency_key, calls[1].idempotency_key);
+    assert_eq!(b.commands().await, 3, "every command is journaled, the refused one too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_its_answer_once_even_under_concurrency_and_refuses_another_body() {
+    let b = Billing::start().await;
+    let first = b.checkout("same-key", &checkout("price_starter_monthly")).await;
+    let again = b.checkout("same-key", &checkout("price_starter_monthly")).await;
+    assert_eq!(first.0, 200);
+    assert_eq!(first, again, "the stored answer");
+    assert_eq!(b.stripe.calls().len(), 1, "one Stripe call");
+    let (status, body) = b.checkout("same-key", &checkout("price_professional_monthly")).await;
+    assert_eq!((status, code(&body)), (422, "idempotency_key_reused"));
+
+    let enterprise = checkout("price_enterprise_monthly");
+    let (one, two) = tokio::join!(b.checkout("concurrent", &enterprise), b.checkout("concurrent", &enterprise));
+    assert_eq!(one, two, "both get the one answer");
+    assert_eq!(b.stripe.calls().len(), 2, "two identical requests at once make one Stripe call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_refuses_strangers_and_a_token_acting_for_another_customer() {
+    let b = Billing::start().await;
+    let (status, body) = b.post("/v1/checkout/sessions", "not-a-key", "k1", &checkout("price_starter_monthly")).await;
+    assert_eq!((status, code(&body)), (401, "unauthorized"));
+    // A customer's own token (as the dispatcher stores it: only its hash).
+    let token = projector::api::token::new_token().expect("token");
+    sqlx::query(
+        "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
+         VALUES ($1, 'cus_own', 'starter', 'token:cus_own:1', now(), now() + interval '1 day')",
+    )
+    .bind(projector::api::token::token_hash(&token))
+    .execute(&b.db.pool)
+    .await
+    .expect("token");
+    let mut other = checkout("price_credits_1000");
+    other["customer"] = json!("cus_other");
+    let (status, body) = b.post("/v1/checkout/sessions", &token, "k2", &other).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"));
+    let (status, _) = b.post("/v1/checkout/sessions", &token, "k3", &checkout("price_credits_1000")).await;
+    assert_eq!(status, 200);
+    assert_eq!(b.stripe.calls()[0].param("customer"), Some("cus_own"), "the token's own customer");
+    let (_, metrics) = b.projector.get("/metrics").await;
+    assert!(metrics.contains(r#"api_auth_refusals_total{reason="unknown_key"} 1"#), "{metrics}");
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/checkout/sessions", b.projector.addr))
+        .bearer_auth(BILLING_KEY)
+        .json(&checkout("price_credits_1000"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 400, "no Idempotency-Key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_refusals_outages_and_timeouts_are_mapped_and_a_live_subscriber_is_sent_elsewhere() {
+    let b = Billing::start().await;
+    b.stripe.script([Scripted::Error(400, "resource_missing", "No such price: 'price_starter_monthly'")]);
+    let (status, body) = b.checkout("refused", &checkout("price_starter_monthly")).await;
+    assert_eq!((status, code(&body)), (422, "stripe_error"), "{body}");
+    assert_eq!(body["error"]["stripe_code"], "resource_missing");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("No such price")));
+
+    // Stripe saves a 500 under its idempotency key: the retries get it again.
+    b.stripe.script([Scripted::Error(500, "api_error", "boom")]);
+    let (status, body) = b.checkout("down", &checkout("price_starter_monthly")).await;
+    assert_eq!((status, code(&body)), (502, "stripe_unavailable"), "{body}");
+    let before = b.stripe.calls().len();
+    b.stripe.script([Scripted::Hang(Duration::from_secs(3)), Scripted::Hang(Duration::from_secs(3))]);
+    let (status, body) = b.checkout("slow", &checkout("price_starter_monthly")).await;
+    assert_eq!(status, 200, "a timeout is retried under the same Stripe key: {body}");
+    let retried: Vec<_> = b.stripe.calls()[before..].iter().map(|c| c.idempotency_key.clone()).collect();
+    assert!(retried.len() == 3 && retried.iter().all(|k| *k == retried[0]), "{retried:?}");
+
+    // A customer with a live subscription is sent to plan change or the portal.
+    let ingest = TestIngest::start(b.db.service_pool(2)).await;
+    let t = stripe::now();
+    let snap = SubSnapshot::new("sub_live", "cus_live", "price_starter_monthly", "active", (t, t + 2_592_000));
+    assert_eq!(
+        ingest
+            .post_signed(&stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap))
+            .await
+            .status(),
+        200
+    );
+    b.projector.caught_up(&b.db.pool).await;
+    let mut tier = checkout("price_professional_monthly");
+    tier["customer"] = json!("cus_live");
+    let calls = b.stripe.calls().len();
+    let (status, body) = b.checkout("subscribed", &tier).await;
+    assert_eq!((status, code(&body)), (409, "already_subscribed"), "{body}");
+    assert_eq!(body["error"]["subscription"], "sub_live");
+    assert_eq!(b.stripe.calls().len(), calls, "no Stripe call");
+    let mut pack = checkout("price_credits_10000");
+    pack["customer"] = json!("cus_live");
+    assert_eq!(b.checkout("pack-for-subscriber", &pack).await.0, 200, "packs are fine for subscribers");
+}
