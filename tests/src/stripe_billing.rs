@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 /// One call it received.
@@ -53,6 +53,7 @@ struct Inner {
     script: VecDeque<Scripted>,
     answered: HashMap<String, (u16, Value)>,
     sessions: u64,
+    subscriptions: HashMap<String, Value>,
 }
 
 /// The fake.
@@ -71,6 +72,9 @@ impl FakeStripeBilling {
         let fake = Self { url, inner: Arc::default() };
         let app = Router::new()
             .route("/v1/checkout/sessions", post(checkout))
+            .route("/v1/billing_portal/sessions", post(portal))
+            .route("/v1/invoices/create_preview", post(preview))
+            .route("/v1/subscriptions/{id}", get(read).post(update).delete(cancel))
             .route("/v1/{*rest}", post(unknown))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -80,6 +84,23 @@ impl FakeStripeBilling {
     /// The next calls get these answers, in order.
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.lock().script.extend(answers);
+    }
+
+    /// Knows subscription `id` with one item (`si_<id>`) on `price`, its period ending at
+    /// `period_end`: on the item (API 2025-03-31.basil) or, with `basil` false, at the top level.
+    pub fn subscription(&self, id: &str, price: &str, period_end: i64, basil: bool) {
+        let mut item = json!({ "id": format!("si_{id}"), "object": "subscription_item", "price": { "id": price } });
+        let mut subscription = json!({
+            "id": id, "object": "subscription", "status": "active", "cancel_at_period_end": false,
+            "cancel_at": null, "canceled_at": null, "ended_at": null,
+        });
+        if basil {
+            item["current_period_end"] = json!(period_end);
+        } else {
+            subscription["current_period_end"] = json!(period_end);
+        }
+        subscription["items"] = json!({ "object": "list", "data": [item] });
+        self.lock().subscriptions.insert(id.to_owned(), subscription);
     }
 
     /// Every call so far.
@@ -159,4 +180,87 @@ async fn checkout(
 async fn unknown(Path(rest): Path<String>) -> Response {
     (StatusCode::NOT_FOUND, axum::Json(json!({ "error": { "message": format!("no fake for /v1/{rest}") } })))
         .into_response()
+}
+
+async fn portal(
+    State(fake): State<FakeStripeBilling>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let call = call(&Method::POST, "/v1/billing_portal/sessions", &headers, form);
+    fake.answer(call, |inner| {
+        inner.sessions += 1;
+        json!({ "id": format!("bps_fake{}", inner.sessions), "url": format!("https://billing.stripe.com/p/session/test_{}", inner.sessions) })
+    })
+    .await
+}
+
+/// A preview: 500 back for the unused time, 2,000 for the remaining time on the new price.
+async fn preview(
+    State(fake): State<FakeStripeBilling>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let call = call(&Method::POST, "/v1/invoices/create_preview", &headers, form);
+    let new_price = call.param("subscription_details[items][0][price]").unwrap_or_default().to_owned();
+    fake.answer(call, |_| {
+        json!({
+            "object": "invoice", "amount_due": 1500, "currency": "usd",
+            "lines": { "object": "list", "data": [
+                { "description": "Unused time on the old plan", "amount": -500,
+                  "parent": { "subscription_item_details": { "proration": true } },
+                  "pricing": { "price_details": { "price": "price_old" } } },
+                { "description": "Remaining time on the new plan", "amount": 2000,
+                  "parent": { "subscription_item_details": { "proration": true } },
+                  "pricing": { "price_details": { "price": new_price } } }
+            ] }
+        })
+    })
+    .await
+}
+
+async fn read(State(fake): State<FakeStripeBilling>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let call = call(&Method::GET, &format!("/v1/subscriptions/{id}"), &headers, Vec::new());
+    fake.lock().calls.push(call);
+    match fake.lock().subscriptions.get(&id) {
+        Some(subscription) => reply(200, subscription.clone()),
+        None => reply(
+            404,
+            json!({ "error": { "code": "resource_missing", "message": format!("No such subscription: '{id}'") } }),
+        ),
+    }
+}
+
+async fn update(
+    State(fake): State<FakeStripeBilling>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let call = call(&Method::POST, &format!("/v1/subscriptions/{id}"), &headers, form);
+    let (cancel, price) =
+        (call.param("cancel_at_period_end").map(|v| v == "true"), call.param("items[0][price]").map(str::to_owned));
+    fake.answer(call, |inner| {
+        let subscription = inner.subscriptions.entry(id.clone()).or_insert_with(|| json!({ "id": id }));
+        if let Some(cancel) = cancel {
+            subscription["cancel_at_period_end"] = json!(cancel);
+        }
+        if let Some(price) = price {
+            subscription["items"]["data"][0]["price"]["id"] = json!(price);
+        }
+        subscription.clone()
+    })
+    .await
+}
+
+async fn cancel(State(fake): State<FakeStripeBilling>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let call = call(&Method::DELETE, &format!("/v1/subscriptions/{id}"), &headers, Vec::new());
+    fake.answer(call, |inner| {
+        let subscription = inner.subscriptions.entry(id.clone()).or_insert_with(|| json!({ "id": id }));
+        subscription["status"] = json!("canceled");
+        subscription["ended_at"] = json!(1_800_000_000);
+        subscription["canceled_at"] = json!(1_800_000_000);
+        subscription.clone()
+    })
+    .await
 }

@@ -3,14 +3,14 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use shared::catalog::Product;
 use shared::stripe_api::Form;
 
 use super::BillingState;
-use super::commands::{self, Command, Reply};
+use super::commands::{self, Command, Incoming, Reply};
 use super::error::ApiError;
 
 const ENDPOINT: &str = "POST /v1/checkout/sessions";
@@ -33,17 +33,11 @@ struct CheckoutRequest {
 
 /// The handler.
 pub async fn create(State(state): State<BillingState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    match run(&state, &headers, &body).await {
-        Ok(reply) => (reply.status, axum::Json(reply.body)).into_response(),
-        Err(error) => error.into_response(),
-    }
+    commands::respond(run(&state, &headers, &body).await)
 }
 
 async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<Reply, ApiError> {
-    let caller = state.caller(headers).await?;
-    let key = commands::idempotency_key(headers)?;
-    let request: Value = serde_json::from_slice(body).map_err(invalid)?;
-    let parsed: CheckoutRequest = serde_json::from_value(request.clone()).map_err(invalid)?;
+    let Incoming { caller, key, request, parsed } = commands::incoming::<CheckoutRequest>(state, headers, body).await?;
     let customer = caller.customer(parsed.customer.as_deref())?;
     let acting_for = customer.clone();
     let command = Command { caller: &caller, endpoint: ENDPOINT, request: &request, customer: acting_for.as_deref() };
@@ -51,10 +45,6 @@ async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<R
         checkout(state, parsed, customer, &stripe_key).await.unwrap_or_else(Reply::from)
     })
     .await
-}
-
-fn invalid(error: serde_json::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("the body is not a valid request: {error}"))
 }
 
 async fn checkout(

@@ -7,10 +7,13 @@
 use std::future::Future;
 
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use super::BillingState;
 use super::auth::Caller;
 use super::error::ApiError;
 
@@ -49,6 +52,47 @@ pub struct Command<'a> {
     pub request: &'a Value,
     /// The customer it acts for, if known.
     pub customer: Option<&'a str>,
+}
+
+/// A command request, read: who calls, under which idempotency key, the body as sent and parsed.
+pub struct Incoming<T> {
+    /// The caller.
+    pub caller: Caller,
+    /// Its `Idempotency-Key`.
+    pub key: String,
+    /// The body as sent (journaled).
+    pub request: Value,
+    /// The body parsed.
+    pub parsed: T,
+}
+
+/// Authenticates a POST and reads its key and JSON body (401, 400 `idempotency_key_required`,
+/// 400 `invalid_request`). An empty body reads as `{}`.
+pub async fn incoming<T: DeserializeOwned>(
+    state: &BillingState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Incoming<T>, ApiError> {
+    let caller = state.caller(headers).await?;
+    let key = idempotency_key(headers)?;
+    let invalid = |error: serde_json::Error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("the body is not a valid request: {error}"))
+    };
+    let request: Value = if body.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(body).map_err(invalid)?
+    };
+    let parsed = serde_json::from_value(request.clone()).map_err(invalid)?;
+    Ok(Incoming { caller, key, request, parsed })
+}
+
+/// The HTTP answer of a command.
+pub fn respond(result: Result<Reply, ApiError>) -> Response {
+    match result {
+        Ok(reply) => (reply.status, axum::Json(reply.body)).into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// The `Idempotency-Key` of a request (1 to 255 characters, as Stripe allows).

@@ -8,6 +8,8 @@ pub mod auth;
 pub mod checkout;
 pub mod commands;
 pub mod error;
+pub mod portal;
+pub mod subscriptions;
 pub mod token;
 
 use std::sync::Arc;
@@ -138,6 +140,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/access", get(access::check))
         .route("/v1/checkout/sessions", post(checkout::create))
+        .route("/v1/portal/sessions", post(portal::create))
+        .route("/v1/subscriptions/{id}/preview", post(subscriptions::preview))
+        .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
+        .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
         .with_state(state)
 }
 

@@ -194,3 +194,148 @@ async fn stripe_refusals_outages_and_timeouts_are_mapped_and_a_live_subscriber_i
     pack["customer"] = json!("cus_live");
     assert_eq!(b.checkout("pack-for-subscriber", &pack).await.0, 200, "packs are fine for subscribers");
 }
+
+/// `sub_id` of `cus_id` on `price`, projected (through ingest) and known to the fake Stripe.
+async fn subscribed(
+    b: &Billing,
+    ingest: &TestIngest,
+    sub: &str,
+    customer: &str,
+    price: &str,
+    status: &str,
+    basil: bool,
+) -> i64 {
+    let t = stripe::now();
+    let period_end = t + 2_592_000;
+    let snap = SubSnapshot::new(sub, customer, price, status, (t, period_end));
+    let event = stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap);
+    assert_eq!(ingest.post_signed(&event).await.status(), 200);
+    b.projector.caught_up(&b.db.pool).await;
+    b.stripe.subscription(sub, price, period_end, basil);
+    period_end
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_change_charges_what_its_preview_showed_and_cancel_reads_the_items_period_end() {
+    let b = Billing::start().await;
+    let ingest = TestIngest::start(b.db.service_pool(2)).await;
+    let basil_end = subscribed(&b, &ingest, "sub_p", "cus_p", "price_starter_monthly", "active", true).await;
+    let legacy_end = subscribed(&b, &ingest, "sub_l", "cus_l", "price_professional_monthly", "active", false).await;
+
+    let (status, body) =
+        b.post("/v1/subscriptions/sub_p/preview", BILLING_KEY, "p0", &json!({ "price": "price_gone" })).await;
+    assert_eq!((status, code(&body)), (422, "unknown_price"));
+    assert!(b.stripe.calls().is_empty(), "no Stripe call");
+
+    let (status, preview) = b
+        .post("/v1/subscriptions/sub_p/preview", BILLING_KEY, "p1", &json!({ "price": "price_professional_monthly" }))
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(
+        (preview["direction"].as_str(), preview["from_tier"].as_str(), preview["to_tier"].as_str()),
+        (Some("upgrade"), Some("starter"), Some("professional"))
+    );
+    assert_eq!((preview["amount_due"].as_i64(), preview["currency"].as_str()), (Some(1500), Some("usd")));
+    assert_eq!(preview["lines"].as_array().map(Vec::len), Some(2));
+    assert_eq!(preview["lines"][1]["proration"], true);
+    let date = preview["proration_date"].as_i64().expect("proration_date");
+    let sent = b.stripe.calls().into_iter().find(|c| c.path == "/v1/invoices/create_preview").expect("preview call");
+    assert_eq!(sent.param("subscription"), Some("sub_p"));
+    assert_eq!(sent.param("subscription_details[items][0][id]"), Some("si_sub_p"));
+    assert_eq!(sent.param("subscription_details[items][0][price]"), Some("price_professional_monthly"));
+    assert_eq!(sent.param("subscription_details[proration_date]"), Some(date.to_string().as_str()));
+
+    let change = json!({ "price": "price_professional_monthly", "proration_date": date });
+    let (status, body) = b.post("/v1/subscriptions/sub_p/change", BILLING_KEY, "c1", &change).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = b
+        .stripe
+        .calls()
+        .into_iter()
+        .rfind(|c| c.path == "/v1/subscriptions/sub_p" && c.method == "POST")
+        .expect("update");
+    assert_eq!(
+        (sent.param("items[0][id]"), sent.param("items[0][price]")),
+        (Some("si_sub_p"), Some("price_professional_monthly"))
+    );
+    assert_eq!(sent.param("proration_date"), Some(date.to_string().as_str()), "the charge uses the preview's date");
+
+    for (sub, end) in [("sub_p", basil_end), ("sub_l", legacy_end)] {
+        let (status, body) = b
+            .post(
+                &format!("/v1/subscriptions/{sub}/cancel"),
+                BILLING_KEY,
+                &format!("x-{sub}"),
+                &json!({ "at_period_end": true }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["cancel_at_period_end"].as_bool(), body["service_ends_at"].as_i64()),
+            (Some(true), Some(end)),
+            "{sub}: {body}"
+        );
+    }
+    let (status, body) = b.post("/v1/subscriptions/sub_p/resume", BILLING_KEY, "r1", &json!({})).await;
+    assert_eq!((status, body["cancel_at_period_end"].as_bool()), (200, Some(false)), "{body}");
+    let (status, body) =
+        b.post("/v1/subscriptions/sub_l/cancel", BILLING_KEY, "now", &json!({ "at_period_end": false })).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("canceled")), "{body}");
+    assert!(b.stripe.calls().iter().any(|c| c.method == "DELETE" && c.path == "/v1/subscriptions/sub_l"));
+
+    let (status, body) = b
+        .post(
+            "/v1/portal/sessions",
+            BILLING_KEY,
+            "portal",
+            &json!({ "customer": "cus_p", "return_url": "https://app.test/account" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["url"].as_str().is_some_and(|u| u.starts_with("https://billing.stripe.com/")));
+    let sent = b.stripe.calls().into_iter().find(|c| c.path == "/v1/billing_portal/sessions").expect("portal call");
+    assert_eq!((sent.param("customer"), sent.param("return_url")), (Some("cus_p"), Some("https://app.test/account")));
+    let audited: Vec<String> =
+        sqlx::query_scalar("SELECT response::text FROM audit.commands WHERE endpoint = 'POST /v1/portal/sessions'")
+            .fetch_all(&b.db.pool)
+            .await
+            .expect("audit view");
+    assert!(
+        audited.len() == 1 && !audited[0].contains("billing.stripe.com"),
+        "the portal login link stays out of the audit view: {audited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_commands_refuse_other_customers_tokens_ended_subscriptions_and_unknown_ones() {
+    let b = Billing::start().await;
+    let ingest = TestIngest::start(b.db.service_pool(2)).await;
+    subscribed(&b, &ingest, "sub_a", "cus_a", "price_starter_monthly", "active", true).await;
+    subscribed(&b, &ingest, "sub_c", "cus_c", "price_starter_monthly", "canceled", true).await;
+    let token = projector::api::token::new_token().expect("token");
+    sqlx::query(
+        "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
+         VALUES ($1, 'cus_other', 'starter', 'token:cus_other:1', now(), now() + interval '1 day')",
+    )
+    .bind(projector::api::token::token_hash(&token))
+    .execute(&b.db.pool)
+    .await
+    .expect("token");
+    let (status, body) =
+        b.post("/v1/subscriptions/sub_a/cancel", &token, "t1", &json!({ "at_period_end": true })).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"));
+    let (status, body) = b
+        .post("/v1/subscriptions/sub_c/change", BILLING_KEY, "t2", &json!({ "price": "price_professional_monthly" }))
+        .await;
+    assert_eq!((status, code(&body)), (409, "subscription_not_changeable"));
+    let (status, body) = b
+        .post(
+            "/v1/subscriptions/sub_nope/preview",
+            BILLING_KEY,
+            "t3",
+            &json!({ "price": "price_professional_monthly" }),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (404, "unknown_subscription"));
+    assert!(b.stripe.calls().is_empty(), "none of these called Stripe");
+}

@@ -1,0 +1,45 @@
+//! `POST /v1/portal/sessions`: a Stripe Customer Portal session for the customer.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use shared::stripe_api::Form;
+
+use super::BillingState;
+use super::commands::{self, Command, Incoming, Reply};
+use super::error::ApiError;
+
+const ENDPOINT: &str = "POST /v1/portal/sessions";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortalRequest {
+    customer: Option<String>,
+    return_url: String,
+}
+
+/// The handler.
+pub async fn create(State(state): State<BillingState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    commands::respond(run(&state, &headers, &body).await)
+}
+
+async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<Reply, ApiError> {
+    let Incoming { caller, key, request, parsed } = commands::incoming::<PortalRequest>(state, headers, body).await?;
+    let customer = caller.customer(parsed.customer.as_deref())?.ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "name the customer whose portal to open")
+    })?;
+    let command = Command { caller: &caller, endpoint: ENDPOINT, request: &request, customer: Some(&customer) };
+    let form = Form::new().set("customer", &customer).set("return_url", &parsed.return_url);
+    commands::run(&state.pool, command, &key, |stripe_key| async move {
+        match state.stripe() {
+            Err(error) => Reply::from(error),
+            Ok(stripe) => match stripe.post("/v1/billing_portal/sessions", &form, &stripe_key).await {
+                Ok(answer) => Reply::ok(json!({ "url": answer.body["url"] }), (answer.request_id, answer.status)),
+                Err(error) => Reply::from(super::stripe_error(error)),
+            },
+        }
+    })
+    .await
+}
