@@ -103,6 +103,35 @@ fn effect_line(e: &EffectRow) -> String {
     format!("effect {} #{} {}: {}{status} at {}{error}", e.kind, e.attempt, e.outcome, e.request, time(e.at))
 }
 
+/// A billing API command as the timeline shows it.
+#[derive(Debug, sqlx::FromRow)]
+struct CommandRow {
+    endpoint: String,
+    caller: String,
+    response_status: i32,
+    stripe_status: Option<i32>,
+    at: DateTime<Utc>,
+}
+
+fn command_line(c: &CommandRow) -> String {
+    let stripe = c.stripe_status.map(|s| format!(", Stripe {s}")).unwrap_or_default();
+    format!("command {} by {} at {}: {}{stripe}", c.endpoint, c.caller, time(c.at), c.response_status)
+}
+
+/// The commands about a customer, or about a subscription (oldest first).
+async fn commands_of(pool: &PgPool, id: &str) -> anyhow::Result<Vec<CommandRow>> {
+    // Not compile-checked: audit.commands is a view whose columns sqlx cannot prove non-null.
+    Ok(sqlx::query_as(
+        "SELECT endpoint, caller, response_status, stripe_status, at FROM audit.commands
+         WHERE customer = $1 OR customer IN (
+           SELECT s.stripe_customer_id FROM audit.subscriptions s WHERE s.stripe_subscription_id = $1)
+         ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// The timeline of a `cus_...` or `sub_...` as text lines.
 pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldConfig) -> anyhow::Result<Vec<String>> {
     // Not compile-checked: the columns are read into FromRow structs shared by both filters.
@@ -127,14 +156,25 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
     .bind(id)
     .fetch_all(pool)
     .await?;
+    let commands = commands_of(pool, id).await?;
+    let mut commands = commands.iter().peekable();
     let mut by_key: BTreeMap<&str, Vec<&EffectRow>> = BTreeMap::new();
     for e in &effects {
         by_key.entry(e.key.as_str()).or_default().push(e);
     }
     let mut shown = std::collections::BTreeSet::new();
-    let mut out = vec![format!("timeline of {id}: {} events, {} effect attempts", events.len(), effects.len())];
+    let mut out = vec![format!(
+        "timeline of {id}: {} commands, {} events, {} effect attempts",
+        commands.len(),
+        events.len(),
+        effects.len()
+    )];
     let mut state = Projections::default();
     for e in &events {
+        // Commands in time order among the events (a checkout before the webhooks it causes).
+        while let Some(c) = commands.next_if(|c| c.at <= e.received_at) {
+            out.push(command_line(c));
+        }
         out.push(format!(
             "#{} {} {} {} ({}, received {})",
             e.position,
@@ -156,6 +196,7 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
         }
         state.apply(delta);
     }
+    out.extend(commands.map(command_line));
     let rest: Vec<&EffectRow> = effects.iter().filter(|e| !shown.contains(&e.key)).collect();
     if !rest.is_empty() {
         out.push("effects not caused by one event (deadlines, token lifecycle, alerts):".to_owned());

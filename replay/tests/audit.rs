@@ -185,7 +185,7 @@ async fn timeline_and_export_tell_the_known_story_with_byte_identical_bodies() {
     let Logged { db, bodies, t } = logged().await;
     let timeline = replay(&db, &["timeline", "cus_x"]).await;
     let lines: Vec<&str> = timeline.lines().collect();
-    assert!(lines[0].starts_with("timeline of cus_x: 4 events"), "{timeline}");
+    assert!(lines[0].starts_with("timeline of cus_x: 0 commands, 4 events"), "{timeline}");
     let find = |needle: &str| {
         lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("`{needle}` in:\n{timeline}"))
     };
@@ -208,7 +208,7 @@ async fn timeline_and_export_tell_the_known_story_with_byte_identical_bodies() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in this order: {order:?}\n{timeline}");
     assert!(!timeline.contains("cus_y"), "{timeline}");
     let by_sub = replay(&db, &["timeline", "sub_x"]).await;
-    assert!(by_sub.starts_with("timeline of sub_x: 3 events"), "{by_sub}");
+    assert!(by_sub.starts_with("timeline of sub_x: 0 commands, 3 events"), "{by_sub}");
 
     // JSON Lines: every event, bodies exactly as posted.
     let jsonl = replay(&db, &["export", "--format", "jsonl"]).await;

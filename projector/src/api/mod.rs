@@ -7,6 +7,7 @@ pub mod access;
 pub mod auth;
 pub mod checkout;
 pub mod commands;
+pub mod customers;
 pub mod error;
 pub mod portal;
 pub mod subscriptions;
@@ -141,6 +142,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/access", get(access::check))
         .route("/v1/checkout/sessions", post(checkout::create))
         .route("/v1/portal/sessions", post(portal::create))
+        .route("/v1/customers/{id}", get(customers::read))
         .route("/v1/subscriptions/{id}/preview", post(subscriptions::preview))
         .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))

@@ -42,6 +42,18 @@ impl Billing {
         self.post("/v1/checkout/sessions", BILLING_KEY, idempotency, body).await
     }
 
+    async fn get_customer(&self, id: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("http://{}/v1/customers/{id}", self.projector.addr))
+            .bearer_auth(BILLING_KEY)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     async fn commands(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM ledger.commands").fetch_one(&self.db.pool).await.expect("count")
     }
@@ -338,4 +350,55 @@ async fn subscription_commands_refuse_other_customers_tokens_ended_subscriptions
         .await;
     assert_eq!((status, code(&body)), (404, "unknown_subscription"));
     assert!(b.stripe.calls().is_empty(), "none of these called Stripe");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_closes_the_loop_through_webhooks_and_the_timeline_shows_command_events_and_effects() {
+    let b = Billing::start().await;
+    let ingest = TestIngest::start(b.db.service_pool(2)).await;
+    let mut request = checkout("price_starter_monthly");
+    request["customer"] = json!("cus_loop");
+    let (status, session) = b.checkout("loop", &request).await;
+    assert_eq!(status, 200, "{session}");
+    let session_id = session["id"].as_str().expect("session id");
+
+    // What Stripe sends once the customer has paid: the command changed nothing by itself.
+    let (status, _) = b.get_customer("cus_loop").await;
+    assert_eq!(status, 404, "no projection before the webhooks");
+    let t = stripe::now();
+    let snap = SubSnapshot::new("sub_loop", "cus_loop", "price_starter_monthly", "active", (t, t + 2_592_000));
+    for body in [
+        stripe::customer_event("customer.created", t, Shape::Basil, "cus_loop", "loop@example.com"),
+        stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap),
+        stripe::checkout_completed(t, Shape::Basil, session_id, "cus_loop", "subscription", Some("sub_loop"), None),
+    ] {
+        assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    }
+    b.projector.caught_up(&b.db.pool).await;
+    let (status, customer) = b.get_customer("cus_loop").await;
+    assert_eq!(status, 200, "{customer}");
+    assert_eq!(customer["email"], "loop@example.com");
+    assert_eq!(customer["subscriptions"][0]["tier"], "starter");
+    assert_eq!(customer["subscriptions"][0]["instance"]["desired"], "running");
+    ledger_tests::wait::until(Duration::from_secs(30), "the token", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_loop'")
+            .fetch_one(&b.db.pool)
+            .await
+            .expect("tokens");
+        (n == 1).then_some(())
+    })
+    .await;
+
+    let lines =
+        replay::audit::timeline(&b.db.pool, "cus_loop", &ledger_tests::projector::catalog(), &Default::default())
+            .await
+            .expect("timeline");
+    let at = |needle: &str| {
+        lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in {lines:#?}"))
+    };
+    assert!(lines[0].starts_with("timeline of cus_loop: 1 commands, 3 events"), "{lines:#?}");
+    let command = at("command POST /v1/checkout/sessions by backend");
+    let created = at("customer.subscription.created");
+    let token = at("effect token #1 succeeded");
+    assert!(command < created && created < token, "command, then events, then effects: {lines:#?}");
 }
