@@ -18,7 +18,9 @@ CREATE TABLE ledger.commands (
   CONSTRAINT commands_idempotency_unique UNIQUE (caller, idempotency_key),
   CONSTRAINT commands_key_length CHECK (length(idempotency_key) BETWEEN 1 AND 255)
 );
+-- The checkout rate limit counts a customer's (or, before it exists, an email's) recent sessions.
 CREATE INDEX commands_customer_idx ON ledger.commands (customer, endpoint, at);
+CREATE INDEX commands_email_idx ON ledger.commands ((request->>'email'), endpoint, at) WHERE customer IS NULL;
 COMMENT ON TABLE ledger.commands IS 'Billing API commands: caller, endpoint, request, idempotency key, the Stripe request id and status, our answer. Append-only; results come back as webhooks through the log.';
 CREATE TRIGGER commands_no_update_delete BEFORE UPDATE OR DELETE ON ledger.commands
   FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();

@@ -437,6 +437,20 @@ mod tests {
     }
 
     #[test]
+    fn billing_keys_rotate_are_long_and_the_development_key_needs_the_embedded_database() {
+        let local = config(&[]).expect("valid");
+        let keys: Vec<&str> = local.billing_api_keys.iter().map(|s| s.expose_secret()).collect();
+        assert_eq!(keys, [DEV_BILLING_API_KEY]);
+        let deployed = config(&[("DATABASE_URL", "postgres://u@h/db")]).expect("valid");
+        assert!(deployed.billing_api_keys.is_empty(), "no development key beside a real database");
+        let two = "a-billing-key-of-24-chars,another-billing-key-24-chars";
+        let rotated = config(&[("DATABASE_URL", "postgres://u@h/db"), ("BILLING_API_KEY", two)]).expect("valid");
+        assert_eq!(rotated.billing_api_keys.len(), 2);
+        let short = config(&[("BILLING_API_KEY", "short")]).expect_err("too short");
+        assert_eq!(short.var, "BILLING_API_KEY");
+    }
+
+    #[test]
     fn several_secrets_are_split_on_commas() {
         let config = config(&[("STRIPE_WEBHOOK_SECRET", "whsec_a, whsec_b")]).expect("valid");
         let secrets: Vec<&str> = config.webhook_secrets.iter().map(|s| s.expose_secret()).collect();

@@ -108,11 +108,17 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
-/// Runs `work` once per (caller, key): `work` gets the Stripe idempotency key to use.
+/// The transaction a command runs in: its reads go through it, never through a second
+/// connection of the pool (a command holding one connection and waiting for another would
+/// starve the pool under load).
+pub type CommandTx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Runs `work` once per (caller, key): `work` gets the command's transaction (to read what it
+/// checks, and to hand back) and the Stripe idempotency key to use.
 pub async fn run<F, Fut>(pool: &PgPool, command: Command<'_>, key: &str, work: F) -> Result<Reply, ApiError>
 where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Reply>,
+    F: FnOnce(CommandTx, String) -> Fut,
+    Fut: Future<Output = (CommandTx, Reply)>,
 {
     let caller = command.caller.journal_name();
     let request_sha256 = Sha256::digest(command.request.to_string().as_bytes()).to_vec();
@@ -140,7 +146,7 @@ where
         return Ok(Reply { status: status.unwrap_or(StatusCode::OK), body, stripe: None });
     }
     let stripe_key = stripe_key(&caller, command.endpoint, key);
-    let reply = work(stripe_key.clone()).await;
+    let (mut tx, reply) = work(tx, stripe_key.clone()).await;
     let (request_id, stripe_status) = match &reply.stripe {
         Some((id, status)) => (id.clone(), Some(i32::from(*status))),
         None => (None, None),

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use shared::catalog::Catalog;
 use shared::stripe_api::{StripeApi, StripeError};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use self::auth::{Authenticator, Caller};
 use self::error::ApiError;
@@ -87,30 +87,30 @@ impl BillingState {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stripe_not_configured", "STRIPE_API_KEY is not set")
         })
     }
+}
 
-    /// The one customer the projections know with this email, if exactly one.
-    pub async fn customer_by_email(&self, email: Option<&str>) -> Result<Option<String>, ApiError> {
-        let Some(email) = email else { return Ok(None) };
-        let found = sqlx::query_scalar!(
-            "SELECT stripe_customer_id FROM projection.accounts WHERE lower(email) = lower($1) AND NOT deleted LIMIT 2",
-            email
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(if found.len() == 1 { found.into_iter().next() } else { None })
-    }
+/// The one customer the projections know with this email, if exactly one.
+pub async fn customer_by_email(conn: &mut PgConnection, email: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(email) = email else { return Ok(None) };
+    let found = sqlx::query_scalar!(
+        "SELECT stripe_customer_id FROM projection.accounts WHERE lower(email) = lower($1) AND NOT deleted LIMIT 2",
+        email
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(if found.len() == 1 { found.into_iter().next() } else { None })
+}
 
-    /// A live (trialing, active, past_due) subscription of `customer`, if any.
-    pub async fn live_subscription(&self, customer: &str) -> Result<Option<String>, ApiError> {
-        Ok(sqlx::query_scalar!(
-            "SELECT stripe_subscription_id FROM projection.subscriptions
-             WHERE stripe_customer_id = $1 AND NOT deleted AND status IN ('trialing', 'active', 'past_due')
-             ORDER BY stripe_subscription_id LIMIT 1",
-            customer
-        )
-        .fetch_optional(&self.pool)
-        .await?)
-    }
+/// A live (trialing, active, past_due) subscription of `customer`, if any.
+pub async fn live_subscription(conn: &mut PgConnection, customer: &str) -> Result<Option<String>, ApiError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT stripe_subscription_id FROM projection.subscriptions
+         WHERE stripe_customer_id = $1 AND NOT deleted AND status IN ('trialing', 'active', 'past_due')
+         ORDER BY stripe_subscription_id LIMIT 1",
+        customer
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 /// A Stripe failure as the API answers it: a refusal passes Stripe's code and message through

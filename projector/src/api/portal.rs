@@ -32,14 +32,15 @@ async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<R
     })?;
     let command = Command { caller: &caller, endpoint: ENDPOINT, request: &request, customer: Some(&customer) };
     let form = Form::new().set("customer", &customer).set("return_url", &parsed.return_url);
-    commands::run(&state.pool, command, &key, |stripe_key| async move {
-        match state.stripe() {
+    commands::run(&state.pool, command, &key, |tx, stripe_key| async move {
+        let reply = match state.stripe() {
             Err(error) => Reply::from(error),
             Ok(stripe) => match stripe.post("/v1/billing_portal/sessions", &form, &stripe_key).await {
                 Ok(answer) => Reply::ok(json!({ "url": answer.body["url"] }), (answer.request_id, answer.status)),
                 Err(error) => Reply::from(super::stripe_error(error)),
             },
-        }
+        };
+        (tx, reply)
     })
     .await
 }

@@ -91,8 +91,9 @@ async fn run<A: Action>(
     let endpoint = format!("POST /v1/subscriptions/{{id}}/{verb}");
     let customer = known.customer.clone();
     let command = Command { caller: &caller, endpoint: &endpoint, request: &request, customer: customer.as_deref() };
-    commands::run(&state.pool, command, &key, |stripe_key| async move {
-        parsed.act(state, id, known, &stripe_key).await.unwrap_or_else(Reply::from)
+    // The actions read nothing from the database: the transaction only holds the command's lock.
+    commands::run(&state.pool, command, &key, |tx, stripe_key| async move {
+        (tx, parsed.act(state, id, known, &stripe_key).await.unwrap_or_else(Reply::from))
     })
     .await
 }
