@@ -70,7 +70,9 @@ impl Application {
             .map(|(base, key)| shared::stripe_api::StripeApi::new(&base, key, billing.stripe_timeout))
             .transpose()?;
         let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
-        let billing = api::BillingState { pool: api_pool, catalog: catalog.clone(), clock, auth, stripe };
+        let portal_configuration = billing.portal_configuration;
+        let billing =
+            api::BillingState { pool: api_pool, catalog: catalog.clone(), clock, auth, stripe, portal_configuration };
         let api = ApiState {
             readiness: shared::db::Readiness::new(&pool),
             registry: Arc::new(registry),

@@ -48,6 +48,8 @@ pub struct BillingSettings {
     pub stripe: Option<(String, SecretString)>,
     /// How long one Stripe call may take.
     pub stripe_timeout: Duration,
+    /// `STRIPE_PORTAL_CONFIGURATION`: named by every portal session.
+    pub portal_configuration: Option<String>,
 }
 
 impl ProjectorSettings {
@@ -70,6 +72,7 @@ impl ProjectorSettings {
                 api_keys: config.billing_api_keys.clone(),
                 stripe: config.stripe_api_key.clone().map(|key| (config.stripe_api_base.clone(), key)),
                 stripe_timeout: STRIPE_TIMEOUT,
+                portal_configuration: config.stripe_portal_configuration.clone(),
             },
         })
     }

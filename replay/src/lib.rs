@@ -7,10 +7,12 @@
 //! - `timeline`, `export` ([`audit`]): one customer's story; events as JSON Lines or CSV.
 //! - `effects failed|retry`: effects that failed for good, and an operator's re-arm of one
 //!   (`projector::effects::dispatcher::journal`).
+//! - `portal-config` ([`portal`]): the Customer Portal configuration generated from the catalog.
 //! - `migrate` (apply migrations with the owner role), `database-url`.
 
 pub mod audit;
 pub mod backfill;
+pub mod portal;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -64,6 +66,14 @@ pub enum Command {
         /// there with that hash (detects a truncated or rewritten tail).
         #[arg(long, value_name = "POSITION:HASH")]
         expect_head: Option<String>,
+    },
+    /// Print the Stripe Customer Portal configuration generated from the catalog (tier prices
+    /// grouped by their Stripe products); with --apply create it and print its id for
+    /// STRIPE_PORTAL_CONFIGURATION.
+    PortalConfig {
+        /// Create it in Stripe (idempotent per catalog).
+        #[arg(long)]
+        apply: bool,
     },
     /// Append the events the log lacks from Stripe's GET /v1/events (STRIPE_API_KEY,
     /// STRIPE_API_BASE); resumes an unfinished run with the same filters.
@@ -159,6 +169,19 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             db::prepare(&pool, config.migrate_on_start).await?;
             let secrets = if signatures { Some(config.require_webhook_secrets()?.to_vec()) } else { None };
             return verify_cmd(&pool, secrets, expect_head.as_deref()).await;
+        }
+        Command::PortalConfig { apply } => {
+            let settings = ProjectorSettings::from_config(&config)?;
+            let (base, key) = settings.billing.stripe.context("STRIPE_API_KEY is required for portal-config")?;
+            let stripe = shared::stripe_api::StripeApi::new(&base, key, settings.billing.stripe_timeout)?;
+            let form = portal::form(&stripe, &settings.catalog).await?;
+            for (key, value) in form.pairs() {
+                println!("{key}={value}");
+            }
+            if apply {
+                let id = portal::apply(&stripe, &settings.catalog, &form).await?;
+                println!("created portal configuration {id}: set STRIPE_PORTAL_CONFIGURATION={id}");
+            }
         }
         Command::Backfill { since, types, restart } => {
             let pool = pool()?;

@@ -123,6 +123,9 @@ pub struct Config {
     pub stripe_api_key: Option<SecretString>,
     /// `STRIPE_API_BASE` (default `https://api.stripe.com`).
     pub stripe_api_base: String,
+    /// `STRIPE_PORTAL_CONFIGURATION`: the portal configuration every portal session names
+    /// (`replay portal-config --apply` prints it); unset: Stripe's default configuration.
+    pub stripe_portal_configuration: Option<String>,
     /// `MIGRATE_ON_START` (default true): binaries apply pending migrations at start-up; false:
     /// they only check that none is pending (`replay migrate` applies them with the owner role).
     pub migrate_on_start: bool,
@@ -296,6 +299,7 @@ impl Config {
             provisioner_timeout: Duration::from_secs(provisioner_timeout_secs),
             stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
             stripe_api_base: stripe_api_base.trim_end_matches('/').to_owned(),
+            stripe_portal_configuration: get("STRIPE_PORTAL_CONFIGURATION").map(str::to_owned),
             migrate_on_start,
             stripe_livemode,
             allow_insecure_http,

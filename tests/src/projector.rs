@@ -92,6 +92,7 @@ impl TestProjector {
                 api_keys: vec![BILLING_KEY.into()],
                 stripe: Some((stripe.to_owned(), "sk_test_fake_key".into())),
                 stripe_timeout: Duration::from_secs(1),
+                portal_configuration: Some("bpc_test_catalog".to_owned()),
             },
         };
         let mut projector = Self::start_settings(settings, pool, Arc::new(SystemClock)).await;

@@ -73,6 +73,8 @@ impl FakeStripeBilling {
         let app = Router::new()
             .route("/v1/checkout/sessions", post(checkout))
             .route("/v1/billing_portal/sessions", post(portal))
+            .route("/v1/billing_portal/configurations", post(portal_configuration))
+            .route("/v1/prices/{id}", get(price))
             .route("/v1/invoices/create_preview", post(preview))
             .route("/v1/subscriptions/{id}", get(read).post(update).delete(cancel))
             .route("/v1/{*rest}", post(unknown))
@@ -261,6 +263,27 @@ async fn cancel(State(fake): State<FakeStripeBilling>, Path(id): Path<String>, h
         subscription["ended_at"] = json!(1_800_000_000);
         subscription["canceled_at"] = json!(1_800_000_000);
         subscription.clone()
+    })
+    .await
+}
+
+/// A price belongs to `prod_<tier>`: its id up to the last `_` (`price_starter_monthly` ->
+/// `prod_starter`), as a Stripe account with one product per tier would answer.
+async fn price(State(fake): State<FakeStripeBilling>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    fake.lock().calls.push(call(&Method::GET, &format!("/v1/prices/{id}"), &headers, Vec::new()));
+    let tier = id.trim_start_matches("price_").split('_').next().unwrap_or_default().to_owned();
+    reply(200, json!({ "id": id, "object": "price", "product": format!("prod_{tier}") }))
+}
+
+async fn portal_configuration(
+    State(fake): State<FakeStripeBilling>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let call = call(&Method::POST, "/v1/billing_portal/configurations", &headers, form);
+    fake.answer(call, |inner| {
+        inner.sessions += 1;
+        json!({ "id": format!("bpc_fake{}", inner.sessions), "object": "billing_portal.configuration" })
     })
     .await
 }

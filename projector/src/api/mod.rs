@@ -73,6 +73,8 @@ pub struct BillingState {
     pub auth: Authenticator,
     /// Stripe (None: `STRIPE_API_KEY` unset; commands answer 503 `stripe_not_configured`).
     pub stripe: Option<StripeApi>,
+    /// `STRIPE_PORTAL_CONFIGURATION`.
+    pub portal_configuration: Option<String>,
 }
 
 impl BillingState {

@@ -31,7 +31,10 @@ async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<R
         ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "name the customer whose portal to open")
     })?;
     let command = Command { caller: &caller, endpoint: ENDPOINT, request: &request, customer: Some(&customer) };
-    let form = Form::new().set("customer", &customer).set("return_url", &parsed.return_url);
+    let form = Form::new()
+        .set("customer", &customer)
+        .set("return_url", &parsed.return_url)
+        .set_opt("configuration", state.portal_configuration.as_ref());
     commands::run(&state.pool, command, &key, |tx, stripe_key| async move {
         let reply = match state.stripe() {
             Err(error) => Reply::from(error),

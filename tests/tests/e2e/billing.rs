@@ -307,6 +307,7 @@ async fn a_plan_change_charges_what_its_preview_showed_and_cancel_reads_the_item
     assert!(body["url"].as_str().is_some_and(|u| u.starts_with("https://billing.stripe.com/")));
     let sent = b.stripe.calls().into_iter().find(|c| c.path == "/v1/billing_portal/sessions").expect("portal call");
     assert_eq!((sent.param("customer"), sent.param("return_url")), (Some("cus_p"), Some("https://app.test/account")));
+    assert_eq!(sent.param("configuration"), Some("bpc_test_catalog"), "the configuration made from the catalog");
     let audited: Vec<String> =
         sqlx::query_scalar("SELECT response::text FROM audit.commands WHERE endpoint = 'POST /v1/portal/sessions'")
             .fetch_all(&b.db.pool)
@@ -401,4 +402,36 @@ async fn a_checkout_closes_the_loop_through_webhooks_and_the_timeline_shows_comm
     let created = at("customer.subscription.created");
     let token = at("effect token #1 succeeded");
     assert!(command < created && created < token, "command, then events, then effects: {lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_configuration_offers_exactly_the_catalogs_tier_prices_and_is_created_once() {
+    let stripe = FakeStripeBilling::start().await;
+    let api = shared::stripe_api::StripeApi::new(&stripe.url, "sk_test_fake_key".into(), Duration::from_secs(1))
+        .expect("client");
+    let catalog = ledger_tests::projector::catalog();
+    let form = replay::portal::form(&api, &catalog).await.expect("form");
+    let get = |key: &str| form.pairs().iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let offered: Vec<&str> =
+        form.pairs().iter().filter(|(k, _)| k.contains("[prices]")).map(|(_, v)| v.as_str()).collect();
+    let mut expected: Vec<&str> = catalog.tiers().iter().flat_map(|t| t.price_ids.iter().map(String::as_str)).collect();
+    let mut sorted = offered.clone();
+    sorted.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected, "every tier price, and no pack");
+    assert_eq!(get("features[subscription_update][products][1][product]").as_deref(), Some("prod_free"));
+    assert_eq!(get("features[subscription_update][proration_behavior]").as_deref(), Some("create_prorations"));
+    assert_eq!(get("features[subscription_cancel][mode]").as_deref(), Some("at_period_end"));
+    let first = replay::portal::apply(&api, &catalog, &form).await.expect("created");
+    let again = replay::portal::apply(&api, &catalog, &form).await.expect("again");
+    assert_eq!(first, again, "one configuration per catalog");
+    let created = stripe.calls().iter().filter(|c| c.path == "/v1/billing_portal/configurations").count();
+    assert_eq!(created, 2, "both calls carry the same Idempotency-Key, so Stripe keeps one");
+    let keys: Vec<_> = stripe
+        .calls()
+        .iter()
+        .filter(|c| c.path == "/v1/billing_portal/configurations")
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys[0], keys[1]);
 }
