@@ -6,8 +6,8 @@
 //! usage: cargo run --release -p projector --example billing_bench -- [connections] [seconds]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use ledger_tests::bench::load;
 use ledger_tests::db::TestDb;
 use ledger_tests::projector::{BILLING_KEY, TestProjector};
 use ledger_tests::stripe_billing::FakeStripeBilling;
@@ -23,7 +23,7 @@ async fn main() {
     let projector = TestProjector::start_billing(db.service_pool(4), &stripe.url).await;
 
     let api = format!("http://{}/v1/checkout/sessions", projector.addr);
-    let (through, n, rate) = run(
+    let through = load(
         connections,
         seconds,
         Arc::new(move |client: &reqwest::Client, i: u64| {
@@ -34,10 +34,13 @@ async fn main() {
         }),
     )
     .await;
-    println!("through the API: {n} commands, {rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms", through.0, through.1);
+    println!(
+        "through the API: {} commands, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        through.requests, through.per_second, through.p50, through.p99
+    );
 
     let direct = format!("{}/v1/checkout/sessions", stripe.url);
-    let (alone, n, rate) = run(
+    let alone = load(
         connections,
         seconds,
         Arc::new(move |client: &reqwest::Client, i: u64| {
@@ -46,45 +49,14 @@ async fn main() {
         }),
     )
     .await;
-    println!("the fake alone:  {n} calls, {rate:.0}/s, p50 {:.2} ms, p99 {:.2} ms", alone.0, alone.1);
+    println!(
+        "the fake alone:  {} calls, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        alone.requests, alone.per_second, alone.p50, alone.p99
+    );
     println!(
         "added by the API ({connections} connections): p50 {:.2} ms, p99 {:.2} ms",
-        through.0 - alone.0,
-        through.1 - alone.1
+        through.p50 - alone.p50,
+        through.p99 - alone.p99
     );
     projector.stop().await;
-}
-
-type Build = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
-
-/// `connections` workers send requests for `seconds`; (p50, p99) in ms, count, per second.
-async fn run(connections: usize, seconds: u64, build: Build) -> ((f64, f64), usize, f64) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let workers: Vec<_> = (0..connections as u64)
-        .map(|w| {
-            let build = build.clone();
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let mut latencies = Vec::new();
-                let mut i = w;
-                while Instant::now() < deadline {
-                    let at = Instant::now();
-                    let response = build(&client, i).send().await.expect("request");
-                    assert_eq!(response.status(), 200, "{:?}", response.text().await);
-                    latencies.push(at.elapsed());
-                    i += connections as u64;
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await.expect("worker"));
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
-    ((pct(0.5), pct(0.99)), latencies.len(), latencies.len() as f64 / elapsed)
 }

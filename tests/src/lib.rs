@@ -14,6 +14,7 @@
 //! - [`tls`]: a private CA per test and an HTTPS server with its certificate (`SSL_CERT_FILE`).
 //! - [`wait`]: waiting on a condition with a bound, instead of sleeping.
 
+pub mod bench;
 pub mod bin;
 pub mod db;
 pub mod ingest;

@@ -59,6 +59,21 @@ impl Billing {
     }
 }
 
+/// A live API token of `customer`, stored as the dispatcher stores one (only its hash).
+async fn customer_token(db: &TestDb, customer: &str) -> String {
+    let token = projector::api::token::new_token().expect("token");
+    sqlx::query(
+        "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
+         VALUES ($1, $2, 'starter', 'token:' || $2 || ':1', now(), now() + interval '1 day')",
+    )
+    .bind(projector::api::token::token_hash(&token))
+    .bind(customer)
+    .execute(&db.pool)
+    .await
+    .expect("token");
+    token
+}
+
 fn checkout(price: &str) -> Value {
     json!({ "price": price, "email": "new@example.com", "success_url": "https://app.test/ok", "cancel_url": "https://app.test/no" })
 }
@@ -134,16 +149,7 @@ async fn auth_refuses_strangers_and_a_token_acting_for_another_customer() {
     let b = Billing::start().await;
     let (status, body) = b.post("/v1/checkout/sessions", "not-a-key", "k1", &checkout("price_starter_monthly")).await;
     assert_eq!((status, code(&body)), (401, "unauthorized"));
-    // A customer's own token (as the dispatcher stores it: only its hash).
-    let token = projector::api::token::new_token().expect("token");
-    sqlx::query(
-        "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
-         VALUES ($1, 'cus_own', 'starter', 'token:cus_own:1', now(), now() + interval '1 day')",
-    )
-    .bind(projector::api::token::token_hash(&token))
-    .execute(&b.db.pool)
-    .await
-    .expect("token");
+    let token = customer_token(&b.db, "cus_own").await;
     let mut other = checkout("price_credits_1000");
     other["customer"] = json!("cus_other");
     let (status, body) = b.post("/v1/checkout/sessions", &token, "k2", &other).await;
@@ -325,15 +331,7 @@ async fn subscription_commands_refuse_other_customers_tokens_ended_subscriptions
     let ingest = TestIngest::start(b.db.service_pool(2)).await;
     subscribed(&b, &ingest, "sub_a", "cus_a", "price_starter_monthly", "active", true).await;
     subscribed(&b, &ingest, "sub_c", "cus_c", "price_starter_monthly", "canceled", true).await;
-    let token = projector::api::token::new_token().expect("token");
-    sqlx::query(
-        "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
-         VALUES ($1, 'cus_other', 'starter', 'token:cus_other:1', now(), now() + interval '1 day')",
-    )
-    .bind(projector::api::token::token_hash(&token))
-    .execute(&b.db.pool)
-    .await
-    .expect("token");
+    let token = customer_token(&b.db, "cus_other").await;
     let (status, body) =
         b.post("/v1/subscriptions/sub_a/cancel", &token, "t1", &json!({ "at_period_end": true })).await;
     assert_eq!((status, code(&body)), (403, "forbidden"));

@@ -1,0 +1,64 @@
+//! Load for the benchmark examples: `connections` clients send requests for a while; latency
+//! percentiles and throughput.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Builds request `i` on a worker's client.
+pub type Build = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
+
+/// What a load run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Requests answered.
+    pub requests: usize,
+    /// Requests per second.
+    pub per_second: f64,
+    /// Median latency, ms.
+    pub p50: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// Slowest, ms.
+    pub max: f64,
+}
+
+/// `connections` workers send `build(client, i)` (each its own `i`s) for `seconds`; every answer
+/// must be 200.
+pub async fn load(connections: usize, seconds: u64, build: Build) -> Measured {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..connections as u64)
+        .map(|w| {
+            let build = build.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut latencies = Vec::new();
+                let mut i = w;
+                while Instant::now() < deadline {
+                    let at = Instant::now();
+                    let response = build(&client, i).send().await.expect("request");
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    assert_eq!(status, 200, "{body}");
+                    latencies.push(at.elapsed());
+                    i += connections as u64;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.expect("worker"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3;
+    Measured {
+        requests: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        max: pct(1.0),
+    }
+}
