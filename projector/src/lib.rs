@@ -63,7 +63,10 @@ impl Application {
         let dispatcher = Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?;
         // Bots call /v1/access on every request: its own connections, never the fold's.
         let api_pool = shared::db::side_pool(&pool, settings.api_connections);
-        let access = AccessState::new(api_pool.clone(), catalog.clone(), clock.clone(), &mut registry);
+        let access = AccessState::new(api_pool, catalog.clone(), clock.clone(), &mut registry);
+        // Billing commands hold a connection across their Stripe call: a pool of their own, so a
+        // slow Stripe never makes bots' access checks wait.
+        let commands_pool = shared::db::side_pool(&pool, settings.api_connections);
         let billing = settings.billing;
         let stripe = billing
             .stripe
@@ -71,8 +74,14 @@ impl Application {
             .transpose()?;
         let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
         let portal_configuration = billing.portal_configuration;
-        let billing =
-            api::BillingState { pool: api_pool, catalog: catalog.clone(), clock, auth, stripe, portal_configuration };
+        let billing = api::BillingState {
+            pool: commands_pool,
+            catalog: catalog.clone(),
+            clock,
+            auth,
+            stripe,
+            portal_configuration,
+        };
         let api = ApiState {
             readiness: shared::db::Readiness::new(&pool),
             registry: Arc::new(registry),

@@ -32,8 +32,9 @@ pub struct ProjectorSettings {
     pub effects: EffectSettings,
     /// The pool of the runner and the dispatcher (`DATABASE_MAX_CONNECTIONS`).
     pub pool: PoolSettings,
-    /// Connections of the HTTP API's own pool (half of `DATABASE_MAX_CONNECTIONS`, at least 2):
-    /// bots calling `/v1/access` never take a connection from the fold.
+    /// Connections of each of the HTTP API's own pools (half of `DATABASE_MAX_CONNECTIONS`, at
+    /// least 2): one for `/v1/access`, one for billing commands; neither takes a connection from
+    /// the fold, and commands waiting on Stripe never hold up access checks.
     pub api_connections: u32,
     /// The billing API: its keys and Stripe.
     pub billing: BillingSettings,

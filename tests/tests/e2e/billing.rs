@@ -433,3 +433,44 @@ async fn the_portal_configuration_offers_exactly_the_catalogs_tier_prices_and_is
         .collect();
     assert_eq!(keys[0], keys[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_stuck_on_a_slow_stripe_never_hold_up_access_checks() {
+    let b = Billing::start().await;
+    // Every command hangs three times a second at Stripe, each holding its connection meanwhile:
+    // more commands than the API pool has connections.
+    b.stripe.script((0..36).map(|_| Scripted::Hang(Duration::from_secs(2))));
+    let stuck: Vec<_> = (0..12)
+        .map(|i| {
+            let http = b.http.clone();
+            let url = format!("http://{}/v1/checkout/sessions", b.projector.addr);
+            let mut body = checkout("price_credits_1000");
+            body["customer"] = json!(format!("cus_stuck{i}"));
+            tokio::spawn(async move {
+                http.post(url)
+                    .bearer_auth(BILLING_KEY)
+                    .header("Idempotency-Key", format!("stuck-{i}"))
+                    .json(&body)
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    ledger_tests::wait::until(Duration::from_secs(10), "commands waiting on Stripe", || async {
+        (b.stripe.calls().len() >= 8).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let response = b
+        .http
+        .get(format!("http://{}/v1/access", b.projector.addr))
+        .bearer_auth("sl_not_a_token")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401, "answered from the database, not 503 for want of a connection");
+    assert!(started.elapsed() < Duration::from_secs(1), "promptly: {:?}", started.elapsed());
+    for task in stuck {
+        let _ = task.await;
+    }
+}
