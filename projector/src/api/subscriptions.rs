@@ -161,11 +161,33 @@ pub fn service_ends_at(subscription: &Value) -> Option<i64> {
     from_items.or_else(|| subscription["current_period_end"].as_i64()).or_else(|| subscription["cancel_at"].as_i64())
 }
 
+/// What previewing and making a plan change both establish first.
+struct PlanChange<'a> {
+    /// The subscription's item, read from Stripe.
+    item: String,
+    /// The tier of the new price.
+    to_tier: &'a str,
+    /// `upgrade`, `downgrade` or `same`.
+    direction: &'static str,
+}
+
+/// The new price must be a tier of the catalog (else 422, no Stripe call) and the subscription
+/// running (else 409); then its item is read from Stripe.
+async fn plan_change<'a>(
+    state: &'a BillingState,
+    id: &str,
+    known: &Known,
+    price: &str,
+) -> Result<PlanChange<'a>, ApiError> {
+    let (to_tier, to_rank) = target_tier(state, price)?;
+    changeable(known)?;
+    let item = item_id(state, id).await?;
+    Ok(PlanChange { item, to_tier, direction: direction(state, &known.tier, to_rank) })
+}
+
 impl Action for PreviewRequest {
     async fn act(self, state: &BillingState, id: &str, known: Known, stripe_key: &str) -> Result<Reply, ApiError> {
-        let (to_tier, to_rank) = target_tier(state, &self.price)?;
-        changeable(&known)?;
-        let item = item_id(state, id).await?;
+        let PlanChange { item, to_tier, direction } = plan_change(state, id, &known, &self.price).await?;
         let date = self.proration_date.unwrap_or_else(|| state.clock.now().timestamp());
         let form = Form::new()
             .set("subscription", id)
@@ -178,7 +200,7 @@ impl Action for PreviewRequest {
         let lines: Vec<Value> = answer.body["lines"]["data"].as_array().into_iter().flatten().map(line).collect();
         let body = json!({
             "subscription": id,
-            "direction": direction(state, &known.tier, to_rank),
+            "direction": direction,
             "from_tier": known.tier,
             "to_tier": to_tier,
             "amount_due": answer.body["amount_due"],
@@ -200,9 +222,7 @@ fn line(l: &Value) -> Value {
 
 impl Action for ChangeRequest {
     async fn act(self, state: &BillingState, id: &str, known: Known, stripe_key: &str) -> Result<Reply, ApiError> {
-        let (to_tier, to_rank) = target_tier(state, &self.price)?;
-        changeable(&known)?;
-        let item = item_id(state, id).await?;
+        let PlanChange { item, to_tier, direction } = plan_change(state, id, &known, &self.price).await?;
         let form = Form::new()
             .set("items[0][id]", &item)
             .set("items[0][price]", &self.price)
@@ -212,7 +232,7 @@ impl Action for ChangeRequest {
         let answer = answer.map_err(super::stripe_error)?;
         let body = json!({
             "subscription": id,
-            "direction": direction(state, &known.tier, to_rank),
+            "direction": direction,
             "from_tier": known.tier,
             "to_tier": to_tier,
             "status": answer.body["status"],
