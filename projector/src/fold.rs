@@ -144,7 +144,7 @@ pub struct TokenWant {
     pub tier: Option<String>,
 }
 
-/// One grant of credits.
+/// One grant of credits (the balance it leads to, with usage, is [`crate::credits`]'s).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditGrant {
     /// `invoice:in_...` or `checkout:cs_...`: once per key.
@@ -157,6 +157,19 @@ pub struct CreditGrant {
     pub rollover_cap: Option<u64>,
     /// Sort key: period start of a cycle, else event time.
     pub at: i64,
+}
+
+impl CreditGrant {
+    /// As the balance rule reads it, with no usage before it.
+    pub fn unspent(&self) -> crate::credits::Grant {
+        crate::credits::Grant {
+            key: self.key.clone(),
+            at: chrono::DateTime::from_timestamp(self.at, 0).unwrap_or_default(),
+            credits: self.credits,
+            rollover_cap: self.rollover_cap,
+            consumed_before: 0,
+        }
+    }
 }
 
 /// `projection.anomalies`.
@@ -220,8 +233,6 @@ pub struct Projections {
     pub tokens: BTreeMap<String, TokenWant>,
     /// By grant key.
     pub credit_grants: BTreeMap<String, CreditGrant>,
-    /// Balance by customer id.
-    pub credits: BTreeMap<String, i64>,
     /// By anomaly key.
     pub anomalies: BTreeMap<String, Anomaly>,
     /// Index: subscription ids by customer (derived; kept by [`Projections::apply`]).
@@ -243,8 +254,6 @@ pub struct Delta {
     pub tokens: Vec<TokenWant>,
     /// Grants to insert.
     pub credit_grants: Vec<CreditGrant>,
-    /// Balances to upsert.
-    pub credits: Vec<(String, i64)>,
     /// Anomalies to upsert.
     pub anomalies: Vec<Anomaly>,
     /// Anomaly keys resolved.
@@ -266,8 +275,6 @@ pub struct Changes {
     pub tokens: std::collections::BTreeSet<String>,
     /// Grant keys.
     pub credit_grants: std::collections::BTreeSet<String>,
-    /// Balance (customer) ids.
-    pub credits: std::collections::BTreeSet<String>,
     /// Anomaly keys upserted or removed (the state tells which).
     pub anomalies: std::collections::BTreeSet<String>,
 }
@@ -279,7 +286,6 @@ impl Changes {
         self.instances.extend(delta.instances.iter().map(|r| r.stripe_subscription_id.clone()));
         self.tokens.extend(delta.tokens.iter().map(|r| r.stripe_customer_id.clone()));
         self.credit_grants.extend(delta.credit_grants.iter().map(|g| g.key.clone()));
-        self.credits.extend(delta.credits.iter().map(|(c, _)| c.clone()));
         self.anomalies.extend(delta.anomalies.iter().map(|a| a.key.clone()));
         self.anomalies.extend(delta.resolved.iter().cloned());
     }
@@ -291,7 +297,6 @@ impl Changes {
             && self.instances.is_empty()
             && self.tokens.is_empty()
             && self.credit_grants.is_empty()
-            && self.credits.is_empty()
             && self.anomalies.is_empty()
     }
 }
@@ -330,6 +335,20 @@ impl Projections {
         }
     }
 
+    /// The balance `customer`'s grants alone give (before any usage: debits are the product's
+    /// facts, not the log's; the API adds them, see [`crate::credits`]).
+    pub fn granted_balance(&self, customer: &str) -> u64 {
+        let grants: Vec<crate::credits::Grant> = self
+            .grants_by_customer
+            .get(customer)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.credit_grants.get(key))
+            .map(CreditGrant::unspent)
+            .collect();
+        crate::credits::balance(&grants, 0)
+    }
+
     /// Applies a delta.
     pub fn apply(&mut self, delta: Delta) {
         for row in delta.accounts {
@@ -361,9 +380,6 @@ impl Projections {
         for grant in delta.credit_grants {
             self.grants_by_customer.entry(grant.stripe_customer_id.clone()).or_default().insert(grant.key.clone());
             self.credit_grants.insert(grant.key.clone(), grant);
-        }
-        for (customer, balance) in delta.credits {
-            self.credits.insert(customer, balance);
         }
         for key in delta.resolved {
             self.anomalies.remove(&key);
@@ -703,26 +719,6 @@ impl Folder<'_> {
     }
 
     fn add_grant(&mut self, grant: CreditGrant) {
-        let customer = grant.stripe_customer_id.clone();
-        let mut grants: Vec<&CreditGrant> = self
-            .state
-            .grants_by_customer
-            .get(&customer)
-            .into_iter()
-            .flatten()
-            .filter_map(|key| self.state.credit_grants.get(key))
-            .collect();
-        grants.push(&grant);
-        // Deterministic order, whatever order the events arrived in.
-        grants.sort_by(|a, b| (a.at, &a.key).cmp(&(b.at, &b.key)));
-        let balance = grants.iter().fold(0i64, |balance, g| {
-            let credits = i64::try_from(g.credits).unwrap_or(i64::MAX);
-            match g.rollover_cap {
-                Some(cap) => balance.min(i64::try_from(cap).unwrap_or(i64::MAX)).saturating_add(credits),
-                None => balance.saturating_add(credits),
-            }
-        });
-        self.delta.credits.push((customer, balance));
         self.delta.credit_grants.push(grant);
     }
 

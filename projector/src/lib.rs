@@ -13,6 +13,7 @@
 //! [`Application`] serves the API and runs the runner and the dispatcher until shutdown.
 
 pub mod api;
+pub mod credits;
 pub mod effects;
 pub mod fold;
 pub mod keys;
@@ -21,6 +22,7 @@ pub mod rebuild;
 pub mod runner;
 pub mod settings;
 pub mod store;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AccessState, ApiState};
+use crate::api::{AccessState, ApiState, UsageState};
 use crate::effects::Clock;
 use crate::effects::dispatcher::Dispatcher;
 use crate::runner::{RunnerSettings, RunnerStatus};
@@ -63,7 +65,7 @@ impl Application {
         let dispatcher = Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?;
         // Bots call /v1/access on every request: its own connections, never the fold's.
         let api_pool = shared::db::side_pool(&pool, settings.api_connections);
-        let access = AccessState::new(api_pool, catalog.clone(), clock.clone(), &mut registry);
+        let access = AccessState::new(api_pool.clone(), catalog.clone(), clock.clone(), &mut registry);
         // Billing commands hold a connection across their Stripe call: a pool of their own, so a
         // slow Stripe never makes bots' access checks wait.
         let commands_pool = shared::db::side_pool(&pool, settings.api_connections);
@@ -74,6 +76,8 @@ impl Application {
             .transpose()?;
         let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
         let portal_configuration = billing.portal_configuration;
+        // Counting usage is as short and as hot as an access check: the same pool.
+        let usage = UsageState::new(api_pool, catalog.clone(), clock.clone(), auth.clone(), &mut registry);
         let billing = api::BillingState {
             pool: commands_pool,
             catalog: catalog.clone(),
@@ -88,6 +92,7 @@ impl Application {
             status: status.clone(),
             access,
             billing,
+            usage,
         };
         Ok(Self { listener, pool, catalog, settings: settings.runner, status, dispatcher, api })
     }

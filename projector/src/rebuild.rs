@@ -137,7 +137,6 @@ pub fn diff(live: &Projections, rebuilt: &Projections) -> Vec<TableDiff> {
         diff_map("instances", &live.instances, &rebuilt.instances),
         diff_map("tokens", &live.tokens, &rebuilt.tokens),
         diff_map("credit_grants", &live.credit_grants, &rebuilt.credit_grants),
-        diff_map("credits", &live.credits, &rebuilt.credits),
         diff_map("anomalies", &live.anomalies, &rebuilt.anomalies),
     ]
 }

@@ -84,9 +84,9 @@ pub fn describe(state: &Projections, delta: &Delta) -> Vec<String> {
             if t.wanted { format!("wanted ({})", t.tier.as_deref().unwrap_or("-")) } else { "not wanted".into() };
         lines.push(format!("token {}: {what}", t.stripe_customer_id));
     }
-    for (customer, balance) in &delta.credits {
-        let before = state.credits.get(customer).copied().unwrap_or(0);
-        lines.push(format!("credits {customer}: {before} -> {balance}"));
+    for g in &delta.credit_grants {
+        let kind = if g.rollover_cap.is_some() { "cycle grant" } else { "pack grant" };
+        lines.push(format!("credits {}: {kind} +{} ({})", g.stripe_customer_id, g.credits, g.key));
     }
     for a in &delta.anomalies {
         lines.push(format!("anomaly {} ({}): {}", a.key, a.kind, a.detail));
@@ -113,23 +113,55 @@ struct CommandRow {
     at: DateTime<Utc>,
 }
 
-fn command_line(c: &CommandRow) -> String {
-    let stripe = c.stripe_status.map(|s| format!(", Stripe {s}")).unwrap_or_default();
-    format!("command {} by {} at {}: {}{stripe}", c.endpoint, c.caller, time(c.at), c.response_status)
+/// A credit debit (`POST /v1/usage` metric `credits`) as the timeline shows it.
+#[derive(Debug, sqlx::FromRow)]
+struct DebitRow {
+    quantity: i64,
+    idempotency_key: String,
+    caller: String,
+    balance_after: Option<i64>,
+    recorded_at: DateTime<Utc>,
 }
 
-/// The commands about a customer, or about a subscription (oldest first).
-async fn commands_of(pool: &PgPool, id: &str) -> anyhow::Result<Vec<CommandRow>> {
-    // Not compile-checked: audit.commands is a view whose columns sqlx cannot prove non-null.
-    Ok(sqlx::query_as(
+/// The product's own facts about a customer (commands and credit debits), oldest first, as
+/// (time, line).
+async fn product_facts(pool: &PgPool, id: &str) -> anyhow::Result<Vec<(DateTime<Utc>, String)>> {
+    // Not compile-checked: audit views' columns are ones sqlx cannot prove non-null.
+    let customer_of = "SELECT s.stripe_customer_id FROM audit.subscriptions s WHERE s.stripe_subscription_id = $1";
+    let commands: Vec<CommandRow> = sqlx::query_as(&format!(
         "SELECT endpoint, caller, response_status, stripe_status, at FROM audit.commands
-         WHERE customer = $1 OR customer IN (
-           SELECT s.stripe_customer_id FROM audit.subscriptions s WHERE s.stripe_subscription_id = $1)
-         ORDER BY id",
-    )
+         WHERE customer = $1 OR customer IN ({customer_of}) ORDER BY id"
+    ))
     .bind(id)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let debits: Vec<DebitRow> = sqlx::query_as(&format!(
+        "SELECT quantity, idempotency_key, caller, balance_after, recorded_at FROM audit.usage
+         WHERE metric = 'credits' AND (stripe_customer_id = $1 OR stripe_customer_id IN ({customer_of})) ORDER BY id"
+    ))
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let mut facts: Vec<(DateTime<Utc>, String)> = commands
+        .iter()
+        .map(|c| {
+            let stripe = c.stripe_status.map(|s| format!(", Stripe {s}")).unwrap_or_default();
+            (c.at, format!("command {} by {} at {}: {}{stripe}", c.endpoint, c.caller, time(c.at), c.response_status))
+        })
+        .collect();
+    facts.extend(debits.iter().map(|d| {
+        let left = d.balance_after.map(|b| format!(", balance {b}")).unwrap_or_default();
+        let line = format!(
+            "credits debited {} by {} at {} (key {}){left}",
+            d.quantity,
+            d.caller,
+            time(d.recorded_at),
+            d.idempotency_key
+        );
+        (d.recorded_at, line)
+    }));
+    facts.sort_by_key(|(at, _)| *at);
+    Ok(facts)
 }
 
 /// The timeline of a `cus_...` or `sub_...` as text lines.
@@ -156,24 +188,24 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
     .bind(id)
     .fetch_all(pool)
     .await?;
-    let commands = commands_of(pool, id).await?;
-    let mut commands = commands.iter().peekable();
+    let facts = product_facts(pool, id).await?;
+    let mut facts = facts.into_iter().peekable();
     let mut by_key: BTreeMap<&str, Vec<&EffectRow>> = BTreeMap::new();
     for e in &effects {
         by_key.entry(e.key.as_str()).or_default().push(e);
     }
     let mut shown = std::collections::BTreeSet::new();
     let mut out = vec![format!(
-        "timeline of {id}: {} commands, {} events, {} effect attempts",
-        commands.len(),
+        "timeline of {id}: {} commands and debits, {} events, {} effect attempts",
+        facts.len(),
         events.len(),
         effects.len()
     )];
     let mut state = Projections::default();
     for e in &events {
-        // Commands in time order among the events (a checkout before the webhooks it causes).
-        while let Some(c) = commands.next_if(|c| c.at <= e.received_at) {
-            out.push(command_line(c));
+        // The product's facts in time order among the events (a checkout before its webhooks).
+        while let Some((_, line)) = facts.next_if(|(at, _)| *at <= e.received_at) {
+            out.push(line);
         }
         out.push(format!(
             "#{} {} {} {} ({}, received {})",
@@ -196,7 +228,7 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
         }
         state.apply(delta);
     }
-    out.extend(commands.map(command_line));
+    out.extend(facts.map(|(_, line)| line));
     let rest: Vec<&EffectRow> = effects.iter().filter(|e| !shown.contains(&e.key)).collect();
     if !rest.is_empty() {
         out.push("effects not caused by one event (deadlines, token lifecycle, alerts):".to_owned());

@@ -119,6 +119,8 @@ async fn the_auditor_reads_audit_only_never_token_hashes_and_writes_nothing() {
         "instances",
         "credits",
         "credit_grants",
+        "usage",
+        "commands",
         "tokens",
         "backfill_runs",
     ] {
@@ -185,7 +187,7 @@ async fn timeline_and_export_tell_the_known_story_with_byte_identical_bodies() {
     let Logged { db, bodies, t } = logged().await;
     let timeline = replay(&db, &["timeline", "cus_x"]).await;
     let lines: Vec<&str> = timeline.lines().collect();
-    assert!(lines[0].starts_with("timeline of cus_x: 0 commands, 4 events"), "{timeline}");
+    assert!(lines[0].starts_with("timeline of cus_x: 0 commands and debits, 4 events"), "{timeline}");
     let find = |needle: &str| {
         lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("`{needle}` in:\n{timeline}"))
     };
@@ -198,7 +200,7 @@ async fn timeline_and_export_tell_the_known_story_with_byte_identical_bodies() {
         find("intent email:welcome:sub_x"),
         find("effect email #1 succeeded"),
         find("invoice.paid"),
-        find("credits cus_x: 0 -> "),
+        find("credits cus_x: cycle grant +1000 (invoice:in_x1)"),
         find("customer.subscription.deleted"),
         find("subscription sub_x: canceled starter (was active starter)"),
         find("intent email:canceled:sub_x"),
@@ -208,7 +210,7 @@ async fn timeline_and_export_tell_the_known_story_with_byte_identical_bodies() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in this order: {order:?}\n{timeline}");
     assert!(!timeline.contains("cus_y"), "{timeline}");
     let by_sub = replay(&db, &["timeline", "sub_x"]).await;
-    assert!(by_sub.starts_with("timeline of sub_x: 0 commands, 3 events"), "{by_sub}");
+    assert!(by_sub.starts_with("timeline of sub_x: 0 commands and debits, 3 events"), "{by_sub}");
 
     // JSON Lines: every event, bodies exactly as posted.
     let jsonl = replay(&db, &["export", "--format", "jsonl"]).await;

@@ -5,7 +5,7 @@
 //! beside the projector's checkpoint, so projections built with another catalog are noticed.
 //! `catalog.example.toml` at the workspace root is the shipped example.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -75,9 +75,25 @@ impl<'de> Deserialize<'de> for Limit {
     }
 }
 
+/// A daily quota of one metric: a whole number, or unlimited (written `-1`). Parsed once, here;
+/// nothing else compares -1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quota {
+    /// No limit.
+    Unlimited,
+    /// At most this many per UTC day.
+    PerDay(u64),
+}
+
+/// The metric whose usage debits the credit balance instead of counting against a quota.
+pub const CREDITS_METRIC: &str = "credits";
+
+/// The suffix that makes a tier limit a daily quota: `<metric>_per_day`.
+const PER_DAY: &str = "_per_day";
+
 /// What an instance of a tier may use.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Limits {
     /// Agents.
     pub agents: Limit,
@@ -98,6 +114,8 @@ pub struct Tier {
     pub price_ids: Vec<String>,
     /// Limits of its instance.
     pub limits: Limits,
+    /// Daily quotas by metric: every limit named `<metric>_per_day` (`messages_per_day` too).
+    pub quotas: BTreeMap<String, Quota>,
     /// Credits granted per paid billing cycle.
     pub credits_per_cycle: u64,
     /// Most credits a balance may carry into a new cycle.
@@ -110,7 +128,7 @@ pub struct Tier {
 struct TierEntry {
     name: String,
     price_ids: Vec<String>,
-    limits: Option<Limits>,
+    limits: Option<BTreeMap<String, Limit>>,
     #[serde(default)]
     credits_per_cycle: u64,
     #[serde(default)]
@@ -208,9 +226,10 @@ impl Catalog {
             if tier.name == UNKNOWN_TIER {
                 return Err(invalid(entry, "`unknown` is reserved for prices missing from the catalog"));
             }
-            let Some(limits) = tier.limits else {
+            let Some(written) = &tier.limits else {
                 return Err(invalid(entry, "has no limits"));
             };
+            let (limits, quotas) = tier_limits(written).map_err(|reason| invalid(entry.clone(), &reason))?;
             if let Some(first) = names.insert(&tier.name, entry.clone()) {
                 return Err(invalid(entry, &format!("the name is already used by {first}")));
             }
@@ -227,6 +246,7 @@ impl Catalog {
                 name: tier.name.clone(),
                 price_ids: tier.price_ids.clone(),
                 limits,
+                quotas,
                 credits_per_cycle: tier.credits_per_cycle,
                 rollover_cap: tier.rollover_cap,
             });
@@ -252,6 +272,7 @@ impl Catalog {
                 return Err(invalid(owners[price].clone(), "has an empty price id"));
             }
         }
+        same_metrics(&tiers).map_err(|reason| invalid("tiers".into(), &reason))?;
         // The hash is of the meaning, not the text: comments and layout do not change it.
         let content = Content { tiers, credit_packs: file.credit_packs };
         let canonical = serde_json::to_vec(&content).map_err(|e| invalid("catalog".into(), &e.to_string()))?;
@@ -289,10 +310,73 @@ impl Catalog {
         &self.content.credit_packs
     }
 
+    /// Whether `metric` is one a customer's usage may be counted in: a quota every tier names, or
+    /// [`CREDITS_METRIC`].
+    pub fn knows_metric(&self, metric: &str) -> bool {
+        metric == CREDITS_METRIC || self.content.tiers.first().is_some_and(|t| t.quotas.contains_key(metric))
+    }
+
+    /// The quota metrics (the same in every tier), sorted.
+    pub fn quota_metrics(&self) -> impl Iterator<Item = &str> {
+        self.content.tiers.first().into_iter().flat_map(|t| t.quotas.keys().map(String::as_str))
+    }
+
     /// sha256 (hex) of the catalog's canonical content.
     pub fn hash(&self) -> &str {
         &self.hash
     }
+}
+
+/// Splits a tier's written limits into the instance's [`Limits`] and its daily quotas.
+fn tier_limits(written: &BTreeMap<String, Limit>) -> Result<(Limits, BTreeMap<String, Quota>), String> {
+    let mut quotas = BTreeMap::new();
+    for (name, limit) in written {
+        if matches!(name.as_str(), "agents" | "memory_mb" | "cpu") {
+            continue;
+        }
+        let Some(metric) = name.strip_suffix(PER_DAY) else {
+            return Err(format!("unknown limit {name} (a daily quota is named <metric>_per_day)"));
+        };
+        if metric.is_empty() || !metric.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(format!("limit {name}: a metric is lowercase letters, digits and _"));
+        }
+        if metric == CREDITS_METRIC {
+            return Err(format!("limit {name}: `credits` is the credit balance, not a daily quota"));
+        }
+        let quota = match *limit {
+            Limit::Unlimited => Quota::Unlimited,
+            Limit::Max(value) if value.fract() == 0.0 && value <= u32::MAX as f64 => Quota::PerDay(value as u64),
+            Limit::Max(value) => return Err(format!("limit {name}: {value} is not a whole number of uses")),
+        };
+        quotas.insert(metric.to_owned(), quota);
+    }
+    let instance = |name: &str| written.get(name).copied().ok_or_else(|| format!("has no limit {name}"));
+    let limits = Limits {
+        agents: instance("agents")?,
+        messages_per_day: instance("messages_per_day")?,
+        memory_mb: instance("memory_mb")?,
+        cpu: instance("cpu")?,
+    };
+    Ok((limits, quotas))
+}
+
+/// Every tier names the same quota metrics: a metric one tier counts and another does not would be
+/// neither limited nor refused for the second's customers.
+fn same_metrics(tiers: &[Tier]) -> Result<(), String> {
+    let Some(first) = tiers.first() else { return Ok(()) };
+    for tier in &tiers[1..] {
+        if !tier.quotas.keys().eq(first.quotas.keys()) {
+            let names = |t: &Tier| t.quotas.keys().map(|m| format!("{m}{PER_DAY}")).collect::<Vec<_>>().join(", ");
+            return Err(format!(
+                "every tier must name the same daily quotas: {} has [{}], {} has [{}]",
+                first.name,
+                names(first),
+                tier.name,
+                names(tier)
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -380,10 +464,9 @@ mod tests {
 
     #[test]
     fn malformed_entries_are_refused_with_their_location() {
-        let typo = EXAMPLE.replace("messages_per_day = 100,", "messages_per_dya = 100,");
+        let typo = EXAMPLE.replace("agents = 1,", "agentz = 1,");
         let message = error(&typo);
-        assert!(message.starts_with("malformed catalog"), "{message}");
-        assert!(message.contains("messages_per_dya"), "{message}");
+        assert!(message.contains("tiers[0] (free): unknown limit agentz"), "{message}");
         assert!(error(&EXAMPLE.replace("cpu = 0.25", "cpu = -2")).contains("neither -1"));
         assert!(error(&EXAMPLE.replace("credits = 1000\n", "credits = \"many\"\n")).starts_with("malformed catalog"));
         assert!(
@@ -393,5 +476,28 @@ mod tests {
         assert!(error(&EXAMPLE.replace("name = \"starter\"", "name = \"unknown\"")).contains("reserved"));
         assert!(error(&EXAMPLE.replace("name = \"starter\"", "name = \"free\"")).contains("already used by tiers[0]"));
         assert!(error("[[tiers]]\nname = \"x\"\nprice_ids = [\"\"]\nlimits = { agents = 1, messages_per_day = 1, memory_mb = 1, cpu = 1 }\n").contains("empty price id"));
+    }
+
+    #[test]
+    fn daily_quotas_are_the_per_day_limits_and_minus_one_is_unlimited() {
+        let catalog = Catalog::parse(EXAMPLE).expect("valid");
+        assert_eq!(catalog.quota_metrics().collect::<Vec<_>>(), ["api_calls", "messages"]);
+        let free = catalog.tier("free").expect("free");
+        assert_eq!(free.quotas["messages"], Quota::PerDay(100));
+        let enterprise = catalog.tier("enterprise").expect("enterprise");
+        assert_eq!(enterprise.quotas["messages"], Quota::Unlimited);
+        assert!(catalog.knows_metric("api_calls") && catalog.knows_metric("credits"));
+        assert!(!catalog.knows_metric("messages_per_day") && !catalog.knows_metric("agents"));
+    }
+
+    #[test]
+    fn quotas_must_be_whole_named_and_the_same_in_every_tier() {
+        let fraction = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100.5,");
+        assert!(error(&fraction).contains("tiers[0] (free): limit messages_per_day: 100.5 is not a whole number"));
+        let only_free = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100, uploads_per_day = 5,");
+        assert!(error(&only_free).contains("every tier must name the same daily quotas"), "{}", error(&only_free));
+        let credits = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100, credits_per_day = 5,");
+        assert!(error(&credits).contains("`credits` is the credit balance"));
+        assert!(error(&EXAMPLE.replace("agents = 1,", "")).contains("tiers[0] (free): has no limit agents"));
     }
 }

@@ -1,6 +1,7 @@
 //! Load for the benchmark examples: `connections` clients send requests for a while; latency
 //! percentiles and throughput.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 pub type Build = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
 
 /// What a load run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Measured {
     /// Requests answered.
     pub requests: usize,
@@ -20,11 +21,18 @@ pub struct Measured {
     pub p99: f64,
     /// Slowest, ms.
     pub max: f64,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, usize>,
 }
 
 /// `connections` workers send `build(client, i)` (each its own `i`s) for `seconds`; every answer
 /// must be 200.
 pub async fn load(connections: usize, seconds: u64, build: Build) -> Measured {
+    load_accepting(connections, seconds, build, &[200]).await
+}
+
+/// [`load`], where every answer must have one of the `accepted` statuses (each counted).
+pub async fn load_accepting(connections: usize, seconds: u64, build: Build, accepted: &'static [u16]) -> Measured {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let workers: Vec<_> = (0..connections as u64)
@@ -33,23 +41,30 @@ pub async fn load(connections: usize, seconds: u64, build: Build) -> Measured {
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let mut latencies = Vec::new();
+                let mut statuses = BTreeMap::<u16, usize>::new();
                 let mut i = w;
                 while Instant::now() < deadline {
                     let at = Instant::now();
                     let response = build(&client, i).send().await.expect("request");
                     let status = response.status();
                     let body = response.text().await.unwrap_or_default();
-                    assert_eq!(status, 200, "{body}");
+                    assert!(accepted.contains(&status.as_u16()), "{status}: {body}");
+                    *statuses.entry(status.as_u16()).or_default() += 1;
                     latencies.push(at.elapsed());
                     i += connections as u64;
                 }
-                latencies
+                (latencies, statuses)
             })
         })
         .collect();
     let mut latencies = Vec::new();
+    let mut statuses = BTreeMap::new();
     for worker in workers {
-        latencies.extend(worker.await.expect("worker"));
+        let (mine, counted) = worker.await.expect("worker");
+        latencies.extend(mine);
+        for (status, n) in counted {
+            *statuses.entry(status).or_default() += n;
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
@@ -60,5 +75,6 @@ pub async fn load(connections: usize, seconds: u64, build: Build) -> Measured {
         p50: pct(0.5),
         p99: pct(0.99),
         max: pct(1.0),
+        statuses,
     }
 }

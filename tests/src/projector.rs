@@ -80,22 +80,32 @@ impl TestProjector {
     /// Starts a projector whose billing API takes [`BILLING_KEY`] and calls the Stripe API at
     /// `stripe` (a fake), each call timing out after a second.
     pub async fn start_billing(pool: PgPool, stripe: &str) -> Self {
+        Self::start_billing_with(pool, catalog(), Some(stripe), Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::start_billing`] with `catalog`, `clock` and, if any, a fake Stripe at `stripe`.
+    pub async fn start_billing_with(
+        pool: PgPool,
+        catalog: Catalog,
+        stripe: Option<&str>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("mail dir");
         let settings = ProjectorSettings {
             addr: "127.0.0.1:0".parse().expect("addr"),
-            catalog: catalog(),
+            catalog,
             runner: RunnerSettings { batch_size: 50, fold: FoldConfig::default() },
             effects: effect_settings(dir.path()),
             pool: shared::db::PoolSettings::default(),
             api_connections: 8,
             billing: projector::settings::BillingSettings {
                 api_keys: vec![BILLING_KEY.into()],
-                stripe: Some((stripe.to_owned(), "sk_test_fake_key".into())),
+                stripe: stripe.map(|url| (url.to_owned(), "sk_test_fake_key".into())),
                 stripe_timeout: Duration::from_secs(1),
                 portal_configuration: Some("bpc_test_catalog".to_owned()),
             },
         };
-        let mut projector = Self::start_settings(settings, pool, Arc::new(SystemClock)).await;
+        let mut projector = Self::start_settings(settings, pool, clock).await;
         projector._mail_dir = Some(dir);
         projector
     }
@@ -160,6 +170,21 @@ impl TestProjector {
         self.shutdown.cancel();
         self.task.await.expect("no panic").expect("clean stop");
     }
+}
+
+/// A live API token of `customer`, stored as the dispatcher stores one (only its hash).
+pub async fn customer_token(pool: &PgPool, customer: &str) -> String {
+    let token = projector::api::token::new_token().expect("token");
+    sqlx::query(
+        "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
+         VALUES ($1, $2, 'starter', 'token:' || $2 || ':1', now(), now() + interval '1 day')",
+    )
+    .bind(projector::api::token::token_hash(&token))
+    .bind(customer)
+    .execute(pool)
+    .await
+    .expect("token");
+    token
 }
 
 /// What one fold of the whole log from position 1 gives: the reference for "live equals rebuild".

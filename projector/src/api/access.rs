@@ -1,6 +1,6 @@
 //! `GET /v1/access`: the check bots make on every request with a customer's API token.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -18,6 +18,7 @@ use super::auth::bearer;
 use super::token::token_hash;
 use crate::effects::Clock;
 use crate::effects::provisioner::limits_json;
+use crate::usage;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -56,7 +57,7 @@ fn deny(state: &AccessState, status: StatusCode, result: &'static str, message: 
 }
 
 /// `GET /v1/access[?tier=<minimum>]` with `Authorization: Bearer <token>`: 200 with the customer,
-/// tier, limits, status and expiry; 401 for a missing, unknown, expired or revoked token; 403 when
+/// tier, limits, status, expiry and today's usage of each daily quota; 401 for a missing, unknown, expired or revoked token; 403 when
 /// the token's tier ranks below `tier`; 400 for a `tier` the catalog does not know.
 pub async fn check(
     State(state): State<AccessState>,
@@ -79,7 +80,9 @@ pub async fn check(
     // its grace period, with a tier the catalog knows; the token's own tier is preferred.
     let found = sqlx::query!(
         r#"SELECT k.stripe_customer_id, k.tier, k.expires_at, k.revoked_at,
-                  s.tier AS "live_tier?", s.status AS "status?"
+                  s.tier AS "live_tier?", s.status AS "status?",
+                  (SELECT COALESCE(jsonb_object_agg(u.metric, u.used), '{}')::text FROM ledger.usage_counters u
+                   WHERE u.stripe_customer_id = k.stripe_customer_id AND u.day = $3) AS "usage!"
            FROM ledger.api_tokens k
            LEFT JOIN LATERAL (
              SELECT s.tier, s.status FROM projection.subscriptions s
@@ -91,7 +94,8 @@ pub async fn check(
            ) s ON true
            WHERE k.token_sha256 = $1"#,
         token_hash(token),
-        state.clock.now()
+        state.clock.now(),
+        usage::day(state.clock.now())
     )
     .fetch_optional(&state.pool)
     .await;
@@ -119,13 +123,15 @@ pub async fn check(
         return deny(&state, StatusCode::FORBIDDEN, "tier_too_low", "this token's tier is too low");
     }
     state.checks.get_or_create(&ResultLabel { result: "ok" }).inc();
-    let limits = state.catalog.tier(&tier).map(|t| t.limits);
+    let tier_limits = state.catalog.tier(&tier);
+    let used: BTreeMap<String, u64> = serde_json::from_str(&row.usage).unwrap_or_default();
     axum::Json(json!({
         "customer": row.stripe_customer_id,
         "tier": tier,
-        "limits": limits_json(limits),
+        "limits": limits_json(tier_limits.map(|t| t.limits)),
         "status": status,
         "expires_at": row.expires_at.to_rfc3339(),
+        "usage": usage::today(&state.catalog, tier_limits, &used, usage::day(state.clock.now())),
     }))
     .into_response()
 }

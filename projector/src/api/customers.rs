@@ -1,5 +1,6 @@
 //! `GET /v1/customers/{id}` (`me` with a customer's token): the customer as the projections
-//! know it: account, subscriptions, instances and credits.
+//! know it: account, subscriptions, instances, credits (balance and transactions) and today's
+//! usage.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -9,6 +10,11 @@ use serde_json::{Value, json};
 use super::BillingState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::usage::{CreditAccount, counts, live_tier};
+use crate::usage;
+
+/// Credit transactions listed, newest first.
+const TRANSACTIONS: i64 = 100;
 
 /// The handler.
 pub async fn read(State(state): State<BillingState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -30,14 +36,13 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
             id.to_owned()
         }
     };
-    let account = sqlx::query!(
-        "SELECT a.email, a.name, a.deleted, c.balance AS \"balance?\" FROM projection.accounts a
-         LEFT JOIN projection.credits c USING (stripe_customer_id) WHERE a.stripe_customer_id = $1",
-        id
-    )
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {id} is known")))?;
+    let account =
+        sqlx::query!("SELECT email, name, deleted FROM projection.accounts WHERE stripe_customer_id = $1", id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {id} is known"))
+            })?;
     let subscriptions: Vec<Value> = sqlx::query!(
         "SELECT s.stripe_subscription_id, s.tier, s.status, s.price_id, s.current_period_end, s.cancel_at_period_end,
                 s.grace_until, i.desired AS \"desired?\", i.status AS \"instance_status?\", i.frontend_url
@@ -58,21 +63,58 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
         })
     })
     .collect();
-    let grants: Vec<Value> = sqlx::query!(
-        "SELECT key, credits, granted_for FROM projection.credit_grants WHERE stripe_customer_id = $1 ORDER BY granted_for, key",
-        id
-    )
-    .fetch_all(&state.pool)
-    .await?
-    .into_iter()
-    .map(|g| json!({ "key": g.key, "credits": g.credits, "granted_for": g.granted_for.to_rfc3339() }))
-    .collect();
+    let mut conn = state.pool.acquire().await?;
+    let credits = credits(&mut conn, &id).await?;
+    let now = state.clock.now();
+    let tier = live_tier(&mut conn, &state.catalog, &id, now).await?;
+    let today = usage::day(now);
+    let used = counts(&mut conn, &id, today).await?;
+    let mut usage = usage::today(&state.catalog, tier, &used, today);
+    if let Some(object) = usage.as_object_mut() {
+        let credits_today = used.get(shared::catalog::CREDITS_METRIC).copied().unwrap_or(0);
+        object.insert(shared::catalog::CREDITS_METRIC.into(), json!({ "used": credits_today }));
+    }
     Ok(json!({
         "id": id,
         "email": account.email,
         "name": account.name,
         "deleted": account.deleted,
+        "tier": tier.map(|t| t.name.clone()),
         "subscriptions": subscriptions,
-        "credits": { "balance": account.balance.unwrap_or(0), "grants": grants },
+        "credits": credits,
+        "usage": usage,
     }))
+}
+
+/// `{balance, transactions}`: grants (with their cause) and debits (with their key), newest first.
+async fn credits(conn: &mut sqlx::PgConnection, id: &str) -> Result<Value, ApiError> {
+    let balance = CreditAccount::load(&mut *conn, id).await?.balance();
+    let rows = sqlx::query!(
+        r#"(SELECT 'grant' AS "kind!", key AS "reference!", credits AS "credits!", granted_for AS "at!",
+                   rollover_cap IS NOT NULL AS "cycle!", NULL::bigint AS balance_after
+            FROM projection.credit_grants WHERE stripe_customer_id = $1 ORDER BY granted_for DESC LIMIT $2)
+           UNION ALL
+           (SELECT 'debit', idempotency_key, -quantity, applies_at, false, balance_after
+            FROM ledger.usage WHERE stripe_customer_id = $1 AND metric = 'credits' ORDER BY applies_at DESC LIMIT $2)
+           ORDER BY 4 DESC, 2 LIMIT $2"#,
+        id,
+        TRANSACTIONS
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let transactions: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let mut t = json!({ "kind": r.kind, "credits": r.credits, "at": r.at.to_rfc3339() });
+            if r.kind == "grant" {
+                t["cause"] = json!(r.reference);
+                t["grant"] = json!(if r.cycle { "cycle" } else { "pack" });
+            } else {
+                t["idempotency_key"] = json!(r.reference);
+                t["balance_after"] = json!(r.balance_after);
+            }
+            t
+        })
+        .collect();
+    Ok(json!({ "balance": balance, "transactions": transactions }))
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod portal;
 pub mod subscriptions;
 pub mod token;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +33,7 @@ use crate::effects::Clock;
 use crate::runner::RunnerStatus;
 
 pub use access::AccessState;
+pub use usage::UsageState;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,6 +48,14 @@ pub struct ApiState {
     pub access: AccessState,
     /// The billing commands.
     pub billing: BillingState,
+    /// `/v1/usage`.
+    pub usage: UsageState,
+}
+
+impl FromRef<ApiState> for UsageState {
+    fn from_ref(state: &ApiState) -> Self {
+        state.usage.clone()
+    }
 }
 
 impl FromRef<ApiState> for AccessState {
@@ -145,6 +155,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/checkout/sessions", post(checkout::create))
         .route("/v1/portal/sessions", post(portal::create))
         .route("/v1/customers/{id}", get(customers::read))
+        .route("/v1/usage", post(usage::record))
         .route("/v1/subscriptions/{id}/preview", post(subscriptions::preview))
         .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))

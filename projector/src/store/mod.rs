@@ -7,19 +7,18 @@ mod tables;
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use self::tables::{Accounts, Anomalies, CreditGrants, Credits, InstanceTargets, Subscriptions, Table, Tokens};
+use self::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Subscriptions, Table, Tokens};
 pub use self::tables::{LimitColumns, desired_from};
 use crate::fold::{Changes, Intent, Projections};
 
 /// The tables of the projection schema, in creation order (the checkpoint first).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 7] = [
     "checkpoint",
     Accounts::NAME,
     Subscriptions::NAME,
     InstanceTargets::NAME,
     Tokens::NAME,
     CreditGrants::NAME,
-    Credits::NAME,
     Anomalies::NAME,
 ];
 
@@ -34,7 +33,6 @@ macro_rules! each_table {
         $call::<InstanceTargets>($($arg),*).await?;
         $call::<Tokens>($($arg),*).await?;
         $call::<CreditGrants>($($arg),*).await?;
-        $call::<Credits>($($arg),*).await?;
         $call::<Anomalies>($($arg),*).await?;
     }};
 }

@@ -159,7 +159,6 @@ table!(Subscriptions, "subscriptions", "stripe_subscription_id", subscriptions, 
 table!(InstanceTargets, "instance_targets", "stripe_subscription_id", instances, Instance, InstanceImage);
 table!(Tokens, "tokens", "stripe_customer_id", tokens, TokenWant, TokenImage);
 table!(CreditGrants, "credit_grants", "key", credit_grants, CreditGrant, GrantImage);
-table!(Credits, "credits", "stripe_customer_id", credits, i64, CreditImage);
 table!(Anomalies, "anomalies", "key", anomalies, Anomaly, AnomalyImage);
 
 #[derive(Serialize, Deserialize)]
@@ -352,24 +351,6 @@ impl From<GrantImage> for (String, CreditGrant) {
             at: r.granted_for.timestamp(),
         };
         (r.key, grant)
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-pub(super) struct CreditImage {
-    stripe_customer_id: String,
-    balance: i64,
-}
-
-impl From<(&str, &i64)> for CreditImage {
-    fn from((customer, balance): (&str, &i64)) -> Self {
-        Self { stripe_customer_id: customer.to_owned(), balance: *balance }
-    }
-}
-
-impl From<CreditImage> for (String, i64) {
-    fn from(r: CreditImage) -> Self {
-        (r.stripe_customer_id, r.balance)
     }
 }
 

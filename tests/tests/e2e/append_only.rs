@@ -101,3 +101,22 @@ async fn the_projector_reads_and_the_auditor_has_no_direct_access() {
         .expect_err("auditor reads audit views only");
     assert_eq!(code, "42501");
 }
+
+#[tokio::test]
+async fn usage_rows_are_append_only_and_counted_only_through_the_projector_role() {
+    let db = TestDb::new().await;
+    let count = "SELECT * FROM ledger.count_usage('cus_1', 'messages', 2, 'k1', 'backend', current_date, now(), 10)";
+    as_role(&db.pool, "ledger_projector", count).await.expect("the projector counts");
+    for role in ["ledger_ingest", "ledger_auditor"] {
+        let (code, _) = as_role(&db.pool, role, count).await.expect_err("only the projector counts");
+        assert_eq!(code, "42501", "{role}");
+    }
+    sqlx::query(count).execute(&db.pool).await.expect("counted by the owner");
+    let used: i64 =
+        sqlx::query_scalar("SELECT used FROM ledger.usage_counters").fetch_one(&db.pool).await.expect("used");
+    assert_eq!(used, 2, "the same key counted once");
+    for sql in ["UPDATE ledger.usage SET quantity = 1", "DELETE FROM ledger.usage", "TRUNCATE ledger.usage"] {
+        let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+}

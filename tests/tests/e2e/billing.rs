@@ -59,19 +59,8 @@ impl Billing {
     }
 }
 
-/// A live API token of `customer`, stored as the dispatcher stores one (only its hash).
 async fn customer_token(db: &TestDb, customer: &str) -> String {
-    let token = projector::api::token::new_token().expect("token");
-    sqlx::query(
-        "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
-         VALUES ($1, $2, 'starter', 'token:' || $2 || ':1', now(), now() + interval '1 day')",
-    )
-    .bind(projector::api::token::token_hash(&token))
-    .bind(customer)
-    .execute(&db.pool)
-    .await
-    .expect("token");
-    token
+    ledger_tests::projector::customer_token(&db.pool, customer).await
 }
 
 fn checkout(price: &str) -> Value {
@@ -395,7 +384,7 @@ async fn a_checkout_closes_the_loop_through_webhooks_and_the_timeline_shows_comm
     let at = |needle: &str| {
         lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in {lines:#?}"))
     };
-    assert!(lines[0].starts_with("timeline of cus_loop: 1 commands, 3 events"), "{lines:#?}");
+    assert!(lines[0].starts_with("timeline of cus_loop: 1 commands and debits, 3 events"), "{lines:#?}");
     let command = at("command POST /v1/checkout/sessions by backend");
     let created = at("customer.subscription.created");
     let token = at("effect token #1 succeeded");

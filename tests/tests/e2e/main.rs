@@ -14,3 +14,4 @@ mod projection_store;
 mod projector_runner;
 mod rebuild;
 mod shutdown;
+mod usage;

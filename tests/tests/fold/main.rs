@@ -220,7 +220,7 @@ fn paid_invoices_grant_cycle_credits_once_with_the_rollover_cap() {
             ));
         }
         // starter: 1,000 per cycle, at most 2,000 carried over: 1000, 2000, 3000, 3000.
-        assert_eq!(g.state.credits["cus_1"], 3_000, "{shape:?}");
+        assert_eq!(g.state.granted_balance("cus_1"), 3_000, "{shape:?}");
         assert_eq!(g.state.credit_grants.len(), 4, "once per invoice, not per event");
     }
 }
@@ -275,7 +275,7 @@ fn a_failed_payment_opens_a_grace_period_that_a_payment_closes() {
             },
         ));
         assert_eq!(g.state.subscriptions["sub_1"].grace_until, None, "recovered");
-        assert_eq!(g.state.credits["cus_1"], 10_000);
+        assert_eq!(g.state.granted_balance("cus_1"), 10_000);
     }
 }
 
@@ -331,7 +331,7 @@ fn checkouts_link_subscriptions_and_sell_credit_packs() {
             None,
             Some(("price_credits_10000", 2)),
         ));
-        assert_eq!(g.state.credits["cus_1"], 20_000);
+        assert_eq!(g.state.granted_balance("cus_1"), 20_000);
         g.event(&stripe::checkout_completed(
             T + 2,
             shape,
@@ -341,7 +341,7 @@ fn checkouts_link_subscriptions_and_sell_credit_packs() {
             None,
             Some(("price_mystery_pack", 1)),
         ));
-        assert_eq!(g.state.credits["cus_1"], 20_000, "an unknown pack grants nothing");
+        assert_eq!(g.state.granted_balance("cus_1"), 20_000, "an unknown pack grants nothing");
         assert_eq!(g.state.anomalies["unknown_price:cs_3"].kind, "unknown_price");
         g.event(&stripe::checkout_completed(T + 3, shape, "cs_4", "cus_1", "payment", None, None));
         assert_eq!(g.state.anomalies["checkout_without_items:cs_4"].kind, "checkout_without_items");
@@ -533,7 +533,7 @@ fn extreme_values_saturate_instead_of_overflowing_the_fold() {
         None,
         Some(("price_credits_10000", u64::MAX)),
     ));
-    assert!(g.state.credits["cus_1"] > 0);
+    assert!(g.state.granted_balance("cus_1") > 0);
     let s = snap("active", "price_starter_monthly");
     g.event(&sub_event("customer.subscription.created", T, Shape::Basil, &s));
     let of = stripe::InvoiceOf {

@@ -1,0 +1,395 @@
+//! `POST /v1/usage`: the product counts what a customer uses. A daily quota metric is counted by
+//! `ledger.count_usage` (one conditional write: concurrent requests never overshoot); metric
+//! `credits` debits the balance under a per-customer lock. A repeated `idempotency_key` returns the
+//! first answer and counts nothing. The model and the answers: docs/usage.md.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::catalog::{CREDITS_METRIC, Catalog, Quota, Tier};
+use sqlx::{PgConnection, PgPool};
+
+use super::auth::{Authenticator, Caller};
+use super::commands::idempotency_key;
+use super::error::ApiError;
+use crate::credits::{self, Grant};
+use crate::effects::Clock;
+use crate::usage::{self, Count};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabel {
+    metric: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectedLabel {
+    metric: String,
+    reason: &'static str,
+}
+
+/// What `/v1/usage` needs. It runs on the access checks' pool: it is as hot and as short.
+#[derive(Clone)]
+pub struct UsageState {
+    /// The database.
+    pub pool: PgPool,
+    /// Quotas come from it.
+    pub catalog: Arc<Catalog>,
+    /// The day a request counts in.
+    pub clock: Arc<dyn Clock>,
+    /// Who may call.
+    pub auth: Authenticator,
+    recorded: Family<MetricLabel, Counter>,
+    rejected: Family<RejectedLabel, Counter>,
+}
+
+impl UsageState {
+    /// The state, its metrics registered.
+    pub fn new(
+        pool: PgPool,
+        catalog: Arc<Catalog>,
+        clock: Arc<dyn Clock>,
+        auth: Authenticator,
+        registry: &mut Registry,
+    ) -> Self {
+        let recorded = Family::<MetricLabel, Counter>::default();
+        registry.register("usage_recorded", "Usage requests counted, by metric", recorded.clone());
+        let rejected = Family::<RejectedLabel, Counter>::default();
+        registry.register("usage_rejected", "Usage requests refused, by metric and reason", rejected.clone());
+        Self { pool, catalog, clock, auth, recorded, rejected }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageRequest {
+    customer: Option<String>,
+    metric: String,
+    quantity: i64,
+    idempotency_key: Option<String>,
+}
+
+/// One request, checked: who, for whom, what, under which key, at what moment.
+struct Usage {
+    caller: Caller,
+    customer: String,
+    metric: String,
+    quantity: i64,
+    key: String,
+    now: DateTime<Utc>,
+}
+
+/// The handler.
+pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: Bytes) -> Response {
+    let (metric, result) = match checked(&state, &headers, &body).await {
+        Ok(usage) => {
+            let metric = usage.metric.clone();
+            let result =
+                if metric == CREDITS_METRIC { debit(&state, &usage).await } else { count(&state, &usage).await };
+            (metric, result)
+        }
+        Err(error) => ("-".to_owned(), Err(error)),
+    };
+    match result {
+        Ok(answer) => {
+            state.recorded.get_or_create(&MetricLabel { metric }).inc();
+            axum::Json(answer).into_response()
+        }
+        Err(error) => {
+            tracing::info!(metric, code = error.code, status = error.status.as_u16(), "usage refused");
+            state.rejected.get_or_create(&RejectedLabel { metric, reason: error.code }).inc();
+            let retry = (error.code == "quota_exceeded").then(|| usage::retry_after(state.clock.now()));
+            let mut response = error.into_response();
+            if let Some(seconds) = retry {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+    }
+}
+
+async fn checked(state: &UsageState, headers: &HeaderMap, body: &[u8]) -> Result<Usage, ApiError> {
+    let caller = state.auth.caller(&state.pool, headers, state.clock.now()).await?;
+    let request: UsageRequest = serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("the body is not a valid request: {error}"))
+    })?;
+    let customer = caller.customer(request.customer.as_deref())?.ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "the backend names the `customer` it counts for")
+    })?;
+    if !state.catalog.knows_metric(&request.metric) {
+        return Err(ApiError::unprocessable("unknown_metric", format!("the catalog has no metric {}", request.metric)));
+    }
+    if request.quantity < 1 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "quantity must be at least 1"));
+    }
+    let key = match request.idempotency_key {
+        Some(key) if !key.trim().is_empty() && key.len() <= 255 => key,
+        Some(_) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_required", "1 to 255 characters"));
+        }
+        None => idempotency_key(headers)?,
+    };
+    Ok(Usage { caller, customer, metric: request.metric, quantity: request.quantity, key, now: state.clock.now() })
+}
+
+/// Counts against the day's quota of the customer's highest live tier.
+async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let tier = live_tier(&mut conn, &state.catalog, &usage.customer, usage.now).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::PAYMENT_REQUIRED, "no_live_subscription", "the customer has no live subscription")
+    })?;
+    let quota = tier.quotas.get(&usage.metric).copied().unwrap_or(Quota::PerDay(0));
+    let limit = match quota {
+        Quota::Unlimited => None,
+        Quota::PerDay(limit) => Some(i64::try_from(limit).unwrap_or(i64::MAX)),
+    };
+    let row = sqlx::query!(
+        r#"SELECT outcome AS "outcome!", r_metric AS "metric!", r_quantity AS "quantity!", r_day AS "day!",
+                  r_used AS "used!", r_quota AS quota, r_balance AS balance
+           FROM ledger.count_usage($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        usage.customer,
+        usage.metric,
+        usage.quantity,
+        usage.key,
+        usage.caller.journal_name(),
+        usage::day(usage.now),
+        usage.now,
+        limit
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let answer = Stored { metric: row.metric, quantity: row.quantity, day: row.day, used: row.used, quota: row.quota };
+    match row.outcome.as_str() {
+        "replayed" => answer.replayed(usage, row.balance),
+        "refused" => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!("the daily quota of {} is used up; it resets at 00:00 UTC", usage.metric),
+        )
+        .with(answer.count().json())),
+        _ => Ok(answer.count().json()),
+    }
+}
+
+/// A usage row as `ledger.usage` holds it: enough to give the first answer again.
+struct Stored {
+    metric: String,
+    quantity: i64,
+    day: NaiveDate,
+    used: i64,
+    quota: Option<i64>,
+}
+
+impl Stored {
+    fn count(&self) -> Count {
+        let quota = self.quota.map_or(Quota::Unlimited, |q| Quota::PerDay(u64::try_from(q).unwrap_or(0)));
+        Count { metric: self.metric.clone(), used: u64::try_from(self.used).unwrap_or(0), quota, day: self.day }
+    }
+
+    /// The first answer under this key, or 422 when the key came with another request.
+    fn replayed(&self, usage: &Usage, balance: Option<i64>) -> Result<Value, ApiError> {
+        if self.metric != usage.metric || self.quantity != usage.quantity {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this idempotency_key was used with another metric or quantity",
+            ));
+        }
+        Ok(match balance {
+            Some(balance) => credits_answer(self.used, balance),
+            None => self.count().json(),
+        })
+    }
+}
+
+fn credits_answer(used_today: i64, balance: i64) -> Value {
+    json!({
+        "metric": CREDITS_METRIC, "used": used_today, "limit": null, "remaining": balance, "resets_at": null,
+        "balance": balance,
+    })
+}
+
+/// Debits the credit balance: under the customer's lock, the balance from its grants and earlier
+/// debits, then the debit, or 402 when the balance is short. Never negative.
+async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    for lock in [format!("{}/{}", usage.customer, usage.key), format!("{}/{CREDITS_METRIC}", usage.customer)] {
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 12))", lock).execute(&mut *tx).await?;
+    }
+    let prior = sqlx::query!(
+        "SELECT metric, quantity, day, used_after, quota, balance_after FROM ledger.usage
+         WHERE stripe_customer_id = $1 AND idempotency_key = $2",
+        usage.customer,
+        usage.key
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(p) = prior {
+        let stored = Stored { metric: p.metric, quantity: p.quantity, day: p.day, used: p.used_after, quota: p.quota };
+        return stored.replayed(usage, p.balance_after);
+    }
+    let mut account = CreditAccount::load(&mut tx, &usage.customer).await?;
+    let quantity = u64::try_from(usage.quantity).unwrap_or(u64::MAX);
+    let balance = account.balance();
+    if balance < quantity {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+            format!("the balance is {balance} credits, {quantity} were asked for"),
+        )
+        .with(json!({ "balance": balance })));
+    }
+    let at = account.applies_at(usage.now);
+    account.add_debit(at, quantity);
+    let balance_after = account.balance();
+    let day = usage::day(usage.now);
+    let used = sqlx::query_scalar!(
+        "INSERT INTO ledger.usage_counters AS c (stripe_customer_id, metric, day, used) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (stripe_customer_id, metric, day) DO UPDATE SET used = c.used + excluded.used
+         RETURNING c.used",
+        usage.customer,
+        CREDITS_METRIC,
+        day,
+        usage.quantity
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO ledger.usage (stripe_customer_id, metric, quantity, idempotency_key, caller, day, recorded_at,
+           applies_at, used_after, consumed_after, balance_after)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        usage.customer,
+        CREDITS_METRIC,
+        usage.quantity,
+        usage.key,
+        usage.caller.journal_name(),
+        day,
+        usage.now,
+        at,
+        used,
+        i64::try_from(account.consumed).unwrap_or(i64::MAX),
+        i64::try_from(balance_after).unwrap_or(i64::MAX)
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(credits_answer(used, i64::try_from(balance_after).unwrap_or(i64::MAX)))
+}
+
+/// A customer's grants with the consumption before each, and its debits so far.
+pub struct CreditAccount {
+    /// Grants, each with what was consumed before it.
+    pub grants: Vec<Grant>,
+    /// Every credit consumed.
+    pub consumed: u64,
+    /// Where the latest debit sits among the grants.
+    pub last_debit: Option<DateTime<Utc>>,
+}
+
+impl CreditAccount {
+    /// Reads it: one row per grant (its consumption an index probe), one for the latest debit.
+    pub async fn load(conn: &mut PgConnection, customer: &str) -> Result<Self, ApiError> {
+        let grants = sqlx::query!(
+            r#"SELECT g.key, g.granted_for, g.credits, g.rollover_cap,
+                      COALESCE((SELECT u.consumed_after FROM ledger.usage u
+                                WHERE u.stripe_customer_id = g.stripe_customer_id AND u.metric = 'credits'
+                                  AND u.applies_at < g.granted_for
+                                ORDER BY u.applies_at DESC, u.consumed_after DESC LIMIT 1), 0) AS "consumed_before!"
+               FROM projection.credit_grants g WHERE g.stripe_customer_id = $1"#,
+            customer
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|g| Grant {
+            key: g.key,
+            at: g.granted_for,
+            credits: u64::try_from(g.credits).unwrap_or(0),
+            rollover_cap: g.rollover_cap.map(|c| u64::try_from(c).unwrap_or(0)),
+            consumed_before: u64::try_from(g.consumed_before).unwrap_or(0),
+        })
+        .collect();
+        let last = sqlx::query!(
+            r#"SELECT consumed_after AS "consumed!", applies_at AS "applies_at!" FROM ledger.usage
+               WHERE stripe_customer_id = $1 AND metric = 'credits'
+               ORDER BY applies_at DESC, consumed_after DESC LIMIT 1"#,
+            customer
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(Self {
+            grants,
+            consumed: last.as_ref().map_or(0, |l| u64::try_from(l.consumed).unwrap_or(0)),
+            last_debit: last.map(|l| l.applies_at),
+        })
+    }
+
+    /// The balance now ([`credits::balance`]).
+    pub fn balance(&self) -> u64 {
+        credits::balance(&self.grants, self.consumed)
+    }
+
+    /// Where a debit made at `now` sits among the grants: at `now`, but never before the previous
+    /// debit (the curve only grows, even if the clock steps back) nor before a grant this balance
+    /// counted (a debit spends what it was checked against, even a grant dated ahead).
+    fn applies_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let latest_grant = self.grants.iter().map(|g| g.at).max();
+        [Some(now), self.last_debit, latest_grant].into_iter().flatten().max().unwrap_or(now)
+    }
+
+    /// Adds a debit at `at` (from [`Self::applies_at`]): grants dated after it see it before them.
+    fn add_debit(&mut self, at: DateTime<Utc>, quantity: u64) {
+        self.consumed = self.consumed.saturating_add(quantity);
+        for grant in self.grants.iter_mut().filter(|g| g.at > at) {
+            grant.consumed_before = self.consumed;
+        }
+        self.last_debit = Some(at);
+    }
+}
+
+/// The customer's highest live tier: trialing, active, or past_due within its grace period (what
+/// `/v1/access` calls live), with a tier the catalog knows.
+pub async fn live_tier<'a>(
+    conn: &mut PgConnection,
+    catalog: &'a Catalog,
+    customer: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<&'a Tier>, ApiError> {
+    let tiers = sqlx::query_scalar!(
+        "SELECT DISTINCT tier FROM projection.subscriptions
+         WHERE stripe_customer_id = $1 AND NOT deleted AND tier <> 'unknown'
+           AND (status IN ('trialing', 'active') OR (status = 'past_due' AND (grace_until IS NULL OR grace_until > $2)))",
+        customer,
+        now
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(usage::highest_tier(catalog, &tiers))
+}
+
+/// The customer's counts on `day`, by metric.
+pub async fn counts(
+    conn: &mut PgConnection,
+    customer: &str,
+    day: NaiveDate,
+) -> Result<BTreeMap<String, u64>, ApiError> {
+    Ok(sqlx::query!(
+        "SELECT metric, used FROM ledger.usage_counters WHERE stripe_customer_id = $1 AND day = $2",
+        customer,
+        day
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.metric, u64::try_from(r.used).unwrap_or(0)))
+    .collect())
+}

@@ -1,0 +1,291 @@
+//! `POST /v1/usage` against a real projector and PostgreSQL: quotas that never overshoot, keys
+//! that count once, the UTC day on an injected clock, limits that follow the plan, and credits.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::projector::{BILLING_KEY, TestProjector, customer_token};
+use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
+use projector::effects::ManualClock;
+use serde_json::{Value, json};
+use shared::catalog::{Catalog, EXAMPLE};
+
+/// The example catalog with the free tier's messages cut to 50 a day.
+fn catalog() -> Catalog {
+    Catalog::parse(&EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 50,")).expect("catalog")
+}
+
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    body: Value,
+}
+
+struct Usage {
+    db: TestDb,
+    ingest: TestIngest,
+    projector: TestProjector,
+    clock: Arc<ManualClock>,
+    http: reqwest::Client,
+}
+
+/// Today (the real date: tokens expire by the database's clock) at `h:m:s` UTC.
+fn today_at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+    let day = Utc::now().date_naive();
+    Utc.from_utc_datetime(&day.and_hms_opt(h, m, s).expect("time"))
+}
+
+impl Usage {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let clock = Arc::new(ManualClock::new(today_at(12, 0, 0)));
+        let projector = TestProjector::start_billing_with(db.service_pool(8), catalog(), None, clock.clone()).await;
+        let ingest = TestIngest::start(db.service_pool(2)).await;
+        Self { db, ingest, projector, clock, http: reqwest::Client::new() }
+    }
+
+    async fn post_event(&self, body: &[u8]) {
+        assert_eq!(self.ingest.post_signed(body).await.status(), 200);
+        self.projector.caught_up(&self.db.pool).await;
+    }
+
+    /// `customer` gets (or moves) subscription `sub` to `price`.
+    async fn subscribe(&self, sub: &str, customer: &str, price: &str, event_type: &str) {
+        let t = stripe::now();
+        let snap = SubSnapshot::new(sub, customer, price, "active", (t, t + 2_592_000));
+        self.post_event(&stripe::subscription_event(event_type, t, Shape::Basil, &snap)).await;
+    }
+
+    async fn post(&self, bearer: &str, body: &Value) -> Answer {
+        let response = self
+            .http
+            .post(format!("http://{}/v1/usage", self.projector.addr))
+            .bearer_auth(bearer)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        Answer { status, retry_after, body: response.json().await.unwrap_or(Value::Null) }
+    }
+
+    async fn count(&self, customer: &str, metric: &str, quantity: i64, key: &str) -> Answer {
+        let body = json!({ "customer": customer, "metric": metric, "quantity": quantity, "idempotency_key": key });
+        self.post(BILLING_KEY, &body).await
+    }
+
+    async fn customer(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("http://{}/v1/customers/{id}", self.projector.addr))
+            .bearer_auth(BILLING_KEY)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    async fn rows(&self, customer: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM ledger.usage WHERE stripe_customer_id = $1")
+            .bind(customer)
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("rows")
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_increments_against_fifty_count_exactly_fifty() {
+    let u = Arc::new(Usage::start().await);
+    for round in 0..4 {
+        let customer = format!("cus_race{round}");
+        u.subscribe(&format!("sub_race{round}"), &customer, "price_free_monthly", "customer.subscription.created")
+            .await;
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (u, customer) = (u.clone(), customer.clone());
+                tokio::spawn(async move { u.count(&customer, "messages", 1, &format!("m{i}")).await.status })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.expect("task"));
+        }
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!((ok, refused), (50, 14), "round {round}: {statuses:?}");
+        let counted: i64 = sqlx::query_scalar(
+            "SELECT used FROM ledger.usage_counters WHERE stripe_customer_id = $1 AND metric = 'messages'",
+        )
+        .bind(&customer)
+        .fetch_one(&u.db.pool)
+        .await
+        .expect("counter");
+        assert_eq!((counted, u.rows(&customer).await), (50, 50), "the counter is the sum of the rows");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_key_counts_once_even_concurrently_and_another_body_is_refused() {
+    let u = Arc::new(Usage::start().await);
+    u.subscribe("sub_k", "cus_k", "price_starter_monthly", "customer.subscription.created").await;
+    let first = u.count("cus_k", "api_calls", 3, "call-1").await;
+    assert_eq!((first.status, &first.body["used"]), (200, &json!(3)), "{}", first.body);
+    let again = u.count("cus_k", "api_calls", 3, "call-1").await;
+    assert_eq!((again.status, &again.body), (200, &first.body), "the first answer, nothing counted");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let u = u.clone();
+            tokio::spawn(async move { u.count("cus_k", "api_calls", 2, "call-2").await })
+        })
+        .collect();
+    let mut used = Vec::new();
+    for task in tasks {
+        let answer = task.await.expect("task");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        used.push(answer.body["used"].clone());
+    }
+    assert!(used.iter().all(|u| *u == json!(5)), "one count of 2 on top of 3, answered 16 times: {used:?}");
+    assert_eq!(u.rows("cus_k").await, 2);
+    let reused = u.count("cus_k", "api_calls", 7, "call-1").await;
+    assert_eq!((reused.status, code(&reused.body)), (422, "idempotency_key_reused"));
+    let reused = u.count("cus_k", "messages", 3, "call-1").await;
+    assert_eq!((reused.status, code(&reused.body)), (422, "idempotency_key_reused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_utc_day_ends_at_midnight_and_retry_after_says_when() {
+    let u = Usage::start().await;
+    u.subscribe("sub_d", "cus_d", "price_free_monthly", "customer.subscription.created").await;
+    u.clock.set(today_at(23, 59, 58));
+    assert_eq!(u.count("cus_d", "messages", 49, "a").await.status, 200);
+    u.clock.set(today_at(23, 59, 59));
+    let last = u.count("cus_d", "messages", 1, "b").await;
+    assert_eq!((last.status, &last.body["remaining"]), (200, &json!(0)), "23:59:59 counts for today");
+    let tomorrow = today_at(0, 0, 0) + Duration::days(1);
+    assert_eq!(last.body["resets_at"], json!(tomorrow.to_rfc3339()));
+    let over = u.count("cus_d", "messages", 1, "c").await;
+    assert_eq!((over.status, code(&over.body), over.retry_after), (429, "quota_exceeded", Some(1)));
+    assert_eq!(over.body["error"]["used"], 50, "{}", over.body);
+    u.clock.set(tomorrow);
+    let fresh = u.count("cus_d", "messages", 1, "c").await;
+    assert_eq!((fresh.status, &fresh.body["used"]), (200, &json!(1)), "00:00:00 starts a new day: {}", fresh.body);
+    let too_many = u.count("cus_d", "messages", 50, "d").await;
+    assert_eq!((too_many.status, too_many.retry_after), (429, Some(86_400)), "nothing counted: {}", too_many.body);
+    let customer = u.customer("cus_d").await;
+    assert_eq!(customer["usage"]["messages"]["used"], 1, "{customer}");
+    assert_eq!(customer["usage"]["messages"]["limit"], 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_raises_the_limit_at_once_and_unlimited_never_refuses() {
+    let u = Usage::start().await;
+    u.subscribe("sub_u", "cus_u", "price_free_monthly", "customer.subscription.created").await;
+    assert_eq!(u.count("cus_u", "messages", 50, "fill").await.status, 200);
+    assert_eq!(u.count("cus_u", "messages", 1, "over").await.status, 429);
+    u.subscribe("sub_u", "cus_u", "price_starter_monthly", "customer.subscription.updated").await;
+    let after = u.count("cus_u", "messages", 1, "over").await;
+    assert_eq!((after.status, &after.body["used"], &after.body["limit"]), (200, &json!(51), &json!(1000)));
+
+    u.subscribe("sub_e", "cus_e", "price_enterprise_monthly", "customer.subscription.created").await;
+    let huge = u.count("cus_e", "messages", 1_000_000_000, "huge").await;
+    assert_eq!((huge.status, &huge.body["limit"], &huge.body["remaining"]), (200, &Value::Null, &Value::Null));
+
+    let unknown = u.count("cus_u", "uploads", 1, "x").await;
+    assert_eq!((unknown.status, code(&unknown.body)), (422, "unknown_metric"));
+    let nobody = u.count("cus_nobody", "messages", 1, "x").await;
+    assert_eq!((nobody.status, code(&nobody.body)), (402, "no_live_subscription"));
+    let zero = u.count("cus_u", "messages", 0, "zero").await;
+    assert_eq!((zero.status, code(&zero.body)), (400, "invalid_request"));
+
+    // A customer's token counts for its own customer only.
+    let token = customer_token(&u.db.pool, "cus_u").await;
+    let own = u.post(&token, &json!({ "metric": "api_calls", "quantity": 1, "idempotency_key": "t1" })).await;
+    assert_eq!((own.status, &own.body["used"]), (200, &json!(1)), "{}", own.body);
+    let other = json!({ "customer": "cus_e", "metric": "api_calls", "quantity": 1, "idempotency_key": "t2" });
+    let other = u.post(&token, &other).await;
+    assert_eq!((other.status, code(&other.body)), (403, "forbidden"));
+    assert_eq!(u.rows("cus_e").await, 1, "nothing counted for cus_e");
+    let (status, access) = access(&u, &token).await;
+    assert_eq!((status, &access["usage"]["api_calls"]["used"]), (200, &json!(1)), "{access}");
+    assert_eq!(access["usage"]["messages"]["used"], 51);
+
+    let (_, metrics) = u.projector.get("/metrics").await;
+    assert!(metrics.contains("usage_recorded_total{metric=\"messages\"} 3"), "{metrics}");
+    assert!(metrics.contains("usage_rejected_total{metric=\"messages\",reason=\"quota_exceeded\"} 1"), "{metrics}");
+}
+
+async fn access(u: &Usage, token: &str) -> (u16, Value) {
+    let response =
+        u.http.get(format!("http://{}/v1/access", u.projector.addr)).bearer_auth(token).send().await.expect("request");
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_grants_minus_debits_with_the_cap_on_what_is_left_and_survive_a_rebuild() {
+    let u = Usage::start().await;
+    let base = today_at(12, 0, 0).timestamp();
+    u.subscribe("sub_c", "cus_c", "price_starter_monthly", "customer.subscription.created").await;
+    let cycle = |id: &'static str, start: i64| InvoiceOf {
+        id,
+        customer: "cus_c",
+        subscription: "sub_c",
+        price: "price_starter_monthly",
+        period: (start, start + 2_592_000),
+    };
+    // 1,000 a cycle with a cap of 2,000; a pack of 10,000 before the debit.
+    u.post_event(&stripe::invoice_event("invoice.paid", base - 86_400, Shape::Basil, &cycle("in_1", base - 86_400)))
+        .await;
+    let pack = Some(("price_credits_10000", 1));
+    u.post_event(&stripe::checkout_completed(base - 3_600, Shape::Basil, "cs_pack", "cus_c", "payment", None, pack))
+        .await;
+    assert_eq!(u.customer("cus_c").await["credits"]["balance"], 11_000);
+
+    let spent = u.count("cus_c", "credits", 8_500, "upscale-1").await;
+    assert_eq!((spent.status, &spent.body["balance"]), (200, &json!(2_500)), "{}", spent.body);
+    let short = u.count("cus_c", "credits", 2_501, "upscale-2").await;
+    assert_eq!((short.status, code(&short.body)), (402, "insufficient_credits"), "{}", short.body);
+    assert_eq!(short.body["error"]["balance"], 2_500);
+
+    // The next cycle caps what is left (2,500 -> 2,000), not what was granted, then adds 1,000.
+    u.post_event(&stripe::invoice_event("invoice.paid", base + 3_600, Shape::Basil, &cycle("in_2", base + 3_600)))
+        .await;
+    let customer = u.customer("cus_c").await;
+    assert_eq!(customer["credits"]["balance"], 3_000, "{customer}");
+    let kinds: Vec<&str> = customer["credits"]["transactions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["grant", "debit", "grant", "grant"], "newest first: {customer}");
+    assert_eq!(customer["credits"]["transactions"][1]["idempotency_key"], "upscale-1");
+    assert_eq!(customer["usage"]["credits"]["used"], 8_500);
+
+    // A rebuild re-folds the grants; the debits stay and the balance is the same.
+    let (catalog, config) = (catalog(), projector::fold::FoldConfig::default());
+    let folded =
+        projector::rebuild::fold_log(&u.db.pool, &catalog, &config, &mut |_, _| {}).await.expect("fold the log");
+    projector::rebuild::swap_in(&u.db.pool, folded, &catalog, &config, false).await.expect("swap");
+    assert_eq!(u.customer("cus_c").await["credits"]["balance"], 3_000);
+    assert_eq!(u.rows("cus_c").await, 1);
+
+    let all = u.count("cus_c", "credits", 3_000, "upscale-3").await;
+    assert_eq!((all.status, &all.body["balance"]), (200, &json!(0)));
+    let none = u.count("cus_c", "credits", 1, "upscale-4").await;
+    assert_eq!((none.status, code(&none.body)), (402, "insufficient_credits"), "never negative");
+    let lines = replay::audit::timeline(&u.db.pool, "cus_c", &catalog, &config).await.expect("timeline");
+    assert!(
+        lines.iter().any(|l| l.contains("credits debited 8500 by backend") && l.contains("balance 2500")),
+        "{lines:#?}"
+    );
+}
