@@ -52,11 +52,12 @@ CREATE TABLE ledger.usage_counters (
 COMMENT ON TABLE ledger.usage_counters IS 'Per customer, metric and UTC day: the sum of ledger.usage quantities.';
 
 -- Counts one request against a daily quota in one statement: the same idempotency key again
--- returns the first count ('replayed'); over the quota nothing is written ('refused'). The
--- counter's conditional upsert is what makes concurrent requests unable to overshoot.
+-- returns the first count ('replayed'); without a live subscription ('no_live_subscription') or
+-- over the quota ('refused') nothing is written. The counter's conditional upsert is what makes
+-- concurrent requests unable to overshoot. p_quota NULL: unlimited.
 CREATE FUNCTION ledger.count_usage(
   p_customer text, p_metric text, p_quantity bigint, p_key text, p_caller text,
-  p_day date, p_at timestamptz, p_quota bigint
+  p_day date, p_at timestamptz, p_live boolean, p_quota bigint
 ) RETURNS TABLE (outcome text, r_metric text, r_quantity bigint, r_day date, r_used bigint, r_quota bigint,
                  r_balance bigint)
 LANGUAGE plpgsql AS $$
@@ -69,6 +70,10 @@ BEGIN
   IF FOUND THEN
     RETURN QUERY SELECT 'replayed', prior.metric, prior.quantity, prior.day, prior.used_after, prior.quota,
                         prior.balance_after;
+    RETURN;
+  END IF;
+  IF NOT p_live THEN
+    RETURN QUERY SELECT 'no_live_subscription', p_metric, p_quantity, p_day, 0::bigint, NULL::bigint, NULL::bigint;
     RETURN;
   END IF;
   IF p_quota IS NULL OR p_quantity <= p_quota THEN

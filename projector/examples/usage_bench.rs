@@ -17,7 +17,7 @@ use serde_json::json;
 use shared::catalog::{Catalog, EXAMPLE};
 
 /// The hot customer's daily quota: reached within the run at the rates this machine does.
-const HOT_QUOTA: u64 = 15_000;
+const HOT_QUOTA: u64 = 8_000;
 
 #[tokio::main]
 async fn main() {

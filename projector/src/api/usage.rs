@@ -142,21 +142,35 @@ async fn checked(state: &UsageState, headers: &HeaderMap, body: &[u8]) -> Result
     Ok(Usage { caller, customer, metric: request.metric, quantity: request.quantity, key, now: state.clock.now() })
 }
 
-/// Counts against the day's quota of the customer's highest live tier.
+/// Counts against the day's quota of the customer's highest live tier, in one statement: the
+/// tier is found among the catalog's (ranked, each with its quota of this metric) in the same
+/// snapshot that counts.
 async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    let tier = live_tier(&mut conn, &state.catalog, &usage.customer, usage.now).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::PAYMENT_REQUIRED, "no_live_subscription", "the customer has no live subscription")
-    })?;
-    let quota = tier.quotas.get(&usage.metric).copied().unwrap_or(Quota::PerDay(0));
-    let limit = match quota {
-        Quota::Unlimited => None,
-        Quota::PerDay(limit) => Some(i64::try_from(limit).unwrap_or(i64::MAX)),
-    };
+    let (tiers, quotas): (Vec<String>, Vec<Option<i64>>) = state
+        .catalog
+        .tiers()
+        .iter()
+        .map(|t| {
+            let quota = match t.quotas.get(&usage.metric) {
+                Some(Quota::Unlimited) => None,
+                Some(Quota::PerDay(limit)) => Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
+                None => Some(0),
+            };
+            (t.name.clone(), quota)
+        })
+        .unzip();
     let row = sqlx::query!(
-        r#"SELECT outcome AS "outcome!", r_metric AS "metric!", r_quantity AS "quantity!", r_day AS "day!",
-                  r_used AS "used!", r_quota AS quota, r_balance AS balance
-           FROM ledger.count_usage($1, $2, $3, $4, $5, $6, $7, $8)"#,
+        r#"WITH live AS (
+             SELECT t.quota FROM unnest($8::text[], $9::bigint[]) WITH ORDINALITY AS t(tier, quota, rank)
+             WHERE t.tier IN (SELECT s.tier FROM projection.subscriptions s
+                              WHERE s.stripe_customer_id = $1 AND NOT s.deleted
+                                AND (s.status IN ('trialing', 'active')
+                                     OR (s.status = 'past_due' AND (s.grace_until IS NULL OR s.grace_until > $7))))
+             ORDER BY t.rank DESC LIMIT 1)
+           SELECT c.outcome AS "outcome!", c.r_metric AS "metric!", c.r_quantity AS "quantity!", c.r_day AS "day!",
+                  c.r_used AS "used!", c.r_quota AS quota, c.r_balance AS balance
+           FROM (SELECT EXISTS (SELECT FROM live) AS live, (SELECT quota FROM live) AS quota) l,
+                LATERAL ledger.count_usage($1, $2, $3, $4, $5, $6, $7, l.live, l.quota) c"#,
         usage.customer,
         usage.metric,
         usage.quantity,
@@ -164,13 +178,19 @@ async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
         usage.caller.journal_name(),
         usage::day(usage.now),
         usage.now,
-        limit
+        &tiers,
+        &quotas as &[Option<i64>]
     )
-    .fetch_one(&mut *conn)
+    .fetch_one(&state.pool)
     .await?;
     let answer = Stored { metric: row.metric, quantity: row.quantity, day: row.day, used: row.used, quota: row.quota };
     match row.outcome.as_str() {
         "replayed" => answer.replayed(usage, row.balance),
+        "no_live_subscription" => Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "no_live_subscription",
+            "the customer has no live subscription",
+        )),
         "refused" => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exceeded",

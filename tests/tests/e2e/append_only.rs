@@ -105,7 +105,8 @@ async fn the_projector_reads_and_the_auditor_has_no_direct_access() {
 #[tokio::test]
 async fn usage_rows_are_append_only_and_counted_only_through_the_projector_role() {
     let db = TestDb::new().await;
-    let count = "SELECT * FROM ledger.count_usage('cus_1', 'messages', 2, 'k1', 'backend', current_date, now(), 10)";
+    let count =
+        "SELECT * FROM ledger.count_usage('cus_1', 'messages', 2, 'k1', 'backend', current_date, now(), true, 10)";
     as_role(&db.pool, "ledger_projector", count).await.expect("the projector counts");
     for role in ["ledger_ingest", "ledger_auditor"] {
         let (code, _) = as_role(&db.pool, role, count).await.expect_err("only the projector counts");
