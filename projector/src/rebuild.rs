@@ -214,7 +214,10 @@ pub async fn swap_in(
         let verb = if schema == "projection" { "CREATE VIEW" } else { "CREATE OR REPLACE VIEW" };
         sqlx::query(&format!("{verb} \"{schema}\".\"{name}\" AS {definition}")).execute(&mut *tx).await?;
     }
-    sqlx::query("GRANT USAGE ON SCHEMA projection TO ledger_projector").execute(&mut *tx).await?;
+    sqlx::query("GRANT USAGE ON SCHEMA projection TO ledger_projector, ledger_replay").execute(&mut *tx).await?;
+    sqlx::query("GRANT SELECT ON projection.subscriptions, projection.accounts TO ledger_replay")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projection TO ledger_projector")
         .execute(&mut *tx)
         .await?;

@@ -7,34 +7,27 @@
 //! identified by their id, never by a payload hash: a backfilled copy may differ in shape from the
 //! webhook copy and is then simply "already present".
 
-use std::time::Duration;
-
 use anyhow::Context;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use shared::log::{AppendOutcome, NewEvent, Source, append_events};
 use sqlx::PgPool;
 
+use crate::stripe_read::{ReadSettings, Reader};
+
 /// What to fetch and how.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `STRIPE_API_BASE`.
-    pub api_base: String,
-    /// `STRIPE_API_KEY`.
-    pub api_key: SecretString,
+    /// Where and how to read.
+    pub read: ReadSettings,
     /// Only events created at or after this time (`created[gte]`).
     pub since: Option<DateTime<Utc>>,
     /// Only these types (`types[]`).
     pub types: Vec<String>,
     /// Events per page (Stripe allows 1 to 100).
     pub page_size: u32,
-    /// Attempts per page before giving up (the run stays resumable).
-    pub max_attempts: u32,
-    /// First retry delay without a `Retry-After` (doubles, at most 30 s).
-    pub backoff: Duration,
     /// Start a new run even if one with the same filters is unfinished.
     pub restart: bool,
 }
@@ -81,55 +74,6 @@ pub fn page_query(settings: &Settings, cursor: Option<&str>) -> Vec<(String, Str
     query
 }
 
-/// How long to wait before retrying: the server's `Retry-After` (seconds) if any, else exponential.
-pub fn retry_delay(retry_after: Option<&str>, attempt: u32, base: Duration) -> Duration {
-    retry_after
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|secs| Duration::from_secs(secs.min(600)))
-        .unwrap_or_else(|| base.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(Duration::from_secs(30)))
-}
-
-async fn fetch_page(
-    http: &reqwest::Client,
-    settings: &Settings,
-    cursor: Option<&str>,
-    on_retry: &mut dyn FnMut(String),
-) -> anyhow::Result<Bytes> {
-    let url = format!("{}/v1/events", settings.api_base.trim_end_matches('/'));
-    let query = page_query(settings, cursor);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let sent = http.get(&url).bearer_auth(settings.api_key.expose_secret()).query(&query).send().await;
-        let (why, retry_after) = match sent {
-            Ok(response) if response.status().is_success() => return Ok(response.bytes().await?),
-            Ok(response) => {
-                let status = response.status();
-                let retry_after =
-                    response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let body: String = response.text().await.unwrap_or_default().chars().take(300).collect();
-                if status.as_u16() != 429 && !status.is_server_error() {
-                    anyhow::bail!("GET /v1/events answered {status}: {body}");
-                }
-                (format!("{status}"), retry_after)
-            }
-            Err(error) => {
-                let (cause, detail) = shared::outbound::classify(&error);
-                if !cause.is_transient() {
-                    anyhow::bail!("GET /v1/events: {cause}: {detail}");
-                }
-                (format!("{cause}: {detail}"), None)
-            }
-        };
-        if attempt >= settings.max_attempts {
-            anyhow::bail!("GET /v1/events failed {attempt} times (last: {why}); run backfill again to resume");
-        }
-        let delay = retry_delay(retry_after.as_deref(), attempt, settings.backoff);
-        on_retry(format!("{why}; retrying in {delay:?}"));
-        tokio::time::sleep(delay).await;
-    }
-}
-
 /// Runs (or resumes) a backfill; `progress` gets (fetched, appended, present) after each page and
 /// `on_retry` a line per retry.
 pub async fn run(
@@ -138,7 +82,7 @@ pub async fn run(
     progress: &mut dyn FnMut(Summary),
     on_retry: &mut dyn FnMut(String),
 ) -> anyhow::Result<Summary> {
-    let http = shared::outbound::client(Duration::from_secs(60))?;
+    let mut reader = Reader::new(settings.read.clone())?;
     let types: Vec<String> = settings.types.clone();
     let unfinished = if settings.restart {
         None
@@ -171,7 +115,8 @@ pub async fn run(
     };
     let received_by = format!("replay-backfill:{}", summary.run);
     loop {
-        let body = fetch_page(&http, settings, cursor.as_deref(), on_retry).await?;
+        let query = page_query(settings, cursor.as_deref());
+        let body = reader.get("/v1/events", &query, on_retry).await?.context("GET /v1/events: 404")?;
         let page: Page<'_> = serde_json::from_slice(&body).context("GET /v1/events: not a list of events")?;
         let mut events = Vec::with_capacity(page.data.len());
         for raw in &page.data {
@@ -221,13 +166,16 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            api_base: "http://127.0.0.1:1".into(),
-            api_key: SecretString::from("sk_test"),
+            read: ReadSettings {
+                api_base: "http://127.0.0.1:1".into(),
+                api_key: secrecy::SecretString::from("sk_test"),
+                max_attempts: 5,
+                backoff: std::time::Duration::from_millis(500),
+                requests_per_second: 0,
+            },
             since: DateTime::from_timestamp(1_700_000_000, 0),
             types: vec!["invoice.paid".into(), "customer.created".into()],
             page_size: 100,
-            max_attempts: 5,
-            backoff: Duration::from_millis(500),
             restart: false,
         }
     }
@@ -241,15 +189,5 @@ mod tests {
         assert_eq!(get("created[gte]"), ["1700000000"]);
         assert_eq!(get("types[]"), ["invoice.paid", "customer.created"]);
         assert!(page_query(&settings(), None).iter().all(|(k, _)| k != "starting_after"));
-    }
-
-    #[test]
-    fn retry_after_is_honoured_else_the_delay_doubles_up_to_a_cap() {
-        let base = Duration::from_millis(500);
-        assert_eq!(retry_delay(Some("3"), 1, base), Duration::from_secs(3));
-        assert_eq!(retry_delay(None, 1, base), Duration::from_millis(500));
-        assert_eq!(retry_delay(None, 3, base), Duration::from_secs(2));
-        assert_eq!(retry_delay(Some("soon"), 2, base), Duration::from_secs(1));
-        assert_eq!(retry_delay(None, 20, base), Duration::from_secs(30));
     }
 }

@@ -12,7 +12,10 @@
 
 pub mod audit;
 pub mod backfill;
+pub mod check_catalog;
 pub mod portal;
+pub mod reconcile;
+pub mod stripe_read;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -88,6 +91,29 @@ pub enum Command {
         #[arg(long)]
         restart: bool,
     },
+    /// Compare Stripe's customers and subscriptions (status=all) with the projections and print
+    /// the drift; with --apply append each drifted object as a snapshot event (source reconcile).
+    /// Exit 1 when there is drift. Resumes an unfinished run with the same options.
+    Reconcile {
+        /// Append drifted objects to the log (the projector folds them like any event).
+        #[arg(long)]
+        apply: bool,
+        /// Only objects created at or after this time (RFC 3339 or unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Which objects (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "customers,subscriptions")]
+        objects: Vec<reconcile::Kind>,
+        /// Start a new run even if one with the same options is unfinished.
+        #[arg(long)]
+        restart: bool,
+        /// At most this many Stripe requests per second (0: no limit).
+        #[arg(long, default_value_t = 20)]
+        requests_per_second: u32,
+    },
+    /// Check every catalog price against Stripe (exists, active, recurring for tiers, one-time for
+    /// packs) and warn about active Stripe prices the catalog does not name. Exit 1 on an error.
+    CheckCatalog,
     /// Print the merged story of one customer (cus_...) or subscription (sub_...): events in
     /// order, the projection changes each caused (a replay with CATALOG_PATH), the effects.
     Timeline {
@@ -130,6 +156,24 @@ pub enum EffectsAction {
         /// Its key, as `replay effects failed` prints it.
         key: String,
     },
+}
+
+/// How the operators' commands read Stripe: the configured base and key, 8 attempts per request,
+/// at most 20 requests per second (under test mode's 25/s read limit).
+fn read_settings(config: &Config, api_key: secrecy::SecretString) -> stripe_read::ReadSettings {
+    stripe_read::ReadSettings {
+        api_base: config.stripe_api_base.clone(),
+        api_key,
+        max_attempts: 8,
+        backoff: Duration::from_millis(500),
+        requests_per_second: 20,
+    }
+}
+
+fn stripe_key(config: &Config, command: &str) -> anyhow::Result<secrecy::SecretString> {
+    config.stripe_api_key.clone().ok_or_else(|| {
+        anyhow::anyhow!("STRIPE_API_KEY is required for {command} (a restricted key with read access is enough)")
+    })
 }
 
 /// Parses RFC 3339 or unix seconds.
@@ -190,16 +234,36 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("STRIPE_API_KEY is required for backfill (a restricted key with read access to events)")
             })?;
             let settings = backfill::Settings {
-                api_base: config.stripe_api_base.clone(),
-                api_key,
+                read: read_settings(&config, api_key),
                 since: since.as_deref().map(parse_time).transpose()?,
                 types,
                 page_size: 100,
-                max_attempts: 8,
-                backoff: Duration::from_millis(500),
                 restart,
             };
             backfill_cmd(&pool, &settings).await?;
+        }
+        Command::Reconcile { apply, since, mut objects, restart, requests_per_second } => {
+            let pool = pool()?;
+            db::prepare(&pool, config.migrate_on_start).await?;
+            objects.sort();
+            objects.dedup();
+            let mut read = read_settings(&config, stripe_key(&config, "reconcile")?);
+            read.requests_per_second = requests_per_second;
+            let since = since.as_deref().map(parse_time).transpose()?;
+            let settings = reconcile::Settings { read, objects, since, apply, page_size: 100, restart };
+            let catalog = ProjectorSettings::from_config(&config)?.catalog;
+            return reconcile_cmd(&pool, &settings, &catalog).await;
+        }
+        Command::CheckCatalog => {
+            let catalog = ProjectorSettings::from_config(&config)?.catalog;
+            let mut reader = stripe_read::Reader::new(read_settings(&config, stripe_key(&config, "check-catalog")?))?;
+            let findings = check_catalog::run(&mut reader, &catalog, &mut |line| eprintln!("{line}")).await?;
+            for finding in &findings {
+                println!("{}", finding.line);
+            }
+            let errors = findings.iter().filter(|f| f.error).count();
+            println!("catalog {}: {errors} errors, {} warnings", catalog.hash(), findings.len() - errors);
+            return Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Timeline { id } => {
             if !(id.starts_with("cus_") || id.starts_with("sub_")) {
@@ -312,6 +376,39 @@ async fn verify_cmd(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile_cmd(
+    pool: &sqlx::PgPool,
+    settings: &reconcile::Settings,
+    catalog: &shared::catalog::Catalog,
+) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let report = reconcile::Report {
+        line: &mut |line| bar.println(line),
+        progress: &mut |s| {
+            bar.set_message(format!("compared {}  drifted {}  appended {}", s.compared, s.drifted, s.appended))
+        },
+    };
+    let summary = reconcile::run(pool, settings, catalog, report).await;
+    bar.finish_and_clear();
+    let summary = summary?;
+    let kinds: Vec<String> = summary.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!(
+        "reconcile run {}{}: compared {}, newer here {}, drifted {} ({}), appended {}",
+        summary.run,
+        if summary.resumed { " (resumed)" } else { "" },
+        summary.compared,
+        summary.newer_here,
+        summary.drifted,
+        if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+        summary.appended
+    );
+    Ok(if summary.drifted == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn backfill_cmd(pool: &sqlx::PgPool, settings: &backfill::Settings) -> anyhow::Result<()> {

@@ -11,17 +11,21 @@ use ledger_tests::lifecycle;
 use ledger_tests::projector::{TestProjector, catalog, fold_whole_log, load_tables, without_positions};
 use ledger_tests::stripe_api::FakeStripe;
 use replay::backfill::{self, Settings};
+use replay::stripe_read::ReadSettings;
 use secrecy::SecretString;
 
 fn settings(api: &FakeStripe) -> Settings {
     Settings {
-        api_base: api.url.clone(),
-        api_key: SecretString::from("rk_test_backfill"),
+        read: ReadSettings {
+            api_base: api.url.clone(),
+            api_key: SecretString::from("rk_test_backfill"),
+            max_attempts: 3,
+            backoff: Duration::from_millis(10),
+            requests_per_second: 0,
+        },
         since: None,
         types: Vec::new(),
         page_size: 7,
-        max_attempts: 3,
-        backoff: Duration::from_millis(10),
         restart: false,
     }
 }
@@ -62,7 +66,7 @@ async fn backfill_appends_what_the_webhooks_missed_once_retries_resumes_and_proj
     let mut retries = Vec::new();
     let first = backfill::run(&pool, &settings(&api), &mut |_| {}, &mut |line| retries.push(line)).await;
     let error = format!("{:#}", first.expect_err("Stripe went away"));
-    assert!(error.contains("run backfill again to resume"), "{error}");
+    assert!(error.contains("run the command again to resume"), "{error}");
     assert!(retries.len() >= 2, "{retries:?}");
     let requests = api.requests();
     assert_eq!(requests[0].status, 429);

@@ -14,6 +14,8 @@ pub enum Source {
     Webhook,
     /// Copied from Stripe's `GET /v1/events`.
     Backfill,
+    /// A snapshot of Stripe's current object, appended by `replay reconcile --apply`.
+    Reconcile,
 }
 
 impl Source {
@@ -22,6 +24,7 @@ impl Source {
         match self {
             Self::Webhook => "webhook",
             Self::Backfill => "backfill",
+            Self::Reconcile => "reconcile",
         }
     }
 }
@@ -129,7 +132,7 @@ pub async fn append_events(
         .into_iter()
         .map(|r| (r.ord, r.position, r.inserted))
         .collect(),
-        Source::Backfill => sqlx::query!(
+        Source::Backfill | Source::Reconcile => sqlx::query!(
             r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
                FROM ledger.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
             &ids as &[&str],

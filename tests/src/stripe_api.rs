@@ -1,13 +1,15 @@
 //! A fake Stripe API: a real HTTP server on 127.0.0.1:0 serving `GET /v1/events` from a list of
-//! event bodies, newest first, paginated with `limit` and `starting_after`, with scripted failures
-//! (a status, optionally with `Retry-After`) and a record of every request.
+//! event bodies and `GET /v1/customers`, `/v1/subscriptions` (canceled ones only with
+//! `status=all`, as Stripe does), `/v1/prices` and `/v1/prices/{id}` from objects it holds; lists
+//! newest first, paginated with `limit` and `starting_after`, with scripted failures (a status,
+//! optionally with `Retry-After`) and a record of every request.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,6 +17,8 @@ use axum::routing::get;
 /// One request it saw.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The path.
+    pub path: String,
     /// The raw query string.
     pub query: String,
     /// The bearer key.
@@ -29,6 +33,8 @@ pub struct Request {
 struct Inner {
     /// Event bodies, oldest first (served newest first).
     events: Vec<Vec<u8>>,
+    /// Objects by kind (`customers`, `subscriptions`, `prices`), oldest first.
+    objects: std::collections::HashMap<&'static str, Vec<serde_json::Value>>,
     script: VecDeque<(u16, Option<u64>)>,
     fail_after_pages: Option<(usize, u16)>,
     served_pages: usize,
@@ -68,7 +74,32 @@ impl FakeStripe {
     }
 
     fn router(&self) -> Router {
-        Router::new().route("/v1/events", get(list)).with_state(self.clone())
+        Router::new()
+            .route("/v1/events", get(events))
+            .route("/v1/customers", get(|f, q, h| objects(f, q, h, "customers")))
+            .route("/v1/subscriptions", get(|f, q, h| objects(f, q, h, "subscriptions")))
+            .route("/v1/prices", get(|f, q, h| objects(f, q, h, "prices")))
+            .route("/v1/prices/{id}", get(|f, p, h| one(f, p, h, "prices")))
+            .route("/v1/customers/{id}", get(|f, p, h| one(f, p, h, "customers")))
+            .route("/v1/subscriptions/{id}", get(|f, p, h| one(f, p, h, "subscriptions")))
+            .with_state(self.clone())
+    }
+
+    /// Holds `object` (a customer, subscription or price, by its `object` field), replacing one
+    /// with the same id (kept in its place).
+    pub fn put(&self, object: serde_json::Value) {
+        let kind = match object["object"].as_str() {
+            Some("customer") => "customers",
+            Some("subscription") => "subscriptions",
+            Some("price") => "prices",
+            other => panic!("the fake holds no {other:?}"),
+        };
+        let mut inner = self.lock();
+        let list = inner.objects.entry(kind).or_default();
+        match list.iter_mut().find(|o| o["id"] == object["id"]) {
+            Some(held) => *held = object,
+            None => list.push(object),
+        }
     }
 
     /// The next requests answer these statuses (with a `Retry-After` in seconds, if given).
@@ -96,42 +127,91 @@ impl FakeStripe {
     }
 }
 
-async fn list(State(fake): State<FakeStripe>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    let query = query.unwrap_or_default();
+/// The query's parameters, brackets decoded.
+fn params(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.replace("%5B", "[").replace("%5D", "]"), v.to_owned()))
+        .collect()
+}
+
+/// Records the request; the answer to give instead when a failure is scripted or ongoing.
+fn gate(inner: &mut Inner, path: &str, query: &str, headers: &HeaderMap) -> Option<Response> {
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut inner = fake.lock();
-    let record = |inner: &mut Inner, status: u16| {
-        inner.requests.push(Request {
-            query: query.clone(),
-            authorization: authorization.clone(),
-            at: Instant::now(),
-            status,
-        });
+    let mut record = |status: u16| {
+        let (path, query) = (path.to_owned(), query.to_owned());
+        inner.requests.push(Request { path, query, authorization: authorization.clone(), at: Instant::now(), status });
     };
     if let Some((status, retry_after)) = inner.script.pop_front() {
-        record(&mut inner, status);
+        record(status);
         let mut response = (StatusCode::from_u16(status).expect("status"), "scripted").into_response();
         if let Some(secs) = retry_after {
             response.headers_mut().insert("retry-after", secs.to_string().parse().expect("header"));
         }
-        return response;
+        return Some(response);
     }
     if let Some((pages, status)) = inner.fail_after_pages
         && inner.served_pages >= pages
     {
-        record(&mut inner, status);
-        return (StatusCode::from_u16(status).expect("status"), "failing").into_response();
+        record(status);
+        return Some((StatusCode::from_u16(status).expect("status"), "failing").into_response());
     }
-    let params: Vec<(String, String)> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.replace("%5B", "[").replace("%5D", "]"), v.to_owned()))
-        .collect();
+    inner.served_pages += 1;
+    record(200);
+    None
+}
+
+/// Where a page starts in `ids` (newest first) and how long it is; `None` for an unknown cursor.
+fn window(ids: &[&str], params: &[(String, String)]) -> Option<(usize, usize)> {
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let limit: usize = param("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+    let start = match param("starting_after") {
+        Some(cursor) => match ids.iter().position(|id| *id == cursor) {
+            Some(at) => at + 1,
+            None => return None,
+        },
+        None => 0,
+    };
+    Some((start, limit))
+}
+
+/// Stripe's list JSON around `items`.
+fn list_body(url: &str, items: &[Vec<u8>], has_more: bool) -> Response {
+    let mut body = format!("{{\n  \"object\": \"list\",\n  \"url\": \"{url}\",\n  \"has_more\": ").into_bytes();
+    body.extend_from_slice(if has_more { b"true" } else { b"false" });
+    body.extend_from_slice(b",\n  \"data\": [");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]\n}");
+    ([("content-type", "application/json")], body).into_response()
+}
+
+/// One page of `newest_first` (bodies) after `starting_after`.
+fn page(url: &str, newest_first: &[Vec<u8>], params: &[(String, String)]) -> Response {
+    let ids: Vec<String> = newest_first.iter().map(|b| id_of(b)).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let Some((start, limit)) = window(&ids, params) else {
+        return (StatusCode::BAD_REQUEST, "no such starting_after").into_response();
+    };
+    let page: Vec<Vec<u8>> = newest_first.iter().skip(start).take(limit).cloned().collect();
+    list_body(url, &page, start + page.len() < newest_first.len())
+}
+
+async fn events(State(fake): State<FakeStripe>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    let query = query.unwrap_or_default();
+    let mut inner = fake.lock();
+    if let Some(failure) = gate(&mut inner, "/v1/events", &query, &headers) {
+        return failure;
+    }
+    let params = params(&query);
     let types: Vec<&String> = params.iter().filter(|(k, _)| k == "types[]").map(|(_, v)| v).collect();
-    let since: Option<i64> = param("created[gte]").and_then(|v| v.parse().ok());
-    let newest_first: Vec<&Vec<u8>> = inner
+    let since: Option<i64> = params.iter().find(|(k, _)| k == "created[gte]").and_then(|(_, v)| v.parse().ok());
+    let newest_first: Vec<Vec<u8>> = inner
         .events
         .iter()
         .rev()
@@ -141,27 +221,65 @@ async fn list(State(fake): State<FakeStripe>, RawQuery(query): RawQuery, headers
             let time_ok = since.is_none_or(|s| value["created"].as_i64().unwrap_or(0) >= s);
             type_ok && time_ok
         })
+        .cloned()
         .collect();
-    let start = match param("starting_after") {
-        Some(cursor) => match newest_first.iter().position(|b| id_of(b) == cursor) {
-            Some(at) => at + 1,
-            None => return (StatusCode::BAD_REQUEST, "no such starting_after").into_response(),
-        },
-        None => 0,
-    };
-    let page: Vec<&Vec<u8>> = newest_first.iter().skip(start).take(limit).copied().collect();
-    let has_more = start + page.len() < newest_first.len();
-    let mut body = b"{\n  \"object\": \"list\",\n  \"url\": \"/v1/events\",\n  \"has_more\": ".to_vec();
-    body.extend_from_slice(if has_more { b"true" } else { b"false" });
-    body.extend_from_slice(b",\n  \"data\": [");
-    for (i, event) in page.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(event);
+    page("/v1/events", &newest_first, &params)
+}
+
+async fn objects(
+    State(fake): State<FakeStripe>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    kind: &'static str,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let path = format!("/v1/{kind}");
+    let mut inner = fake.lock();
+    if let Some(failure) = gate(&mut inner, &path, &query, &headers) {
+        return failure;
     }
-    body.extend_from_slice(b"]\n}");
-    inner.served_pages += 1;
-    record(&mut inner, 200);
-    ([("content-type", "application/json")], body).into_response()
+    let params = params(&query);
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let (status, active) = (param("status"), param("active"));
+    let newest_first: Vec<&serde_json::Value> = inner
+        .objects
+        .get(kind)
+        .into_iter()
+        .flatten()
+        .rev()
+        .filter(|o| match kind {
+            // Stripe lists canceled subscriptions only when asked for status=all.
+            "subscriptions" => status == Some("all") || o["status"] != "canceled",
+            "prices" => active.is_none_or(|a| o["active"].as_bool() == Some(a == "true")),
+            // Deleted customers are not listed (a GET by id answers their stub).
+            _ => o["deleted"] != true,
+        })
+        .collect();
+    let ids: Vec<&str> = newest_first.iter().map(|o| o["id"].as_str().unwrap_or_default()).collect();
+    let Some((start, limit)) = window(&ids, &params) else {
+        return (StatusCode::BAD_REQUEST, "no such starting_after").into_response();
+    };
+    let page: Vec<Vec<u8>> =
+        newest_first.iter().skip(start).take(limit).map(|o| serde_json::to_vec(o).expect("json")).collect();
+    list_body(&path, &page, start + page.len() < newest_first.len())
+}
+
+async fn one(
+    State(fake): State<FakeStripe>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    kind: &'static str,
+) -> Response {
+    let mut inner = fake.lock();
+    if let Some(failure) = gate(&mut inner, &format!("/v1/{kind}/{id}"), "", &headers) {
+        return failure;
+    }
+    match inner.objects.get(kind).into_iter().flatten().find(|o| o["id"] == id.as_str()) {
+        Some(object) => axum::Json(object.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": { "code": "resource_missing", "message": format!("No such {kind}: '{id}'") } })),
+        )
+            .into_response(),
+    }
 }
