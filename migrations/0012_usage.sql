@@ -98,6 +98,36 @@ END
 $$;
 REVOKE ALL ON FUNCTION ledger.count_usage FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ledger.count_usage TO ledger_projector;
+
+-- Group commit: the API counts the requests that arrived together in one call and one commit
+-- (one WAL flush for all of them), each as ledger.count_usage would. Every idempotency key's lock
+-- is taken first, in one global order, then the counters in theirs (requests sorted by customer,
+-- metric, day, key): two batches never wait on each other in a cycle. `ord` is the request's
+-- place in the arrays.
+CREATE FUNCTION ledger.count_usage_batch(
+  p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[],
+  p_days date[], p_ats timestamptz[], p_lives boolean[], p_quotas bigint[]
+) RETURNS TABLE (ord integer, outcome text, r_metric text, r_quantity bigint, r_day date, r_used bigint,
+                 r_quota bigint, r_balance bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  h bigint;
+  i integer;
+BEGIN
+  FOR h IN SELECT DISTINCT hashtextextended(c || '/' || k, 12) FROM unnest(p_customers, p_keys) AS t(c, k) ORDER BY 1
+  LOOP
+    PERFORM pg_advisory_xact_lock(h);
+  END LOOP;
+  FOR i IN SELECT t.n::integer FROM unnest(p_customers, p_metrics, p_days, p_keys) WITH ORDINALITY AS t(c, m, d, k, n)
+           ORDER BY t.c, t.m, t.d, t.k, t.n
+  LOOP
+    RETURN QUERY SELECT i, u.* FROM ledger.count_usage(p_customers[i], p_metrics[i], p_quantities[i], p_keys[i],
+      p_callers[i], p_days[i], p_ats[i], p_lives[i], p_quotas[i]) u;
+  END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION ledger.count_usage_batch FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ledger.count_usage_batch TO ledger_projector;
 GRANT SELECT, INSERT ON ledger.usage TO ledger_projector;
 GRANT SELECT, INSERT, UPDATE ON ledger.usage_counters TO ledger_projector;
 

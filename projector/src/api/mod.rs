@@ -7,6 +7,7 @@ pub mod access;
 pub mod auth;
 pub mod checkout;
 pub mod commands;
+pub mod counter;
 pub mod customers;
 pub mod error;
 pub mod portal;

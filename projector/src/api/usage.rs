@@ -1,5 +1,6 @@
 //! `POST /v1/usage`: the product counts what a customer uses. A daily quota metric is counted by
-//! `ledger.count_usage` (one conditional write: concurrent requests never overshoot); metric
+//! `ledger.count_usage` (one conditional write: concurrent requests never overshoot), requests
+//! arriving together in one commit ([`super::counter`]); metric
 //! `credits` debits the balance under a per-customer lock. A repeated `idempotency_key` returns the
 //! first answer and counts nothing. The model and the answers: docs/usage.md.
 
@@ -22,6 +23,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::auth::{Authenticator, Caller};
 use super::commands::idempotency_key;
+use super::counter::{CountRequest, Counter as UsageCounter};
 use super::error::ApiError;
 use crate::credits::{self, Grant};
 use crate::effects::Clock;
@@ -49,6 +51,7 @@ pub struct UsageState {
     pub clock: Arc<dyn Clock>,
     /// Who may call.
     pub auth: Authenticator,
+    counter: UsageCounter,
     recorded: Family<MetricLabel, Counter>,
     rejected: Family<RejectedLabel, Counter>,
 }
@@ -66,7 +69,10 @@ impl UsageState {
         registry.register("usage_recorded", "Usage requests counted, by metric", recorded.clone());
         let rejected = Family::<RejectedLabel, Counter>::default();
         registry.register("usage_rejected", "Usage requests refused, by metric and reason", rejected.clone());
-        Self { pool, catalog, clock, auth, recorded, rejected }
+        // Half the pool writes batches; the other half stays for access checks and credits.
+        let writers = (pool.options().get_max_connections() as usize / 2).max(1);
+        let counter = UsageCounter::start(pool.clone(), catalog.clone(), writers);
+        Self { pool, catalog, clock, auth, counter, recorded, rejected }
     }
 }
 
@@ -142,47 +148,18 @@ async fn checked(state: &UsageState, headers: &HeaderMap, body: &[u8]) -> Result
     Ok(Usage { caller, customer, metric: request.metric, quantity: request.quantity, key, now: state.clock.now() })
 }
 
-/// Counts against the day's quota of the customer's highest live tier, in one statement: the
-/// tier is found among the catalog's (ranked, each with its quota of this metric) in the same
-/// snapshot that counts.
+/// Counts against the day's quota of the customer's highest live tier, with the requests queued
+/// beside it ([`Counter`]: one commit for them all).
 async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
-    let (tiers, quotas): (Vec<String>, Vec<Option<i64>>) = state
-        .catalog
-        .tiers()
-        .iter()
-        .map(|t| {
-            let quota = match t.quotas.get(&usage.metric) {
-                Some(Quota::Unlimited) => None,
-                Some(Quota::PerDay(limit)) => Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
-                None => Some(0),
-            };
-            (t.name.clone(), quota)
-        })
-        .unzip();
-    let row = sqlx::query!(
-        r#"WITH live AS (
-             SELECT t.quota FROM unnest($8::text[], $9::bigint[]) WITH ORDINALITY AS t(tier, quota, rank)
-             WHERE t.tier IN (SELECT s.tier FROM projection.subscriptions s
-                              WHERE s.stripe_customer_id = $1 AND NOT s.deleted
-                                AND (s.status IN ('trialing', 'active')
-                                     OR (s.status = 'past_due' AND (s.grace_until IS NULL OR s.grace_until > $7))))
-             ORDER BY t.rank DESC LIMIT 1)
-           SELECT c.outcome AS "outcome!", c.r_metric AS "metric!", c.r_quantity AS "quantity!", c.r_day AS "day!",
-                  c.r_used AS "used!", c.r_quota AS quota, c.r_balance AS balance
-           FROM (SELECT EXISTS (SELECT FROM live) AS live, (SELECT quota FROM live) AS quota) l,
-                LATERAL ledger.count_usage($1, $2, $3, $4, $5, $6, $7, l.live, l.quota) c"#,
-        usage.customer,
-        usage.metric,
-        usage.quantity,
-        usage.key,
-        usage.caller.journal_name(),
-        usage::day(usage.now),
-        usage.now,
-        &tiers,
-        &quotas as &[Option<i64>]
-    )
-    .fetch_one(&state.pool)
-    .await?;
+    let request = CountRequest {
+        customer: usage.customer.clone(),
+        metric: usage.metric.clone(),
+        quantity: usage.quantity,
+        key: usage.key.clone(),
+        caller: usage.caller.journal_name(),
+        at: usage.now,
+    };
+    let row = state.counter.count(request).await?;
     let answer = Stored { metric: row.metric, quantity: row.quantity, day: row.day, used: row.used, quota: row.quota };
     match row.outcome.as_str() {
         "replayed" => answer.replayed(usage, row.balance),

@@ -330,9 +330,13 @@ async fn a_mail_that_failed_for_good_is_sent_after_the_address_is_fixed_and_it_i
     world.wait_mail("m@example.com", "Your API token").await;
     world.mails_settled().await;
     assert_eq!(world.received_by("m@example.com").iter().filter(|m| m.data.contains("Subject: Welcome")).count(), 1);
-    let live = world
-        .scalar("SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_m' AND revoked_at IS NULL AND delivered_at IS NOT NULL")
-        .await;
+    // The dispatcher records the delivery after the SMTP server took the mail: wait for the row.
+    let live_tokens = "SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_m' AND revoked_at IS NULL AND delivered_at IS NOT NULL";
+    wait::until(Duration::from_secs(30), "the new token recorded as delivered", || async {
+        (world.scalar(live_tokens).await >= 1).then_some(())
+    })
+    .await;
+    let live = world.scalar(live_tokens).await;
     assert_eq!(live, 1, "the undeliverable token was revoked, the new one delivered");
     let alerts: Vec<String> = world
         .received_by("ops@ledger.test")

@@ -289,3 +289,26 @@ async fn credits_are_grants_minus_debits_with_the_cap_on_what_is_left_and_surviv
         "{lines:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_each_request_as_alone_duplicates_and_the_edge_included() {
+    let db = TestDb::new().await;
+    let rows: Vec<(i32, String, i64)> = sqlx::query_as(
+        "SELECT ord, outcome, r_used FROM ledger.count_usage_batch(
+           '{cus_a,cus_b,cus_a,cus_a,cus_c}', '{messages,messages,messages,messages,messages}', '{2,1,2,2,1}',
+           '{k1,k1,k1,k2,k1}', '{backend,backend,backend,backend,backend}',
+           ARRAY[current_date, current_date, current_date, current_date, current_date],
+           ARRAY[now(), now(), now(), now(), now()], '{t,t,t,t,f}', '{3,3,3,3,3}') ORDER BY ord",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("batch");
+    let outcomes: Vec<(i32, &str, i64)> = rows.iter().map(|(o, s, u)| (*o, s.as_str(), *u)).collect();
+    assert_eq!(
+        outcomes,
+        [(1, "counted", 2), (2, "counted", 1), (3, "replayed", 2), (4, "refused", 2), (5, "no_live_subscription", 0)],
+        "per customer keys; the repeat gets the first count; 2 + 2 > 3 is refused; no tier, nothing counted"
+    );
+    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.usage").fetch_one(&db.pool).await.expect("rows");
+    assert_eq!(counted, 2);
+}

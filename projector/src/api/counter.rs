@@ -1,0 +1,167 @@
+//! Group commit for daily quota counts: requests that arrive while earlier ones are being
+//! written wait in a queue and are counted together, in one call of `ledger.count_usage_batch` and
+//! one commit (one WAL flush for all of them), as ingest does with webhooks. Each request is still
+//! counted by the one conditional write and gets its own answer. A batch forms from what is queued
+//! when a writer is free; nothing waits on a timer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use shared::catalog::{Catalog, Quota};
+use sqlx::PgPool;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::error::ApiError;
+use crate::usage;
+
+/// Requests counted in one call at most.
+const MAX_BATCH: usize = 64;
+
+/// One request to count.
+#[derive(Debug, Clone)]
+pub struct CountRequest {
+    /// The customer.
+    pub customer: String,
+    /// The metric (a daily quota's).
+    pub metric: String,
+    /// How much.
+    pub quantity: i64,
+    /// Its idempotency key.
+    pub key: String,
+    /// Who asked (`backend`, `customer:cus_...`).
+    pub caller: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What `ledger.count_usage` answered for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// `counted`, `replayed`, `refused` or `no_live_subscription`.
+    pub outcome: String,
+    /// The metric of the (first) request under this key.
+    pub metric: String,
+    /// Its quantity.
+    pub quantity: i64,
+    /// Its UTC day.
+    pub day: NaiveDate,
+    /// The day's count after it (or now, when refused).
+    pub used: i64,
+    /// The quota in force (`None`: unlimited).
+    pub quota: Option<i64>,
+    /// For a replayed credit debit: the balance it left.
+    pub balance: Option<i64>,
+}
+
+type Reply = oneshot::Sender<Result<Counted, ApiError>>;
+
+/// The queue's sending side; the writer tasks end when every clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    queue: mpsc::UnboundedSender<(CountRequest, Reply)>,
+}
+
+impl Counter {
+    /// Starts the batcher: at most `writers` batches in flight (one pool connection each).
+    pub fn start(pool: PgPool, catalog: Arc<Catalog>, writers: usize) -> Self {
+        let (queue, mut pending) = mpsc::unbounded_channel::<(CountRequest, Reply)>();
+        let permits = Arc::new(Semaphore::new(writers.max(1)));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let Some(first) = pending.recv().await else { return };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH
+                    && let Ok(next) = pending.try_recv()
+                {
+                    batch.push(next);
+                }
+                let (pool, catalog) = (pool.clone(), catalog.clone());
+                tokio::spawn(async move {
+                    let (requests, replies): (Vec<CountRequest>, Vec<Reply>) = batch.into_iter().unzip();
+                    let answered = write(&pool, &catalog, &requests).await;
+                    for (i, reply) in replies.into_iter().enumerate() {
+                        let answer = match &answered {
+                            Ok(rows) => rows.get(i).cloned().ok_or_else(ApiError::unavailable),
+                            Err(error) => Err(error.clone()),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { queue }
+    }
+
+    /// Counts one request with whatever else is queued.
+    pub async fn count(&self, request: CountRequest) -> Result<Counted, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((request, reply)).map_err(|_| ApiError::unavailable())?;
+        answer.await.map_err(|_| ApiError::unavailable())?
+    }
+}
+
+/// One batch: the customers' live tiers (one read), then every count in one call and commit.
+async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> Result<Vec<Counted>, ApiError> {
+    let now = requests.iter().map(|r| r.at).max().unwrap_or_else(Utc::now);
+    let customers: Vec<String> = requests.iter().map(|r| r.customer.clone()).collect();
+    let mut live: HashMap<String, Vec<String>> = HashMap::new();
+    for row in sqlx::query!(
+        "SELECT stripe_customer_id AS \"customer!\", tier FROM projection.subscriptions
+         WHERE stripe_customer_id = ANY($1) AND NOT deleted AND tier <> 'unknown'
+           AND (status IN ('trialing', 'active') OR (status = 'past_due' AND (grace_until IS NULL OR grace_until > $2)))",
+        &customers,
+        now
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        live.entry(row.customer).or_default().push(row.tier);
+    }
+    let tiers: Vec<_> =
+        requests.iter().map(|r| usage::highest_tier(catalog, live.get(&r.customer).map_or(&[], |t| t))).collect();
+    let quotas: Vec<Option<i64>> = requests
+        .iter()
+        .zip(&tiers)
+        .map(|(r, tier)| match tier.and_then(|t| t.quotas.get(&r.metric)) {
+            Some(Quota::Unlimited) => None,
+            Some(Quota::PerDay(limit)) => Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
+            None => Some(0),
+        })
+        .collect();
+    let column = |f: fn(&CountRequest) -> String| requests.iter().map(f).collect::<Vec<String>>();
+    let rows = sqlx::query!(
+        r#"SELECT ord AS "ord!", outcome AS "outcome!", r_metric AS "metric!", r_quantity AS "quantity!",
+                  r_day AS "day!", r_used AS "used!", r_quota AS quota, r_balance AS balance
+           FROM ledger.count_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+        &customers,
+        &column(|r| r.metric.clone()),
+        &requests.iter().map(|r| r.quantity).collect::<Vec<_>>(),
+        &column(|r| r.key.clone()),
+        &column(|r| r.caller.clone()),
+        &requests.iter().map(|r| usage::day(r.at)).collect::<Vec<_>>(),
+        &requests.iter().map(|r| r.at).collect::<Vec<_>>(),
+        &tiers.iter().map(Option::is_some).collect::<Vec<_>>(),
+        &quotas as &[Option<i64>]
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut answers = vec![None; requests.len()];
+    for r in rows {
+        let counted = Counted {
+            outcome: r.outcome,
+            metric: r.metric,
+            quantity: r.quantity,
+            day: r.day,
+            used: r.used,
+            quota: r.quota,
+            balance: r.balance,
+        };
+        if let Some(slot) = usize::try_from(r.ord).ok().and_then(|o| answers.get_mut(o.wrapping_sub(1))) {
+            *slot = Some(counted);
+        }
+    }
+    answers.into_iter().map(|a| a.ok_or_else(ApiError::unavailable)).collect()
+}
