@@ -5,7 +5,8 @@
 //! invalid stops start-up with an error naming the variable. Secrets are [`SecretString`]s and
 //! print as `[REDACTED]` in `Debug` output.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -156,9 +157,31 @@ impl Config {
         K: Into<String>,
         V: Into<String>,
     {
+        Self::read(vars, &RefCell::default())
+    }
+
+    /// Every variable the config reads, on either side of `DATABASE_URL`: what `.env.example` and
+    /// the README's table must list (a test keeps them in sync).
+    pub fn variables() -> BTreeSet<String> {
+        let asked = RefCell::default();
+        // Results do not matter here, only the names asked for on the way.
+        let _ = Self::read(Vec::<(String, String)>::new(), &asked);
+        let _ = Self::read([("DATABASE_URL", "postgres://u@h/d")], &asked);
+        asked.into_inner()
+    }
+
+    fn read<I, K, V>(vars: I, asked: &RefCell<BTreeSet<String>>) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
         let vars: HashMap<String, String> = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         // An empty variable counts as unset, as shells and compose files often export `X=`.
-        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            asked.borrow_mut().insert(name.to_owned());
+            vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        };
 
         let database = match get("DATABASE_URL") {
             Some(url) => {

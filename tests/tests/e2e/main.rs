@@ -2,6 +2,7 @@
 
 mod append_only;
 mod billing;
+mod deploy;
 mod effects;
 mod ingest_http;
 mod least_privilege;

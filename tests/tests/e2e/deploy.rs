@@ -1,0 +1,105 @@
+//! The deployment files agree with the code: `.env.example` and the README list every variable the
+//! config reads, and `docker-compose.yml` parses and wires the services the README describes.
+
+use std::collections::BTreeSet;
+
+use ledger_tests::db::workspace_root;
+use serde_norway::Value;
+
+fn file(name: &str) -> String {
+    std::fs::read_to_string(workspace_root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn is_variable(word: &str) -> bool {
+    word.len() > 2 && word.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The variables named in the first column of the README's tables.
+fn readme_variables() -> BTreeSet<String> {
+    file("README.md")
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|w| is_variable(w))
+        .collect()
+}
+
+/// The variables `.env.example` assigns (set or left empty).
+fn example_variables() -> BTreeSet<String> {
+    file(".env.example")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name.trim().to_owned()))
+        .filter(|w| is_variable(w))
+        .collect()
+}
+
+#[test]
+fn every_config_variable_is_in_the_readme_and_in_env_example() {
+    let config = shared::config::Config::variables();
+    assert!(config.contains("DATABASE_URL") && config.contains("BILLING_API_KEY") && config.len() > 30, "{config:?}");
+    let readme = readme_variables();
+    let example = example_variables();
+    let missing_in_readme: Vec<_> = config.difference(&readme).collect();
+    assert!(
+        missing_in_readme.is_empty(),
+        "read by the config, missing from the README's tables: {missing_in_readme:?}"
+    );
+    let missing_in_example: Vec<_> = readme.difference(&example).collect();
+    assert!(missing_in_example.is_empty(), "in the README, missing from .env.example: {missing_in_example:?}");
+    let unknown: Vec<_> = example.difference(&readme).collect();
+    assert!(unknown.is_empty(), "in .env.example, documented nowhere in the README: {unknown:?}");
+}
+
+#[test]
+fn the_compose_file_wires_the_services_in_order_with_health_checks() {
+    let compose: Value = serde_norway::from_str(&file("docker-compose.yml")).expect("docker-compose.yml parses");
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().filter_map(Value::as_str).collect();
+    let expected = ["postgres", "migrate", "roles", "ingest", "projector", "mailpit", "stripe-cli"];
+    assert_eq!(names, expected.into_iter().collect(), "the services the README names");
+    let service = |name: &str| &compose["services"][name];
+    let after =
+        |name: &str, dependency: &str| service(name)["depends_on"][dependency]["condition"].as_str().map(str::to_owned);
+    assert_eq!(after("migrate", "postgres").as_deref(), Some("service_healthy"));
+    assert_eq!(after("roles", "migrate").as_deref(), Some("service_completed_successfully"));
+    assert_eq!(after("ingest", "roles").as_deref(), Some("service_completed_successfully"));
+    assert_eq!(after("projector", "roles").as_deref(), Some("service_completed_successfully"));
+    assert_eq!(after("stripe-cli", "ingest").as_deref(), Some("service_healthy"));
+    assert_eq!(service("migrate")["command"][1].as_str(), Some("migrate"));
+    assert_eq!(service("stripe-cli")["profiles"][0].as_str(), Some("stripe"));
+    let forward = service("stripe-cli")["command"].as_sequence().expect("command");
+    assert!(forward.iter().any(|a| a.as_str() == Some("ingest:3005/webhooks/stripe")));
+    // Least privilege as deployed: the services log in as users holding only their role.
+    let url = |name: &str| service(name)["environment"]["DATABASE_URL"].as_str().unwrap_or_default().to_owned();
+    assert!(url("ingest").starts_with("postgres://ingest_svc:"), "{}", url("ingest"));
+    assert!(url("projector").starts_with("postgres://projector_svc:"), "{}", url("projector"));
+    let roles = service("roles")["command"][2].as_str().unwrap_or_default();
+    assert!(roles.contains("IN ROLE ledger_ingest") && roles.contains("IN ROLE ledger_projector"), "{roles}");
+    for name in ["ingest", "projector"] {
+        assert_eq!(service(name)["environment"]["MIGRATE_ON_START"].as_str(), Some("false"), "{name}");
+    }
+    for name in ["postgres", "mailpit"] {
+        assert!(service(name)["healthcheck"]["test"].is_sequence(), "{name} has a health check");
+    }
+}
+
+#[test]
+fn the_image_holds_the_binaries_and_migrations_and_checks_health_as_a_non_root_user() {
+    let dockerfile = file("Dockerfile");
+    for needed in [
+        "cargo build --release --locked --bins",
+        "SQLX_OFFLINE=true",
+        "COPY migrations/ /app/migrations/",
+        "USER ledger",
+        "HEALTHCHECK",
+        "/healthz",
+        "CMD [\"ingest\"]",
+    ] {
+        assert!(dockerfile.contains(needed), "the Dockerfile lacks `{needed}`");
+    }
+    assert!(file("scripts/run-local").contains("cargo build --release --bins"), "the README's own build");
+    let ignored = file(".dockerignore");
+    assert!(ignored.contains("target/") && ignored.contains(".data/") && ignored.contains(".env"));
+}
