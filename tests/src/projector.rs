@@ -140,6 +140,14 @@ impl TestProjector {
         .await;
     }
 
+    /// GETs `path` with `Authorization: Bearer <bearer>`: the status and the JSON body (null if none).
+    pub async fn get_json(&self, path: &str, bearer: &str) -> (u16, serde_json::Value) {
+        let url = format!("http://{}{path}", self.addr);
+        let response = reqwest::Client::new().get(url).bearer_auth(bearer).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// GETs a path of its HTTP server.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(format!("http://{}{path}", self.addr)).await.expect("request");

@@ -43,15 +43,7 @@ impl Billing {
     }
 
     async fn get_customer(&self, id: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("http://{}/v1/customers/{id}", self.projector.addr))
-            .bearer_auth(BILLING_KEY)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.projector.get_json(&format!("/v1/customers/{id}"), BILLING_KEY).await
     }
 
     async fn commands(&self) -> i64 {

@@ -79,15 +79,9 @@ impl Usage {
     }
 
     async fn customer(&self, id: &str) -> Value {
-        let response = self
-            .http
-            .get(format!("http://{}/v1/customers/{id}", self.projector.addr))
-            .bearer_auth(BILLING_KEY)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 200);
-        response.json().await.expect("json")
+        let (status, body) = self.projector.get_json(&format!("/v1/customers/{id}"), BILLING_KEY).await;
+        assert_eq!(status, 200, "{body}");
+        body
     }
 
     async fn rows(&self, customer: &str) -> i64 {
@@ -215,19 +209,13 @@ async fn an_upgrade_raises_the_limit_at_once_and_unlimited_never_refuses() {
     let other = u.post(&token, &other).await;
     assert_eq!((other.status, code(&other.body)), (403, "forbidden"));
     assert_eq!(u.rows("cus_e").await, 1, "nothing counted for cus_e");
-    let (status, access) = access(&u, &token).await;
+    let (status, access) = u.projector.get_json("/v1/access", &token).await;
     assert_eq!((status, &access["usage"]["api_calls"]["used"]), (200, &json!(1)), "{access}");
     assert_eq!(access["usage"]["messages"]["used"], 51);
 
     let (_, metrics) = u.projector.get("/metrics").await;
     assert!(metrics.contains("usage_recorded_total{metric=\"messages\"} 3"), "{metrics}");
     assert!(metrics.contains("usage_rejected_total{metric=\"messages\",reason=\"quota_exceeded\"} 1"), "{metrics}");
-}
-
-async fn access(u: &Usage, token: &str) -> (u16, Value) {
-    let response =
-        u.http.get(format!("http://{}/v1/access", u.projector.addr)).bearer_auth(token).send().await.expect("request");
-    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
