@@ -4,7 +4,6 @@
 //! counted by the one conditional write and gets its own answer. A batch forms from what is queued
 //! when a writer is free; nothing waits on a timer.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -13,6 +12,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::error::ApiError;
+use super::usage::live_tiers;
 use crate::usage;
 
 /// Requests counted in one call at most.
@@ -107,19 +107,7 @@ impl Counter {
 async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> Result<Vec<Counted>, ApiError> {
     let now = requests.iter().map(|r| r.at).max().unwrap_or_else(Utc::now);
     let customers: Vec<String> = requests.iter().map(|r| r.customer.clone()).collect();
-    let mut live: HashMap<String, Vec<String>> = HashMap::new();
-    for row in sqlx::query!(
-        "SELECT stripe_customer_id AS \"customer!\", tier FROM projection.subscriptions
-         WHERE stripe_customer_id = ANY($1) AND NOT deleted AND tier <> 'unknown'
-           AND (status IN ('trialing', 'active') OR (status = 'past_due' AND (grace_until IS NULL OR grace_until > $2)))",
-        &customers,
-        now
-    )
-    .fetch_all(pool)
-    .await?
-    {
-        live.entry(row.customer).or_default().push(row.tier);
-    }
+    let live = live_tiers(pool, &customers, now).await?;
     let tiers: Vec<_> =
         requests.iter().map(|r| usage::highest_tier(catalog, live.get(&r.customer).map_or(&[], |t| t))).collect();
     let quotas: Vec<Option<i64>> = requests

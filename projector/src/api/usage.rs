@@ -4,7 +4,7 @@
 //! `credits` debits the balance under a per-customer lock. A repeated `idempotency_key` returns the
 //! first answer and counts nothing. The model and the answers: docs/usage.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -353,24 +353,38 @@ impl CreditAccount {
     }
 }
 
-/// The customer's highest live tier: trialing, active, or past_due within its grace period (what
-/// `/v1/access` calls live), with a tier the catalog knows.
+/// The customer's highest live tier ([`live_tiers`]).
 pub async fn live_tier<'a>(
     conn: &mut PgConnection,
     catalog: &'a Catalog,
     customer: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<&'a Tier>, ApiError> {
-    let tiers = sqlx::query_scalar!(
-        "SELECT DISTINCT tier FROM projection.subscriptions
-         WHERE stripe_customer_id = $1 AND NOT deleted AND tier <> 'unknown'
+    let live = live_tiers(&mut *conn, &[customer.to_owned()], now).await?;
+    Ok(usage::highest_tier(catalog, live.get(customer).map_or(&[], |t| t)))
+}
+
+/// The tiers of each customer's live subscriptions: trialing, active, or past_due within its
+/// grace period (what `/v1/access` calls live), with a tier the catalog knows.
+pub async fn live_tiers(
+    executor: impl sqlx::PgExecutor<'_>,
+    customers: &[String],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, Vec<String>>, ApiError> {
+    let mut live: HashMap<String, Vec<String>> = HashMap::new();
+    for row in sqlx::query!(
+        "SELECT stripe_customer_id AS \"customer!\", tier FROM projection.subscriptions
+         WHERE stripe_customer_id = ANY($1) AND NOT deleted AND tier <> 'unknown'
            AND (status IN ('trialing', 'active') OR (status = 'past_due' AND (grace_until IS NULL OR grace_until > $2)))",
-        customer,
+        customers,
         now
     )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(usage::highest_tier(catalog, &tiers))
+    .fetch_all(executor)
+    .await?
+    {
+        live.entry(row.customer).or_default().push(row.tier);
+    }
+    Ok(live)
 }
 
 /// The customer's counts on `day`, by metric.
