@@ -38,7 +38,8 @@ struct Inner {
     latency: std::time::Duration,
     done: HashMap<String, Value>,
     created_per_subscription: HashMap<String, usize>,
-    live: std::collections::BTreeSet<String>,
+    /// Live app -> its subscription.
+    live: std::collections::BTreeMap<String, String>,
     slow_creates: VecDeque<std::time::Duration>,
 }
 
@@ -102,7 +103,16 @@ impl FakeProvisioner {
 
     /// Apps that exist now (created and not deprovisioned).
     pub fn live_apps(&self) -> Vec<String> {
-        self.lock().live.iter().cloned().collect()
+        self.lock().live.keys().cloned().collect()
+    }
+
+    /// Live apps per subscription (more than one: a create sent twice under two keys).
+    pub fn live_apps_by_subscription(&self) -> HashMap<String, Vec<String>> {
+        let mut by_subscription: HashMap<String, Vec<String>> = HashMap::new();
+        for (app, subscription) in &self.lock().live {
+            by_subscription.entry(subscription.clone()).or_default().push(app.clone());
+        }
+        by_subscription
     }
 
     /// Calls are recorded, then wait until [`FakeProvisioner::release`].
@@ -174,7 +184,7 @@ async fn handle(
                 *n += 1;
                 let suffix = if *n == 1 { String::new() } else { format!("-{n}") };
                 let app = format!("app-{}{suffix}", sub.replace('_', "-"));
-                inner.live.insert(app.clone());
+                inner.live.insert(app.clone(), sub.clone());
                 delay = inner.slow_creates.pop_front();
                 json!({
                     "app_name": app,

@@ -22,6 +22,15 @@ impl Received {
     pub fn text(&self) -> String {
         self.data.replace("=\n", "")
     }
+
+    /// The `Message-ID` header's value (the projector makes it from the effect key).
+    pub fn message_id(&self) -> Option<&str> {
+        self.data
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .find_map(|line| line.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("message-id")))
+            .map(|(_, value)| value.trim())
+    }
 }
 
 /// The server.

@@ -140,11 +140,16 @@ async fn write_private(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<(
     file.sync_all().await
 }
 
-fn build(from: &str, key: &str, mail: &Mail) -> Result<Message, String> {
+/// The `Message-ID` of the mail of effect `key` (the same for every send of that key).
+pub fn message_id(key: &str) -> String {
     let id: String =
         key.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '.' }).collect();
+    format!("<{id}@stripe-ledger>")
+}
+
+fn build(from: &str, key: &str, mail: &Mail) -> Result<Message, String> {
     Message::builder()
-        .message_id(Some(format!("<{id}@stripe-ledger>")))
+        .message_id(Some(message_id(key)))
         .from(from.parse().map_err(|e| format!("MAIL_FROM `{from}`: {e}"))?)
         .to(mail.to.parse().map_err(|e| format!("recipient `{}`: {e}", mail.to))?)
         .subject(mail.subject.clone())

@@ -4,6 +4,7 @@ use ledger_tests::lifecycle;
 use ledger_tests::projector::without_positions;
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use projector::fold::{Desired, FoldConfig, Intent, Projections};
+use proptest::prelude::*;
 use shared::catalog::{Catalog, Limit, UNKNOWN_TIER};
 
 const SHAPES: [Shape; 2] = [Shape::Legacy, Shape::Basil];
@@ -425,6 +426,51 @@ fn shuffled_and_duplicated_lifecycles_end_in_the_in_order_projections() {
         checked += events.len();
     }
     assert!(checked > 10_000, "only {checked} events checked");
+}
+
+/// Two customers' lifecycles (seeded) and a strategy of delivery orders for them: any permutation,
+/// plus redeliveries (after arrival `at`, the `k`-th event delivered so far comes again and is
+/// refolded at its first position, as the log's dedupe does). Shrinks to a minimal order.
+/// Event bodies, the order they arrive in (indices), and redeliveries `(at arrival, k-th delivered)`.
+type Deliveries = (Vec<Vec<u8>>, Vec<usize>, Vec<(usize, usize)>);
+
+fn deliveries() -> impl Strategy<Value = Deliveries> {
+    (0u64..100_000).prop_flat_map(|seed| {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let events: Vec<Vec<u8>> =
+            (0..2).flat_map(|n| lifecycle::lifecycle(seed * 2 + n, &mut rng, T)).map(|e| e.body).collect();
+        let n = events.len();
+        let order = Just((0..n).collect::<Vec<usize>>()).prop_shuffle();
+        let redeliveries = proptest::collection::vec((0..n, 0..n), 0..n / 3);
+        (Just(events), order, redeliveries)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn any_delivery_order_with_redeliveries_folds_to_the_in_order_projections(
+        (events, order, redeliveries) in deliveries()
+    ) {
+        let (catalog, config) = (catalog(), FoldConfig::default());
+        let mut in_order = Projections::default();
+        for (i, body) in events.iter().enumerate() {
+            in_order.fold_and_apply(i as i64 + 1, body, &catalog, &config);
+        }
+        let mut arrived = Projections::default();
+        let mut delivered: Vec<(i64, usize)> = Vec::new();
+        for (arrival, &index) in order.iter().enumerate() {
+            let position = arrival as i64 + 1;
+            arrived.fold_and_apply(position, &events[index], &catalog, &config);
+            delivered.push((position, index));
+            for &(_, k) in redeliveries.iter().filter(|(at, _)| *at == arrival) {
+                let (position, index) = delivered[k % delivered.len()];
+                arrived.fold_and_apply(position, &events[index], &catalog, &config);
+            }
+        }
+        prop_assert_eq!(without_positions(&arrived), without_positions(&in_order));
+    }
 }
 
 #[test]

@@ -1,0 +1,158 @@
+//! The processes under fault: release binaries on fixed loopback ports, restarted like a
+//! supervisor would (systemd, Kubernetes) when they exit, killed with SIGKILL on purpose.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ledger_tests::bin;
+
+/// One supervised process.
+pub struct Service {
+    /// `ingest`, `projector-a`, `projector-b`.
+    pub name: &'static str,
+    binary: &'static str,
+    addr_var: &'static str,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// SIGKILLs sent on purpose.
+    pub kills: u32,
+    /// Exits nobody asked for (then restarted).
+    pub crashes: u32,
+}
+
+impl Service {
+    /// A service of `binary` serving on a free port, its stderr appended to `logs/<name>.log`.
+    pub fn new(
+        name: &'static str,
+        binary: &'static str,
+        addr_var: &'static str,
+        env: &[(String, String)],
+        logs: &Path,
+    ) -> Self {
+        Self {
+            name,
+            binary,
+            addr_var,
+            port: bin::free_port(),
+            env: env.to_vec(),
+            log: logs.join(format!("{name}.log")),
+            child: None,
+            kills: 0,
+            crashes: 0,
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the process (not waiting for it to be ready).
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::options().create(true).append(true).open(&self.log).expect("log file");
+        let addr = format!("127.0.0.1:{}", self.port);
+        let mut env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push((self.addr_var, &addr));
+        self.child = Some(bin::spawn(self.binary, &env, log));
+    }
+
+    /// SIGKILL, then reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.kills += 1;
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            bin::terminate(&child);
+            let _ = bin::exit_within(&mut child, Duration::from_secs(30)).await;
+        }
+    }
+
+    /// Restarts it if it exited by itself; true if it had.
+    pub fn revive(&mut self) -> bool {
+        let exited = self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            self.crashes += 1;
+            eprintln!("chaos: {} exited by itself; restarting it", self.name);
+            self.spawn();
+        }
+        exited
+    }
+
+    /// `GET /readyz`: status and body, None while it does not answer.
+    pub async fn readyz(&self) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}/readyz", self.url())).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// True when it is the active projector.
+    pub async fn is_active(&self) -> bool {
+        matches!(self.readyz().await, Some((200, body)) if body.contains("active"))
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&self, limit: Duration) {
+        ledger_tests::wait::until(limit, &format!("{} to be ready", self.name), || async {
+            matches!(self.readyz().await, Some((200, _))).then_some(())
+        })
+        .await;
+    }
+}
+
+/// A run that fails or is interrupted leaves no process behind.
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The PostgreSQL cluster of the run, restarted with `-m immediate` (a crash: no checkpoint, WAL
+/// replayed at start) once.
+pub struct Postgres {
+    /// The cluster's data directory.
+    pub data: PathBuf,
+}
+
+impl Postgres {
+    /// `pg_ctl restart -m immediate`, as the `postgres` user when we are root; how long it took.
+    pub fn crash_restart(&self) -> Duration {
+        let started = Instant::now();
+        let log = self.data.parent().expect("pg dir").join("server.log");
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "pg_ctl"]);
+            c
+        } else {
+            Command::new("pg_ctl")
+        };
+        let status = command
+            .arg("restart")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-m", "immediate", "-w", "-t", "60"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl restart -m immediate failed: {status}");
+        started.elapsed()
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
