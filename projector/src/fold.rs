@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::keys::{EffectKey, IntentKind, MailKey, Subject, TokenKey};
+use crate::keys::{EffectKey, FetchKey, IntentKind, MailKey, Subject, TokenKey};
 use shared::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
 use shared::stripe::{self, CheckoutSession, Customer, Invoice, Object, Subscription, SubscriptionStatus};
 
@@ -218,6 +218,11 @@ impl Intent {
         let subject = Subject::Subscription(subscription.to_owned());
         Self { key: EffectKey::Mail(mail), kind: IntentKind::Email, subject, detail }
     }
+
+    /// A part an event left out, to fetch from Stripe.
+    pub fn fetch(fetch: FetchKey, subject: Subject, detail: String) -> Self {
+        Self { key: EffectKey::Fetch(fetch), kind: IntentKind::Fetch, subject, detail }
+    }
 }
 
 /// Everything the projections hold (in memory; the runner mirrors it in SQL).
@@ -400,7 +405,8 @@ impl Projections {
 
 /// The fold: what the event at `position` with body `raw` changes in `state`.
 pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, config: &FoldConfig) -> Delta {
-    let mut f = Folder { state, catalog, config, position, delta: Delta::default(), touched: BTreeMap::new() };
+    let mut f =
+        Folder { state, catalog, config, position, fetched: false, delta: Delta::default(), touched: BTreeMap::new() };
     match stripe::decode(raw) {
         Err(error) => f.anomaly(format!("undecodable:{position}"), "undecodable", error.to_string()),
         Ok(event) if config.livemode.is_some_and(|mode| mode != event.meta.livemode) => {
@@ -415,6 +421,7 @@ pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, c
         }
         Ok(event) => {
             let created = event.meta.created;
+            f.fetched = event.meta.fetched;
             match event.object {
                 Object::Customer(c) => f.customer(&event.meta.event_type, created, c),
                 Object::Subscription(s) => f.subscription(&event.meta.event_type, created, s),
@@ -432,6 +439,8 @@ struct Folder<'a> {
     catalog: &'a Catalog,
     config: &'a FoldConfig,
     position: i64,
+    /// The event is a fact fetched from Stripe (`shared::fetched`): it never asks for a fetch.
+    fetched: bool,
     delta: Delta,
     /// Subscriptions changed by this event (their instance and token are re-derived at the end).
     touched: BTreeMap<String, SubscriptionRow>,
@@ -467,6 +476,25 @@ impl Folder<'_> {
         if self.state.anomalies.contains_key(&key) {
             self.delta.resolved.push(key);
         }
+    }
+
+    /// Resolves every anomaly whose key starts with `prefix`.
+    fn resolve_prefix(&mut self, prefix: &str) {
+        let keys = self.state.anomalies.range(prefix.to_owned()..).take_while(|(key, _)| key.starts_with(prefix));
+        self.delta.resolved.extend(keys.map(|(key, _)| key.clone()));
+    }
+
+    /// A paid session without items or a price: Stripe's webhook never carries `line_items`, so
+    /// they are fetched (once: the fetched fact itself asks for nothing). The anomaly's detail.
+    fn checkout_without_items(&mut self, session: &str, customer: &str) -> String {
+        let missing = format!("{session} carries neither line items nor metadata.price_id");
+        if self.fetched {
+            return format!("{missing}, not even as fetched from Stripe");
+        }
+        let fetch = FetchKey::CheckoutItems { session: session.to_owned() };
+        let waiting = format!("{missing}: waiting for {}", EffectKey::Fetch(fetch.clone()));
+        self.intent(Intent::fetch(fetch, Subject::Customer(customer.to_owned()), waiting.clone()));
+        format!("{waiting} (needs STRIPE_API_KEY)")
     }
 
     fn intent(&mut self, intent: Intent) {
@@ -629,17 +657,28 @@ impl Folder<'_> {
             _ => None,
         });
         let Some(tier) = tier else {
-            if invoice.subscription.is_some() {
+            if let Some(sub_id) = &invoice.subscription {
                 // Keyed by position: both paid events of one invoice raise their own row, in any order.
                 let key = format!("invoice_without_known_price:{}:{}", invoice.id, self.position);
-                let detail = format!(
+                let mut detail = format!(
                     "paid invoice {} has no line price in the catalog: {:?}",
                     invoice.id, invoice.line_price_ids
                 );
+                if invoice.lines_truncated && !self.fetched {
+                    let fetch = FetchKey::InvoiceLines { invoice: invoice.id.clone() };
+                    let waiting = format!(
+                        "{}; its lines have more pages: waiting for {}",
+                        detail,
+                        EffectKey::Fetch(fetch.clone())
+                    );
+                    self.intent(Intent::fetch(fetch, Subject::Subscription(sub_id.clone()), waiting.clone()));
+                    detail = format!("{waiting} (needs STRIPE_API_KEY)");
+                }
                 self.anomaly(key, "invoice_without_known_price", detail);
             }
             return;
         };
+        self.resolve_prefix(&format!("invoice_without_known_price:{}:", invoice.id));
         let grant = CreditGrant {
             key,
             stripe_customer_id: customer,
@@ -682,13 +721,11 @@ impl Folder<'_> {
                 };
                 let purchased = session.purchased();
                 if purchased.is_empty() {
-                    self.anomaly(
-                        format!("checkout_without_items:{}", session.id),
-                        "checkout_without_items",
-                        format!("{} carries neither line items nor metadata.price_id", session.id),
-                    );
+                    let detail = self.checkout_without_items(&session.id, &customer);
+                    self.anomaly(format!("checkout_without_items:{}", session.id), "checkout_without_items", detail);
                     return;
                 }
+                self.resolve(format!("checkout_without_items:{}", session.id));
                 let mut credits = 0;
                 for (price, quantity) in purchased {
                     match self.catalog.product(&price) {

@@ -15,6 +15,7 @@
 //! | `email:welcome:<sub>`, `email:canceled:<sub>`, `email:payment_failed:<invoice>` | mails the fold asked for |
 //! | `email:<token>` | the mail carrying a token |
 //! | `email:alert:<key>[#<n>]` | the admin alert of the n-th failure of `<key>` |
+//! | `fetch:checkout_items:<cs>`, `fetch:invoice_lines:<in>` | a part an event left out, fetched from Stripe and appended as a fact |
 
 use std::fmt;
 use std::str::FromStr;
@@ -96,6 +97,8 @@ text_enum!(
         Token => "token",
         /// A mail.
         Email => "email",
+        /// A part of an object to fetch from Stripe.
+        Fetch => "fetch",
     }
 );
 
@@ -114,6 +117,8 @@ text_enum!(
         Email => "email",
         /// A mail to the admin about an effect that failed for good.
         Alert => "alert",
+        /// A part of an object fetched from Stripe and appended to the log.
+        Fetch => "fetch",
     }
 );
 
@@ -178,6 +183,31 @@ pub enum MailKey {
     },
 }
 
+/// What a fetch completes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FetchKey {
+    /// A Checkout Session's line items.
+    CheckoutItems {
+        /// The session.
+        session: String,
+    },
+    /// An invoice's lines, all pages.
+    InvoiceLines {
+        /// The invoice.
+        invoice: String,
+    },
+}
+
+impl FetchKey {
+    /// The part fetched and the id of the object it belongs to.
+    pub fn part(&self) -> (shared::fetched::Part, &str) {
+        match self {
+            Self::CheckoutItems { session } => (shared::fetched::Part::CheckoutLineItems, session),
+            Self::InvoiceLines { invoice } => (shared::fetched::Part::InvoiceLines, invoice),
+        }
+    }
+}
+
 /// An effect's idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EffectKey {
@@ -222,6 +252,8 @@ pub enum EffectKey {
     },
     /// A mail.
     Mail(MailKey),
+    /// A fetch from Stripe.
+    Fetch(FetchKey),
 }
 
 impl EffectKey {
@@ -240,7 +272,7 @@ impl EffectKey {
             | Self::Retier { token, .. }
             | Self::Renew { token, .. }
             | Self::Mail(MailKey::Token(token)) => Some(Subject::Customer(token.customer.clone())),
-            Self::Mail(MailKey::PaymentFailed { .. }) => None,
+            Self::Mail(MailKey::PaymentFailed { .. }) | Self::Fetch(_) => None,
             Self::Mail(MailKey::Alert { failed, .. }) => failed.subject(),
         }
     }
@@ -337,6 +369,8 @@ impl fmt::Display for EffectKey {
             Self::Retier { token, tier } => write!(f, "retier:{token}:{}", Id(tier)),
             Self::Renew { token, until } => write!(f, "renew:{token}:{until}"),
             Self::Mail(mail) => write!(f, "{mail}"),
+            Self::Fetch(FetchKey::CheckoutItems { session }) => write!(f, "fetch:checkout_items:{}", Id(session)),
+            Self::Fetch(FetchKey::InvoiceLines { invoice }) => write!(f, "fetch:invoice_lines:{}", Id(invoice)),
         }
     }
 }
@@ -442,6 +476,15 @@ impl FromStr for EffectKey {
                 Self::Renew { token, until: number(until, key)? }
             }
             "email" => Self::Mail(rest.parse()?),
+            "fetch" => {
+                let (part, id) = rest.split_once(':').ok_or_else(|| KeyError(format!("`{key}` names no object")))?;
+                let id = unescape(id)?;
+                Self::Fetch(match part {
+                    "checkout_items" => FetchKey::CheckoutItems { session: id },
+                    "invoice_lines" => FetchKey::InvoiceLines { invoice: id },
+                    other => return Err(KeyError(format!("`{key}`: nothing to fetch called `{other}`"))),
+                })
+            }
             other => return Err(KeyError(format!("`{key}`: no effect `{other}`"))),
         })
     }
@@ -488,9 +531,18 @@ mod tests {
         ]
     }
 
+    fn fetch_key() -> impl Strategy<Value = EffectKey> {
+        prop_oneof![
+            id().prop_map(|session| EffectKey::Fetch(FetchKey::CheckoutItems { session })),
+            id().prop_map(|invoice| EffectKey::Fetch(FetchKey::InvoiceLines { invoice })),
+        ]
+    }
+
     fn key() -> impl Strategy<Value = EffectKey> {
         prop_oneof![
             3 => plain_key(),
+            1 => fetch_key(),
+            1 => fetch_key().prop_map(|failed| failed.alert(1).expect("not an alert")),
             1 => (plain_key(), 1..1000_i64).prop_map(|(failed, nth)| failed.alert(nth).expect("not an alert")),
         ]
     }
@@ -524,6 +576,8 @@ mod tests {
             (EffectKey::Mail(MailKey::Welcome { subscription: "sub_1".into() }), "email:welcome:sub_1"),
             (EffectKey::Mail(MailKey::PaymentFailed { invoice: "in_1".into() }), "email:payment_failed:in_1"),
             (EffectKey::Mail(MailKey::Token(token.clone())), "email:token:cus_1:7"),
+            (EffectKey::Fetch(FetchKey::CheckoutItems { session: "cs_1".into() }), "fetch:checkout_items:cs_1"),
+            (EffectKey::Fetch(FetchKey::InvoiceLines { invoice: "in_1".into() }), "fetch:invoice_lines:in_1"),
         ];
         for (key, text) in cases {
             assert_eq!(key.to_string(), text);

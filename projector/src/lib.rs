@@ -62,7 +62,6 @@ impl Application {
         let mut registry = Registry::default();
         status.register(&mut registry);
         let catalog = Arc::new(settings.catalog);
-        let dispatcher = Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?;
         // Bots call /v1/access on every request: its own connections, never the fold's.
         let api_pool = shared::db::side_pool(&pool, settings.api_connections);
         let access = AccessState::new(api_pool.clone(), catalog.clone(), clock.clone(), &mut registry);
@@ -74,6 +73,9 @@ impl Application {
             .stripe
             .map(|(base, key)| shared::stripe_api::StripeApi::new(&base, key, billing.stripe_timeout))
             .transpose()?;
+        // The same key fetches what events leave out (a session's line items, an invoice's lines).
+        let dispatcher =
+            Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?.with_stripe(stripe.clone());
         let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
         let portal_configuration = billing.portal_configuration;
         // Counting usage is as short and as hot as an access check: the same pool.

@@ -20,6 +20,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod envelope;
+pub mod fetched;
 pub mod log;
 pub mod outbound;
 pub mod server;

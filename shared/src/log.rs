@@ -16,6 +16,9 @@ pub enum Source {
     Backfill,
     /// A snapshot of Stripe's current object, appended by `replay reconcile --apply`.
     Reconcile,
+    /// What Stripe answered when the projector fetched a part an event left out
+    /// (`shared::fetched`); appended by the projector's dispatcher.
+    Fetch,
 }
 
 impl Source {
@@ -25,6 +28,7 @@ impl Source {
             Self::Webhook => "webhook",
             Self::Backfill => "backfill",
             Self::Reconcile => "reconcile",
+            Self::Fetch => "fetch",
         }
     }
 }
@@ -109,8 +113,9 @@ pub async fn append_events(
         bodies.push(&event.raw_body);
         signatures.push(event.signature.as_deref());
     }
-    // Webhooks go through the entry point the ingest role may call (signed rows only); unsigned
-    // sources through the one only the replay role and the owner may call.
+    // Webhooks go through the entry point the ingest role may call (signed rows only), fetched
+    // facts through the projector's (source `fetch` only); other unsigned sources through the one
+    // only the replay role and the owner may call.
     let rows: Vec<(i32, i64, bool)> = match source {
         Source::Webhook => sqlx::query!(
             r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
@@ -125,6 +130,25 @@ pub async fn append_events(
             &customer_ids as &[Option<&str>],
             &bodies as &[&[u8]],
             &signatures as &[Option<&str>],
+            received_by,
+        )
+        .fetch_all(executor)
+        .await?
+        .into_iter()
+        .map(|r| (r.ord, r.position, r.inserted))
+        .collect(),
+        Source::Fetch => sqlx::query!(
+            r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
+               FROM ledger.append_fetched_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+            &ids as &[&str],
+            &types as &[&str],
+            &api_versions as &[Option<&str>],
+            &livemodes,
+            &created,
+            &object_types as &[Option<&str>],
+            &object_ids as &[Option<&str>],
+            &customer_ids as &[Option<&str>],
+            &bodies as &[&[u8]],
             received_by,
         )
         .fetch_all(executor)

@@ -52,6 +52,8 @@ pub struct EventMeta {
     pub api_version: Option<String>,
     /// `livemode`.
     pub livemode: bool,
+    /// A fact fetched from Stripe to complete an earlier event (`shared::fetched`), not a delivery.
+    pub fetched: bool,
 }
 
 /// An event with its object decoded by type.
@@ -217,6 +219,8 @@ pub struct Invoice {
     pub line_price_ids: Vec<String>,
     /// The latest end of a line's period (the service period a cycle invoice pays for).
     pub lines_period_end: Option<i64>,
+    /// `lines.has_more`: the payload carries only the first page of the lines.
+    pub lines_truncated: bool,
 }
 
 /// A Checkout Session.
@@ -290,6 +294,8 @@ struct WireEvent<'a> {
     livemode: bool,
     #[serde(borrow)]
     data: WireData<'a>,
+    #[serde(default)]
+    fetched: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -308,11 +314,13 @@ struct WireKind<'a> {
 struct WireList<T> {
     #[serde(default = "Vec::new")]
     data: Vec<T>,
+    #[serde(default)]
+    has_more: bool,
 }
 
 impl<T> Default for WireList<T> {
     fn default() -> Self {
-        Self { data: Vec::new() }
+        Self { data: Vec::new(), has_more: false }
     }
 }
 
@@ -510,6 +518,7 @@ pub fn decode(body: &[u8]) -> Result<Event, DecodeError> {
             created: wire.created,
             api_version: wire.api_version,
             livemode: wire.livemode,
+            fetched: wire.fetched.is_some(),
         },
         object,
     })
@@ -548,7 +557,7 @@ fn subscription(wire: WireSubscription) -> Subscription {
 }
 
 fn invoice(wire: WireInvoice) -> Invoice {
-    let lines = wire.lines.unwrap_or_default().data;
+    let WireList { data: lines, has_more: lines_truncated } = wire.lines.unwrap_or_default();
     Invoice {
         subscription: wire.subscription.map(Expandable::into_id).or_else(|| {
             wire.parent.and_then(|p| p.subscription_details).and_then(|d| d.subscription).map(Expandable::into_id)
@@ -565,6 +574,7 @@ fn invoice(wire: WireInvoice) -> Invoice {
             })
             .collect(),
         lines_period_end: lines.iter().filter_map(|l| l.period.as_ref().and_then(|p| p.end)).max(),
+        lines_truncated,
         id: wire.id,
         customer: wire.customer.map(Expandable::into_id),
         billing_reason: wire.billing_reason,

@@ -1,7 +1,8 @@
 //! A fake Stripe API: a real HTTP server on 127.0.0.1:0 serving `GET /v1/events` from a list of
 //! event bodies and `GET /v1/customers`, `/v1/subscriptions` (canceled ones only with
-//! `status=all`, as Stripe does), `/v1/prices` and `/v1/prices/{id}` from objects it holds; lists
-//! newest first, paginated with `limit` and `starting_after`, with scripted failures (a status,
+//! `status=all`, as Stripe does), `/v1/prices` and `/v1/prices/{id}` from objects it holds, and the
+//! sub-lists `/v1/checkout/sessions/{id}/line_items` and `/v1/invoices/{id}/lines` (in the order
+//! given, 404 when not held); lists newest first, paginated with `limit` and `starting_after`, with scripted failures (a status,
 //! optionally with `Retry-After`) and a record of every request.
 
 use std::collections::VecDeque;
@@ -35,6 +36,8 @@ struct Inner {
     events: Vec<Vec<u8>>,
     /// Objects by kind (`customers`, `subscriptions`, `prices`), oldest first.
     objects: std::collections::HashMap<&'static str, Vec<serde_json::Value>>,
+    /// Sub-lists by path, in order.
+    lists: std::collections::HashMap<String, Vec<serde_json::Value>>,
     script: VecDeque<(u16, Option<u64>)>,
     fail_after_pages: Option<(usize, u16)>,
     served_pages: usize,
@@ -82,7 +85,20 @@ impl FakeStripe {
             .route("/v1/prices/{id}", get(|f, p, h| one(f, p, h, "prices")))
             .route("/v1/customers/{id}", get(|f, p, h| one(f, p, h, "customers")))
             .route("/v1/subscriptions/{id}", get(|f, p, h| one(f, p, h, "subscriptions")))
+            .route("/v1/checkout/sessions/{id}/line_items", get(|f, p, q, h| sublist(f, p, q, h, "checkout_items")))
+            .route("/v1/invoices/{id}/lines", get(|f, p, q, h| sublist(f, p, q, h, "invoice_lines")))
             .with_state(self.clone())
+    }
+
+    /// Holds the items of a Checkout Session's line items (`line_items` of `cs_...`) or an
+    /// invoice's lines (`lines` of `in_...`), in order.
+    pub fn put_list(&self, parent: &str, items: Vec<serde_json::Value>) {
+        let path = if parent.starts_with("cs_") {
+            format!("/v1/checkout/sessions/{parent}/line_items")
+        } else {
+            format!("/v1/invoices/{parent}/lines")
+        };
+        self.lock().lists.insert(path, items);
     }
 
     /// Holds `object` (a customer, subscription or price, by its `object` field), replacing one
@@ -282,4 +298,33 @@ async fn one(
         )
             .into_response(),
     }
+}
+
+async fn sublist(
+    State(fake): State<FakeStripe>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    kind: &'static str,
+) -> Response {
+    let path = match kind {
+        "checkout_items" => format!("/v1/checkout/sessions/{id}/line_items"),
+        _ => format!("/v1/invoices/{id}/lines"),
+    };
+    let query = query.unwrap_or_default();
+    let mut inner = fake.lock();
+    if let Some(failure) = gate(&mut inner, &path, &query, &headers) {
+        return failure;
+    }
+    let Some(items) = inner.lists.get(&path) else {
+        let error = serde_json::json!({ "error": { "code": "resource_missing", "message": format!("No such object: '{id}'") } });
+        return (StatusCode::NOT_FOUND, axum::Json(error)).into_response();
+    };
+    let ids: Vec<&str> = items.iter().map(|o| o["id"].as_str().unwrap_or_default()).collect();
+    let Some((start, limit)) = window(&ids, &params(&query)) else {
+        return (StatusCode::BAD_REQUEST, "no such starting_after").into_response();
+    };
+    let page: Vec<Vec<u8>> =
+        items.iter().skip(start).take(limit).map(|o| serde_json::to_vec(o).expect("json")).collect();
+    list_body(&path, &page, start + page.len() < items.len())
 }

@@ -193,7 +193,28 @@ async fn login_users_holding_only_their_roles_run_ingest_projector_and_audit_end
                     ARRAY['{}'::bytea], ARRAY[NULL::text], 'forger')";
     let error = sqlx::query(unsigned).execute(&ingest_pool).await.expect_err("a webhook needs its signature");
     assert!(error.to_string().contains("Stripe-Signature"), "{error}");
+    let fetched = |id: &str| {
+        format!(
+            "SELECT * FROM ledger.append_fetched_events(ARRAY['{id}'], ARRAY['customer.created'], ARRAY[NULL::text],
+             ARRAY[false], ARRAY[1700000000::bigint], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
+             ARRAY['{{}}'::bytea], 'forger')"
+        )
+    };
+    let error = sqlx::query(&fetched("evt_fetch_x")).execute(&ingest_pool).await.expect_err("the projector's entry");
+    assert!(error.to_string().contains("permission denied"), "{error}");
+    // The projector appends fetched facts only: under their own ids, as source `fetch`, nothing else.
+    let projector_pool = sqlx::PgPool::connect(&projector_url).await.expect("projector user");
+    let error = sqlx::query(forged).execute(&projector_pool).await.expect_err("not the projector's entry point");
+    assert!(error.to_string().contains("permission denied"), "{error}");
+    let error = sqlx::query(&fetched("evt_forged")).execute(&projector_pool).await.expect_err("not a fetched id");
+    assert!(error.to_string().contains("evt_fetch_"), "{error}");
     assert_eq!(db.event_count().await, posted, "nothing forged got in");
+    sqlx::query(&fetched("evt_fetch_x")).execute(&projector_pool).await.expect("a fetched fact");
+    let source: String = sqlx::query_scalar("SELECT source FROM ledger.events WHERE stripe_event_id = 'evt_fetch_x'")
+        .fetch_one(&db.pool)
+        .await
+        .expect("appended");
+    assert_eq!(source, "fetch");
     let error = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger.events")
         .fetch_one(&ingest_pool)
         .await

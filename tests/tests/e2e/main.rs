@@ -5,6 +5,7 @@ mod bad_input;
 mod billing;
 mod deploy;
 mod effects;
+mod fetch;
 mod ingest_http;
 mod least_privilege;
 mod limits;

@@ -6,6 +6,7 @@ use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use projector::fold::{Desired, FoldConfig, Intent, Projections};
 use proptest::prelude::*;
 use shared::catalog::{Catalog, Limit, UNKNOWN_TIER};
+use shared::fetched::Part;
 
 const SHAPES: [Shape; 2] = [Shape::Legacy, Shape::Basil];
 const T: i64 = 1_750_000_000;
@@ -346,6 +347,45 @@ fn checkouts_link_subscriptions_and_sell_credit_packs() {
         assert_eq!(g.state.anomalies["unknown_price:cs_3"].kind, "unknown_price");
         g.event(&stripe::checkout_completed(T + 3, shape, "cs_4", "cus_1", "payment", None, None));
         assert_eq!(g.state.anomalies["checkout_without_items:cs_4"].kind, "checkout_without_items");
+    }
+}
+
+#[test]
+fn a_session_without_items_asks_for_a_fetch_and_the_fetched_fact_credits_it_once() {
+    for shape in SHAPES {
+        let mut g = Given::new();
+        let original = stripe::checkout_completed(T, shape, "cs_9", "cus_9", "payment", None, None);
+        g.event(&original);
+        assert_eq!(g.intent_keys(), ["fetch:checkout_items:cs_9"]);
+        assert!(
+            g.state.anomalies["checkout_without_items:cs_9"].detail.contains("waiting for fetch:checkout_items:cs_9")
+        );
+        let items = vec![serde_json::json!({ "id": "li_1", "price": { "id": "price_credits_1000" }, "quantity": 2 })];
+        let fetched = shared::fetched::Fetched { items, requests: vec![] };
+        let fact =
+            shared::fetched::event(&original, "fetch:checkout_items:cs_9", Part::CheckoutLineItems, fetched, T + 60)
+                .expect("fact");
+        g.event(&fact);
+        assert_eq!(g.state.granted_balance("cus_9"), 2_000);
+        assert!(!g.state.anomalies.contains_key("checkout_without_items:cs_9"), "resolved");
+        g.event(&fact).event(&original);
+        assert_eq!(g.state.granted_balance("cus_9"), 2_000, "credited once, whatever comes again");
+        assert_eq!(g.intent_keys().len(), 1, "once credited, neither the original nor the fact asks again");
+
+        // A fact that carries no items either: the anomaly stays and says so; no new fetch.
+        let mut g = Given::new();
+        g.event(&original);
+        let empty = shared::fetched::event(
+            &original,
+            "fetch:checkout_items:cs_9",
+            Part::CheckoutLineItems,
+            Default::default(),
+            T,
+        )
+        .expect("fact");
+        g.event(&empty);
+        assert!(g.state.anomalies["checkout_without_items:cs_9"].detail.contains("not even as fetched"));
+        assert_eq!(g.intent_keys(), ["fetch:checkout_items:cs_9"]);
     }
 }
 

@@ -122,6 +122,8 @@ pub enum Rearmed {
     Instance,
     /// The mail under this key will be attempted again, from attempt 1.
     Mail,
+    /// The fetch under this key will be attempted again, from attempt 1.
+    Fetch,
 }
 
 /// An operator's retry of an effect that failed for good (`replay effects retry <key>`): journals
@@ -166,6 +168,8 @@ pub async fn rearm(pool: &PgPool, key: &str) -> anyhow::Result<Rearmed> {
             }
             Rearmed::Instance
         }
+        // A fetch intent is pending while its latest journal row is a `retry`.
+        EffectKind::Fetch => Rearmed::Fetch,
         EffectKind::Token => anyhow::bail!("effects of kind `token` are retried by the dispatcher itself"),
     };
     let row = Attempt {

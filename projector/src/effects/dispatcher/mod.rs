@@ -2,16 +2,19 @@
 //! what it observed, calls the provisioner, issues tokens and sends mails, and journals every
 //! attempt in `ledger.effects`.
 //!
-//! Order within a pass: instances, then tokens, then mails (a welcome carries the instance URL).
+//! Order within a pass: instances, then tokens, then mails (a welcome carries the instance URL),
+//! then fetches.
 //! A call happens before its journal row: a crash between the two leaves the observed state as it
 //! was, so the next pass makes the same call with the same idempotency key.
 //!
 //! - [`instances`]: provisioner calls and what they change in `ledger.instances_observed`.
 //! - [`tokens`]: issuing, mailing, renewing and revoking API tokens.
 //! - [`mails`]: the mails the fold asked for and the admin alerts.
+//! - [`fetches`]: parts events left out, fetched from Stripe and appended to the log as facts.
 //! - [`journal`]: `ledger.effects` and `ledger.alerts`, and the operator's view of them
 //!   (`replay effects failed|retry`).
 
+mod fetches;
 mod instances;
 pub mod journal;
 mod mails;
@@ -25,6 +28,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use shared::stripe_api::StripeApi;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +56,7 @@ pub struct Metrics {
     pass_errors: Counter,
     passes: Counter,
     waiting: Gauge,
+    fetches_waiting: Gauge,
 }
 
 impl Metrics {
@@ -64,6 +69,11 @@ impl Metrics {
             "effects_waiting_for_facts",
             "Mails waiting for a fact that has not arrived (a customer's address), as of the last pass",
             self.waiting.clone(),
+        );
+        registry.register(
+            "fetches_waiting_for_api_key",
+            "Parts events left out that wait because STRIPE_API_KEY is unset, as of the last pass",
+            self.fetches_waiting.clone(),
         );
         registry.register(
             "dispatcher_pass_errors",
@@ -88,6 +98,8 @@ pub struct Dispatcher {
     settings: EffectSettings,
     provisioner: Option<Provisioner>,
     mailer: Mailer,
+    /// Fetches parts events left out; None without `STRIPE_API_KEY`.
+    stripe: Option<StripeApi>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -107,7 +119,13 @@ impl Dispatcher {
         let mailer = Mailer::new(&settings.mail)?;
         let metrics = Arc::new(Metrics::default());
         metrics.register(registry);
-        Ok(Self { pool, settings, provisioner, mailer, clock, metrics })
+        Ok(Self { pool, settings, provisioner, mailer, stripe: None, clock, metrics })
+    }
+
+    /// Fetches what events left out from Stripe with `stripe` (`STRIPE_API_KEY`).
+    pub fn with_stripe(mut self, stripe: Option<StripeApi>) -> Self {
+        self.stripe = stripe;
+        self
     }
 
     /// Runs until `shutdown`: waits for leadership, then makes passes on `wake` or every poll interval.
@@ -165,6 +183,7 @@ impl Dispatcher {
         }
         pass.attempts += self.settle("tokens", [self.tokens().await]).into_iter().sum::<usize>();
         pass.attempts += self.settle("mails", [self.mails().await]).into_iter().sum::<usize>();
+        pass.attempts += self.settle("fetches", [self.fetches().await]).into_iter().sum::<usize>();
         self.metrics.passes.inc();
         Ok(pass)
     }
