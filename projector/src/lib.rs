@@ -13,6 +13,7 @@
 //! [`Application`] serves the API and runs the runner and the dispatcher until shutdown.
 
 pub mod api;
+pub mod console;
 pub mod credits;
 pub mod effects;
 pub mod fold;
@@ -51,6 +52,7 @@ pub struct Application {
     status: Arc<RunnerStatus>,
     dispatcher: Dispatcher,
     api: ApiState,
+    console: console::ConsoleState,
 }
 
 impl Application {
@@ -88,15 +90,27 @@ impl Application {
             stripe,
             portal_configuration,
         };
+        let readiness = shared::db::Readiness::new(&pool);
+        // The console reads on two connections of its own: a slow page never holds up the API.
+        let console = console::ConsoleState::new(
+            shared::db::side_pool(&pool, 2),
+            settings.console,
+            catalog.hash().to_owned(),
+            status.clone(),
+            readiness.clone(),
+        )?;
+        let too_large = prometheus_client::metrics::counter::Counter::default();
+        registry.register("api_body_too_large", "API requests refused for a body above 2 MiB", too_large.clone());
         let api = ApiState {
-            readiness: shared::db::Readiness::new(&pool),
+            too_large,
+            readiness,
             registry: Arc::new(registry),
             status: status.clone(),
             access,
             billing,
             usage,
         };
-        Ok(Self { listener, pool, catalog, settings: settings.runner, status, dispatcher, api })
+        Ok(Self { listener, pool, catalog, settings: settings.runner, status, dispatcher, api, console })
     }
 
     /// The bound address.
@@ -129,7 +143,7 @@ impl Application {
         let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
         let serve = tokio::spawn(shared::server::serve(
             self.listener,
-            api::router(self.api),
+            api::router(self.api).merge(console::router(self.console)),
             shared::server::Limits::default(),
             shutdown.clone(),
         ));

@@ -10,6 +10,7 @@ use shared::catalog::Catalog;
 use shared::config::Config;
 use shared::db::PoolSettings;
 
+use crate::console::ConsoleSettings;
 use crate::effects::EffectSettings;
 use crate::effects::mail::{self, MailConfig};
 use crate::effects::provisioner::ProvisionerConfig;
@@ -38,6 +39,8 @@ pub struct ProjectorSettings {
     pub api_connections: u32,
     /// The billing API: its keys and Stripe.
     pub billing: BillingSettings,
+    /// The operator console.
+    pub console: ConsoleSettings,
 }
 
 /// The billing API's settings.
@@ -74,6 +77,10 @@ impl ProjectorSettings {
                 stripe: config.stripe_api_key.clone().map(|key| (config.stripe_api_base.clone(), key)),
                 stripe_timeout: STRIPE_TIMEOUT,
                 portal_configuration: config.stripe_portal_configuration.clone(),
+            },
+            console: ConsoleSettings {
+                access: config.console.clone(),
+                webhook_secrets: config.webhook_secrets.clone(),
             },
         })
     }

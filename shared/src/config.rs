@@ -65,6 +65,20 @@ pub enum DatabaseSource {
     },
 }
 
+/// Who may open the operator console (`GET /console` on `PROJECTOR_ADDR`, docs/console.md).
+#[derive(Debug, Clone)]
+pub enum ConsoleAccess {
+    /// `CONSOLE_PASSWORD` is set: HTTP Basic, user `operator`.
+    Password(SecretString),
+    /// Local development (`DATABASE_URL` unset, no password): served without a password.
+    Open,
+    /// A deployment without `CONSOLE_PASSWORD`: not served (404).
+    Off,
+}
+
+/// Shortest `CONSOLE_PASSWORD` accepted.
+pub const MIN_CONSOLE_PASSWORD_LEN: usize = 16;
+
 /// Everything the binaries read from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,6 +93,8 @@ pub struct Config {
     /// `BILLING_API_KEY`, comma-separated for rotation: the product backend's keys for the billing
     /// API. Empty when unset with `DATABASE_URL` set (the backend is then refused).
     pub billing_api_keys: Vec<SecretString>,
+    /// `CONSOLE_PASSWORD`: who may open the operator console.
+    pub console: ConsoleAccess,
     /// `STRIPE_WEBHOOK_TOLERANCE_SECS` (default 300): accepted distance of the signature timestamp
     /// from now, in both directions.
     pub webhook_tolerance: Duration,
@@ -220,6 +236,18 @@ impl Config {
             None => Vec::new(),
         };
 
+        let console = match get("CONSOLE_PASSWORD") {
+            Some(password) if password.len() < MIN_CONSOLE_PASSWORD_LEN => {
+                return Err(ConfigError::new(
+                    "CONSOLE_PASSWORD",
+                    format!("must be at least {MIN_CONSOLE_PASSWORD_LEN} characters"),
+                ));
+            }
+            Some(password) => ConsoleAccess::Password(SecretString::from(password.to_owned())),
+            None if matches!(database, DatabaseSource::Embedded { .. }) => ConsoleAccess::Open,
+            None => ConsoleAccess::Off,
+        };
+
         let tolerance_secs: u64 =
             parse_number(get("STRIPE_WEBHOOK_TOLERANCE_SECS"), "STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?;
         if tolerance_secs == 0 {
@@ -300,6 +328,7 @@ impl Config {
             webhook_secrets,
             dev_webhook_secret,
             billing_api_keys,
+            console,
             webhook_tolerance: Duration::from_secs(tolerance_secs),
             ingest_body_limit,
             ingest_max_batch,
@@ -461,6 +490,19 @@ mod tests {
         assert!(!config.dev_webhook_secret);
         let err = config.require_webhook_secrets().expect_err("no secret");
         assert_eq!(err.var, "STRIPE_WEBHOOK_SECRET");
+    }
+
+    #[test]
+    fn the_console_is_open_locally_off_when_deployed_without_a_password_and_needs_a_long_one() {
+        assert!(matches!(config(&[]).expect("valid").console, ConsoleAccess::Open));
+        let deployed = config(&[("DATABASE_URL", "postgres://u@h/db")]).expect("valid");
+        assert!(matches!(deployed.console, ConsoleAccess::Off));
+        let with =
+            config(&[("DATABASE_URL", "postgres://u@h/db"), ("CONSOLE_PASSWORD", "sixteen-chars-ok")]).expect("valid");
+        assert!(matches!(with.console, ConsoleAccess::Password(ref p) if p.expose_secret() == "sixteen-chars-ok"));
+        let local = config(&[("CONSOLE_PASSWORD", "sixteen-chars-ok")]).expect("valid");
+        assert!(matches!(local.console, ConsoleAccess::Password(_)), "a password is asked for locally too");
+        assert_eq!(config(&[("CONSOLE_PASSWORD", "short")]).expect_err("too short").var, "CONSOLE_PASSWORD");
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl TestProjector {
             pool: shared::db::PoolSettings::default(),
             api_connections: 4,
             billing: projector::settings::BillingSettings::default(),
+            console: projector::console::ConsoleSettings::default(),
         };
         Self::start_settings(settings, pool, clock).await
     }
@@ -104,6 +105,7 @@ impl TestProjector {
                 stripe_timeout: Duration::from_secs(1),
                 portal_configuration: Some("bpc_test_catalog".to_owned()),
             },
+            console: projector::console::ConsoleSettings::default(),
         };
         let mut projector = Self::start_settings(settings, pool, clock).await;
         projector._mail_dir = Some(dir);

@@ -51,7 +51,12 @@ pub struct ApiState {
     pub billing: BillingState,
     /// `/v1/usage`.
     pub usage: UsageState,
+    /// Requests refused for a body above [`BODY_LIMIT`].
+    pub too_large: prometheus_client::metrics::counter::Counter,
 }
+
+/// Largest request body the API reads (every body it expects is a small JSON object).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 impl FromRef<ApiState> for UsageState {
     fn from_ref(state: &ApiState) -> Self {
@@ -161,7 +166,31 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
         .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_limit))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// 413 for a body announced above [`BODY_LIMIT`], before it is read, logged and counted (a
+/// chunked body without a length is cut at the same size by the extractor's limit).
+async fn body_limit(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = announced.filter(|l| *l > BODY_LIMIT as u64) {
+        tracing::warn!(path = request.uri().path(), length, limit = BODY_LIMIT, "request refused: body too large");
+        state.too_large.inc();
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("bodies are at most {BODY_LIMIT} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {

@@ -102,12 +102,33 @@ async fn the_api_refuses_bad_bodies_and_credentials_and_counts_nothing() {
         let answer = reason(usage(body).send().await.expect("sent")).await;
         assert_eq!(answer, (expected.0, expected.1.to_owned()), "{what}");
     }
-    let huge = usage(vec![b' '; 3 * 1024 * 1024]).send().await.expect("sent");
-    assert_eq!(huge.status(), 413, "a body above the API's limit");
+    assert_eq!(announced_body(projector.addr, 3 * 1024 * 1024).await, 413, "a body above the API's limit");
+    let (_, metrics) = projector.get("/metrics").await;
+    assert!(metrics.contains("api_body_too_large_total 1"), "counted: {metrics}");
     let bearer = HeaderValue::from_bytes(b"Bearer sl_\xff\xfe").expect("opaque bytes");
     let stranger = client.post(&url).header("authorization", bearer).body(valid("1")).send().await.expect("sent");
     assert_eq!(reason(stranger).await, (401, "unauthorized".to_owned()), "a credential that is not UTF-8");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.usage").fetch_one(&db.pool).await.expect("rows");
     assert_eq!(rows, 0, "nothing counted");
     projector.stop().await;
+}
+
+/// The status answered to a POST that announces a `Content-Length` of `length` and sends nothing
+/// more: the limit is enforced on the announcement (a client that kept writing 3 MiB would race
+/// the server's close and might never read the 413).
+async fn announced_body(addr: std::net::SocketAddr, length: usize) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/usage HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BILLING_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer before the body")
+        .expect("read");
+    let line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {line:?}"))
 }

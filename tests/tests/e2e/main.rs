@@ -3,6 +3,7 @@
 mod append_only;
 mod bad_input;
 mod billing;
+mod console;
 mod deploy;
 mod effects;
 mod fetch;

@@ -130,6 +130,12 @@ pub enum Rearmed {
 /// a `retry` row (attempt 0, "re-armed by an operator") and makes the key pending again, so the
 /// dispatcher makes the same call with the same idempotency key. Refuses keys that are not failed.
 pub async fn rearm(pool: &PgPool, key: &str) -> anyhow::Result<Rearmed> {
+    rearm_by(pool, key, "an operator").await
+}
+
+/// [`rearm`], saying who re-armed it in the journal row (`re-armed by <actor>`): the console's
+/// Retry button names its HTTP Basic user.
+pub async fn rearm_by(pool: &PgPool, key: &str, actor: &str) -> anyhow::Result<Rearmed> {
     let parsed: EffectKey = key.parse().with_context(|| format!("`{key}` is not an effect key"))?;
     let mut tx = pool.begin().await?;
     let last = sqlx::query!(
@@ -177,7 +183,7 @@ pub async fn rearm(pool: &PgPool, key: &str) -> anyhow::Result<Rearmed> {
         subject: &subject,
         kind,
         attempt: 0,
-        request: "re-armed by an operator".to_owned(),
+        request: format!("re-armed by {actor}"),
         status: None,
         outcome: Outcome::Retry,
         error: None,

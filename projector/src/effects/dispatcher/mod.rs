@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::journal::{Attempt, Failure};
-pub use self::journal::{FailedEffect, Rearmed, failed, rearm};
+pub use self::journal::{FailedEffect, Rearmed, failed, rearm, rearm_by};
 use super::mail::Mailer;
 use super::provisioner::Provisioner;
 use super::{Clock, EffectSettings, plan};

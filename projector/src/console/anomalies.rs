@@ -1,0 +1,71 @@
+//! Anomalies: the fold's open anomalies, newest first, each with the event that raised it.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::{ConsoleState, PAGE, layout};
+
+/// `?before=<position>&key=<key>`: the page after the row (position, key).
+#[derive(Debug, Default, Deserialize)]
+pub struct Cursor {
+    before: Option<i64>,
+    key: Option<String>,
+}
+
+type Row = (String, String, String, i64, Option<i64>);
+
+/// `GET /console/anomalies`.
+pub async fn page(State(state): State<ConsoleState>, Query(cursor): Query<Cursor>) -> Response {
+    match render(&state, cursor).await {
+        Ok(page) => page.into_response(),
+        Err(e) => super::unavailable(&e),
+    }
+}
+
+async fn render(state: &ConsoleState, cursor: Cursor) -> anyhow::Result<Markup> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT a.key, a.kind, a.detail, a.position, extract(epoch FROM e.received_at)::bigint
+         FROM projection.anomalies a LEFT JOIN ledger.events e ON e.position = a.position
+         WHERE (a.position, a.key) < ($1, $2)
+         ORDER BY a.position DESC, a.key DESC LIMIT $3",
+    )
+    .bind(cursor.before.unwrap_or(i64::MAX))
+    .bind(cursor.key.unwrap_or_else(|| "\u{10FFFF}".to_owned()))
+    .bind(PAGE)
+    .fetch_all(&state.pool)
+    .await?;
+    let next = (rows.len() as i64 == PAGE).then(|| rows.last().map(|r| (r.3, r.0.clone()))).flatten();
+    let body = html! {
+        p.muted { "What the fold could not project faithfully. An anomaly disappears when a later event, a fetched fact or a rebuild with a fixed catalog settles it." }
+        div.wrap { table {
+            tr { th { "kind" } th { "object (key)" } th { "detail" } th { "position" } th { "first seen" } th { "event" } }
+            @for (key, kind, detail, position, seen) in &rows {
+                tr {
+                    td { code { (kind) } }
+                    td { code { (key) } }
+                    td { (detail) }
+                    td.n { (layout::event_link(*position)) }
+                    td { @if let Some(at) = seen { (super::time(*at)) } }
+                    td { a href={ "/console/event/" (position) "/raw" } { "raw" } }
+                }
+            }
+            @if rows.is_empty() { tr { td.muted colspan="6" { "no open anomaly" } } }
+        } }
+        @if let Some((position, key)) = next {
+            p.more { a href={ "/console/anomalies?before=" (position) "&key=" (urlencode(&key)) } { "older →" } }
+        }
+    };
+    layout::page(state, "Anomalies", body).await
+}
+
+/// Percent-encodes everything but unreserved characters (a key in a query string).
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
