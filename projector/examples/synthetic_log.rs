@@ -17,6 +17,12 @@ struct Args {
     /// Events per customer (the start of its lifecycle).
     #[arg(long, default_value_t = 10)]
     per_customer: usize,
+    /// Number of the first customer (a second run with another range adds other customers).
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    /// When the lifecycles start, unix seconds.
+    #[arg(long, default_value_t = 1_700_000_000)]
+    t0: i64,
     /// Events per append call.
     #[arg(long, default_value_t = 1_000)]
     batch: usize,
@@ -32,9 +38,8 @@ async fn main() -> anyhow::Result<()> {
     let mut rng = fastrand::Rng::with_seed(42);
     let mut pending = Vec::with_capacity(args.batch);
     let mut total = 0usize;
-    for n in 0..args.customers {
-        for event in ledger_tests::lifecycle::lifecycle(n, &mut rng, 1_700_000_000).into_iter().take(args.per_customer)
-        {
+    for n in args.first..args.first + args.customers {
+        for event in ledger_tests::lifecycle::lifecycle(n, &mut rng, args.t0).into_iter().take(args.per_customer) {
             pending.push(NewEvent::decode(Bytes::from(event.body), None)?);
             if pending.len() == args.batch {
                 append_events(&pool, &pending, Source::Backfill, "synthetic").await?;

@@ -93,7 +93,7 @@ impl Application {
         let readiness = shared::db::Readiness::new(&pool);
         // The console reads on two connections of its own: a slow page never holds up the API.
         let console = console::ConsoleState::new(
-            shared::db::side_pool(&pool, 2),
+            console::pool(&pool),
             settings.console,
             catalog.hash().to_owned(),
             status.clone(),

@@ -49,15 +49,17 @@ async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> 
 
 /// The customer `q` names.
 async fn find(pool: &PgPool, q: &str) -> sqlx::Result<Option<String>> {
-    if q.starts_with("cus_") {
+    if q.starts_with("cus_") && !q.contains('@') {
         return Ok(Some(q.to_owned()));
     }
-    let sql = if q.starts_with("sub_") {
+    let sql = if q.contains('@') {
+        "SELECT stripe_customer_id FROM projection.accounts WHERE lower(email) = lower($1) ORDER BY stripe_customer_id LIMIT 1"
+    } else if q.starts_with("sub_") {
         "SELECT stripe_customer_id FROM projection.subscriptions WHERE stripe_subscription_id = $1"
     } else if q.starts_with("evt_") {
         "SELECT customer_id FROM ledger.events WHERE stripe_event_id = $1"
     } else {
-        "SELECT stripe_customer_id FROM projection.accounts WHERE lower(email) = lower($1) ORDER BY stripe_customer_id LIMIT 1"
+        return Ok(None);
     };
     Ok(sqlx::query_scalar::<_, Option<String>>(sql).bind(q).fetch_optional(pool).await?.flatten())
 }

@@ -89,6 +89,16 @@ impl ConsoleState {
     }
 }
 
+/// The console's pool: two connections of its own (a slow page never holds up the API), without
+/// JIT compilation (PostgreSQL would spend more compiling a timeline query than running it).
+pub fn pool(main: &PgPool) -> PgPool {
+    let options = (*main.connect_options()).clone().options([("jit", "off")]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy_with(options)
+}
+
 /// The console's routes, behind its access check.
 pub fn router(state: ConsoleState) -> Router {
     Router::new()
