@@ -83,6 +83,29 @@ impl LocalCluster {
         })
         .await?
     }
+
+    /// Restarts the server as a crash would leave it (`pg_ctl restart -m immediate`: no shutdown
+    /// checkpoint, WAL replayed at start); for fault tests (`scripts/chaos`).
+    pub async fn crash_restart(&self) -> anyhow::Result<()> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let root = std::path::absolute(&root)?;
+            let _lock = lock(&root)?;
+            let pg_dir = root.join("pg");
+            run_pg(
+                Command::new("pg_ctl")
+                    .arg("restart")
+                    .arg("-D")
+                    .arg(pg_dir.join("data"))
+                    .arg("-l")
+                    .arg(pg_dir.join("server.log"))
+                    .args(["-m", "immediate", "-w", "-t", "60"]),
+            )
+            .context("pg_ctl restart -m immediate")?;
+            Ok(())
+        })
+        .await?
+    }
 }
 
 fn ensure_running_blocking(root: &Path) -> anyhow::Result<Server> {

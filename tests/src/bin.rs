@@ -50,6 +50,20 @@ pub fn spawn(name: &str, env: &[(&str, &str)], stderr: impl Into<Stdio>) -> Chil
         .unwrap_or_else(|e| panic!("{name} starts: {e}"))
 }
 
+/// Runs binary `name` with exactly `env` (plus `PATH`) and `args` to its end: whether it
+/// succeeded, and its stdout then stderr.
+pub fn run(name: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let output = Command::new(path(name))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
 /// Spawns the real `projector` on a free port with warnings logged, plus `env` (which may
 /// override those two).
 pub fn spawn_projector(env: &[(&str, &str)], stderr: impl Into<Stdio>) -> Child {

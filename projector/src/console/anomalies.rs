@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{ConsoleState, PAGE, layout};
+use super::{ConsoleState, PAGE, layout, urlencode};
 
 /// `?before=<position>&key=<key>`: the page after the row (position, key).
 #[derive(Debug, Default, Deserialize)]
@@ -58,14 +58,4 @@ async fn render(state: &ConsoleState, cursor: Cursor) -> anyhow::Result<Markup> 
         }
     };
     layout::page(state, "Anomalies", body).await
-}
-
-/// Percent-encodes everything but unreserved characters (a key in a query string).
-pub fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -8,8 +8,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::anomalies::urlencode;
-use super::{ConsoleState, PAGE, layout};
+use super::{ConsoleState, PAGE, layout, urlencode};
 
 /// `?q=<cus_|sub_|evt_|email>&after=<position>`.
 #[derive(Debug, Default, Deserialize)]

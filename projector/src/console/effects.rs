@@ -9,8 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
-use super::anomalies::urlencode;
-use super::{ConsoleState, OPERATOR, PAGE, layout};
+use super::{ConsoleState, OPERATOR, PAGE, layout, urlencode};
 
 /// `?before=<journal id>`, and the outcome of a retry just made.
 #[derive(Debug, Default, Deserialize)]

@@ -8,8 +8,7 @@ use maud::{Markup, html};
 use sha2::{Digest, Sha256};
 use shared::signature::{self, Tolerance};
 
-use super::anomalies::urlencode;
-use super::{ConsoleState, layout};
+use super::{ConsoleState, layout, urlencode};
 
 /// The stored row.
 #[derive(sqlx::FromRow)]

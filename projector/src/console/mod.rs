@@ -162,6 +162,11 @@ fn unavailable(error: &anyhow::Error) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "the console could not read the database; try again").into_response()
 }
 
+/// `text` as a value in a query string.
+fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// Unix seconds as `2026-11-28 14:05:17 UTC`.
 fn time(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0)

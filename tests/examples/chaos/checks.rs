@@ -1,7 +1,6 @@
 //! The invariants checked at the end of a run, each printed with its figure.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Command;
 
 use ledger_tests::provisioner::FakeProvisioner;
 use ledger_tests::smtp::SmtpServer;
@@ -167,15 +166,8 @@ pub fn replay(env: &[(String, String)]) -> Vec<Check> {
 }
 
 fn run_replay(env: &[(String, String)], args: &[&str]) -> (bool, String) {
-    let output = Command::new(ledger_tests::bin::path("replay"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .args(args)
-        .output()
-        .expect("replay runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ledger_tests::bin::run("replay", &env, args)
 }
 
 const TABLES: [&str; 6] = ["accounts", "subscriptions", "instances", "tokens", "credit_grants", "anomalies"];

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use ledger_tests::provisioner::FakeProvisioner;
 use ledger_tests::smtp::SmtpServer;
-use services::{Postgres, Service};
+use services::Service;
 use shared::embedded::LocalCluster;
 
 #[derive(Debug, Parser)]
@@ -62,7 +62,7 @@ const PLAN: [(f64, Fault); 9] = [
 struct Deployment {
     ingest: Service,
     projectors: [Service; 2],
-    postgres: Postgres,
+    cluster: LocalCluster,
     env: Vec<(String, String)>,
     takeovers: Vec<Duration>,
     postgres_restarts: Vec<Duration>,
@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let provisioner = FakeProvisioner::start().await;
     let smtp = SmtpServer::start().await;
     let env = environment(&database_url, &provisioner.url, &smtp.url);
-    let mut deployment = Deployment::start(root.path(), cluster.data_dir(), env).await;
+    let mut deployment = Deployment::start(root.path(), cluster, env).await;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_lazy(&database_url)?;
 
     let (deliveries, events) = client::deliveries(args.customers, args.duplicates, args.seed);
@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         let kept = root.keep();
         anyhow::bail!("{failed} invariants failed; the cluster and logs are kept in {}", kept.display());
     }
-    cluster.stop().await?;
+    deployment.cluster.stop().await?;
     println!("chaos: all invariants held");
     Ok(())
 }
@@ -152,15 +152,10 @@ fn environment(database_url: &str, provisioner: &str, smtp: &str) -> Vec<(String
 }
 
 impl Deployment {
-    async fn start(root: &std::path::Path, data: std::path::PathBuf, env: Vec<(String, String)>) -> Self {
-        let status = std::process::Command::new(ledger_tests::bin::path("replay"))
-            .arg("migrate")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .status()
-            .expect("replay migrate runs");
-        assert!(status.success(), "replay migrate: {status}");
+    async fn start(root: &std::path::Path, cluster: LocalCluster, env: Vec<(String, String)>) -> Self {
+        let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (migrated, output) = ledger_tests::bin::run("replay", &vars, &["migrate"]);
+        assert!(migrated, "replay migrate: {output}");
         let mut ingest = Service::new("ingest", "ingest", "INGEST_ADDR", &env, root);
         let mut projectors = [
             Service::new("projector-a", "projector", "PROJECTOR_ADDR", &env, root),
@@ -173,14 +168,7 @@ impl Deployment {
             projector.wait_ready(Duration::from_secs(60)).await;
         }
         println!("logs: {}", root.display());
-        Self {
-            ingest,
-            projectors,
-            postgres: Postgres { data },
-            env,
-            takeovers: Vec::new(),
-            postgres_restarts: Vec::new(),
-        }
+        Self { ingest, projectors, cluster, env, takeovers: Vec::new(), postgres_restarts: Vec::new() }
     }
 
     /// Strikes the faults of [`PLAN`] as the deliveries progress; restarts what exits by itself.
@@ -214,8 +202,9 @@ impl Deployment {
             }
             Fault::KillProjector => self.kill_active_projector().await,
             Fault::CrashPostgres => {
-                let took = self.postgres.crash_restart();
-                self.postgres_restarts.push(took);
+                let started = Instant::now();
+                self.cluster.crash_restart().await.expect("pg_ctl restart -m immediate");
+                self.postgres_restarts.push(started.elapsed());
             }
         }
     }

@@ -1,9 +1,10 @@
 //! The processes under fault: release binaries on fixed loopback ports, restarted like a
-//! supervisor would (systemd, Kubernetes) when they exit, killed with SIGKILL on purpose.
+//! supervisor would (systemd, Kubernetes) when they exit, killed with SIGKILL on purpose. (The
+//! PostgreSQL crash is `LocalCluster::crash_restart`.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use ledger_tests::bin;
 
@@ -117,42 +118,4 @@ impl Drop for Service {
             let _ = child.wait();
         }
     }
-}
-
-/// The PostgreSQL cluster of the run, restarted with `-m immediate` (a crash: no checkpoint, WAL
-/// replayed at start) once.
-pub struct Postgres {
-    /// The cluster's data directory.
-    pub data: PathBuf,
-}
-
-impl Postgres {
-    /// `pg_ctl restart -m immediate`, as the `postgres` user when we are root; how long it took.
-    pub fn crash_restart(&self) -> Duration {
-        let started = Instant::now();
-        let log = self.data.parent().expect("pg dir").join("server.log");
-        let mut command = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "pg_ctl"]);
-            c
-        } else {
-            Command::new("pg_ctl")
-        };
-        let status = command
-            .arg("restart")
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-m", "immediate", "-w", "-t", "60"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("pg_ctl runs");
-        assert!(status.success(), "pg_ctl restart -m immediate failed: {status}");
-        started.elapsed()
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }

@@ -21,18 +21,7 @@ async fn url_as(user: &str, db: &TestDb) -> String {
 }
 
 fn replay(args: &[&str], url: &str) -> (bool, String) {
-    let output = std::process::Command::new(bin::path("replay"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .env("MIGRATE_ON_START", "false")
-        .args(args)
-        .output()
-        .expect("replay runs");
-    (
-        output.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
-    )
+    bin::run("replay", &[("DATABASE_URL", url), ("MIGRATE_ON_START", "false")], args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
