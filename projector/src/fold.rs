@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use crate::keys::{EffectKey, FetchKey, IntentKind, MailKey, Subject, TokenKey};
 use shared::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
-use shared::stripe::{self, CheckoutSession, Customer, Invoice, Object, Subscription, SubscriptionStatus};
+use shared::fetched::{self, Part};
+use shared::stripe::{
+    self, CheckoutSession, Customer, Invoice, Object, Subscription, SubscriptionStatus, ThinReference,
+};
 
 /// Fold settings.
 #[derive(Debug, Clone, Copy)]
@@ -178,8 +181,8 @@ pub struct Anomaly {
     /// What it is about (e.g. `unknown_price:sub_1`): one row per key.
     pub key: String,
     /// `unknown_price`, `undecodable`, `wrong_mode`, `checkout_without_items`,
-    /// `checkout_without_customer`, `invoice_without_known_price` (and `quarantined`, raised by the
-    /// runner for an event it could not write).
+    /// `checkout_without_customer`, `invoice_without_known_price`, `subscription_without_period`,
+    /// `thin_event` (and `quarantined`, raised by the runner for an event it could not write).
     pub kind: String,
     /// Human-readable detail.
     pub detail: String,
@@ -405,8 +408,16 @@ impl Projections {
 
 /// The fold: what the event at `position` with body `raw` changes in `state`.
 pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, config: &FoldConfig) -> Delta {
-    let mut f =
-        Folder { state, catalog, config, position, fetched: false, delta: Delta::default(), touched: BTreeMap::new() };
+    let mut f = Folder {
+        state,
+        catalog,
+        config,
+        position,
+        event_id: String::new(),
+        fetched: None,
+        delta: Delta::default(),
+        touched: BTreeMap::new(),
+    };
     match stripe::decode(raw) {
         Err(error) => f.anomaly(format!("undecodable:{position}"), "undecodable", error.to_string()),
         Ok(event) if config.livemode.is_some_and(|mode| mode != event.meta.livemode) => {
@@ -421,12 +432,20 @@ pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, c
         }
         Ok(event) => {
             let created = event.meta.created;
-            f.fetched = event.meta.fetched;
+            f.event_id = event.meta.id;
+            f.fetched = event.meta.fetched.and_then(|from| match from.key.parse::<EffectKey>() {
+                Ok(EffectKey::Fetch(fetch)) => Some((fetch.part, from.completes)),
+                _ => None,
+            });
+            if let Some((Part::ThinObject, completes)) = &f.fetched {
+                f.resolve(format!("thin_event:{completes}"));
+            }
             match event.object {
                 Object::Customer(c) => f.customer(&event.meta.event_type, created, c),
                 Object::Subscription(s) => f.subscription(&event.meta.event_type, created, s),
                 Object::Invoice(i) => f.invoice(&event.meta.event_type, created, i),
                 Object::CheckoutSession(cs) => f.checkout(&event.meta.event_type, created, cs),
+                Object::Thin(reference) => f.thin(&event.meta.event_type, reference),
                 Object::Other => {}
             }
         }
@@ -439,8 +458,11 @@ struct Folder<'a> {
     catalog: &'a Catalog,
     config: &'a FoldConfig,
     position: i64,
-    /// The event is a fact fetched from Stripe (`shared::fetched`): it never asks for a fetch.
-    fetched: bool,
+    /// The event's id.
+    event_id: String,
+    /// For a fact fetched from Stripe (`shared::fetched`): what was fetched and the id of the event
+    /// it completes. A fact never asks again for what it was fetched for.
+    fetched: Option<(Part, String)>,
     delta: Delta,
     /// Subscriptions changed by this event (their instance and token are re-derived at the end).
     touched: BTreeMap<String, SubscriptionRow>,
@@ -458,6 +480,21 @@ fn subscription_rank(status: &SubscriptionStatus) -> u8 {
         SubscriptionStatus::IncompleteExpired => 8,
         SubscriptionStatus::Other(_) => 0,
     }
+}
+
+/// Whether the fold acts on events of this (snapshot) type: what a thin event of the type is
+/// fetched for.
+fn projected(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "customer.created"
+            | "customer.updated"
+            | "customer.deleted"
+            | "invoice.paid"
+            | "invoice.payment_succeeded"
+            | "invoice.payment_failed"
+            | "checkout.session.completed"
+    ) || event_type.starts_with("customer.subscription.")
 }
 
 /// Rank of a `customer.subscription.deleted` snapshot: above every status.
@@ -484,14 +521,21 @@ impl Folder<'_> {
         self.delta.resolved.extend(keys.map(|(key, _)| key.clone()));
     }
 
+    /// Whether this event may ask for a fetch: a delivered event, or the object fetched for a thin
+    /// event (its session's items or invoice's lines may still be incomplete); a fact fetched for
+    /// a part asks for nothing.
+    fn may_fetch(&self) -> bool {
+        matches!(self.fetched, None | Some((Part::ThinObject, _)))
+    }
+
     /// A paid session without items or a price: Stripe's webhook never carries `line_items`, so
     /// they are fetched (once: the fetched fact itself asks for nothing). The anomaly's detail.
     fn checkout_without_items(&mut self, session: &str, customer: &str) -> String {
         let missing = format!("{session} carries neither line items nor metadata.price_id");
-        if self.fetched {
+        if !self.may_fetch() {
             return format!("{missing}, not even as fetched from Stripe");
         }
-        let fetch = FetchKey::CheckoutItems { session: session.to_owned() };
+        let fetch = FetchKey::new(Part::CheckoutLineItems, session);
         let waiting = format!("{missing}: waiting for {}", EffectKey::Fetch(fetch.clone()));
         self.intent(Intent::fetch(fetch, Subject::Customer(customer.to_owned()), waiting.clone()));
         format!("{waiting} (needs STRIPE_API_KEY)")
@@ -565,8 +609,21 @@ impl Folder<'_> {
         let version = self.version(created, rank);
         let mut row = self.subscription_row(&sub.id);
         self.ensure_account(&sub.customer);
+        if let Some((Part::SubscriptionPeriod, completes)) = &self.fetched {
+            let key = format!("subscription_without_period:{completes}");
+            match sub.current_period_end {
+                Some(_) => self.resolve(key),
+                None => {
+                    let detail = format!("{} has no period, not even as fetched from Stripe", sub.id);
+                    self.anomaly(key, "subscription_without_period", detail);
+                }
+            }
+        }
         if row.deleted || row.version.is_some_and(|v| v >= version) {
             return;
+        }
+        if !deleted {
+            self.subscription_without_period(&sub);
         }
         let was_canceled = row.deleted || row.status == "canceled";
         row.stripe_customer_id = Some(sub.customer.clone());
@@ -587,6 +644,49 @@ impl Folder<'_> {
             self.intent(Intent::mail(mail, &sub.id, format!("canceled {} ({})", sub.id, sub.customer)));
         }
         self.touched.insert(sub.id.clone(), row);
+    }
+
+    /// A live snapshot without its period (neither on it nor on its items): the subscription is
+    /// fetched, once per event, and the fact carries the period Stripe has then.
+    fn subscription_without_period(&mut self, sub: &Subscription) {
+        let ended = matches!(sub.status, SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired);
+        if sub.current_period_end.is_some() || ended || !self.may_fetch() {
+            return;
+        }
+        let fetch = FetchKey::new(Part::SubscriptionPeriod, self.event_id.clone());
+        let waiting =
+            format!("{} has no period in {}: waiting for {}", sub.id, self.event_id, EffectKey::Fetch(fetch.clone()));
+        self.intent(Intent::fetch(fetch, Subject::Subscription(sub.id.clone()), waiting.clone()));
+        let key = format!("subscription_without_period:{}", self.event_id);
+        self.anomaly(key, "subscription_without_period", format!("{waiting} (needs STRIPE_API_KEY)"));
+    }
+
+    /// A thin event: only a reference. The object is fetched and appended as the snapshot event the
+    /// thin one stands for; until then an anomaly says so. References to objects or event types the
+    /// fold does not project are stored and change nothing.
+    fn thin(&mut self, event_type: &str, reference: ThinReference) {
+        let kind = reference.object.unwrap_or_default();
+        if !fetched::thin_object_fetched(&kind) || !projected(fetched::snapshot_type(event_type)) {
+            return;
+        }
+        let id = reference.id.unwrap_or_default();
+        let subject = match kind.as_str() {
+            "customer" => Subject::Customer(id.clone()),
+            "subscription" => Subject::Subscription(id.clone()),
+            _ => Subject::Event(self.event_id.clone()),
+        };
+        let fetch = FetchKey::new(Part::ThinObject, self.event_id.clone());
+        let waiting = format!(
+            "thin event {} ({event_type}) refers to {kind} {id}: waiting for {}",
+            self.event_id,
+            EffectKey::Fetch(fetch.clone())
+        );
+        self.intent(Intent::fetch(fetch, subject, waiting.clone()));
+        self.anomaly(
+            format!("thin_event:{}", self.event_id),
+            "thin_event",
+            format!("{waiting} (needs STRIPE_API_KEY)"),
+        );
     }
 
     /// Tier and limits of a price; an unknown price raises (or keeps) the anomaly of this object.
@@ -664,8 +764,8 @@ impl Folder<'_> {
                     "paid invoice {} has no line price in the catalog: {:?}",
                     invoice.id, invoice.line_price_ids
                 );
-                if invoice.lines_truncated && !self.fetched {
-                    let fetch = FetchKey::InvoiceLines { invoice: invoice.id.clone() };
+                if invoice.lines_truncated && self.may_fetch() {
+                    let fetch = FetchKey::new(Part::InvoiceLines, invoice.id.clone());
                     let waiting = format!(
                         "{}; its lines have more pages: waiting for {}",
                         detail,

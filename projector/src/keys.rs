@@ -20,6 +20,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use shared::fetched::Part;
+
 /// What an effect acts on: the subscription or the customer it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
@@ -27,13 +29,15 @@ pub enum Subject {
     Subscription(String),
     /// `cus_...`.
     Customer(String),
+    /// `evt_...`: an event whose object is not known yet (a thin event's invoice or session).
+    Event(String),
 }
 
 impl Subject {
     /// The id.
     pub fn id(&self) -> &str {
         match self {
-            Self::Subscription(id) | Self::Customer(id) => id,
+            Self::Subscription(id) | Self::Customer(id) | Self::Event(id) => id,
         }
     }
 
@@ -42,6 +46,7 @@ impl Subject {
         match self {
             Self::Subscription(_) => "subscription",
             Self::Customer(_) => "customer",
+            Self::Event(_) => "event",
         }
     }
 
@@ -50,6 +55,7 @@ impl Subject {
         match subject_type {
             "subscription" => Some(Self::Subscription(id)),
             "customer" => Some(Self::Customer(id)),
+            "event" => Some(Self::Event(id)),
             _ => None,
         }
     }
@@ -183,28 +189,32 @@ pub enum MailKey {
     },
 }
 
-/// What a fetch completes.
+/// What a fetch completes: a part and the id it is keyed by (the session or invoice of a list;
+/// the event whose subscription period or thin object is fetched).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum FetchKey {
-    /// A Checkout Session's line items.
-    CheckoutItems {
-        /// The session.
-        session: String,
-    },
-    /// An invoice's lines, all pages.
-    InvoiceLines {
-        /// The invoice.
-        invoice: String,
-    },
+pub struct FetchKey {
+    /// What is fetched.
+    pub part: Part,
+    /// `cs_`, `in_` or `evt_`.
+    pub id: String,
 }
 
+/// The name of each part in a fetch key (`fetch:<name>:<id>`).
+const FETCH_PARTS: [(Part, &str); 4] = [
+    (Part::CheckoutLineItems, "checkout_items"),
+    (Part::InvoiceLines, "invoice_lines"),
+    (Part::SubscriptionPeriod, "subscription_period"),
+    (Part::ThinObject, "thin_object"),
+];
+
 impl FetchKey {
-    /// The part fetched and the id of the object it belongs to.
-    pub fn part(&self) -> (shared::fetched::Part, &str) {
-        match self {
-            Self::CheckoutItems { session } => (shared::fetched::Part::CheckoutLineItems, session),
-            Self::InvoiceLines { invoice } => (shared::fetched::Part::InvoiceLines, invoice),
-        }
+    /// The fetch of `part` keyed by `id`.
+    pub fn new(part: Part, id: impl Into<String>) -> Self {
+        Self { part, id: id.into() }
+    }
+
+    fn name(&self) -> &'static str {
+        FETCH_PARTS.iter().find(|(part, _)| *part == self.part).map_or("unknown", |(_, name)| name)
     }
 }
 
@@ -369,8 +379,7 @@ impl fmt::Display for EffectKey {
             Self::Retier { token, tier } => write!(f, "retier:{token}:{}", Id(tier)),
             Self::Renew { token, until } => write!(f, "renew:{token}:{until}"),
             Self::Mail(mail) => write!(f, "{mail}"),
-            Self::Fetch(FetchKey::CheckoutItems { session }) => write!(f, "fetch:checkout_items:{}", Id(session)),
-            Self::Fetch(FetchKey::InvoiceLines { invoice }) => write!(f, "fetch:invoice_lines:{}", Id(invoice)),
+            Self::Fetch(fetch) => write!(f, "fetch:{}:{}", fetch.name(), Id(&fetch.id)),
         }
     }
 }
@@ -479,11 +488,10 @@ impl FromStr for EffectKey {
             "fetch" => {
                 let (part, id) = rest.split_once(':').ok_or_else(|| KeyError(format!("`{key}` names no object")))?;
                 let id = unescape(id)?;
-                Self::Fetch(match part {
-                    "checkout_items" => FetchKey::CheckoutItems { session: id },
-                    "invoice_lines" => FetchKey::InvoiceLines { invoice: id },
-                    other => return Err(KeyError(format!("`{key}`: nothing to fetch called `{other}`"))),
-                })
+                let Some((part, _)) = FETCH_PARTS.iter().find(|(_, name)| *name == part) else {
+                    return Err(KeyError(format!("`{key}`: nothing to fetch called `{part}`")));
+                };
+                Self::Fetch(FetchKey::new(*part, id))
             }
             other => return Err(KeyError(format!("`{key}`: no effect `{other}`"))),
         })
@@ -533,8 +541,7 @@ mod tests {
 
     fn fetch_key() -> impl Strategy<Value = EffectKey> {
         prop_oneof![
-            id().prop_map(|session| EffectKey::Fetch(FetchKey::CheckoutItems { session })),
-            id().prop_map(|invoice| EffectKey::Fetch(FetchKey::InvoiceLines { invoice })),
+            (0..FETCH_PARTS.len(), id()).prop_map(|(i, id)| EffectKey::Fetch(FetchKey::new(FETCH_PARTS[i].0, id))),
         ]
     }
 
@@ -576,8 +583,10 @@ mod tests {
             (EffectKey::Mail(MailKey::Welcome { subscription: "sub_1".into() }), "email:welcome:sub_1"),
             (EffectKey::Mail(MailKey::PaymentFailed { invoice: "in_1".into() }), "email:payment_failed:in_1"),
             (EffectKey::Mail(MailKey::Token(token.clone())), "email:token:cus_1:7"),
-            (EffectKey::Fetch(FetchKey::CheckoutItems { session: "cs_1".into() }), "fetch:checkout_items:cs_1"),
-            (EffectKey::Fetch(FetchKey::InvoiceLines { invoice: "in_1".into() }), "fetch:invoice_lines:in_1"),
+            (EffectKey::Fetch(FetchKey::new(Part::CheckoutLineItems, "cs_1")), "fetch:checkout_items:cs_1"),
+            (EffectKey::Fetch(FetchKey::new(Part::InvoiceLines, "in_1")), "fetch:invoice_lines:in_1"),
+            (EffectKey::Fetch(FetchKey::new(Part::SubscriptionPeriod, "evt_1")), "fetch:subscription_period:evt_1"),
+            (EffectKey::Fetch(FetchKey::new(Part::ThinObject, "evt_1")), "fetch:thin_object:evt_1"),
         ];
         for (key, text) in cases {
             assert_eq!(key.to_string(), text);

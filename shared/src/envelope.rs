@@ -3,6 +3,11 @@
 //! Only the envelope is read (`id`, `type`, `created`, `api_version`, `livemode` and the id, type
 //! and customer of `data.object`); every other field, present or future, is ignored, so a new API
 //! version never makes ingest reject an event.
+//!
+//! Two shapes are events: a snapshot event (`object: "event"`, `created` in Unix seconds, the
+//! object under `data.object`) and a thin event from an event destination (`object:
+//! "v2.core.event"`, `created` an RFC 3339 time, only a `related_object` reference: its id and
+//! type stand for the object's).
 
 use serde::Deserialize;
 
@@ -14,8 +19,8 @@ pub enum EnvelopeError {
     /// Not JSON, or the envelope fields have the wrong types.
     #[error("the body is not a Stripe event: {0}")]
     Malformed(#[from] serde_json::Error),
-    /// `object` is not `"event"` (for example a thin `v2.core.event`, which we do not accept).
-    #[error("the body is not a Stripe event: object is `{0}`, expected `event`")]
+    /// `object` is neither `"event"` nor `"v2.core.event"`, or a snapshot event has no `data`.
+    #[error("the body is not a Stripe event: object is `{0}`, expected `event` (with data) or `v2.core.event`")]
     NotAnEvent(String),
     /// `id` does not start with `evt_`.
     #[error("the body is not a Stripe event: id `{0}` does not start with evt_")]
@@ -61,9 +66,36 @@ struct RawEnvelope {
     event_type: String,
     #[serde(default)]
     api_version: Option<String>,
-    created: i64,
+    created: Created,
     livemode: bool,
-    data: RawData,
+    #[serde(default)]
+    data: Option<RawData>,
+    #[serde(default)]
+    related_object: Option<RawRelated>,
+}
+
+/// A thin event's `related_object`: `type` names the object (`subscription`).
+#[derive(Deserialize)]
+struct RawRelated {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    object: Option<String>,
+}
+
+/// `created`: Unix seconds in a snapshot event, an RFC 3339 time in a thin one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Created {
+    Seconds(i64),
+    Time(String),
+}
+
+/// Marks a thin event (`object` of an event destination's `v2` payloads).
+pub const THIN_EVENT: &str = "v2.core.event";
+
+/// `created` of a thin event (`2024-09-17T06:20:52.246Z`) in Unix seconds; None if unreadable.
+pub fn thin_created(time: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(time).ok().map(|t| t.timestamp())
 }
 
 #[derive(Deserialize)]
@@ -84,19 +116,29 @@ struct RawObject {
 /// Decodes and checks the envelope of a raw webhook body.
 pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     let raw: RawEnvelope = serde_json::from_slice(body)?;
-    if raw.object != "event" {
-        return Err(EnvelopeError::NotAnEvent(raw.object));
-    }
+    let object = match (raw.object.as_str(), raw.data, raw.related_object) {
+        ("event", Some(data), _) => data.object,
+        (THIN_EVENT, _, related) => {
+            let (id, object) = related.map(|r| (r.id, r.object)).unwrap_or_default();
+            RawObject { id, object, customer: None }
+        }
+        _ => return Err(EnvelopeError::NotAnEvent(raw.object)),
+    };
     if !raw.id.starts_with("evt_") || raw.id.len() <= 4 {
         return Err(EnvelopeError::BadId(raw.id));
     }
     if raw.event_type.trim().is_empty() {
         return Err(EnvelopeError::EmptyType);
     }
-    if !(0..=crate::stripe::MAX_TIME).contains(&raw.created) {
-        return Err(EnvelopeError::CreatedOutOfRange(raw.created));
+    let created = match raw.created {
+        Created::Seconds(seconds) => seconds,
+        Created::Time(time) => thin_created(&time).ok_or_else(|| {
+            EnvelopeError::Malformed(<serde_json::Error as serde::de::Error>::custom(format!("created `{time}`")))
+        })?,
+    };
+    if !(0..=crate::stripe::MAX_TIME).contains(&created) {
+        return Err(EnvelopeError::CreatedOutOfRange(created));
     }
-    let object = raw.data.object;
     let customer_id = if object.object.as_deref() == Some("customer") {
         object.id.clone()
     } else {
@@ -106,7 +148,7 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         id: raw.id,
         event_type: raw.event_type,
         api_version: raw.api_version,
-        created: raw.created,
+        created,
         livemode: raw.livemode,
         object_type: object.object,
         object_id: object.id,
@@ -194,6 +236,8 @@ mod tests {
     fn a_customer_event_is_its_own_customer() {
         let env = decode(&event(json!({"id": "cus_1", "object": "customer", "email": "a@b.c"}))).expect("event");
         assert_eq!(env.customer_id.as_deref(), Some("cus_1"));
+        let env = decode(&event(json!({"id": "pm_1", "object": "payment_method", "type": "card"}))).expect("event");
+        assert_eq!(env.object_type.as_deref(), Some("payment_method"), "an object's own `type` is not its kind");
     }
 
     #[test]
@@ -208,12 +252,37 @@ mod tests {
     }
 
     #[test]
+    fn a_thin_event_is_an_event_of_its_related_object() {
+        let thin = br#"{"id":"evt_test_65R9Ijk8Hs3nKCBTcjl16R9IJ7DSQ0dU0U8w3gPrPIwlx","object":"v2.core.event","type":"v1.customer.subscription.updated","livemode":false,"created":"2024-09-17T06:20:52.246Z","related_object":{"id":"sub_1","type":"subscription","url":"/v1/subscriptions/sub_1"},"context":null}"#;
+        let env = decode(thin).expect("a thin event");
+        assert_eq!(env.event_type, "v1.customer.subscription.updated");
+        assert_eq!((env.created, env.api_version), (1_726_554_052, None));
+        assert_eq!((env.object_type.as_deref(), env.object_id.as_deref()), (Some("subscription"), Some("sub_1")));
+        assert_eq!(env.customer_id, None);
+        let customer = br#"{"id":"evt_2","object":"v2.core.event","type":"v1.customer.updated","livemode":true,"created":"2026-01-01T00:00:00Z","related_object":{"id":"cus_1","type":"customer","url":"/v1/customers/cus_1"}}"#;
+        let env = decode(customer).expect("a thin event");
+        assert_eq!((env.customer_id.as_deref(), env.livemode), (Some("cus_1"), true));
+        let ping = br#"{"id":"evt_3","object":"v2.core.event","type":"v2.core.event_destination.ping","livemode":false,"created":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(decode(ping).expect("no related object").object_id, None);
+    }
+
+    #[test]
     fn things_that_are_not_stripe_events_are_refused() {
         assert!(matches!(decode(b"not json"), Err(EnvelopeError::Malformed(_))));
         assert!(matches!(decode(b"{}"), Err(EnvelopeError::Malformed(_))));
         assert!(matches!(decode(br#"{"id":"evt_1","object":"event","type":"x","created":"yesterday","livemode":false,"data":{"object":{}}}"#), Err(EnvelopeError::Malformed(_))));
         assert!(matches!(
-            decode(br#"{"id":"evt_1","object":"v2.core.event","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#),
+            decode(br#"{"id":"evt_1","object":"v2.core.event","type":"x","created":"yesterday","livemode":false}"#),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"id":"evt_1","object":"event","type":"x","created":1,"livemode":false}"#),
+            Err(EnvelopeError::NotAnEvent(_))
+        ));
+        assert!(matches!(
+            decode(
+                br#"{"id":"evt_1","object":"v3.event","type":"x","created":1,"livemode":false,"data":{"object":{}}}"#
+            ),
             Err(EnvelopeError::NotAnEvent(_))
         ));
         assert!(matches!(

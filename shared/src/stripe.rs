@@ -52,8 +52,18 @@ pub struct EventMeta {
     pub api_version: Option<String>,
     /// `livemode`.
     pub livemode: bool,
-    /// A fact fetched from Stripe to complete an earlier event (`shared::fetched`), not a delivery.
-    pub fetched: bool,
+    /// Set on a fact fetched from Stripe to complete an earlier event (`shared::fetched`), not a
+    /// delivery.
+    pub fetched: Option<FetchedFrom>,
+}
+
+/// The `fetched` member of a fetched fact: why it was fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FetchedFrom {
+    /// The effect key of the fetch (`fetch:<part>:<id>`).
+    pub key: String,
+    /// The id of the event it completes.
+    pub completes: String,
 }
 
 /// An event with its object decoded by type.
@@ -76,8 +86,21 @@ pub enum Object {
     Invoice(Invoice),
     /// `"checkout.session"` (`checkout.session.*`).
     CheckoutSession(CheckoutSession),
+    /// A thin event (`v2.core.event`): only a reference to the object, which is fetched.
+    Thin(ThinReference),
     /// Any other object: stored and counted, not projected.
     Other,
+}
+
+/// A thin event's `related_object`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct ThinReference {
+    /// The object's id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The object's kind (`subscription`, `checkout.session`).
+    #[serde(default, rename = "type")]
+    pub object: Option<String>,
 }
 
 /// A customer.
@@ -285,17 +308,29 @@ fn storable_time<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Op
 #[derive(Deserialize)]
 struct WireEvent<'a> {
     id: String,
+    #[serde(default)]
+    object: Option<String>,
     #[serde(rename = "type")]
     event_type: String,
-    created: i64,
+    created: WireCreated,
     #[serde(default)]
     api_version: Option<String>,
     #[serde(default)]
     livemode: bool,
-    #[serde(borrow)]
-    data: WireData<'a>,
+    #[serde(borrow, default)]
+    data: Option<WireData<'a>>,
     #[serde(default)]
-    fetched: Option<serde::de::IgnoredAny>,
+    related_object: Option<ThinReference>,
+    #[serde(default)]
+    fetched: Option<FetchedFrom>,
+}
+
+/// Unix seconds, or a thin event's RFC 3339 time.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireCreated {
+    Seconds(i64),
+    Time(String),
 }
 
 #[derive(Deserialize)]
@@ -495,33 +530,53 @@ pub fn decode(body: &[u8]) -> Result<Event, DecodeError> {
     let body = without_nul_escapes(body);
     let wire: WireEvent<'_> =
         serde_json::from_slice(&body).map_err(|source| DecodeError { what: "the event envelope", source })?;
-    if !(0..=MAX_TIME).contains(&wire.created) {
-        let source =
-            <serde_json::Error as serde::de::Error>::custom(format!("created {} is out of range", wire.created));
+    let created = match wire.created {
+        WireCreated::Seconds(seconds) => Some(seconds),
+        WireCreated::Time(ref time) => crate::envelope::thin_created(time),
+    };
+    let Some(created) = created.filter(|c| (0..=MAX_TIME).contains(c)) else {
+        let source = <serde_json::Error as serde::de::Error>::custom("created is unreadable or out of range");
         return Err(DecodeError { what: "the event envelope", source });
-    }
-    let raw = wire.data.object;
-    // Dispatch on what the object is, not on the event type's prefix (`customer.source.created`
-    // carries a card, `customer.subscription.updated` a subscription).
-    let kind: WireKind<'_> = object(raw, "the object type")?;
-    let object = match kind.object {
-        Some("customer") => Object::Customer(object(raw, "a customer")?),
-        Some("subscription") => Object::Subscription(subscription(object(raw, "a subscription")?)),
-        Some("invoice") => Object::Invoice(invoice(object(raw, "an invoice")?)),
-        Some("checkout.session") => Object::CheckoutSession(checkout_session(object(raw, "a checkout session")?)),
-        _ => Object::Other,
+    };
+    let object = match (wire.object.as_deref(), wire.data) {
+        (Some(crate::envelope::THIN_EVENT), _) => Object::Thin(wire.related_object.unwrap_or_default()),
+        (_, Some(data)) => data_object(data.object)?,
+        (_, None) => {
+            let source = <serde_json::Error as serde::de::Error>::missing_field("data");
+            return Err(DecodeError { what: "the event envelope", source });
+        }
     };
     Ok(Event {
         meta: EventMeta {
             id: wire.id,
             event_type: wire.event_type,
-            created: wire.created,
+            created,
             api_version: wire.api_version,
             livemode: wire.livemode,
-            fetched: wire.fetched.is_some(),
+            fetched: wire.fetched,
         },
         object,
     })
+}
+
+/// `data.object`, typed by what the object is, not by the event type's prefix
+/// (`customer.source.created` carries a card, `customer.subscription.updated` a subscription).
+fn data_object(raw: &serde_json::value::RawValue) -> Result<Object, DecodeError> {
+    let kind: WireKind<'_> = object(raw, "the object type")?;
+    Ok(match kind.object {
+        Some("customer") => Object::Customer(object(raw, "a customer")?),
+        Some("subscription") => Object::Subscription(subscription(object(raw, "a subscription")?)),
+        Some("invoice") => Object::Invoice(invoice(object(raw, "an invoice")?)),
+        Some("checkout.session") => Object::CheckoutSession(checkout_session(object(raw, "a checkout session")?)),
+        _ => Object::Other,
+    })
+}
+
+/// The period (`current_period_start`, `current_period_end`) of a subscription object as the
+/// API returns it, in either shape; None for what is not a subscription.
+pub fn subscription_period(object: &serde_json::Value) -> Option<(Option<i64>, Option<i64>)> {
+    let sub = subscription(WireSubscription::deserialize(object).ok()?);
+    Some((sub.current_period_start, sub.current_period_end))
 }
 
 fn subscription(wire: WireSubscription) -> Subscription {

@@ -166,6 +166,46 @@ pub fn subscription_event(event_type: &str, created: i64, shape: Shape, s: &SubS
     envelope(event_type, created, shape, sub)
 }
 
+/// `body` (a subscription event) without its period: neither on the subscription nor on its
+/// items, as no API version renders it but a snapshot can arrive.
+pub fn without_period(body: &[u8]) -> Vec<u8> {
+    let mut event: Value = serde_json::from_slice(body).expect("json");
+    let sub = &mut event["data"]["object"];
+    let strip = |o: &mut Value| {
+        if let Some(map) = o.as_object_mut() {
+            map.remove("current_period_start");
+            map.remove("current_period_end");
+        }
+    };
+    strip(sub);
+    if let Some(items) = sub["items"]["data"].as_array_mut() {
+        items.iter_mut().for_each(strip);
+    }
+    serde_json::to_vec(&event).expect("serializable")
+}
+
+/// A thin event, as an event destination sends it (`v2.core.event`): `event_type` (for example
+/// `v1.customer.subscription.updated`), `created` as an RFC 3339 time, and only a reference to
+/// the object (`kind` such as `subscription`, `id`).
+pub fn thin_event(event_type: &str, created: i64, kind: &str, id: &str) -> Vec<u8> {
+    let created = chrono::DateTime::from_timestamp(created, 123_000_000).expect("a time");
+    let url = match kind {
+        "checkout.session" => format!("/v1/checkout/sessions/{id}"),
+        other => format!("/v1/{other}s/{id}"),
+    };
+    serde_json::to_vec(&json!({
+        "id": format!("evt_test_{}", uuid::Uuid::new_v4().simple()),
+        "object": "v2.core.event",
+        "type": event_type,
+        "livemode": false,
+        "created": created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "related_object": { "id": id, "type": kind, "url": url },
+        "context": null,
+        "reason": { "type": "request", "request": { "id": "req_v2thin", "idempotency_key": null } },
+    }))
+    .expect("serializable")
+}
+
 /// What a subscription invoice is about.
 #[derive(Debug, Clone, Copy)]
 pub struct InvoiceOf<'a> {

@@ -82,9 +82,11 @@ impl FakeStripe {
             .route("/v1/customers", get(|f, q, h| objects(f, q, h, "customers")))
             .route("/v1/subscriptions", get(|f, q, h| objects(f, q, h, "subscriptions")))
             .route("/v1/prices", get(|f, q, h| objects(f, q, h, "prices")))
-            .route("/v1/prices/{id}", get(|f, p, h| one(f, p, h, "prices")))
-            .route("/v1/customers/{id}", get(|f, p, h| one(f, p, h, "customers")))
-            .route("/v1/subscriptions/{id}", get(|f, p, h| one(f, p, h, "subscriptions")))
+            .route("/v1/prices/{id}", get(|f, p, q, h| one(f, p, q, h, "prices")))
+            .route("/v1/customers/{id}", get(|f, p, q, h| one(f, p, q, h, "customers")))
+            .route("/v1/subscriptions/{id}", get(|f, p, q, h| one(f, p, q, h, "subscriptions")))
+            .route("/v1/invoices/{id}", get(|f, p, q, h| one(f, p, q, h, "invoices")))
+            .route("/v1/checkout/sessions/{id}", get(|f, p, q, h| one(f, p, q, h, "checkout/sessions")))
             .route("/v1/checkout/sessions/{id}/line_items", get(|f, p, q, h| sublist(f, p, q, h, "checkout_items")))
             .route("/v1/invoices/{id}/lines", get(|f, p, q, h| sublist(f, p, q, h, "invoice_lines")))
             .with_state(self.clone())
@@ -101,13 +103,15 @@ impl FakeStripe {
         self.lock().lists.insert(path, items);
     }
 
-    /// Holds `object` (a customer, subscription or price, by its `object` field), replacing one
-    /// with the same id (kept in its place).
+    /// Holds `object` (a customer, subscription, price, invoice or Checkout Session, by its
+    /// `object` field), replacing one with the same id (kept in its place).
     pub fn put(&self, object: serde_json::Value) {
         let kind = match object["object"].as_str() {
             Some("customer") => "customers",
             Some("subscription") => "subscriptions",
             Some("price") => "prices",
+            Some("invoice") => "invoices",
+            Some("checkout.session") => "checkout/sessions",
             other => panic!("the fake holds no {other:?}"),
         };
         let mut inner = self.lock();
@@ -283,11 +287,12 @@ async fn objects(
 async fn one(
     State(fake): State<FakeStripe>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     kind: &'static str,
 ) -> Response {
     let mut inner = fake.lock();
-    if let Some(failure) = gate(&mut inner, &format!("/v1/{kind}/{id}"), "", &headers) {
+    if let Some(failure) = gate(&mut inner, &format!("/v1/{kind}/{id}"), &query.unwrap_or_default(), &headers) {
         return failure;
     }
     match inner.objects.get(kind).into_iter().flatten().find(|o| o["id"] == id.as_str()) {

@@ -201,3 +201,118 @@ async fn without_stripe_api_key_the_anomaly_says_so_and_nothing_is_called() {
     assert!(w.fetched().await.is_empty());
     w.projector.stop().await;
 }
+
+/// (status, tier, period end) of a subscription row.
+async fn subscription_row(w: &World, id: &str) -> Option<(String, String, Option<i64>)> {
+    sqlx::query_as(
+        "SELECT status, tier, extract(epoch FROM current_period_end)::bigint
+         FROM projection.subscriptions WHERE stripe_subscription_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&w.db.pool)
+    .await
+    .expect("subscription")
+}
+
+/// Stripe's subscription `id` as the API returns it now (basil: the period on the item).
+fn held_subscription(id: &str, customer: &str, price: &str, status: &str, period: (i64, i64)) -> Value {
+    let mut sub = stripe::subscription(id, customer, status);
+    let map = sub.as_object_mut().expect("object");
+    map.remove("current_period_start");
+    map.remove("current_period_end");
+    sub["items"]["data"][0]["price"]["id"] = json!(price);
+    sub["items"]["data"][0]["current_period_start"] = json!(period.0);
+    sub["items"]["data"][0]["current_period_end"] = json!(period.1);
+    sub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_snapshot_without_its_period_gets_the_period_by_fetching_the_subscription() {
+    let w = World::start(true).await;
+    let t = stripe::now();
+    let period = (t, t + 2_592_000);
+    w.stripe.put(held_subscription("sub_noperiod", "cus_noperiod", "price_professional_monthly", "active", period));
+    w.stripe.script(&[(503, None)]);
+    let snap = SubSnapshot::new("sub_noperiod", "cus_noperiod", "price_professional_monthly", "active", period);
+    let created = stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap);
+    w.post(&stripe::without_period(&created)).await;
+
+    let key = {
+        let completes: String =
+            sqlx::query_scalar("SELECT stripe_event_id FROM ledger.events WHERE object_id = 'sub_noperiod'")
+                .fetch_one(&w.db.pool)
+                .await
+                .expect("the delivered event");
+        format!("fetch:subscription_period:{completes}")
+    };
+    w.journaled(&key, "succeeded").await;
+    let fetched = w.fetched().await;
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert_eq!(fetched[0].1, "customer.subscription.created", "the fact stands in the original's place");
+    let row = subscription_row(&w, "sub_noperiod").await.expect("row");
+    assert_eq!(row, ("active".to_owned(), "professional".to_owned(), Some(period.1)), "the period Stripe has");
+    assert_eq!(w.anomalies("subscription_without_period").await, Vec::<String>::new(), "resolved");
+    let gets: Vec<u16> = w.requests_to("/v1/subscriptions/sub_noperiod").into_iter().map(|(_, s)| s).collect();
+    assert_eq!(gets, [503, 200], "retried once, then fetched");
+
+    // A rebuild folds the fact: same period, no new request.
+    let folded = rebuild::fold_log(&w.db.pool, &catalog(), &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
+    let swapped = rebuild::swap_in(&w.db.pool, folded, &catalog(), &FoldConfig::default(), false).await.expect("swap");
+    assert_eq!(swapped.new_intents, 0);
+    w.projector.dispatcher_passes(3).await;
+    assert_eq!(subscription_row(&w, "sub_noperiod").await.expect("row").2, Some(period.1));
+    assert_eq!(w.requests_to("/v1/subscriptions/sub_noperiod").len(), 2, "no fetch after the rebuild");
+    w.projector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thin_events_are_stored_and_the_objects_they_refer_to_are_fetched_as_snapshots() {
+    let w = World::start(true).await;
+    let t = stripe::now();
+    let period = (t, t + 2_592_000);
+    w.stripe.put(held_subscription("sub_thin", "cus_thin", "price_professional_monthly", "active", period));
+    let mut session = stripe::object("checkout.session");
+    session["id"] = json!("cs_thin");
+    session["customer"] = json!("cus_thin");
+    session["mode"] = json!("payment");
+    session["payment_status"] = json!("paid");
+    session["metadata"] = json!({});
+    session["line_items"] =
+        json!({ "object": "list", "data": [line_item("li_t", "price_credits_1000", 2)], "has_more": false });
+    w.stripe.put(session);
+
+    w.post(&stripe::thin_event("v1.customer.subscription.created", t, "subscription", "sub_thin")).await;
+    w.post(&stripe::thin_event("v1.checkout.session.completed", t, "checkout.session", "cs_thin")).await;
+    // Neither an object nor a type the fold projects: stored, nothing fetched.
+    w.post(&stripe::thin_event("v1.billing.meter.error_report_triggered", t, "billing.meter", "mtr_1")).await;
+
+    let thin: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT stripe_event_id, event_type, object_type FROM ledger.events WHERE source = 'webhook' ORDER BY position",
+    )
+    .fetch_all(&w.db.pool)
+    .await
+    .expect("log");
+    assert_eq!(thin.len(), 3, "every thin event is stored: {thin:?}");
+    for (id, event_type, _) in &thin[..2] {
+        w.journaled(&format!("fetch:thin_object:{id}"), "succeeded").await;
+        assert!(event_type.starts_with("v1."), "stored as sent: {event_type}");
+    }
+    let facts: Vec<String> = w.fetched().await.into_iter().map(|(_, event_type, _)| event_type).collect();
+    assert_eq!(facts, ["customer.subscription.created", "checkout.session.completed"], "snapshots of the types");
+    let row = subscription_row(&w, "sub_thin").await.expect("the subscription, from the fetched object");
+    assert_eq!(row, ("active".to_owned(), "professional".to_owned(), Some(period.1)));
+    assert_eq!(w.balance("cus_thin").await, json!(2_000), "two packs of 1,000, from the expanded line items");
+    assert_eq!(w.anomalies("thin_event").await, Vec::<String>::new(), "both resolved");
+    let session_gets = w.requests_to("/v1/checkout/sessions/cs_thin");
+    assert_eq!(session_gets.len(), 1, "{session_gets:?}");
+    assert!(session_gets[0].0.contains("expand[]=line_items") || session_gets[0].0.contains("expand%5B%5D=line_items"));
+    let subjects: Vec<(String, String)> =
+        sqlx::query_as("SELECT subject_type, subject FROM ledger.intents WHERE kind = 'fetch' ORDER BY position")
+            .fetch_all(&w.db.pool)
+            .await
+            .expect("intents");
+    assert_eq!(subjects[0], ("subscription".to_owned(), "sub_thin".to_owned()));
+    assert_eq!(subjects[1], ("event".to_owned(), thin[1].0.clone()), "a session's customer is not known yet");
+    assert_eq!(subjects.len(), 2, "the meter's event asks for nothing");
+    w.projector.stop().await;
+}

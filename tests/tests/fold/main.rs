@@ -4,6 +4,7 @@ use ledger_tests::lifecycle;
 use ledger_tests::projector::without_positions;
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use projector::fold::{Desired, FoldConfig, Intent, Projections};
+use projector::keys::Subject;
 use proptest::prelude::*;
 use shared::catalog::{Catalog, Limit, UNKNOWN_TIER};
 use shared::fetched::Part;
@@ -36,6 +37,10 @@ impl Given {
 
     fn intent_keys(&self) -> Vec<String> {
         self.intents.iter().map(|i| i.key.to_string()).collect()
+    }
+
+    fn fetch_keys(&self) -> Vec<String> {
+        self.intent_keys().into_iter().filter(|k| k.starts_with("fetch:")).collect()
     }
 }
 
@@ -387,6 +392,71 @@ fn a_session_without_items_asks_for_a_fetch_and_the_fetched_fact_credits_it_once
         assert!(g.state.anomalies["checkout_without_items:cs_9"].detail.contains("not even as fetched"));
         assert_eq!(g.intent_keys(), ["fetch:checkout_items:cs_9"]);
     }
+}
+
+#[test]
+fn a_live_snapshot_without_a_period_asks_for_the_subscription_once_per_event() {
+    let mut g = Given::new();
+    let original = stripe::without_period(&sub_event(
+        "customer.subscription.created",
+        T,
+        Shape::Basil,
+        &snap("active", "price_starter_monthly"),
+    ));
+    g.event(&original);
+    let id =
+        serde_json::from_slice::<serde_json::Value>(&original).expect("json")["id"].as_str().expect("id").to_owned();
+    let key = format!("fetch:subscription_period:{id}");
+    assert_eq!(g.fetch_keys(), std::slice::from_ref(&key));
+    assert!(g.state.anomalies[&format!("subscription_without_period:{id}")].detail.contains(&key));
+    assert_eq!(g.state.subscriptions["sub_1"].status, "active", "the rest of the snapshot is projected");
+
+    let held = serde_json::json!({ "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active",
+        "items": { "data": [{ "id": "si_1", "price": { "id": "price_starter_monthly" }, "current_period_end": T + 30 * DAY }] } });
+    let fetched = shared::fetched::Fetched { items: vec![held], requests: vec![] };
+    let fact = shared::fetched::event(&original, &key, Part::SubscriptionPeriod, fetched, T + 5).expect("fact");
+    g.event(&fact).event(&fact);
+    assert_eq!(g.state.subscriptions["sub_1"].current_period_end, Some(T + 30 * DAY));
+    assert!(g.state.anomalies.is_empty(), "resolved: {:?}", g.state.anomalies);
+    assert_eq!(g.fetch_keys().len(), 1, "the fact asks for nothing");
+
+    // A canceled snapshot needs no period.
+    let mut g = Given::new();
+    g.event(&stripe::without_period(&sub_event(
+        "customer.subscription.deleted",
+        T,
+        Shape::Legacy,
+        &snap("canceled", "price_starter_monthly"),
+    )));
+    assert!(g.fetch_keys().is_empty(), "{:?}", g.intent_keys());
+}
+
+#[test]
+fn a_thin_event_asks_for_its_object_and_the_fact_projects_it() {
+    let mut g = Given::new();
+    let thin = stripe::thin_event("v1.customer.subscription.updated", T, "subscription", "sub_1");
+    g.event(&thin);
+    let id = serde_json::from_slice::<serde_json::Value>(&thin).expect("json")["id"].as_str().expect("id").to_owned();
+    assert_eq!(g.intent_keys(), [format!("fetch:thin_object:{id}")]);
+    assert_eq!(g.intents[0].subject, Subject::Subscription("sub_1".into()));
+    assert_eq!(g.state.anomalies[&format!("thin_event:{id}")].kind, "thin_event");
+    assert!(g.state.subscriptions.is_empty(), "nothing is guessed from a reference");
+
+    let held = serde_json::json!({ "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "past_due",
+        "current_period_end": T + 30 * DAY, "items": { "data": [{ "id": "si_1", "price": { "id": "price_starter_monthly" } }] } });
+    let fetched = shared::fetched::Fetched { items: vec![held], requests: vec![] };
+    let key = format!("fetch:thin_object:{id}");
+    let fact = shared::fetched::event(&thin, &key, Part::ThinObject, fetched, T + 5).expect("fact");
+    g.event(&fact);
+    assert_eq!(g.state.subscriptions["sub_1"].status, "past_due");
+    assert!(!g.state.anomalies.contains_key(&format!("thin_event:{id}")), "resolved");
+
+    // Types and objects the fold does not project are stored and ask for nothing.
+    let mut g = Given::new();
+    g.event(&stripe::thin_event("v1.invoice.created", T, "invoice", "in_1"));
+    g.event(&stripe::thin_event("v1.billing.meter.error_report_triggered", T, "billing.meter", "mtr_1"));
+    g.event(&stripe::thin_event("v2.core.account.updated", T, "v2.core.account", "acct_1"));
+    assert!(g.intents.is_empty() && g.state.anomalies.is_empty());
 }
 
 #[test]

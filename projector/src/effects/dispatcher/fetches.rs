@@ -1,12 +1,13 @@
 //! Fetches: parts an event left out (`ledger.intents`, kind `fetch`: a Checkout Session's line
-//! items, an invoice's lines beyond the first page), fetched from Stripe (every page) and appended
-//! to the log as a fact (`shared::fetched`, source `fetch`), which the fold then reads like any
-//! event. The append comes first and is deduplicated by the fact's id (derived from the key), the
+//! items, an invoice's lines beyond the first page, a subscription's period, a thin event's
+//! object), fetched from Stripe (every page of a list) and appended to the log as a fact
+//! (`shared::fetched`, source `fetch`), which the fold then reads like any event. The append comes first and is deduplicated by the fact's id (derived from the key), the
 //! journal row second: a crash in between re-fetches and appends nothing new.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use shared::fetched::{self, Fetched, Part};
+use serde_json::Value;
+use shared::fetched::{self, Fetched, Request};
 use shared::log::{NewEvent, Source, append_events};
 use shared::stripe_api::{Form, StripeApi, StripeError};
 
@@ -123,9 +124,7 @@ impl Dispatcher {
         {
             return Ok(false);
         }
-        let (part, id) = p.key.part();
-        let request =
-            part.path(id).map_or_else(|| format!("GET the {} of {id}", part.field()), |path| format!("GET {path}"));
+        let request = format!("GET the {} of {}", p.key.part.field(), p.key.id);
         let result = self.fetch_and_append(stripe, &key, p.position).await?;
         let attempt = u32::try_from(done).unwrap_or(u32::MAX).saturating_add(1);
         let (outcome, status, error, request) = match result {
@@ -160,7 +159,7 @@ impl Dispatcher {
         position: i64,
     ) -> anyhow::Result<Result<String, NotFetched>> {
         let EffectKey::Fetch(fetch) = key else { anyhow::bail!("{key} is not a fetch") };
-        let (part, id) = fetch.part();
+        let part = fetch.part;
         let original: Option<Vec<u8>> =
             sqlx::query_scalar!("SELECT raw_body FROM ledger.events WHERE position = $1", position)
                 .fetch_optional(&self.pool)
@@ -168,7 +167,11 @@ impl Dispatcher {
         let Some(original) = original else {
             return Ok(Err(NotFetched::failed(format!("no event at position {position} to complete"))));
         };
-        let fetched = match list_all(stripe, part, id).await {
+        let request = serde_json::from_slice::<Value>(&original).ok().and_then(|o| part.request(&fetch.id, &o));
+        let Some(request) = request else {
+            return Ok(Err(NotFetched::failed(format!("no request fetches the {} of {}", part.field(), fetch.id))));
+        };
+        let fetched = match get_all(stripe, &request).await {
             Ok(fetched) => fetched,
             Err(e) => return Ok(Err(e)),
         };
@@ -187,16 +190,24 @@ impl Dispatcher {
     }
 }
 
-/// Every page of `id`'s `part`, 100 items a page, in order.
-async fn list_all(stripe: &StripeApi, part: Part, id: &str) -> Result<Fetched, NotFetched> {
-    let path = part.path(id).ok_or_else(|| NotFetched::failed(format!("`{id}` is not a plain Stripe id")))?;
+/// The object, or every page of the list, 100 items a page, in order.
+async fn get_all(stripe: &StripeApi, request: &Request) -> Result<Fetched, NotFetched> {
+    let path = &request.path;
     let mut fetched = Fetched::default();
     let mut after: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let query = Form::new().set("limit", 100).set_opt("starting_after", after.as_deref());
-        let page = stripe.get(&path, &query).await?.body;
+        let query = if request.list {
+            Form::new().set("limit", 100).set_opt("starting_after", after.as_deref())
+        } else {
+            Form::new().set_opt("expand[]", request.expand)
+        };
+        let page = stripe.get(path, &query).await?.body;
         let query_text: Vec<String> = query.pairs().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        fetched.requests.push(format!("GET {path}?{}", query_text.join("&")));
+        fetched.requests.push(format!("GET {path}?{}", query_text.join("&")).trim_end_matches('?').to_owned());
+        if !request.list {
+            fetched.items.push(page);
+            return Ok(fetched);
+        }
         let items = page["data"].as_array().cloned().unwrap_or_default();
         after = items.last().and_then(|item| item["id"].as_str()).map(str::to_owned);
         fetched.items.extend(items);
