@@ -318,10 +318,24 @@ impl Projections {
         catalog: &Catalog,
         config: &FoldConfig,
     ) -> (Changes, Vec<(i64, Intent)>) {
+        self.fold_decoded_batch(
+            events.into_iter().map(|(position, raw)| (position, stripe::decode(raw))),
+            catalog,
+            config,
+        )
+    }
+
+    /// [`Self::fold_batch`] of events decoded elsewhere (a rebuild decodes while it folds).
+    pub fn fold_decoded_batch(
+        &mut self,
+        events: impl IntoIterator<Item = (i64, Decoded)>,
+        catalog: &Catalog,
+        config: &FoldConfig,
+    ) -> (Changes, Vec<(i64, Intent)>) {
         let mut changes = Changes::default();
         let mut intents = Vec::new();
-        for (position, raw) in events {
-            let mut delta = fold(self, position, raw, catalog, config);
+        for (position, decoded) in events {
+            let mut delta = fold_decoded(self, position, decoded, catalog, config);
             intents.extend(std::mem::take(&mut delta.intents).into_iter().map(|i| (position, i)));
             changes.record(&delta);
             self.apply(delta);
@@ -406,8 +420,22 @@ impl Projections {
     }
 }
 
+/// A raw body decoded into the typed model, or why it is not one.
+pub type Decoded = Result<stripe::Event, stripe::DecodeError>;
+
 /// The fold: what the event at `position` with body `raw` changes in `state`.
 pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, config: &FoldConfig) -> Delta {
+    fold_decoded(state, position, stripe::decode(raw), catalog, config)
+}
+
+/// [`fold`] of a body already decoded.
+pub fn fold_decoded(
+    state: &Projections,
+    position: i64,
+    decoded: Decoded,
+    catalog: &Catalog,
+    config: &FoldConfig,
+) -> Delta {
     let mut f = Folder {
         state,
         catalog,
@@ -418,7 +446,7 @@ pub fn fold(state: &Projections, position: i64, raw: &[u8], catalog: &Catalog, c
         delta: Delta::default(),
         touched: BTreeMap::new(),
     };
-    match stripe::decode(raw) {
+    match decoded {
         Err(error) => f.anomaly(format!("undecodable:{position}"), "undecodable", error.to_string()),
         Ok(event) if config.livemode.is_some_and(|mode| mode != event.meta.livemode) => {
             let mode = |live: bool| if live { "live" } else { "test" };

@@ -1,6 +1,7 @@
 //! Rebuild: the same fold from position 1 into a new schema, swapped in atomically.
 //!
-//! 1. Fold the whole log in memory, page by page (no lock: the live projector keeps running).
+//! 1. Fold the whole log in memory, page by page (no lock: the live projector keeps running); one
+//!    task reads and decodes the next pages while the fold works on the current one.
 //! 2. In one transaction: `LOCK TABLE projection.checkpoint IN ACCESS EXCLUSIVE MODE` (waits for a
 //!    live batch to finish and holds the next one back), fold the events that arrived meanwhile,
 //!    create `projection_build` with the live tables' definitions, COPY every row in, journal the
@@ -18,12 +19,15 @@ use chrono::Utc;
 use shared::catalog::Catalog;
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::fold::{FoldConfig, Intent, Projections};
+use crate::fold::{Decoded, FoldConfig, Intent, Projections};
 use crate::runner::CHECKPOINT;
 use crate::store;
 
 /// Events read per page while folding the log.
 const PAGE: i64 = 5_000;
+
+/// Pages read and decoded ahead of the fold.
+const READ_AHEAD: usize = 2;
 
 /// A fold of the log.
 #[derive(Debug, Clone)]
@@ -64,20 +68,59 @@ pub async fn fold_more(
     Ok(())
 }
 
-/// Folds the whole log as it is now.
+/// Folds the whole log as it is now: a reader task fetches and decodes pages (on its own
+/// connection) while this one folds.
 pub async fn fold_log(
     pool: &PgPool,
     catalog: &Catalog,
     config: &FoldConfig,
     progress: &mut dyn FnMut(i64, i64),
 ) -> anyhow::Result<Folded> {
-    let mut conn = pool.acquire().await?;
     let head: i64 = sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM ledger.events"#)
-        .fetch_one(&mut *conn)
+        .fetch_one(pool)
         .await?;
+    let (pages, mut received) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let reader = tokio::spawn(read_decoded(pool.clone(), head, pages));
     let mut folded = Folded { state: Projections::default(), position: 0, intents: Vec::new() };
-    fold_more(&mut conn, &mut folded, head, catalog, config, progress).await?;
+    while let Some(page) = received.recv().await {
+        let page: Vec<(i64, Decoded)> = page?;
+        let Some(last) = page.last().map(|(position, _)| *position) else { break };
+        let (_, intents) = folded.state.fold_decoded_batch(page, catalog, config);
+        folded.intents.extend(intents);
+        folded.position = last;
+        progress(last, head);
+    }
+    reader.await.context("the log reader")?;
+    anyhow::ensure!(folded.position == head, "the log ended at {} before its head {head}", folded.position);
     Ok(folded)
+}
+
+/// Reads `(0, head]` page by page, decoding each body, until the fold stops listening.
+async fn read_decoded(pool: PgPool, head: i64, pages: tokio::sync::mpsc::Sender<anyhow::Result<Vec<(i64, Decoded)>>>) {
+    let mut after = 0;
+    while after < head {
+        let rows = sqlx::query!(
+            "SELECT position, raw_body FROM ledger.events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
+            after,
+            head,
+            PAGE
+        )
+        .fetch_all(&pool)
+        .await;
+        let page = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                let _ = pages.send(Err(error.into())).await;
+                return;
+            }
+        };
+        let Some(last) = page.last().map(|r| r.position) else { return };
+        let decoded = page.into_iter().map(|r| (r.position, shared::stripe::decode(&r.raw_body))).collect();
+        if pages.send(Ok(decoded)).await.is_err() {
+            return;
+        }
+        after = last;
+    }
 }
 
 /// How one table would change.

@@ -467,12 +467,12 @@ async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool,
         folded.position as f64 / seconds.max(1e-9),
         catalog.hash()
     );
-    let mut conn = pool.acquire().await?;
-    let live = projector::store::load(&mut conn).await?;
-    drop(conn);
-    let diffs = rebuild::diff(&live, &folded.state);
-    print!("{}", rebuild::render_diff(&diffs));
     if dry_run {
+        let mut conn = pool.acquire().await?;
+        let live = projector::store::load(&mut conn).await?;
+        drop(conn);
+        let diffs = rebuild::diff(&live, &folded.state);
+        print!("{}", rebuild::render_diff(&diffs));
         println!("dry run: nothing was changed");
         return Ok(());
     }

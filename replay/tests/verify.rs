@@ -93,8 +93,8 @@ async fn one_altered_byte_is_found_and_a_full_rewrite_is_caught_by_the_signature
     // ... so the owner makes every column agree too: only the signatures can tell.
     tamper(
         &db,
-        "UPDATE ledger.events SET api_version = convert_from(raw_body, 'UTF8')::jsonb ->> 'api_version',
-                payload = convert_from(raw_body, 'UTF8')::jsonb WHERE position = 7",
+        "UPDATE ledger.events SET api_version = convert_from(raw_body, 'UTF8')::jsonb ->> 'api_version'
+         WHERE position = 7",
     )
     .await;
     rewrite_chain(&db).await;

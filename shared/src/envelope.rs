@@ -56,6 +56,10 @@ pub struct Envelope {
     /// The customer the event concerns: `data.object.id` for customer objects, else
     /// `data.object.customer` (a plain id or an expanded object).
     pub customer_id: Option<String>,
+    /// The subscription the event concerns: the subscription itself, an invoice's (before basil
+    /// `subscription`, from basil `parent.subscription_details.subscription`), a Checkout
+    /// Session's `subscription`. Audit queries filter on it.
+    pub subscription_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +115,57 @@ struct RawObject {
     object: Option<String>,
     #[serde(default)]
     customer: Option<Expandable>,
+    #[serde(default)]
+    subscription: Option<Lenient<Expandable>>,
+    #[serde(default)]
+    parent: Option<Lenient<RawParent>>,
+}
+
+/// A field read only when it has the shape we know: other objects use the same names for other
+/// things, and the envelope never refuses an event for a field it does not need.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Known(T),
+    Other(serde::de::IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn known(&self) -> Option<&T> {
+        match self {
+            Self::Known(value) => Some(value),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawParent {
+    #[serde(default)]
+    subscription_details: Option<Lenient<RawSubscriptionDetails>>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscriptionDetails {
+    #[serde(default)]
+    subscription: Option<Lenient<Expandable>>,
+}
+
+impl RawObject {
+    /// See [`Envelope::subscription_id`].
+    fn subscription_id(&self) -> Option<String> {
+        match self.object.as_deref()? {
+            "subscription" => self.id.clone(),
+            "invoice" => {
+                let details =
+                    self.parent.as_ref().and_then(Lenient::known).and_then(|p| p.subscription_details.as_ref());
+                let basil = details.and_then(Lenient::known).and_then(|d| d.subscription.as_ref());
+                basil.or(self.subscription.as_ref()).and_then(Lenient::known).map(|s| s.id().to_owned())
+            }
+            "checkout.session" => self.subscription.as_ref().and_then(Lenient::known).map(|s| s.id().to_owned()),
+            _ => None,
+        }
+    }
 }
 
 /// Decodes and checks the envelope of a raw webhook body.
@@ -120,7 +175,7 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         ("event", Some(data), _) => data.object,
         (THIN_EVENT, _, related) => {
             let (id, object) = related.map(|r| (r.id, r.object)).unwrap_or_default();
-            RawObject { id, object, customer: None }
+            RawObject { id, object, customer: None, subscription: None, parent: None }
         }
         _ => return Err(EnvelopeError::NotAnEvent(raw.object)),
     };
@@ -142,8 +197,9 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
     let customer_id = if object.object.as_deref() == Some("customer") {
         object.id.clone()
     } else {
-        object.customer.map(|c| c.id().to_owned())
+        object.customer.as_ref().map(|c| c.id().to_owned())
     };
+    let subscription_id = object.subscription_id();
     let envelope = Envelope {
         id: raw.id,
         event_type: raw.event_type,
@@ -153,8 +209,15 @@ pub fn decode(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         object_type: object.object,
         object_id: object.id,
         customer_id,
+        subscription_id,
     };
-    let texts = [&envelope.api_version, &envelope.object_type, &envelope.object_id, &envelope.customer_id];
+    let texts = [
+        &envelope.api_version,
+        &envelope.object_type,
+        &envelope.object_id,
+        &envelope.customer_id,
+        &envelope.subscription_id,
+    ];
     if envelope.id.contains('\0')
         || envelope.event_type.contains('\0')
         || texts.iter().any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
@@ -195,6 +258,7 @@ pub fn salvage(body: &[u8], signed_at: i64) -> Option<Envelope> {
         object_type,
         object_id,
         customer_id,
+        subscription_id: None,
     })
 }
 
@@ -230,6 +294,35 @@ mod tests {
         assert_eq!(env.object_type.as_deref(), Some("subscription"));
         assert_eq!(env.object_id.as_deref(), Some("sub_1"));
         assert_eq!(env.customer_id.as_deref(), Some("cus_9"));
+        assert_eq!(env.subscription_id.as_deref(), Some("sub_1"));
+    }
+
+    #[test]
+    fn the_subscription_of_an_invoice_or_session_is_read_in_both_api_shapes() {
+        let sub = |object| decode(&event(object)).expect("event").subscription_id;
+        assert_eq!(
+            sub(json!({"id": "in_1", "object": "invoice", "subscription": "sub_old"})).as_deref(),
+            Some("sub_old")
+        );
+        assert_eq!(
+            sub(
+                json!({"id": "in_1", "object": "invoice", "subscription": {"id": "sub_exp", "object": "subscription"}})
+            )
+            .as_deref(),
+            Some("sub_exp")
+        );
+        let basil = json!({"id": "in_2", "object": "invoice",
+            "parent": {"type": "subscription_details", "subscription_details": {"subscription": "sub_basil"}}});
+        assert_eq!(sub(basil).as_deref(), Some("sub_basil"));
+        let one_off = json!({"id": "in_3", "object": "invoice", "parent": null, "subscription": null});
+        assert_eq!(sub(one_off), None);
+        assert_eq!(
+            sub(json!({"id": "cs_1", "object": "checkout.session", "subscription": "sub_cs"})).as_deref(),
+            Some("sub_cs")
+        );
+        assert_eq!(sub(json!({"id": "pi_1", "object": "payment_intent", "subscription": "sub_no"})), None);
+        let odd = json!({"id": "in_4", "object": "invoice", "parent": "prod_1", "subscription": 7});
+        assert_eq!(sub(odd), None, "fields of another shape are read as absent, never refused");
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub async fn append_events(
     let mut object_types = Vec::with_capacity(n);
     let mut object_ids = Vec::with_capacity(n);
     let mut customer_ids = Vec::with_capacity(n);
+    let mut subscription_ids = Vec::with_capacity(n);
     let mut bodies: Vec<&[u8]> = Vec::with_capacity(n);
     let mut signatures = Vec::with_capacity(n);
     for event in events {
@@ -110,6 +111,7 @@ pub async fn append_events(
         object_types.push(e.object_type.as_deref());
         object_ids.push(e.object_id.as_deref());
         customer_ids.push(e.customer_id.as_deref());
+        subscription_ids.push(e.subscription_id.as_deref());
         bodies.push(&event.raw_body);
         signatures.push(event.signature.as_deref());
     }
@@ -119,7 +121,7 @@ pub async fn append_events(
     let rows: Vec<(i32, i64, bool)> = match source {
         Source::Webhook => sqlx::query!(
             r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
-               FROM ledger.append_webhook_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
+               FROM ledger.append_webhook_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
             &ids as &[&str],
             &types as &[&str],
             &api_versions as &[Option<&str>],
@@ -128,6 +130,7 @@ pub async fn append_events(
             &object_types as &[Option<&str>],
             &object_ids as &[Option<&str>],
             &customer_ids as &[Option<&str>],
+            &subscription_ids as &[Option<&str>],
             &bodies as &[&[u8]],
             &signatures as &[Option<&str>],
             received_by,
@@ -139,7 +142,7 @@ pub async fn append_events(
         .collect(),
         Source::Fetch => sqlx::query!(
             r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
-               FROM ledger.append_fetched_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+               FROM ledger.append_fetched_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
             &ids as &[&str],
             &types as &[&str],
             &api_versions as &[Option<&str>],
@@ -148,6 +151,7 @@ pub async fn append_events(
             &object_types as &[Option<&str>],
             &object_ids as &[Option<&str>],
             &customer_ids as &[Option<&str>],
+            &subscription_ids as &[Option<&str>],
             &bodies as &[&[u8]],
             received_by,
         )
@@ -158,7 +162,7 @@ pub async fn append_events(
         .collect(),
         Source::Backfill | Source::Reconcile => sqlx::query!(
             r#"SELECT ord AS "ord!", out_position AS "position!", inserted AS "inserted!"
-               FROM ledger.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+               FROM ledger.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
             &ids as &[&str],
             &types as &[&str],
             &api_versions as &[Option<&str>],
@@ -167,6 +171,7 @@ pub async fn append_events(
             &object_types as &[Option<&str>],
             &object_ids as &[Option<&str>],
             &customer_ids as &[Option<&str>],
+            &subscription_ids as &[Option<&str>],
             &bodies as &[&[u8]],
             &signatures as &[Option<&str>],
             source.as_str(),

@@ -25,7 +25,7 @@ async fn an_accepted_event_is_stored_byte_exact_with_its_envelope() {
     let row = sqlx::query!(
         r#"SELECT position, stripe_event_id, event_type, api_version, livemode, created, source,
                   received_by, object_type, object_id, customer_id, raw_body, stripe_signature,
-                  body_sha256, payload->>'id' AS payload_id, prev_hash, chain_hash
+                  body_sha256, subscription_id, prev_hash, chain_hash
            FROM ledger.events"#
     )
     .fetch_one(&db.pool)
@@ -45,7 +45,7 @@ async fn an_accepted_event_is_stored_byte_exact_with_its_envelope() {
     assert_eq!(row.object_type.as_deref(), Some("subscription"));
     assert_eq!(row.object_id.as_deref(), Some("sub_byte_exact"));
     assert_eq!(row.customer_id.as_deref(), Some("cus_byte_exact"));
-    assert_eq!(row.payload_id.as_deref(), Some(id.as_str()));
+    assert_eq!(row.subscription_id.as_deref(), Some("sub_byte_exact"), "extracted at ingest");
     assert_eq!(row.prev_hash, None);
     assert_eq!(row.chain_hash.len(), 32);
     ingest.stop().await.expect("clean stop");

@@ -173,20 +173,20 @@ async fn login_users_holding_only_their_roles_run_ingest_projector_and_audit_end
     // The ingest role cannot forge the log: no unsigned rows, no other source.
     let forged = "SELECT * FROM ledger.append_events(ARRAY['evt_forged'], ARRAY['customer.created'], ARRAY[NULL::text],
                   ARRAY[false], ARRAY[1700000000::bigint], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
-                  ARRAY['{}'::bytea], ARRAY[NULL::text], 'backfill', 'forger')";
+                  ARRAY[NULL::text], ARRAY['{}'::bytea], ARRAY[NULL::text], 'backfill', 'forger')";
     let error = sqlx::query(forged).execute(&ingest_pool).await.expect_err("not the ingest role's entry point");
     assert!(error.to_string().contains("permission denied"), "{error}");
     let unsigned =
         "SELECT * FROM ledger.append_webhook_events(ARRAY['evt_forged'], ARRAY['customer.created'], ARRAY[NULL::text],
                     ARRAY[false], ARRAY[1700000000::bigint], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
-                    ARRAY['{}'::bytea], ARRAY[NULL::text], 'forger')";
+                    ARRAY[NULL::text], ARRAY['{}'::bytea], ARRAY[NULL::text], 'forger')";
     let error = sqlx::query(unsigned).execute(&ingest_pool).await.expect_err("a webhook needs its signature");
     assert!(error.to_string().contains("Stripe-Signature"), "{error}");
     let fetched = |id: &str| {
         format!(
             "SELECT * FROM ledger.append_fetched_events(ARRAY['{id}'], ARRAY['customer.created'], ARRAY[NULL::text],
              ARRAY[false], ARRAY[1700000000::bigint], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
-             ARRAY['{{}}'::bytea], 'forger')"
+             ARRAY[NULL::text], ARRAY['{{}}'::bytea], 'forger')"
         )
     };
     let error = sqlx::query(&fetched("evt_fetch_x")).execute(&ingest_pool).await.expect_err("the projector's entry");
