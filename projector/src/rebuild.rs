@@ -1,7 +1,9 @@
 //! Rebuild: the same fold from position 1 into a new schema, swapped in atomically.
 //!
 //! 1. Fold the whole log in memory, page by page (no lock: the live projector keeps running); one
-//!    task reads and decodes the next pages while the fold works on the current one.
+//!    task reads and decodes the next pages while the fold works on the current one. The intents
+//!    the fold raises are staged, in batches, in a temporary table of the connection that will
+//!    swap (memory holds the projections, not every intent of the log).
 //! 2. In one transaction: `LOCK TABLE projection.checkpoint IN ACCESS EXCLUSIVE MODE` (waits for a
 //!    live batch to finish and holds the next one back), fold the events that arrived meanwhile,
 //!    create `projection_build` with the live tables' definitions, COPY every row in, journal the
@@ -17,7 +19,8 @@ use std::fmt::{Debug, Write as _};
 use anyhow::Context;
 use chrono::Utc;
 use shared::catalog::Catalog;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use crate::fold::{Decoded, FoldConfig, Intent, Projections};
 use crate::runner::CHECKPOINT;
@@ -29,15 +32,34 @@ const PAGE: i64 = 5_000;
 /// Pages read and decoded ahead of the fold.
 const READ_AHEAD: usize = 2;
 
+/// Intents held in memory before they are staged.
+const STAGE_AT: usize = 50_000;
+
 /// A fold of the log.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Folded {
     /// The projections.
     pub state: Projections,
     /// Last position folded.
     pub position: i64,
-    /// Intents raised, with their positions.
+    /// Intents raised and not staged yet, with their positions.
     pub intents: Vec<(i64, Intent)>,
+    /// Where the other intents are: a connection's temporary table (`store::stage_intents`).
+    stage: Option<Stage>,
+}
+
+#[derive(Debug)]
+struct Stage {
+    conn: PoolConnection<Postgres>,
+    /// Intents staged so far.
+    ord: i64,
+}
+
+impl Folded {
+    /// Nothing folded yet.
+    fn empty() -> Self {
+        Self { state: Projections::default(), position: 0, intents: Vec::new(), stage: None }
+    }
 }
 
 /// Folds events `(after, upto]` onto `folded`, reporting progress as (position, upto).
@@ -79,17 +101,33 @@ pub async fn fold_log(
     let head: i64 = sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM ledger.events"#)
         .fetch_one(pool)
         .await?;
+    let mut stage = Stage { conn: pool.acquire().await?, ord: 0 };
+    store::create_intent_stage(&mut stage.conn).await?;
+    // A stager task COPYs full batches of intents while the fold goes on.
+    let (to_stage, mut batches) = tokio::sync::mpsc::channel::<Vec<(i64, Intent)>>(1);
+    let stager = tokio::spawn(async move {
+        while let Some(batch) = batches.recv().await {
+            store::stage_intents(&mut stage.conn, &batch, &mut stage.ord).await?;
+        }
+        Ok::<_, sqlx::Error>(stage)
+    });
     let (pages, mut received) = tokio::sync::mpsc::channel(READ_AHEAD);
     let reader = tokio::spawn(read_decoded(pool.clone(), head, pages));
-    let mut folded = Folded { state: Projections::default(), position: 0, intents: Vec::new() };
+    let mut folded = Folded::empty();
     while let Some(page) = received.recv().await {
         let page: Vec<(i64, Decoded)> = page?;
         let Some(last) = page.last().map(|(position, _)| *position) else { break };
         let (_, intents) = folded.state.fold_decoded_batch(page, catalog, config);
         folded.intents.extend(intents);
+        // A stager that failed has dropped its end: its error is reported below.
+        if folded.intents.len() >= STAGE_AT && to_stage.send(std::mem::take(&mut folded.intents)).await.is_err() {
+            break;
+        }
         folded.position = last;
         progress(last, head);
     }
+    drop(to_stage);
+    folded.stage = Some(stager.await.context("the intent stager")?.context("staging intents")?);
     reader.await.context("the log reader")?;
     anyhow::ensure!(folded.position == head, "the log ended at {} before its head {head}", folded.position);
     Ok(folded)
@@ -207,7 +245,11 @@ pub async fn swap_in(
 ) -> anyhow::Result<Swapped> {
     let build_id = format!("rebuild-{}", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
     let old_schema = format!("projection_old_{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
-    let mut conn = pool.acquire().await?;
+    // The staged intents are in a temporary table of the fold's connection: swap on it.
+    let (mut conn, mut staged) = match folded.stage.take() {
+        Some(stage) => (stage.conn, Some(stage.ord)),
+        None => (pool.acquire().await?, None),
+    };
     let mut tx = conn.begin().await?;
     // Dynamic identifiers and COPY below: plain (not compile-checked) statements by necessity.
     sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
@@ -234,7 +276,13 @@ pub async fn swap_in(
     .bind(&build_id)
     .execute(&mut *tx)
     .await?;
-    let new_intents = store::record_intents(&mut tx, &folded.intents).await?;
+    let new_intents = match staged.as_mut() {
+        Some(ord) => {
+            store::stage_intents(&mut tx, &folded.intents, ord).await?;
+            store::record_staged_intents(&mut tx).await?
+        }
+        None => store::record_intents(&mut tx, &folded.intents).await?,
+    };
     // Views name their tables by identity, not by name: the projection schema's own views
     // (projection.instances) are created again over the new tables, and views elsewhere over
     // projection relations (audit.*, an operator's reports) are re-pointed at them; otherwise

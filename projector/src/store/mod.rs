@@ -136,22 +136,85 @@ fn copy_line<R: Serialize>(out: &mut String, row: &R, columns: &[String]) -> sql
             None | Some(serde_json::Value::Null) => out.push_str("\\N"),
             Some(serde_json::Value::Bool(b)) => out.push(if *b { 't' } else { 'f' }),
             Some(serde_json::Value::Number(n)) => out.push_str(&n.to_string()),
-            Some(serde_json::Value::String(text)) => {
-                for c in text.chars() {
-                    match c {
-                        '\\' => out.push_str("\\\\"),
-                        '\t' => out.push_str("\\t"),
-                        '\n' => out.push_str("\\n"),
-                        '\r' => out.push_str("\\r"),
-                        c => out.push(c),
-                    }
-                }
-            }
+            Some(serde_json::Value::String(text)) => copy_text(out, text),
             Some(other) => return Err(sqlx::Error::Encode(format!("{column}: not a column value: {other}").into())),
         }
     }
     out.push('\n');
     Ok(())
+}
+
+/// `text` as a value of COPY's text format.
+fn copy_text(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Creates (empty) the table a rebuild stages its intents in while it folds: temporary, so it
+/// lives on the one connection that folds and then swaps, and never in the journal before the
+/// swap commits.
+pub async fn create_intent_stage(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("DROP TABLE IF EXISTS pg_temp.rebuild_intents").execute(&mut *conn).await?;
+    sqlx::query(
+        "CREATE TEMP TABLE rebuild_intents (ord bigint, key text, kind text, detail text, position bigint,
+                                            subject_type text, subject text)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends intents to the stage with COPY, numbered from `ord` on (their order is kept).
+pub async fn stage_intents(conn: &mut PgConnection, intents: &[(i64, Intent)], ord: &mut i64) -> sqlx::Result<()> {
+    let mut sink = conn
+        .copy_in_raw(
+            "COPY pg_temp.rebuild_intents (ord, key, kind, detail, position, subject_type, subject) FROM STDIN",
+        )
+        .await?;
+    for chunk in intents.chunks(COPY_CHUNK) {
+        let mut data = String::new();
+        for (position, intent) in chunk {
+            *ord += 1;
+            let key = intent.key.to_string();
+            let texts = [key.as_str(), intent.kind.as_str(), intent.detail.as_str()];
+            data.push_str(&ord.to_string());
+            for text in texts {
+                data.push('\t');
+                copy_text(&mut data, text);
+            }
+            data.push('\t');
+            data.push_str(&position.to_string());
+            for text in [intent.subject.type_str(), intent.subject.id()] {
+                data.push('\t');
+                copy_text(&mut data, text);
+            }
+            data.push('\n');
+        }
+        sink.send(data.into_bytes()).await?;
+    }
+    sink.finish().await?;
+    Ok(())
+}
+
+/// Journals the staged intents (in their order: the first raise of a key wins, as in
+/// [`record_intents`]) and drops the stage.
+pub async fn record_staged_intents(conn: &mut PgConnection) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO ledger.intents (key, kind, detail, position, subject_type, subject)
+         SELECT key, kind, detail, position, subject_type, subject FROM pg_temp.rebuild_intents ORDER BY ord
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DROP TABLE pg_temp.rebuild_intents").execute(&mut *conn).await?;
+    Ok(done.rows_affected())
 }
 
 /// Journals intents; a key already journaled (by an earlier run or a rebuild) is left alone.
