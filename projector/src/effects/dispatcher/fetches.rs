@@ -85,7 +85,8 @@ impl Dispatcher {
         let rows = sqlx::query!(
             r#"SELECT i.key AS "key!", i.position AS "position!", i.subject_type AS "subject_type!",
                       i.subject AS "subject!", a.attempts AS "attempts!", a.last_at
-               FROM ledger.intents i
+               FROM ledger.pending_effects p
+               JOIN ledger.intents i ON i.key = p.key
                CROSS JOIN LATERAL (
                  SELECT count(*) FILTER (WHERE e.attempt > 0) AS attempts,
                         max(e.at) FILTER (WHERE e.attempt > 0) AS last_at

@@ -98,9 +98,11 @@ impl Dispatcher {
     async fn pending_mails(&self) -> anyhow::Result<Vec<PendingMail>> {
         let rows = sqlx::query!(
             r#"WITH mails AS (
-                 SELECT key, detail, position, recorded_at, subject_type, subject FROM ledger.intents WHERE kind = 'email'
+                 SELECT i.key, i.detail, i.position, i.recorded_at, i.subject_type, i.subject
+                 FROM ledger.pending_effects p JOIN ledger.intents i ON i.key = p.key WHERE i.kind = 'email'
                  UNION ALL
-                 SELECT key, detail, position, recorded_at, subject_type, subject FROM ledger.alerts)
+                 SELECT a.key, a.detail, a.position, a.recorded_at, a.subject_type, a.subject
+                 FROM ledger.pending_effects p JOIN ledger.alerts a ON a.key = p.key)
                SELECT m.key AS "key!", m.detail AS "detail!", m.position AS "position!",
                       m.recorded_at AS "recorded_at!", m.subject_type AS "subject_type!", m.subject AS "subject!",
                       a.attempts AS "attempts!", a.last_at
