@@ -76,6 +76,12 @@ async fn effect_subjects_are_backfilled_alerts_move_out_of_the_outbox_and_failur
     );
     assert!(effects.iter().any(|e| e.0 == "retier:token:cus_1:3/2:premium" && e.2 == "cus_1"), "{effects:?}");
     assert!(effects.iter().all(|e| !e.2.is_empty()));
+    // 0018: the mails and alerts with no ending journal row are pending; sent ones are not.
+    let pending: Vec<String> = sqlx::query_scalar("SELECT key FROM ledger.pending_effects ORDER BY key")
+        .fetch_all(&db.pool)
+        .await
+        .expect("pending");
+    assert_eq!(pending, ["email:alert:email:token:cus_1:3#2", "email:welcome:sub_1"]);
 
     let fold_anomalies: i64 =
         sqlx::query_scalar("SELECT count(*) FROM projection.anomalies").fetch_one(&db.pool).await.expect("count");
