@@ -72,22 +72,28 @@ pub async fn fold_more(
     progress: &mut dyn FnMut(i64, i64),
 ) -> anyhow::Result<()> {
     while folded.position < upto {
-        let rows = sqlx::query!(
-            "SELECT position, raw_body FROM ledger.events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
-            folded.position,
-            upto,
-            PAGE
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let Some(last) = rows.last().map(|r| r.position) else { break };
+        let rows = page(&mut *conn, folded.position, upto).await?;
+        let Some(last) = rows.last().map(|(position, _)| *position) else { break };
         let (_, intents) =
-            folded.state.fold_batch(rows.iter().map(|r| (r.position, r.raw_body.as_slice())), catalog, config);
+            folded.state.fold_batch(rows.iter().map(|(position, raw)| (*position, raw.as_slice())), catalog, config);
         folded.intents.extend(intents);
         folded.position = last;
         progress(last, upto);
     }
     Ok(())
+}
+
+/// The next page of the log after `after`, up to `upto`: (position, raw body).
+async fn page(executor: impl sqlx::PgExecutor<'_>, after: i64, upto: i64) -> sqlx::Result<Vec<(i64, Vec<u8>)>> {
+    let rows = sqlx::query!(
+        "SELECT position, raw_body FROM ledger.events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
+        after,
+        upto,
+        PAGE
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.position, r.raw_body)).collect())
 }
 
 /// Folds the whole log as it is now: a reader task fetches and decodes pages (on its own
@@ -137,23 +143,15 @@ pub async fn fold_log(
 async fn read_decoded(pool: PgPool, head: i64, pages: tokio::sync::mpsc::Sender<anyhow::Result<Vec<(i64, Decoded)>>>) {
     let mut after = 0;
     while after < head {
-        let rows = sqlx::query!(
-            "SELECT position, raw_body FROM ledger.events WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3",
-            after,
-            head,
-            PAGE
-        )
-        .fetch_all(&pool)
-        .await;
-        let page = match rows {
+        let rows = match page(&pool, after, head).await {
             Ok(rows) => rows,
             Err(error) => {
                 let _ = pages.send(Err(error.into())).await;
                 return;
             }
         };
-        let Some(last) = page.last().map(|r| r.position) else { return };
-        let decoded = page.into_iter().map(|r| (r.position, shared::stripe::decode(&r.raw_body))).collect();
+        let Some(last) = rows.last().map(|(position, _)| *position) else { return };
+        let decoded = rows.into_iter().map(|(position, raw)| (position, shared::stripe::decode(&raw))).collect();
         if pages.send(Ok(decoded)).await.is_err() {
             return;
         }

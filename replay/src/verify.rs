@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
+use shared::envelope::Envelope;
 use shared::signature::{self, Tolerance};
 use sqlx::PgPool;
 
@@ -67,18 +68,7 @@ impl EnvelopeColumns {
     /// What ingest (or backfill) stored for this body: the envelope decoder's reading, or, for a
     /// signed body it could not decode, the salvaged one (created from the signature's `t`).
     pub fn derive(raw_body: &[u8], signature: Option<&str>) -> Option<Self> {
-        let signed_at = signature.and_then(signature::signed_at).unwrap_or(0);
-        let e = shared::envelope::decode(raw_body).ok().or_else(|| shared::envelope::salvage(raw_body, signed_at))?;
-        Some(Self {
-            stripe_event_id: e.id,
-            event_type: e.event_type,
-            api_version: e.api_version,
-            livemode: e.livemode,
-            created: e.created,
-            object_type: e.object_type,
-            object_id: e.object_id,
-            customer_id: e.customer_id,
-        })
+        derive_envelope(raw_body, signature).map(Self::from)
     }
 
     /// The names of the columns that differ from `other`.
@@ -95,6 +85,27 @@ impl EnvelopeColumns {
         ];
         checks.into_iter().filter(|(_, same)| !same).map(|(name, _)| name).collect()
     }
+}
+
+impl From<Envelope> for EnvelopeColumns {
+    fn from(e: Envelope) -> Self {
+        Self {
+            stripe_event_id: e.id,
+            event_type: e.event_type,
+            api_version: e.api_version,
+            livemode: e.livemode,
+            created: e.created,
+            object_type: e.object_type,
+            object_id: e.object_id,
+            customer_id: e.customer_id,
+        }
+    }
+}
+
+/// The envelope ingest (or backfill) stored for this body (see [`EnvelopeColumns::derive`]).
+fn derive_envelope(raw_body: &[u8], signature: Option<&str>) -> Option<Envelope> {
+    let signed_at = signature.and_then(signature::signed_at).unwrap_or(0);
+    shared::envelope::decode(raw_body).ok().or_else(|| shared::envelope::salvage(raw_body, signed_at))
 }
 
 /// The chain hash of a row in format 1 (rows before `ledger.chain_formats`' format 2):
@@ -224,19 +235,16 @@ impl Verifier {
         }
         // The columns audit queries filter on must say what the body says (format 1 rows are not
         // covered by their hash, so this is their only check).
-        match EnvelopeColumns::derive(&row.raw_body, row.stripe_signature.as_deref()) {
-            None => return broken("the raw body is not an event with an id, yet it is stored".to_owned()),
-            Some(derived) => {
-                let differ = row.envelope.differences(&derived);
-                if !differ.is_empty() {
-                    return broken(format!("column(s) {} do not match the raw body", differ.join(", ")));
-                }
-            }
+        let Some(mut derived) = derive_envelope(&row.raw_body, row.stripe_signature.as_deref()) else {
+            return broken("the raw body is not an event with an id, yet it is stored".to_owned());
+        };
+        let subscription_id = derived.subscription_id.take();
+        let differ = row.envelope.differences(&EnvelopeColumns::from(derived));
+        if !differ.is_empty() {
+            return broken(format!("column(s) {} do not match the raw body", differ.join(", ")));
         }
         // NULL is what rows before the column have; the audit views then read the body.
-        if row.subscription_id.is_some()
-            && row.subscription_id != shared::envelope::decode(&row.raw_body).ok().and_then(|e| e.subscription_id)
-        {
+        if row.subscription_id.is_some() && row.subscription_id != subscription_id {
             return broken("column(s) subscription_id do not match the raw body".to_owned());
         }
         if let (Some(secrets), Some(header)) = (&self.secrets, &row.stripe_signature)

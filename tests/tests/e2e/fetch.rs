@@ -216,14 +216,9 @@ async fn subscription_row(w: &World, id: &str) -> Option<(String, String, Option
 
 /// Stripe's subscription `id` as the API returns it now (basil: the period on the item).
 fn held_subscription(id: &str, customer: &str, price: &str, status: &str, period: (i64, i64)) -> Value {
-    let mut sub = stripe::subscription(id, customer, status);
-    let map = sub.as_object_mut().expect("object");
-    map.remove("current_period_start");
-    map.remove("current_period_end");
-    sub["items"]["data"][0]["price"]["id"] = json!(price);
-    sub["items"]["data"][0]["current_period_start"] = json!(period.0);
-    sub["items"]["data"][0]["current_period_end"] = json!(period.1);
-    sub
+    let snap = SubSnapshot::new(id, customer, price, status, period);
+    let event = stripe::subscription_event("customer.subscription.updated", period.0, Shape::Basil, &snap);
+    serde_json::from_slice::<Value>(&event).expect("json")["data"]["object"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
