@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::keys::{EffectKey, FetchKey, IntentKind, MailKey, Subject, TokenKey};
+use crate::window::{Reads, View};
 use shared::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
 use shared::fetched::{self, Part};
 use shared::stripe::{
@@ -332,15 +333,45 @@ impl Projections {
         catalog: &Catalog,
         config: &FoldConfig,
     ) -> (Changes, Vec<(i64, Intent)>) {
+        let (changes, intents, _) = self.fold_batch_in(None, events, catalog, config);
+        (changes, intents)
+    }
+
+    /// [`Self::fold_decoded_batch`] of a window holding the rows of `loaded` (see
+    /// [`crate::window`]); also returns the keys the fold asked for that `loaded` lacks (when there
+    /// are any, the result is not the fold over the whole state, and is to be dropped).
+    pub fn fold_window_batch(
+        &mut self,
+        loaded: &Reads,
+        events: impl IntoIterator<Item = (i64, Decoded)>,
+        catalog: &Catalog,
+        config: &FoldConfig,
+    ) -> (Changes, Vec<(i64, Intent)>, Reads) {
+        self.fold_batch_in(Some(loaded), events, catalog, config)
+    }
+
+    fn fold_batch_in(
+        &mut self,
+        loaded: Option<&Reads>,
+        events: impl IntoIterator<Item = (i64, Decoded)>,
+        catalog: &Catalog,
+        config: &FoldConfig,
+    ) -> (Changes, Vec<(i64, Intent)>, Reads) {
         let mut changes = Changes::default();
         let mut intents = Vec::new();
+        let mut misses = Reads::default();
         for (position, decoded) in events {
-            let mut delta = fold_decoded(self, position, decoded, catalog, config);
+            let view = match loaded {
+                Some(loaded) => View::window(self, loaded),
+                None => View::whole(self),
+            };
+            let mut delta = fold_viewed(&view, position, decoded, catalog, config);
+            misses.extend(view.into_misses());
             intents.extend(std::mem::take(&mut delta.intents).into_iter().map(|i| (position, i)));
             changes.record(&delta);
             self.apply(delta);
         }
-        (changes, intents)
+        (changes, intents, misses)
     }
 
     /// Rebuilds the derived indexes from the rows (after loading rows directly).
@@ -377,21 +408,7 @@ impl Projections {
             self.accounts.insert(row.stripe_customer_id.clone(), row);
         }
         for row in delta.subscriptions {
-            let id = row.stripe_subscription_id.clone();
-            let customer = row.stripe_customer_id.clone();
-            let previous = self.subscriptions.insert(id.clone(), row);
-            if let Some(old) = previous.and_then(|p| p.stripe_customer_id)
-                && Some(&old) != customer.as_ref()
-                && let Some(set) = self.subscriptions_by_customer.get_mut(&old)
-            {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.subscriptions_by_customer.remove(&old);
-                }
-            }
-            if let Some(customer) = customer {
-                self.subscriptions_by_customer.entry(customer).or_default().insert(id);
-            }
+            self.put_subscription(row);
         }
         for row in delta.instances {
             self.instances.insert(row.stripe_subscription_id.clone(), row);
@@ -408,6 +425,25 @@ impl Projections {
         }
         for anomaly in delta.anomalies {
             self.anomalies.insert(anomaly.key.clone(), anomaly);
+        }
+    }
+
+    /// Inserts or replaces a subscription row, keeping the index by customer.
+    pub fn put_subscription(&mut self, row: SubscriptionRow) {
+        let id = row.stripe_subscription_id.clone();
+        let customer = row.stripe_customer_id.clone();
+        let previous = self.subscriptions.insert(id.clone(), row);
+        if let Some(old) = previous.and_then(|p| p.stripe_customer_id)
+            && Some(&old) != customer.as_ref()
+            && let Some(set) = self.subscriptions_by_customer.get_mut(&old)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.subscriptions_by_customer.remove(&old);
+            }
+        }
+        if let Some(customer) = customer {
+            self.subscriptions_by_customer.entry(customer).or_default().insert(id);
         }
     }
 
@@ -436,6 +472,11 @@ pub fn fold_decoded(
     catalog: &Catalog,
     config: &FoldConfig,
 ) -> Delta {
+    fold_viewed(&View::whole(state), position, decoded, catalog, config)
+}
+
+/// [`fold_decoded`] reading the state through `state` (which notes what it reads).
+fn fold_viewed(state: &View<'_>, position: i64, decoded: Decoded, catalog: &Catalog, config: &FoldConfig) -> Delta {
     let mut f = Folder {
         state,
         catalog,
@@ -482,7 +523,7 @@ pub fn fold_decoded(
 }
 
 struct Folder<'a> {
-    state: &'a Projections,
+    state: &'a View<'a>,
     catalog: &'a Catalog,
     config: &'a FoldConfig,
     position: i64,
@@ -538,15 +579,15 @@ impl Folder<'_> {
     }
 
     fn resolve(&mut self, key: String) {
-        if self.state.anomalies.contains_key(&key) {
+        if self.state.has_anomaly(&key) {
             self.delta.resolved.push(key);
         }
     }
 
     /// Resolves every anomaly whose key starts with `prefix`.
     fn resolve_prefix(&mut self, prefix: &str) {
-        let keys = self.state.anomalies.range(prefix.to_owned()..).take_while(|(key, _)| key.starts_with(prefix));
-        self.delta.resolved.extend(keys.map(|(key, _)| key.clone()));
+        let keys = self.state.anomalies_with_prefix(prefix);
+        self.delta.resolved.extend(keys);
     }
 
     /// Whether this event may ask for a fetch: a delivered event, or the object fetched for a thin
@@ -576,7 +617,7 @@ impl Folder<'_> {
     /// The account row, or a stub created from its id.
     fn account(&self, id: &str) -> Account {
         self.delta.accounts.iter().rev().find(|a| a.stripe_customer_id == id).cloned().unwrap_or_else(|| {
-            self.state.accounts.get(id).cloned().unwrap_or_else(|| Account {
+            self.state.account(id).cloned().unwrap_or_else(|| Account {
                 stripe_customer_id: id.to_owned(),
                 email: None,
                 name: None,
@@ -587,7 +628,7 @@ impl Folder<'_> {
     }
 
     fn ensure_account(&mut self, id: &str) {
-        if !self.state.accounts.contains_key(id) && !self.delta.accounts.iter().any(|a| a.stripe_customer_id == id) {
+        if self.state.account(id).is_none() && !self.delta.accounts.iter().any(|a| a.stripe_customer_id == id) {
             let stub = self.account(id);
             self.delta.accounts.push(stub);
         }
@@ -595,7 +636,7 @@ impl Folder<'_> {
 
     /// The subscription row as this event sees it, or a stub from its id.
     fn subscription_row(&self, id: &str) -> SubscriptionRow {
-        self.touched.get(id).cloned().or_else(|| self.state.subscriptions.get(id).cloned()).unwrap_or_else(|| {
+        self.touched.get(id).cloned().or_else(|| self.state.subscription(id).cloned()).unwrap_or_else(|| {
             SubscriptionRow {
                 stripe_subscription_id: id.to_owned(),
                 stripe_customer_id: None,
@@ -776,7 +817,7 @@ impl Folder<'_> {
 
     fn grant_cycle_credits(&mut self, created: i64, invoice: &Invoice) {
         let key = format!("invoice:{}", invoice.id);
-        if self.state.credit_grants.contains_key(&key) {
+        if self.state.has_grant(&key) {
             return;
         }
         let Some(customer) = invoice.customer.clone() else { return };
@@ -836,7 +877,7 @@ impl Folder<'_> {
             }
             "payment" => {
                 let key = format!("checkout:{}", session.id);
-                if self.state.credit_grants.contains_key(&key) || session.payment_status.as_deref() == Some("unpaid") {
+                if self.state.has_grant(&key) || session.payment_status.as_deref() == Some("unpaid") {
                     return;
                 }
                 let Some(customer) = session.customer.clone() else {
@@ -899,7 +940,7 @@ impl Folder<'_> {
                 tier: row.tier.clone(),
                 limits: if desired == Desired::Running { row.limits } else { None },
             };
-            let previous = self.state.instances.get(id);
+            let previous = self.state.instance(id);
             // An instance never seen counts as absent: a stub asks for no effect.
             let before = previous.map_or((Desired::Absent, None), |p| (p.desired, p.limits));
             if before != (instance.desired, instance.limits) {
@@ -924,7 +965,7 @@ impl Folder<'_> {
         }
         for customer in customers {
             let token = self.token_for(&customer, &touched);
-            let previous = self.state.tokens.get(&customer);
+            let previous = self.state.token(&customer);
             let before = previous.map_or((false, None), |p| (p.wanted, p.tier.as_deref()));
             if before != (token.wanted, token.tier.as_deref()) {
                 let action = if token.wanted { "issue" } else { "revoke" };
@@ -943,12 +984,8 @@ impl Folder<'_> {
         let mut best: Option<(usize, String)> = None;
         let rows = self
             .state
-            .subscriptions_by_customer
-            .get(customer)
-            .into_iter()
-            .flatten()
-            .filter(|id| !touched.contains_key(*id))
-            .filter_map(|id| self.state.subscriptions.get(id))
+            .subscriptions_of(customer)
+            .filter(|row| !touched.contains_key(&row.stripe_subscription_id))
             .chain(touched.values())
             .filter(|r| r.stripe_customer_id.as_deref() == Some(customer));
         for row in rows {

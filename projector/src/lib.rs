@@ -3,6 +3,7 @@
 //! - [`fold`]: the pure fold `(state, event) -> Delta` (rules in `docs/projector.md`).
 //! - [`store`]: the SQL image of the projections, the intents outbox and the checkpoint.
 //! - [`runner`]: leadership, batches and wake-ups.
+//! - [`window`]: the live runner's per-batch working set of rows and its bounded cache.
 //! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
 //! - [`keys`]: the effect vocabulary: idempotency keys, subjects, kinds and outcomes.
 //! - [`leader`]: the advisory lock that makes one runner and one dispatcher active.
@@ -24,6 +25,7 @@ pub mod runner;
 pub mod settings;
 pub mod store;
 pub mod usage;
+pub mod window;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

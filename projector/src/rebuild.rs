@@ -10,7 +10,7 @@
 //!    intents (`ON CONFLICT DO NOTHING`: keys already journaled are not issued again), rename
 //!    `projection` to `projection_old_<build>` and `projection_build` to `projection`, commit.
 //!    A live batch blocked on the lock re-resolves `projection.checkpoint` after the commit, finds
-//!    a new `build_id` and reloads its working copy from the new tables.
+//!    a new `build_id`, empties its cache and reads the new tables.
 //! 3. Drop the old schema (unless asked to keep it).
 
 use std::collections::BTreeMap;

@@ -4,8 +4,9 @@
 //! hot standbys and take over when the leader's connection ends. Each batch is one transaction:
 //! lock the checkpoint row (fencing: a second projector waits, then sees the advanced position),
 //! read `position > checkpoint`, fold, write the changed rows, the intents and the checkpoint,
-//! commit. The in-memory state is the fold's working copy of the tables: it is reloaded whenever
-//! it may differ from them (takeover, a failed batch, a checkpoint moved by someone else).
+//! commit. The fold reads only the rows its batch's events need ([`crate::window`]), from a bounded
+//! cache of recent rows or else from the tables; the cache is emptied whenever it may differ from
+//! the tables (takeover, a failed batch, a checkpoint moved by someone else).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -23,9 +24,10 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::fold::{FoldConfig, Projections};
+use crate::fold::FoldConfig;
 use crate::leader::{self, LeaderLock};
 use crate::store;
+use crate::window::{Batch, Cache, Folded};
 
 /// The checkpoint row of the live projections.
 pub const CHECKPOINT: &str = "main";
@@ -60,6 +62,8 @@ pub struct RunnerStatus {
     batch_errors: Counter,
     quarantined: Counter,
     leader_gauge: Gauge,
+    cache_rows: Gauge,
+    rows_read: Counter,
 }
 
 impl RunnerStatus {
@@ -79,6 +83,12 @@ impl RunnerStatus {
             "Events passed over because they could not be projected (see the quarantined anomalies)",
             self.quarantined.clone(),
         );
+        registry.register("projector_cache_rows", "Rows the fold keeps between batches", self.cache_rows.clone());
+        registry.register(
+            "projector_rows_read",
+            "Projection rows the fold read from the tables (not found in its cache)",
+            self.rows_read.clone(),
+        );
         registry.register(
             "projector_leader",
             "1 while this instance is the active projector",
@@ -92,6 +102,8 @@ impl RunnerStatus {
 pub struct RunnerSettings {
     /// Events per transaction.
     pub batch_size: usize,
+    /// Rows kept between batches ([`Cache`]).
+    pub cache_rows: usize,
     /// Fold settings.
     pub fold: FoldConfig,
 }
@@ -143,7 +155,7 @@ async fn lead(
     tracing::info!("this projector is now the active one");
     let mut listener = PgListener::connect_with(pool).await.context("LISTEN connection")?;
     listener.listen("ledger_events").await?;
-    let mut state: Option<(Projections, i64, String)> = None;
+    let mut state: Option<(Cache, i64, String)> = None;
     let mut quarantine = Quarantine::default();
     loop {
         if shutdown.is_cancelled() {
@@ -161,7 +173,7 @@ async fn lead(
                 folded
             }
             Err(error) => {
-                // Nothing of the batch was committed; the working copy may be ahead of the tables.
+                // Nothing of the batch was committed; empty the cache to be safe.
                 state = None;
                 status.batch_errors.inc();
                 let message = format!("{error:#}");
@@ -287,7 +299,7 @@ async fn batch(
     settings: &RunnerSettings,
     limit: usize,
     status: &RunnerStatus,
-    state: &mut Option<(Projections, i64, String)>,
+    state: &mut Option<(Cache, i64, String)>,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     sqlx::query!(
@@ -307,12 +319,12 @@ async fn batch(
             "the projections were built with another catalog: run `replay rebuild` to rebuild them with this one"
         );
     }
-    // Reload the working copy when it may differ from the tables: first batch, another writer
-    // moved the checkpoint, or `replay rebuild` swapped in new tables.
-    if state.as_ref().is_none_or(|(_, at, build)| *at != checkpoint || *build != build_id) {
-        let projections = store::load(&mut tx).await?;
-        tracing::info!(checkpoint, build_id, "loaded the projections");
-        *state = Some((projections, checkpoint, build_id));
+    // Empty the cache when it may differ from the tables: first batch, another writer moved the
+    // checkpoint, or `replay rebuild` swapped in new tables.
+    let reset = state.as_ref().is_none_or(|(_, at, build)| *at != checkpoint || *build != build_id);
+    if reset {
+        tracing::info!(checkpoint, build_id, "projecting from the checkpoint");
+        *state = Some((Cache::new(settings.cache_rows), checkpoint, build_id));
     }
     let rows = sqlx::query!(
         r#"SELECT position, event_type, raw_body, received_at FROM ledger.events
@@ -331,35 +343,70 @@ async fn batch(
         status.checkpoint.store(checkpoint, Ordering::Relaxed);
         return Ok(0);
     };
-    let Some((projections, at, _)) = state.as_mut() else { anyhow::bail!("state not loaded") };
-    let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        projections.fold_batch(rows.iter().map(|r| (r.position, r.raw_body.as_slice())), catalog, &settings.fold)
-    }));
-    let Ok((changes, intents)) = folded else {
-        anyhow::bail!("the fold panicked on positions {}..={last}", checkpoint + 1);
-    };
-    store::write_changes(&mut tx, projections, &changes).await?;
+    let Some((cache, at, _)) = state.as_mut() else { anyhow::bail!("no cache") };
+    let events: Vec<(i64, &[u8])> = rows.iter().map(|r| (r.position, r.raw_body.as_slice())).collect();
+    let Folded { state: window, loaded, changes, intents, .. } =
+        fold_window(&mut tx, cache, &events, catalog, &settings.fold, status).await?;
+    store::write_changes(&mut tx, &window, &changes).await?;
     store::record_intents(&mut tx, &intents).await?;
     let keep_hash = if mismatch { built_with.as_str() } else { catalog.hash() };
     store::save_checkpoint(&mut tx, CHECKPOINT, last, keep_hash).await?;
+    let anomalies = if reset || !changes.anomalies.is_empty() { Some(count_anomalies(&mut tx).await?) } else { None };
     tx.commit().await?;
+    cache.keep(&window, &loaded, &changes);
+    status.cache_rows.set(i64::try_from(cache.len()).unwrap_or(i64::MAX));
     *at = last;
     status.checkpoint.store(last, Ordering::Relaxed);
     for row in &rows {
         status.applied.get_or_create(&TypeLabel { event_type: row.event_type.clone() }).inc();
     }
-    let mut by_kind: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-    for anomaly in projections.anomalies.values() {
-        *by_kind.entry(anomaly.kind.as_str()).or_default() += 1;
-    }
-    status.anomalies.clear();
-    for (kind, count) in by_kind {
-        status.anomalies.get_or_create(&KindLabel { kind: kind.to_owned() }).set(count);
+    if let Some(by_kind) = anomalies {
+        status.anomalies.clear();
+        for (kind, count) in by_kind {
+            status.anomalies.get_or_create(&KindLabel { kind }).set(count);
+        }
     }
     let oldest_pending = if head > last { rows.last().map(|r| r.received_at) } else { None };
     report_lag(status, head - last, oldest_pending);
     tracing::debug!(from = checkpoint + 1, to = last, intents = intents.len(), "batch projected");
     Ok(rows.len())
+}
+
+/// Folds a batch over the rows its events read: from the cache, else from the tables, loaded
+/// until the fold misses none. A panic in the fold is an error of this batch.
+async fn fold_window(
+    tx: &mut sqlx::PgConnection,
+    cache: &Cache,
+    events: &[(i64, &[u8])],
+    catalog: &Catalog,
+    config: &FoldConfig,
+    status: &RunnerStatus,
+) -> anyhow::Result<Folded> {
+    let (first, last) = (events.first().map_or(0, |e| e.0), events.last().map_or(0, |e| e.0));
+    let panicked = || anyhow::anyhow!("the fold panicked on positions {first}..={last}");
+    let mut batch =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Batch::new(events))).map_err(|_| panicked())?;
+    loop {
+        let misses = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch.fold(catalog, config))) {
+            Err(_) => return Err(panicked()),
+            Ok(Ok(folded)) => return Ok(folded),
+            Ok(Err(misses)) => misses,
+        };
+        if batch.rounds() >= Batch::MAX_ROUNDS {
+            anyhow::bail!("positions {first}..={last}: the fold still misses rows after {} rounds", batch.rounds());
+        }
+        let rest = batch.from_cache(cache, misses);
+        if !rest.is_empty() {
+            let rows = store::load_keys(&mut *tx, &rest).await?;
+            status.rows_read.inc_by(u64::try_from(rows.len()).unwrap_or(0));
+            batch.add(rows);
+        }
+    }
+}
+
+/// Open anomalies by kind.
+async fn count_anomalies(tx: &mut sqlx::PgConnection) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("SELECT kind, count(*) FROM projection.anomalies GROUP BY kind").fetch_all(&mut *tx).await
 }
 
 fn report_lag(status: &RunnerStatus, events: i64, oldest_pending: Option<chrono::DateTime<chrono::Utc>>) {

@@ -63,7 +63,11 @@ impl ProjectorSettings {
         Ok(Self {
             addr: config.projector_addr,
             catalog,
-            runner: RunnerSettings { batch_size: config.projector_batch_size, fold: FoldConfig::from_config(config) },
+            runner: RunnerSettings {
+                batch_size: config.projector_batch_size,
+                cache_rows: config.projector_cache_rows,
+                fold: FoldConfig::from_config(config),
+            },
             effects: effect_settings(config),
             pool: PoolSettings {
                 max_connections: config.database_max_connections,

@@ -114,6 +114,8 @@ pub struct Config {
     pub catalog_path: Option<PathBuf>,
     /// `PROJECTOR_BATCH_SIZE` (default 500): events folded per transaction.
     pub projector_batch_size: usize,
+    /// `PROJECTOR_CACHE_ROWS` (default 50000): rows the live projector keeps between batches.
+    pub projector_cache_rows: usize,
     /// `GRACE_PERIOD_DAYS` (default 7): how long a failed payment keeps an instance running.
     pub grace_period: Duration,
     /// `PROVISIONER_URL`.
@@ -270,6 +272,10 @@ impl Config {
         if !(1..=100_000).contains(&projector_batch_size) {
             return Err(ConfigError::new("PROJECTOR_BATCH_SIZE", "must be between 1 and 100000"));
         }
+        let projector_cache_rows: usize = parse_number(get("PROJECTOR_CACHE_ROWS"), "PROJECTOR_CACHE_ROWS", 50_000)?;
+        if projector_cache_rows > 10_000_000 {
+            return Err(ConfigError::new("PROJECTOR_CACHE_ROWS", "must be at most 10000000"));
+        }
         let grace_days: u64 = parse_number(get("GRACE_PERIOD_DAYS"), "GRACE_PERIOD_DAYS", 7)?;
         if grace_days > 3650 {
             return Err(ConfigError::new("GRACE_PERIOD_DAYS", "must be at most 3650"));
@@ -338,6 +344,7 @@ impl Config {
             projector_addr: parse_addr(get("PROJECTOR_ADDR"), "PROJECTOR_ADDR", "127.0.0.1:3006")?,
             catalog_path: get("CATALOG_PATH").map(PathBuf::from),
             projector_batch_size,
+            projector_cache_rows,
             grace_period: Duration::from_secs(grace_days * 86_400),
             provisioner_url,
             provisioner_api_key: get("PROVISIONER_API_KEY").map(|v| SecretString::from(v.to_owned())),
@@ -538,6 +545,7 @@ mod tests {
             ("INGEST_MAX_BATCH", "0"),
             ("INGEST_APPENDERS", "0"),
             ("PROJECTOR_BATCH_SIZE", "0"),
+            ("PROJECTOR_CACHE_ROWS", "20000000"),
             ("GRACE_PERIOD_DAYS", "a week"),
             ("GRACE_PERIOD_DAYS", "213503982334601"),
             ("DATABASE_URL", "mysql://x"),

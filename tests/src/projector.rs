@@ -23,6 +23,10 @@ pub fn catalog() -> Catalog {
     Catalog::example().expect("example catalog")
 }
 
+/// Rows the projectors under test keep between batches: few, so that the tests also fold batches
+/// whose rows were evicted and read back from the tables.
+pub const CACHE_ROWS: usize = 64;
+
 /// A running projector.
 pub struct TestProjector {
     /// What its runner reports.
@@ -68,7 +72,7 @@ impl TestProjector {
         let settings = ProjectorSettings {
             addr: "127.0.0.1:0".parse().expect("addr"),
             catalog,
-            runner: RunnerSettings { batch_size, fold: FoldConfig::default() },
+            runner: RunnerSettings { batch_size, cache_rows: CACHE_ROWS, fold: FoldConfig::default() },
             effects,
             pool: shared::db::PoolSettings::default(),
             api_connections: 4,
@@ -95,7 +99,7 @@ impl TestProjector {
         let settings = ProjectorSettings {
             addr: "127.0.0.1:0".parse().expect("addr"),
             catalog,
-            runner: RunnerSettings { batch_size: 50, fold: FoldConfig::default() },
+            runner: RunnerSettings { batch_size: 50, cache_rows: CACHE_ROWS, fold: FoldConfig::default() },
             effects: effect_settings(dir.path()),
             pool: shared::db::PoolSettings::default(),
             api_connections: 8,

@@ -9,7 +9,10 @@ use sqlx::PgConnection;
 
 use self::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Subscriptions, Table, Tokens};
 pub use self::tables::{LimitColumns, desired_from};
+use std::collections::BTreeSet;
+
 use crate::fold::{Changes, Intent, Projections};
+use crate::window::Reads;
 
 /// The tables of the projection schema, in creation order (the checkpoint first).
 pub const TABLES: [&str; 7] = [
@@ -45,6 +48,98 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
     Ok(p)
 }
 
+/// Reads the rows of `keys`: on the same rows, exactly [`Projections::select`] (the live runner's
+/// per-batch loading, see [`crate::window`]).
+pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Projections> {
+    let mut p = Projections::default();
+    load_where::<Accounts>(&mut *conn, &mut p, &keys.accounts, None).await?;
+    let by_customer = ("stripe_customer_id = ANY($2)", &keys.customer_subscriptions);
+    load_where::<Subscriptions>(&mut *conn, &mut p, &keys.subscriptions, Some(by_customer)).await?;
+    load_where::<InstanceTargets>(&mut *conn, &mut p, &keys.instances, None).await?;
+    load_where::<Tokens>(&mut *conn, &mut p, &keys.tokens, None).await?;
+    load_where::<CreditGrants>(&mut *conn, &mut p, &keys.credit_grants, None).await?;
+    load_where::<Anomalies>(&mut *conn, &mut p, &keys.anomalies, None).await?;
+    load_anomaly_prefixes(&mut *conn, &mut p, &keys.anomaly_prefixes).await?;
+    p.reindex();
+    Ok(p)
+}
+
+/// The rows of `T` whose key is one of `keys`, or that meet `also` (a condition on `$2`).
+async fn load_where<T: Table>(
+    conn: &mut PgConnection,
+    p: &mut Projections,
+    keys: &BTreeSet<String>,
+    also: Option<(&str, &BTreeSet<String>)>,
+) -> sqlx::Result<()> {
+    let none = BTreeSet::new();
+    let (condition, others) = also.unwrap_or(("false", &none));
+    if keys.is_empty() && others.is_empty() {
+        return Ok(());
+    }
+    let sql =
+        format!("SELECT to_jsonb(t)::text FROM projection.{} t WHERE {} = ANY($1) OR {condition}", T::NAME, T::KEY);
+    let keys: Vec<&String> = keys.iter().collect();
+    let others: Vec<&String> = others.iter().collect();
+    let rows: Vec<String> = sqlx::query_scalar(&sql).bind(&keys).bind(&others).fetch_all(&mut *conn).await?;
+    insert_rows::<T>(p, rows)
+}
+
+/// The anomalies whose key starts with one of `prefixes`: a range scan of `anomalies_key_c_idx`
+/// per prefix (from the prefix to [`prefix_end`]); a prefix with no end (empty, or all U+10FFFF)
+/// is a scan of the table.
+async fn load_anomaly_prefixes(
+    conn: &mut PgConnection,
+    p: &mut Projections,
+    prefixes: &BTreeSet<String>,
+) -> sqlx::Result<()> {
+    let (mut low, mut high, mut unbounded) = (Vec::new(), Vec::new(), Vec::new());
+    for prefix in prefixes {
+        if let Some(end) = prefix_end(prefix) {
+            low.push(prefix);
+            high.push(end);
+        } else {
+            unbounded.push(prefix);
+        }
+    }
+    if !low.is_empty() {
+        let rows: Vec<String> = sqlx::query_scalar(
+            r#"SELECT to_jsonb(a)::text FROM unnest($1::text[], $2::text[]) AS r (low, high)
+               JOIN projection.anomalies a
+                 ON (a.key COLLATE "C") >= r.low AND (a.key COLLATE "C") < r.high AND starts_with(a.key, r.low)"#,
+        )
+        .bind(&low)
+        .bind(&high)
+        .fetch_all(&mut *conn)
+        .await?;
+        insert_rows::<Anomalies>(p, rows)?;
+    }
+    if !unbounded.is_empty() {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT to_jsonb(a)::text FROM projection.anomalies a
+             WHERE EXISTS (SELECT 1 FROM unnest($1::text[]) AS r (low) WHERE starts_with(a.key, r.low))",
+        )
+        .bind(&unbounded)
+        .fetch_all(&mut *conn)
+        .await?;
+        insert_rows::<Anomalies>(p, rows)?;
+    }
+    Ok(())
+}
+
+/// The least string above every string that starts with `prefix`, in code point order (`None`:
+/// no such string, e.g. an empty prefix).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// Writes the rows named in `changes` as they are in `state`: per table with changes, one upsert
 /// of the present rows (and a delete of the keys the state no longer holds, e.g. a resolved
 /// anomaly).
@@ -65,6 +160,11 @@ pub async fn copy_all(conn: &mut PgConnection, schema: &str, state: &Projections
 async fn load_table<T: Table>(conn: &mut PgConnection, p: &mut Projections) -> sqlx::Result<()> {
     let sql = format!("SELECT to_jsonb(t)::text FROM projection.{} t", T::NAME);
     let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&mut *conn).await?;
+    insert_rows::<T>(p, rows)
+}
+
+/// Adds rows read as JSON text to `p`.
+fn insert_rows<T: Table>(p: &mut Projections, rows: Vec<String>) -> sqlx::Result<()> {
     let map = T::rows_mut(p);
     for text in rows {
         let row: T::Row = serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -309,5 +409,17 @@ mod tests {
         copy_line(&mut out, &row, &columns).expect("encoded");
         copy_line(&mut out, &Image { key: "k2", detail: None, deleted: false, limit: 2.5 }, &columns).expect("encoded");
         assert_eq!(out, "t\ta\\\\b\\nc\\rd\tk\\t1\t-1.0\nf\t\\N\tk2\t2.5\n");
+    }
+
+    #[test]
+    fn a_prefix_ends_at_the_next_code_point_of_its_last_char_that_has_one() {
+        assert_eq!(
+            prefix_end("invoice_without_known_price:in_1:").as_deref(),
+            Some("invoice_without_known_price:in_1;")
+        );
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"), "surrogates are no chars");
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end(""), None);
     }
 }

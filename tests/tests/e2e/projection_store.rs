@@ -4,6 +4,7 @@ use ledger_tests::db::TestDb;
 use ledger_tests::lifecycle;
 use projector::fold::{FoldConfig, Projections};
 use projector::store;
+use projector::window::Reads;
 
 use ledger_tests::projector::catalog;
 
@@ -57,6 +58,28 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
     assert_eq!(loaded, full, "the tables hold exactly the folded state");
     assert!(loaded.subscriptions.len() >= 40 && !loaded.credit_grants.is_empty() && !loaded.anomalies.is_empty());
     assert_eq!(loaded.anomalies.len(), 2, "{:?}", loaded.anomalies.keys());
+
+    // The live runner's per-batch loading: any set of keys reads as the whole state holds them.
+    let every = |keys: Vec<&String>, n: usize| keys.into_iter().step_by(n).cloned().collect();
+    let keys = Reads {
+        accounts: every(full.accounts.keys().collect(), 5),
+        subscriptions: every(full.subscriptions.keys().collect(), 3),
+        customer_subscriptions: every(full.subscriptions_by_customer.keys().collect(), 4),
+        instances: every(full.instances.keys().collect(), 2),
+        tokens: every(full.tokens.keys().chain([&"cus_none".to_owned()]).collect(), 5),
+        credit_grants: every(full.credit_grants.keys().collect(), 2),
+        anomalies: ["unknown_price:sub_none".into()].into(),
+        // A prefix is a prefix, never a LIKE pattern.
+        anomaly_prefixes: ["undecodable:".into(), "unknown%".into(), "_".into()].into(),
+    };
+    let window = store::load_keys(&mut conn, &keys).await.expect("load keys");
+    assert_eq!(window, full.select(&keys));
+    assert!(window.subscriptions.len() > keys.subscriptions.len(), "with the customers' subscriptions");
+    assert_eq!(window.anomalies.keys().collect::<Vec<_>>(), [&format!("undecodable:{}", events.len())]);
+    let all = Reads { anomaly_prefixes: [String::new()].into(), ..Reads::default() };
+    assert_eq!(store::load_keys(&mut conn, &all).await.expect("load all").anomalies, full.anomalies);
+    let none = store::load_keys(&mut conn, &Reads::default()).await.expect("load nothing");
+    assert!(none.is_empty());
 
     // Every intent is journaled once, and journaling them again (a replay) adds nothing.
     let unique: std::collections::BTreeSet<String> = all_intents.iter().map(|(_, i)| i.key.to_string()).collect();

@@ -5,6 +5,7 @@ use ledger_tests::projector::without_positions;
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use projector::fold::{Desired, FoldConfig, Intent, Projections};
 use projector::keys::Subject;
+use projector::window;
 use proptest::prelude::*;
 use shared::catalog::{Catalog, Limit, UNKNOWN_TIER};
 use shared::fetched::Part;
@@ -702,4 +703,91 @@ fn extreme_values_saturate_instead_of_overflowing_the_fold() {
     g.event(&stripe::invoice_event("invoice.payment_failed", shared::stripe::MAX_TIME, Shape::Basil, &of));
     let grace = g.state.subscriptions["sub_1"].grace_until.expect("a grace deadline");
     assert!(grace <= shared::stripe::MAX_TIME);
+}
+
+/// Events that read more than one customer's lifecycle does: a second subscription of the
+/// customer (the token's tier is the best of both), an unknown price fixed by a later snapshot, an
+/// invoice paid first without a known price then with one (a prefix of anomalies resolved), and a
+/// credit pack with an unknown price (an anomaly that stays).
+fn extras(n: u64, shape: Shape) -> Vec<Vec<u8>> {
+    let (customer, sub) = (format!("cus_life{n:06}"), format!("sub_extra{n:06}"));
+    let period = (T, T + 30 * DAY);
+    let mut snapshot = SubSnapshot::new(&sub, &customer, "price_nope", "active", period);
+    let unknown = stripe::subscription_event("customer.subscription.created", T + 5, shape, &snapshot);
+    snapshot.price = "price_enterprise_monthly".into();
+    let known = stripe::subscription_event("customer.subscription.updated", T + 6, shape, &snapshot);
+    let invoice = |event_type: &str, at: i64, price: &str| {
+        let of = stripe::InvoiceOf {
+            id: &format!("in_extra{n:06}"),
+            customer: &customer,
+            subscription: &sub,
+            price,
+            period,
+        };
+        stripe::invoice_event(event_type, at, shape, &of)
+    };
+    let pack = stripe::checkout_completed(
+        T + 9,
+        shape,
+        &format!("cs_extra{n:06}"),
+        &customer,
+        "payment",
+        None,
+        Some(("price_nope", 1)),
+    );
+    vec![
+        unknown,
+        known,
+        invoice("invoice.paid", T + 7, "price_nope"),
+        invoice("invoice.payment_succeeded", T + 8, "price_enterprise_monthly"),
+        pack,
+    ]
+}
+
+/// The live runner folds each batch over a window of only the rows it reads, loaded from the
+/// tables, with a bounded cache in between (`projector::window`). Under shuffled and repeated
+/// deliveries, in batches of any size and with caches of any size (none, tiny, unbounded), the
+/// tables it writes and the intents it raises are those of the fold over the whole state.
+#[test]
+fn folding_batches_over_windows_of_what_they_read_equals_folding_the_whole_state() {
+    let (catalog, config) = (catalog(), FoldConfig::default());
+    let (mut batches, mut rounds, mut anomalies) = (0, 0, 0);
+    for seed in 0..200u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut events: Vec<Vec<u8>> =
+            (0..3).flat_map(|n| lifecycle::lifecycle(seed * 10 + n, &mut rng, T)).map(|e| e.body).collect();
+        events.extend(extras(seed * 10, SHAPES[rng.usize(0..2)]));
+        rng.shuffle(&mut events);
+        for _ in 0..events.len() / 5 {
+            let again = events[rng.usize(0..events.len())].clone();
+            events.insert(rng.usize(0..events.len()), again);
+        }
+        let delivered: Vec<(i64, &[u8])> = events.iter().enumerate().map(|(i, b)| (i as i64 + 1, &b[..])).collect();
+
+        let mut whole = Projections::default();
+        let mut whole_intents = Vec::new();
+        for &(position, body) in &delivered {
+            let intents = whole.fold_and_apply(position, body, &catalog, &config);
+            whole_intents.extend(intents.into_iter().map(|i| (position, i)));
+        }
+
+        let mut tables = Projections::default();
+        let mut cache = window::Cache::new([0, 3, 64, usize::MAX][seed as usize % 4]);
+        let mut live_intents = Vec::new();
+        let mut rest = &delivered[..];
+        while !rest.is_empty() {
+            let (batch, tail) = rest.split_at(rng.usize(1..=rest.len().min(40)));
+            let folded = window::fold_with(&cache, &tables, batch, &catalog, &config);
+            window::write_changes(&mut tables, &folded.state, &folded.changes);
+            cache.keep(&folded.state, &folded.loaded, &folded.changes);
+            live_intents.extend(folded.intents);
+            (batches, rounds) = (batches + 1, rounds + folded.rounds);
+            rest = tail;
+        }
+        assert_eq!(tables, whole, "seed {seed}");
+        assert_eq!(live_intents, whole_intents, "seed {seed}");
+        anomalies += whole.anomalies.len();
+    }
+    assert!(anomalies >= 200, "the extras' anomalies were folded: {anomalies}");
+    assert!(rounds >= 2 * batches, "every batch loaded its window: {rounds} rounds, {batches} batches");
 }
