@@ -25,6 +25,10 @@ struct Args {
     /// Seconds to run.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Send the rest of the lifecycles of random customers among the first `existing` of a log
+    /// `synthetic_log` filled (the events after its `--per-customer 3`); 0: new customers.
+    #[arg(long, default_value_t = 0)]
+    existing: u64,
 }
 
 #[tokio::main]
@@ -38,6 +42,13 @@ async fn main() -> anyhow::Result<()> {
     let mut bodies = Vec::with_capacity(total);
     let mut n = 0u64;
     while bodies.len() < total {
+        if args.existing > 0 {
+            // Existing customers' ids; the event ids are random, so new events of theirs.
+            let customer = rng.u64(0..args.existing);
+            let events = ledger_tests::lifecycle::lifecycle(customer, &mut rng, 1_700_000_000);
+            bodies.extend(events.into_iter().skip(3).map(|event| event.body));
+            continue;
+        }
         for event in ledger_tests::lifecycle::lifecycle(n, &mut rng, 1_700_000_000) {
             // Unique event ids per run: the generator's ids are random already; customers per run.
             let text = String::from_utf8(event.body)?.replace("_life", &format!("_{run}"));

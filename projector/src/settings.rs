@@ -107,5 +107,6 @@ fn effect_settings(config: &Config) -> EffectSettings {
         backoff: config.effect_backoff,
         concurrency: config.effect_concurrency,
         poll_interval: Duration::from_secs(1),
+        sweep_interval: config.effect_sweep,
     }
 }

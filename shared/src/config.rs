@@ -134,6 +134,9 @@ pub struct Config {
     pub effect_max_attempts: u32,
     /// `EFFECT_BACKOFF_MS` (default 1000): the first retry delay; it doubles per attempt (max 5 min).
     pub effect_backoff: Duration,
+    /// `EFFECT_SWEEP_SECS` (default 300): how often the dispatcher compares every instance and token
+    /// with what is wanted (between sweeps it looks only at what is pending; 0: every pass).
+    pub effect_sweep: Duration,
     /// `EFFECT_CONCURRENCY` (default 8): provisioner calls and mails in flight at once.
     pub effect_concurrency: usize,
     /// `PROVISIONER_TIMEOUT_SECS` (default 10): one provisioner request's timeout.
@@ -295,6 +298,10 @@ impl Config {
             return Err(ConfigError::new("EFFECT_CONCURRENCY", "must be between 1 and 256"));
         }
         let effect_backoff_ms: u64 = parse_number(get("EFFECT_BACKOFF_MS"), "EFFECT_BACKOFF_MS", 1000)?;
+        let effect_sweep_secs: u64 = parse_number(get("EFFECT_SWEEP_SECS"), "EFFECT_SWEEP_SECS", 300)?;
+        if effect_sweep_secs > 86_400 {
+            return Err(ConfigError::new("EFFECT_SWEEP_SECS", "must be at most 86400"));
+        }
         let provisioner_timeout_secs: u64 =
             parse_number(get("PROVISIONER_TIMEOUT_SECS"), "PROVISIONER_TIMEOUT_SECS", 10)?;
         if provisioner_timeout_secs == 0 {
@@ -354,6 +361,7 @@ impl Config {
             mail_dir: get("MAIL_DIR").map_or_else(|| PathBuf::from(".data/mail"), PathBuf::from),
             effect_max_attempts,
             effect_backoff: Duration::from_millis(effect_backoff_ms),
+            effect_sweep: Duration::from_secs(effect_sweep_secs),
             effect_concurrency,
             provisioner_timeout: Duration::from_secs(provisioner_timeout_secs),
             stripe_api_key: get("STRIPE_API_KEY").map(|v| SecretString::from(v.to_owned())),
@@ -558,6 +566,7 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("EFFECT_MAX_ATTEMPTS", "0"),
             ("EFFECT_BACKOFF_MS", "soon"),
+            ("EFFECT_SWEEP_SECS", "86401"),
             ("PROVISIONER_TIMEOUT_SECS", "0"),
             ("MIGRATE_ON_START", "maybe"),
             ("EFFECT_CONCURRENCY", "0"),

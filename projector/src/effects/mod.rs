@@ -70,4 +70,6 @@ pub struct EffectSettings {
     pub concurrency: usize,
     /// How often the dispatcher looks for due work without a wake-up.
     pub poll_interval: Duration,
+    /// How often a pass compares every instance and token (a sweep) instead of the pending ones.
+    pub sweep_interval: Duration,
 }

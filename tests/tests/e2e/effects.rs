@@ -744,3 +744,45 @@ async fn a_mail_waiting_for_its_address_is_pending_not_failed_and_goes_out_when_
     })
     .await;
 }
+
+/// Between sweeps a pass looks only at what is pending (subjects of new intents, or whose observed
+/// side was written); a target changed behind the dispatcher's back, which marks nothing, waits for
+/// the next sweep (`EFFECT_SWEEP_SECS`), which finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn between_sweeps_a_pass_checks_only_what_is_pending_and_the_next_sweep_checks_everything() {
+    let t = stripe::now();
+    let clock = Arc::new(ManualClock::new(at(t)));
+    let world = World::start(clock.clone()).await;
+    world.post(customer(t, "cus_s")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_s", "cus_s", "price_starter_monthly", "active"))
+        .await;
+    world.wait_status("sub_s", "running").await;
+    let projector = world.projector.as_ref().expect("running");
+    world.mails_settled().await;
+    projector.dispatcher_passes(2).await;
+    assert_eq!(world.scalar("SELECT count(*) FROM ledger.pending_subjects").await, 0, "all settled");
+
+    // Torn down behind the dispatcher's back: no intent, nothing pending.
+    sqlx::query(
+        "UPDATE projection.instance_targets SET desired = 'deprovisioned' WHERE stripe_subscription_id = 'sub_s'",
+    )
+    .execute(&world.db.pool)
+    .await
+    .expect("update");
+    projector.dispatcher_passes(3).await;
+    assert!(!world.provisioner.calls().iter().any(|c| c.path == "/deprovision"), "not pending: not looked at");
+    assert_eq!(world.instance_status("sub_s").await.as_deref(), Some("running"));
+
+    // A customer's new subscription is pending (its intent) and acted on at once, between sweeps.
+    world.post(customer(t, "cus_n")).await;
+    world
+        .post(sub_event("customer.subscription.created", t, "sub_n", "cus_n", "price_starter_monthly", "active"))
+        .await;
+    world.wait_status("sub_n", "running").await;
+    assert_eq!(world.instance_status("sub_s").await.as_deref(), Some("running"), "still not looked at");
+
+    // The next sweep compares everything.
+    clock.set(at(t) + chrono::Duration::from_std(world.settings.sweep_interval).expect("interval"));
+    world.wait_status("sub_s", "deprovisioned").await;
+}

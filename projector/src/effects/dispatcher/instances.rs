@@ -7,6 +7,7 @@ use futures::StreamExt;
 
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
+use super::pending::{Due, Pending, Scope};
 use crate::effects::plan::{self, InstanceOp, InstanceStatus, Observed, Target, Verdict};
 use crate::effects::provisioner::{Provisioned, Provisioner};
 use crate::keys::{EffectKey, Outcome, Subject};
@@ -91,16 +92,32 @@ impl InstanceRow {
 
 impl Dispatcher {
     /// Makes the calls due now, several at once; returns how many were made and recorded.
-    pub(super) async fn instances(&self) -> anyhow::Result<usize> {
+    /// `scope`: the pending instances, or all (a sweep); those found in sync stop being pending.
+    pub(super) async fn instances(&self, scope: Scope) -> anyhow::Result<usize> {
         let now = self.clock.now();
+        let pending = Pending::read(&self.pool, "instance").await?;
+        let candidates: Vec<String> = match scope {
+            Scope::Pending => pending.subjects().cloned().collect(),
+            Scope::All => {
+                sqlx::query_scalar!(
+                    "SELECT stripe_subscription_id FROM projection.instance_targets WHERE desired <> 'absent'"
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         let mut work = Vec::new();
-        for row in self.instance_rows(now).await? {
+        let mut still = std::collections::BTreeSet::new();
+        for row in self.instance_rows(now, &candidates).await? {
             match self.instance_work(&row, now) {
-                Ok(Some(w)) => work.push(w),
-                Ok(None) => {}
+                Ok(Due::Now(w)) => work.push(w),
+                Ok(Due::Later) => {}
+                Ok(Due::Nothing) => continue,
                 Err(error) => tracing::error!(subscription = row.subscription, error = format!("{error:#}"), "skipped"),
             }
+            still.insert(row.subscription);
         }
+        pending.settle(&self.pool, &still).await?;
         // Instances are independent of each other: several calls in flight at once.
         // Every call runs to its end and is recorded on its own: one failure (a database blip
         // while recording, a bug) neither cancels the calls in flight nor stops the others.
@@ -112,9 +129,9 @@ impl Dispatcher {
         Ok(self.settle("instance", results).len())
     }
 
-    /// Targets that differ from what was observed (in-sync rows are filtered out here; the plan
-    /// decides on the rest).
-    async fn instance_rows(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<InstanceRow>> {
+    /// Targets among `candidates` that differ from what was observed (in-sync rows are filtered
+    /// out here; the plan decides on the rest).
+    async fn instance_rows(&self, now: DateTime<Utc>, candidates: &[String]) -> anyhow::Result<Vec<InstanceRow>> {
         let rows = sqlx::query!(
             r#"SELECT t.stripe_subscription_id AS "subscription!", t.stripe_customer_id, t.desired AS "desired!",
                       t.tier AS "tier!", t.limit_agents, t.limit_messages_per_day, t.limit_memory_mb, t.limit_cpu,
@@ -124,7 +141,8 @@ impl Dispatcher {
                       o.limit_cpu AS "o_cpu?", o.key AS "o_key?", o.attempts AS "o_attempts?",
                       o.torn_down_by_grace AS "o_grace?", o.updated_at AS "o_updated?",
                       li.key AS "latest_key?", li.position AS "latest_position?", fi.key AS "first_key?"
-               FROM projection.instance_targets t
+               FROM unnest($2::text[]) AS c (id)
+               JOIN projection.instance_targets t ON t.stripe_subscription_id = c.id
                LEFT JOIN projection.subscriptions s USING (stripe_subscription_id)
                LEFT JOIN ledger.instances_observed o USING (stripe_subscription_id)
                LEFT JOIN LATERAL (
@@ -144,7 +162,8 @@ impl Dispatcher {
                           AND o.limit_cpu IS NOT DISTINCT FROM t.limit_cpu)
                  AND NOT (t.desired = 'deprovisioned' AND (o.status IS NULL OR o.status = 'deprovisioned'))
                ORDER BY t.stripe_subscription_id"#,
-            now
+            now,
+            candidates
         )
         .fetch_all(&self.pool)
         .await?;
@@ -182,19 +201,19 @@ impl Dispatcher {
     }
 
     /// The call one instance needs now, if any and if due.
-    fn instance_work(&self, row: &InstanceRow, now: DateTime<Utc>) -> anyhow::Result<Option<InstanceWork>> {
+    fn instance_work(&self, row: &InstanceRow, now: DateTime<Utc>) -> anyhow::Result<Due<InstanceWork>> {
         let target = row.target()?;
         let observed = row.observed()?;
-        let Some(op) = plan::plan_instance(&target, observed.as_ref(), now) else { return Ok(None) };
+        let Some(op) = plan::plan_instance(&target, observed.as_ref(), now) else { return Ok(Due::Nothing) };
         let previous = observed.as_ref().filter(|o| o.key == *op.key());
         if let Some(o) = previous
             && !self.due(o.updated_at, o.attempts, &o.key)
         {
-            return Ok(None);
+            return Ok(Due::Later);
         }
         let attempt = previous.map_or(0, |o| o.attempts) + 1;
         let position = row.latest_position.unwrap_or(0);
-        Ok(Some(InstanceWork { target, customer: row.customer.clone(), op, attempt, position }))
+        Ok(Due::Now(InstanceWork { target, customer: row.customer.clone(), op, attempt, position }))
     }
 
     /// Marks the call under way, makes it and records its answer.

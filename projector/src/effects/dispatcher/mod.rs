@@ -18,6 +18,7 @@ mod fetches;
 mod instances;
 pub mod journal;
 mod mails;
+mod pending;
 mod tokens;
 
 use std::sync::Arc;
@@ -46,6 +47,9 @@ struct EffectLabel {
     kind: &'static str,
     outcome: &'static str,
 }
+
+/// A full sweep that succeeded: when, and the build of the projections it looked at.
+type Sweep = (DateTime<Utc>, String);
 
 /// The dispatcher's metrics.
 #[derive(Debug, Default)]
@@ -102,6 +106,8 @@ pub struct Dispatcher {
     stripe: Option<StripeApi>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// The last full sweep under this leadership.
+    sweep: Arc<std::sync::Mutex<Option<Sweep>>>,
 }
 
 impl Dispatcher {
@@ -119,7 +125,7 @@ impl Dispatcher {
         let mailer = Mailer::new(&settings.mail)?;
         let metrics = Arc::new(Metrics::default());
         metrics.register(registry);
-        Ok(Self { pool, settings, provisioner, mailer, stripe: None, clock, metrics })
+        Ok(Self { pool, settings, provisioner, mailer, stripe: None, clock, metrics, sweep: Default::default() })
     }
 
     /// Fetches what events left out from Stripe with `stripe` (`STRIPE_API_KEY`).
@@ -151,6 +157,7 @@ impl Dispatcher {
         self.metrics.leader.set(1);
         tracing::info!("this dispatcher is now the active one");
         self.recover().await?;
+        self.forget_sweep(); // a new leader sweeps first
         while !shutdown.is_cancelled() {
             lock.check().await?;
             match self.pass().await {
@@ -178,14 +185,47 @@ impl Dispatcher {
     /// retried on the next poll, not in a tight loop.
     pub async fn pass(&self) -> anyhow::Result<Pass> {
         let mut pass = Pass::default();
+        let (scope, build) = self.scope().await?;
+        let mut swept = true;
         if self.provisioner.is_some() {
-            pass.attempts += self.settle("instances", [self.instances().await]).into_iter().sum::<usize>();
+            let done = self.settle("instances", [self.instances(scope).await]);
+            swept &= !done.is_empty();
+            pass.attempts += done.into_iter().sum::<usize>();
         }
-        pass.attempts += self.settle("tokens", [self.tokens().await]).into_iter().sum::<usize>();
+        let done = self.settle("tokens", [self.tokens(scope).await]);
+        swept &= !done.is_empty();
+        pass.attempts += done.into_iter().sum::<usize>();
+        if scope == pending::Scope::All && swept {
+            *self.sweep.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((self.clock.now(), build));
+        }
         pass.attempts += self.settle("mails", [self.mails().await]).into_iter().sum::<usize>();
         pass.attempts += self.settle("fetches", [self.fetches().await]).into_iter().sum::<usize>();
         self.metrics.passes.inc();
         Ok(pass)
+    }
+
+    /// What this pass's instance and token work looks at: everything when no sweep succeeded
+    /// under this leadership, the last one is `sweep_interval` old, or the projections were
+    /// rebuilt since; else what is pending. Also the projections' build.
+    async fn scope(&self) -> anyhow::Result<(pending::Scope, String)> {
+        let build: String = sqlx::query_scalar!(
+            "SELECT build_id FROM projection.checkpoint WHERE name = $1",
+            crate::runner::CHECKPOINT
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or_default();
+        let now = self.clock.now();
+        let last = self.sweep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let sweep = last.is_none_or(|(at, swept_build)| {
+            swept_build != build
+                || now.signed_duration_since(at).to_std().unwrap_or_default() >= self.settings.sweep_interval
+        });
+        Ok((if sweep { pending::Scope::All } else { pending::Scope::Pending }, build))
+    }
+
+    fn forget_sweep(&self) {
+        *self.sweep.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// The results of units of work that stand alone: each error is logged and counted, the

@@ -5,6 +5,7 @@ use futures::StreamExt;
 
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
+use super::pending::{Pending, Scope};
 use crate::api::token::{new_token, token_hash};
 use crate::effects::mail;
 use crate::effects::plan::{self, LiveToken, TokenOp, Verdict};
@@ -20,8 +21,30 @@ struct TokenWork {
 
 impl Dispatcher {
     /// Does the token work due now; returns how many customers had an attempt.
-    pub(super) async fn tokens(&self) -> anyhow::Result<usize> {
-        let work = self.token_work().await?;
+    /// `scope`: the pending customers and the tokens due with time, or all (a sweep); those found
+    /// in sync stop being pending.
+    pub(super) async fn tokens(&self, scope: Scope) -> anyhow::Result<usize> {
+        let pending = Pending::read(&self.pool, "token").await?;
+        let renew_from = self.clock.now() + plan::TOKEN_RENEW_BEFORE;
+        let candidates: Vec<String> = match scope {
+            Scope::All => {
+                sqlx::query_scalar!("SELECT stripe_customer_id FROM projection.tokens").fetch_all(&self.pool).await?
+            }
+            Scope::Pending => {
+                let due: Vec<String> = sqlx::query_scalar!(
+                    "SELECT stripe_customer_id FROM ledger.api_tokens
+                     WHERE revoked_at IS NULL AND (expires_at <= $1 OR delivered_at IS NULL)",
+                    renew_from
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let mut all: std::collections::BTreeSet<String> = pending.subjects().cloned().collect();
+                all.extend(due);
+                all.into_iter().collect()
+            }
+        };
+        let (work, still) = self.token_work(&candidates).await?;
+        pending.settle(&self.pool, &still).await?;
         // Customers are independent of each other: several at once (issuing mails a token).
         let done = futures::stream::iter(work)
             .map(|w| async move {
@@ -40,8 +63,12 @@ impl Dispatcher {
         Ok(self.settle("token", done).into_iter().filter(|attempted| *attempted).count())
     }
 
-    /// Customers whose live token differs from what the projections want.
-    async fn token_work(&self) -> anyhow::Result<Vec<TokenWork>> {
+    /// Customers among `candidates` whose live token differs from what the projections want: the
+    /// work due now, and every customer with work (now, or waiting for an address).
+    async fn token_work(
+        &self,
+        candidates: &[String],
+    ) -> anyhow::Result<(Vec<TokenWork>, std::collections::BTreeSet<String>)> {
         let now = self.clock.now();
         let renew_from = now + plan::TOKEN_RENEW_BEFORE;
         let rows = sqlx::query!(
@@ -52,7 +79,8 @@ impl Dispatcher {
                                 AND (s.grace_until IS NULL OR s.grace_until > $1)) AS "eligible!",
                       lt.key AS "live_key?", lt.tier AS "live_tier?", lt.expires_at AS "live_expires?",
                       lt.delivered_at AS "live_delivered?"
-               FROM projection.tokens tk
+               FROM unnest($3::text[]) AS c (id)
+               JOIN projection.tokens tk ON tk.stripe_customer_id = c.id
                LEFT JOIN projection.accounts a USING (stripe_customer_id)
                LEFT JOIN ledger.api_tokens lt ON lt.stripe_customer_id = tk.stripe_customer_id AND lt.revoked_at IS NULL
                WHERE (tk.wanted OR lt.key IS NOT NULL)
@@ -62,11 +90,12 @@ impl Dispatcher {
                                FROM projection.subscriptions s WHERE s.stripe_customer_id = tk.stripe_customer_id))
                ORDER BY tk.stripe_customer_id"#,
             now,
-            renew_from
+            renew_from,
+            candidates
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut work = Vec::new();
+        let (mut work, mut still) = (Vec::new(), std::collections::BTreeSet::new());
         for r in rows {
             let wanted = r.tier.as_deref().filter(|_| r.eligible);
             let live = match (r.live_key.map(|k| k.parse::<EffectKey>()), r.live_tier, r.live_expires) {
@@ -75,18 +104,20 @@ impl Dispatcher {
                 }
                 (Some(Err(error)), ..) => {
                     tracing::error!(customer = r.customer, %error, "a live token with an unreadable key: skipped");
+                    still.insert(r.customer);
                     continue;
                 }
                 _ => None,
             };
             let Some(op) = plan::plan_token(wanted, live.as_ref(), now) else { continue };
+            still.insert(r.customer.clone());
             if matches!(op, TokenOp::Issue { .. }) && r.email.is_none() {
                 tracing::debug!(customer = r.customer, "token wanted but no email address yet");
                 continue;
             }
             work.push(TokenWork { customer: r.customer, email: r.email, op, live });
         }
-        Ok(work)
+        Ok((work, still))
     }
 
     async fn change_token(&self, customer: &str, live: &LiveToken, op: &TokenOp) -> anyhow::Result<()> {
