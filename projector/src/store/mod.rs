@@ -49,82 +49,80 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
 }
 
 /// Reads the rows of `keys`: on the same rows, exactly [`Projections::select`] (the live runner's
-/// per-batch loading, see [`crate::window`]).
+/// per-batch loading, see [`crate::window`]). One statement, one round trip: [`LOAD_KEYS`].
 pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Projections> {
+    let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<String>>();
+    let (mut low, mut high, mut unbounded) = (Vec::new(), Vec::new(), Vec::new());
+    for prefix in &keys.anomaly_prefixes {
+        match prefix_end(prefix) {
+            Some(end) => {
+                low.push(prefix.clone());
+                high.push(end);
+            }
+            None => unbounded.push(prefix.clone()),
+        }
+    }
+    let rows: Vec<(i32, String)> = sqlx::query_as(&LOAD_KEYS)
+        .bind(list(&keys.accounts))
+        .bind(list(&keys.subscriptions))
+        .bind(list(&keys.instances))
+        .bind(list(&keys.tokens))
+        .bind(list(&keys.credit_grants))
+        .bind(list(&keys.anomalies))
+        .bind(list(&keys.customer_subscriptions))
+        .bind(low)
+        .bind(high)
+        .bind(unbounded)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut by_table: [Vec<String>; 6] = Default::default();
+    for (table, row) in rows {
+        if let Some(rows) = usize::try_from(table).ok().and_then(|t| by_table.get_mut(t)) {
+            rows.push(row);
+        }
+    }
+    let [accounts, subscriptions, instances, tokens, grants, anomalies] = by_table;
     let mut p = Projections::default();
-    load_where::<Accounts>(&mut *conn, &mut p, &keys.accounts, None).await?;
-    let by_customer = ("stripe_customer_id = ANY($2)", &keys.customer_subscriptions);
-    load_where::<Subscriptions>(&mut *conn, &mut p, &keys.subscriptions, Some(by_customer)).await?;
-    load_where::<InstanceTargets>(&mut *conn, &mut p, &keys.instances, None).await?;
-    load_where::<Tokens>(&mut *conn, &mut p, &keys.tokens, None).await?;
-    load_where::<CreditGrants>(&mut *conn, &mut p, &keys.credit_grants, None).await?;
-    load_where::<Anomalies>(&mut *conn, &mut p, &keys.anomalies, None).await?;
-    load_anomaly_prefixes(&mut *conn, &mut p, &keys.anomaly_prefixes).await?;
+    insert_rows::<Accounts>(&mut p, accounts)?;
+    insert_rows::<Subscriptions>(&mut p, subscriptions)?;
+    insert_rows::<InstanceTargets>(&mut p, instances)?;
+    insert_rows::<Tokens>(&mut p, tokens)?;
+    insert_rows::<CreditGrants>(&mut p, grants)?;
+    insert_rows::<Anomalies>(&mut p, anomalies)?;
     p.reindex();
     Ok(p)
 }
 
-/// The rows of `T` whose key is one of `keys`, or that meet `also` (a condition on `$2`).
-async fn load_where<T: Table>(
-    conn: &mut PgConnection,
-    p: &mut Projections,
-    keys: &BTreeSet<String>,
-    also: Option<(&str, &BTreeSet<String>)>,
-) -> sqlx::Result<()> {
-    let none = BTreeSet::new();
-    let (condition, others) = also.unwrap_or(("false", &none));
-    if keys.is_empty() && others.is_empty() {
-        return Ok(());
-    }
-    let sql =
-        format!("SELECT to_jsonb(t)::text FROM projection.{} t WHERE {} = ANY($1) OR {condition}", T::NAME, T::KEY);
-    let keys: Vec<&String> = keys.iter().collect();
-    let others: Vec<&String> = others.iter().collect();
-    let rows: Vec<String> = sqlx::query_scalar(&sql).bind(&keys).bind(&others).fetch_all(&mut *conn).await?;
-    insert_rows::<T>(p, rows)
-}
-
-/// The anomalies whose key starts with one of `prefixes`: a range scan of `anomalies_key_c_idx`
-/// per prefix (from the prefix to [`prefix_end`]); a prefix with no end (empty, or all U+10FFFF)
-/// is a scan of the table.
-async fn load_anomaly_prefixes(
-    conn: &mut PgConnection,
-    p: &mut Projections,
-    prefixes: &BTreeSet<String>,
-) -> sqlx::Result<()> {
-    let (mut low, mut high, mut unbounded) = (Vec::new(), Vec::new(), Vec::new());
-    for prefix in prefixes {
-        if let Some(end) = prefix_end(prefix) {
-            low.push(prefix);
-            high.push(end);
-        } else {
-            unbounded.push(prefix);
-        }
-    }
-    if !low.is_empty() {
-        let rows: Vec<String> = sqlx::query_scalar(
-            r#"SELECT to_jsonb(a)::text FROM unnest($1::text[], $2::text[]) AS r (low, high)
-               JOIN projection.anomalies a
-                 ON (a.key COLLATE "C") >= r.low AND (a.key COLLATE "C") < r.high AND starts_with(a.key, r.low)"#,
-        )
-        .bind(&low)
-        .bind(&high)
-        .fetch_all(&mut *conn)
-        .await?;
-        insert_rows::<Anomalies>(p, rows)?;
-    }
-    if !unbounded.is_empty() {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT to_jsonb(a)::text FROM projection.anomalies a
-             WHERE EXISTS (SELECT 1 FROM unnest($1::text[]) AS r (low) WHERE starts_with(a.key, r.low))",
-        )
-        .bind(&unbounded)
-        .fetch_all(&mut *conn)
-        .await?;
-        insert_rows::<Anomalies>(p, rows)?;
-    }
-    Ok(())
-}
+/// The statement of [`load_keys`]: `(table number, row as JSON)` of each table's rows whose key
+/// is in its array (`$1`..`$6`, tables in [`TABLES`] order after the checkpoint), subscriptions
+/// also by customer (`$7`), anomalies also by key prefix: a range scan of `anomalies_key_c_idx`
+/// per prefix from `$8` to `$9` (see [`prefix_end`]), and a scan for prefixes with no end (`$10`:
+/// empty, or all U+10FFFF; skipped when there are none).
+static LOAD_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let by_key = |n: usize, name: &str, key: &str| {
+        format!("SELECT {} AS t, to_jsonb(r)::text FROM projection.{name} r WHERE {key} = ANY(${n}::text[])", n - 1)
+    };
+    [
+        by_key(1, Accounts::NAME, Accounts::KEY),
+        by_key(2, Subscriptions::NAME, Subscriptions::KEY) + " OR stripe_customer_id = ANY($7::text[])",
+        by_key(3, InstanceTargets::NAME, InstanceTargets::KEY),
+        by_key(4, Tokens::NAME, Tokens::KEY),
+        by_key(5, CreditGrants::NAME, CreditGrants::KEY),
+        by_key(6, Anomalies::NAME, Anomalies::KEY),
+        format!(
+            r#"SELECT 5, to_jsonb(a)::text FROM unnest($8::text[], $9::text[]) AS p (low, high)
+               JOIN projection.{} a ON (a.key COLLATE "C") >= p.low AND (a.key COLLATE "C") < p.high
+                 AND starts_with(a.key, p.low)"#,
+            Anomalies::NAME
+        ),
+        format!(
+            "SELECT 5, to_jsonb(a)::text FROM projection.{} a WHERE cardinality($10::text[]) > 0
+               AND EXISTS (SELECT 1 FROM unnest($10::text[]) AS p (low) WHERE starts_with(a.key, p.low))",
+            Anomalies::NAME
+        ),
+    ]
+    .join("\nUNION ALL\n")
+});
 
 /// The least string above every string that starts with `prefix`, in code point order (`None`:
 /// no such string, e.g. an empty prefix).

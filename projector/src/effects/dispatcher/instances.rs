@@ -7,11 +7,15 @@ use futures::StreamExt;
 
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
-use super::pending::{Due, Pending, Scope};
+use super::pending::{Due, Pages, Pending, Scope};
 use crate::effects::plan::{self, InstanceOp, InstanceStatus, Observed, Target, Verdict};
 use crate::effects::provisioner::{Provisioned, Provisioner};
 use crate::keys::{EffectKey, Outcome, Subject};
 use crate::store::{LimitColumns, desired_from};
+
+/// A sweep's page of instances: every target that is not absent.
+const SWEEP: &str = "SELECT stripe_subscription_id FROM projection.instance_targets
+                     WHERE desired <> 'absent' AND stripe_subscription_id > $1 ORDER BY 1 LIMIT $2";
 
 /// How often the answer of a call is written before the pass gives up on it.
 const RECORD_TRIES: u32 = 5;
@@ -96,26 +100,20 @@ impl Dispatcher {
     pub(super) async fn instances(&self, scope: Scope) -> anyhow::Result<usize> {
         let now = self.clock.now();
         let pending = Pending::read(&self.pool, "instance").await?;
-        let candidates: Vec<String> = match scope {
-            Scope::Pending => pending.subjects().cloned().collect(),
-            Scope::All => {
-                sqlx::query_scalar!(
-                    "SELECT stripe_subscription_id FROM projection.instance_targets WHERE desired <> 'absent'"
-                )
-                .fetch_all(&self.pool)
-                .await?
+        let mut pages = Pages::new(scope, pending.subjects().cloned().collect(), SWEEP);
+        let (mut work, mut still) = (Vec::new(), std::collections::BTreeSet::new());
+        while let Some(candidates) = pages.next(&self.pool).await? {
+            for row in self.instance_rows(now, &candidates).await? {
+                match self.instance_work(&row, now) {
+                    Ok(Due::Now(w)) => work.push(w),
+                    Ok(Due::Later) => {}
+                    Ok(Due::Nothing) => continue,
+                    Err(error) => {
+                        tracing::error!(subscription = row.subscription, error = format!("{error:#}"), "skipped");
+                    }
+                }
+                still.insert(row.subscription);
             }
-        };
-        let mut work = Vec::new();
-        let mut still = std::collections::BTreeSet::new();
-        for row in self.instance_rows(now, &candidates).await? {
-            match self.instance_work(&row, now) {
-                Ok(Due::Now(w)) => work.push(w),
-                Ok(Due::Later) => {}
-                Ok(Due::Nothing) => continue,
-                Err(error) => tracing::error!(subscription = row.subscription, error = format!("{error:#}"), "skipped"),
-            }
-            still.insert(row.subscription);
         }
         pending.settle(&self.pool, &still).await?;
         // Instances are independent of each other: several calls in flight at once.

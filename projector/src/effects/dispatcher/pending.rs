@@ -39,23 +39,69 @@ impl Pending {
     }
 
     /// Forgets the subjects read that are not in `still`: they were found in sync. A subject marked
-    /// again since it was read keeps its newer mark.
+    /// again since it was read keeps its newer mark. In chunks, skipping rows another transaction
+    /// holds (the runner marking them again): the dispatcher never waits for the runner, so the
+    /// two never deadlock, and the runner waits at most for one chunk.
     pub(super) async fn settle(self, pool: &PgPool, still: &BTreeSet<String>) -> sqlx::Result<u64> {
-        let (subjects, seqs): (Vec<String>, Vec<i64>) =
-            self.marks.into_iter().filter(|(subject, _)| !still.contains(subject)).unzip();
-        if subjects.is_empty() {
-            return Ok(0);
+        let done: Vec<&(String, i64)> = self.marks.iter().filter(|(subject, _)| !still.contains(subject)).collect();
+        let mut forgotten = 0;
+        for chunk in done.chunks(SETTLE_CHUNK) {
+            let (subjects, seqs): (Vec<&str>, Vec<i64>) = chunk.iter().map(|(s, q)| (s.as_str(), *q)).unzip();
+            let deleted = sqlx::query(
+                "DELETE FROM ledger.pending_subjects p WHERE (p.kind, p.subject) IN (
+                   SELECT q.kind, q.subject FROM ledger.pending_subjects q
+                   JOIN unnest($2::text[], $3::bigint[]) AS d (subject, seq) ON q.subject = d.subject AND q.seq = d.seq
+                   WHERE q.kind = $1
+                   FOR UPDATE OF q SKIP LOCKED)",
+            )
+            .bind(self.kind)
+            .bind(&subjects)
+            .bind(&seqs)
+            .execute(pool)
+            .await?;
+            forgotten += deleted.rows_affected();
         }
-        let done = sqlx::query(
-            "DELETE FROM ledger.pending_subjects p USING unnest($2::text[], $3::bigint[]) AS d (subject, seq)
-             WHERE p.kind = $1 AND p.subject = d.subject AND p.seq = d.seq",
-        )
-        .bind(self.kind)
-        .bind(&subjects)
-        .bind(&seqs)
-        .execute(pool)
-        .await?;
-        Ok(done.rows_affected())
+        Ok(forgotten)
+    }
+}
+
+/// Marks forgotten per statement.
+const SETTLE_CHUNK: usize = 5_000;
+
+/// Subjects per page of a sweep.
+const SWEEP_PAGE: usize = 10_000;
+
+/// The candidates of a pass, a page at a time, so that a sweep holds one page in memory: the
+/// pending ones (one page), or every subject `sweep` selects (SQL: ids above `$1`, in order, at
+/// most `$2`).
+pub(super) struct Pages {
+    pending: Option<Vec<String>>,
+    sweep: Option<&'static str>,
+    after: String,
+}
+
+impl Pages {
+    /// The pages of `scope`.
+    pub(super) fn new(scope: Scope, pending: Vec<String>, sweep: &'static str) -> Self {
+        match scope {
+            Scope::Pending => Self { pending: Some(pending), sweep: None, after: String::new() },
+            Scope::All => Self { pending: None, sweep: Some(sweep), after: String::new() },
+        }
+    }
+
+    /// The next page, or None after the last.
+    pub(super) async fn next(&mut self, pool: &PgPool) -> sqlx::Result<Option<Vec<String>>> {
+        let Some(sql) = self.sweep else { return Ok(self.pending.take()) };
+        let page: Vec<String> =
+            sqlx::query_scalar(sql).bind(&self.after).bind(SWEEP_PAGE as i64).fetch_all(pool).await?;
+        if page.len() < SWEEP_PAGE {
+            self.sweep = None;
+        }
+        match page.last() {
+            Some(last) => self.after.clone_from(last),
+            None => return Ok(None),
+        }
+        Ok(Some(page))
     }
 }
 

@@ -5,11 +5,15 @@ use futures::StreamExt;
 
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
-use super::pending::{Pending, Scope};
+use super::pending::{Pages, Pending, Scope};
 use crate::api::token::{new_token, token_hash};
 use crate::effects::mail;
 use crate::effects::plan::{self, LiveToken, TokenOp, Verdict};
 use crate::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject, TokenKey};
+
+/// A sweep's page of customers: every token want.
+const SWEEP: &str =
+    "SELECT stripe_customer_id FROM projection.tokens WHERE stripe_customer_id > $1 ORDER BY 1 LIMIT $2";
 
 /// One customer's token work in this pass.
 struct TokenWork {
@@ -26,24 +30,26 @@ impl Dispatcher {
     pub(super) async fn tokens(&self, scope: Scope) -> anyhow::Result<usize> {
         let pending = Pending::read(&self.pool, "token").await?;
         let renew_from = self.clock.now() + plan::TOKEN_RENEW_BEFORE;
-        let candidates: Vec<String> = match scope {
-            Scope::All => {
-                sqlx::query_scalar!("SELECT stripe_customer_id FROM projection.tokens").fetch_all(&self.pool).await?
-            }
+        let due: Vec<String> = match scope {
+            Scope::All => Vec::new(),
             Scope::Pending => {
-                let due: Vec<String> = sqlx::query_scalar!(
+                sqlx::query_scalar!(
                     "SELECT stripe_customer_id FROM ledger.api_tokens
                      WHERE revoked_at IS NULL AND (expires_at <= $1 OR delivered_at IS NULL)",
                     renew_from
                 )
                 .fetch_all(&self.pool)
-                .await?;
-                let mut all: std::collections::BTreeSet<String> = pending.subjects().cloned().collect();
-                all.extend(due);
-                all.into_iter().collect()
+                .await?
             }
         };
-        let (work, still) = self.token_work(&candidates).await?;
+        let candidates: std::collections::BTreeSet<String> = pending.subjects().cloned().chain(due).collect();
+        let mut pages = Pages::new(scope, candidates.into_iter().collect(), SWEEP);
+        let (mut work, mut still) = (Vec::new(), std::collections::BTreeSet::new());
+        while let Some(candidates) = pages.next(&self.pool).await? {
+            let (page_work, page_still) = self.token_work(&candidates).await?;
+            work.extend(page_work);
+            still.extend(page_still);
+        }
         pending.settle(&self.pool, &still).await?;
         // Customers are independent of each other: several at once (issuing mails a token).
         let done = futures::stream::iter(work)
