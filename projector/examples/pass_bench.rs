@@ -91,6 +91,19 @@ async fn main() {
         let marked = count(&pool, "SELECT count(*) FROM ledger.pending_subjects").await;
         println!("pass {round}: {:.1} ms, {} attempts, {marked} marks left", ms(started), pass.attempts);
     }
+    let mut idle: Vec<f64> = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        dispatcher.pass().await.expect("pass");
+        idle.push(ms(started));
+    }
+    idle.sort_by(f64::total_cmp);
+    println!(
+        "20 passes with nothing pending: min {:.1} ms, median {:.1} ms, max {:.1} ms",
+        idle[0],
+        idle[idle.len() / 2],
+        idle[idle.len() - 1]
+    );
     println!("provisioner calls: {}", provisioner.calls().len());
 }
 
