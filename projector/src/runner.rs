@@ -338,6 +338,9 @@ async fn batch(
         .fetch_one(&mut *tx)
         .await?;
     let Some(last) = rows.last().map(|r| r.position) else {
+        if reset {
+            report_anomalies(status, count_anomalies(&mut tx).await?);
+        }
         tx.commit().await?;
         report_lag(status, head - checkpoint, None);
         status.checkpoint.store(checkpoint, Ordering::Relaxed);
@@ -361,10 +364,7 @@ async fn batch(
         status.applied.get_or_create(&TypeLabel { event_type: row.event_type.clone() }).inc();
     }
     if let Some(by_kind) = anomalies {
-        status.anomalies.clear();
-        for (kind, count) in by_kind {
-            status.anomalies.get_or_create(&KindLabel { kind }).set(count);
-        }
+        report_anomalies(status, by_kind);
     }
     let oldest_pending = if head > last { rows.last().map(|r| r.received_at) } else { None };
     report_lag(status, head - last, oldest_pending);
@@ -407,6 +407,13 @@ async fn fold_window(
 /// Open anomalies by kind.
 async fn count_anomalies(tx: &mut sqlx::PgConnection) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as("SELECT kind, count(*) FROM projection.anomalies GROUP BY kind").fetch_all(&mut *tx).await
+}
+
+fn report_anomalies(status: &RunnerStatus, by_kind: Vec<(String, i64)>) {
+    status.anomalies.clear();
+    for (kind, count) in by_kind {
+        status.anomalies.get_or_create(&KindLabel { kind }).set(count);
+    }
 }
 
 fn report_lag(status: &RunnerStatus, events: i64, oldest_pending: Option<chrono::DateTime<chrono::Utc>>) {

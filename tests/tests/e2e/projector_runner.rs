@@ -141,5 +141,8 @@ async fn one_event_the_tables_refuse_is_quarantined_and_everyone_else_is_project
             .await
             .expect("n");
     assert_eq!(after, 1);
+    // Open anomalies by kind are counted from the table (the projector no longer holds them all).
+    let (_, metrics) = projector.get("/metrics").await;
+    assert!(metrics.contains(r#"projector_anomalies{kind="quarantined"} 1"#), "{metrics}");
     projector.stop().await;
 }
