@@ -271,24 +271,12 @@ pub struct Delta {
     pub intents: Vec<Intent>,
 }
 
-/// Keys a batch of events changed: what the runner writes back.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Account ids.
-    pub accounts: std::collections::BTreeSet<String>,
-    /// Subscription ids.
-    pub subscriptions: std::collections::BTreeSet<String>,
-    /// Instance (subscription) ids.
-    pub instances: std::collections::BTreeSet<String>,
-    /// Token (customer) ids.
-    pub tokens: std::collections::BTreeSet<String>,
-    /// Grant keys.
-    pub credit_grants: std::collections::BTreeSet<String>,
-    /// Anomaly keys upserted or removed (the state tells which).
-    pub anomalies: std::collections::BTreeSet<String>,
-}
+/// Keys a batch of events changed: what the runner writes back. The row-keyed sets of [`Reads`]
+/// (`anomalies` also holds the keys removed: the state tells which); `customer_subscriptions` and
+/// `anomaly_prefixes` stay empty.
+pub type Changes = Reads;
 
-impl Changes {
+impl Reads {
     fn record(&mut self, delta: &Delta) {
         self.accounts.extend(delta.accounts.iter().map(|r| r.stripe_customer_id.clone()));
         self.subscriptions.extend(delta.subscriptions.iter().map(|r| r.stripe_subscription_id.clone()));
@@ -297,16 +285,6 @@ impl Changes {
         self.credit_grants.extend(delta.credit_grants.iter().map(|g| g.key.clone()));
         self.anomalies.extend(delta.anomalies.iter().map(|a| a.key.clone()));
         self.anomalies.extend(delta.resolved.iter().cloned());
-    }
-
-    /// True when nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty()
-            && self.subscriptions.is_empty()
-            && self.instances.is_empty()
-            && self.tokens.is_empty()
-            && self.credit_grants.is_empty()
-            && self.anomalies.is_empty()
     }
 }
 

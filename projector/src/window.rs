@@ -313,25 +313,12 @@ impl Cache {
     /// window after the fold) has them.
     pub fn keep(&mut self, state: &Projections, loaded: &Reads, changes: &Changes) {
         let mut keys = loaded.clone();
-        keys.extend(changed(changes));
+        keys.extend(changes.clone());
         commit_keys(&mut self.rows, state, &keys);
         self.held.extend(keys);
         if self.len() > self.capacity {
             *self = Self::new(self.capacity);
         }
-    }
-}
-
-/// The keys a batch changed, as [`Reads`].
-fn changed(changes: &Changes) -> Reads {
-    Reads {
-        accounts: changes.accounts.clone(),
-        subscriptions: changes.subscriptions.clone(),
-        instances: changes.instances.clone(),
-        tokens: changes.tokens.clone(),
-        credit_grants: changes.credit_grants.clone(),
-        anomalies: changes.anomalies.clone(),
-        ..Reads::default()
     }
 }
 
@@ -371,7 +358,7 @@ fn set<'k, V: Clone>(
 
 /// The image of [`crate::store::write_changes`] on a whole state standing in for the tables.
 pub fn write_changes(tables: &mut Projections, state: &Projections, changes: &Changes) {
-    commit_keys(tables, state, &changed(changes));
+    commit_keys(tables, state, changes);
 }
 
 /// A batch of events folded against a window that grows until the fold misses nothing.
