@@ -89,9 +89,9 @@ impl Pages {
         }
     }
 
-    /// The next page, or None after the last.
+    /// The next page, or None after the last (none at all when nothing is pending).
     pub(super) async fn next(&mut self, pool: &PgPool) -> sqlx::Result<Option<Vec<String>>> {
-        let Some(sql) = self.sweep else { return Ok(self.pending.take()) };
+        let Some(sql) = self.sweep else { return Ok(self.pending.take().filter(|page| !page.is_empty())) };
         let page: Vec<String> =
             sqlx::query_scalar(sql).bind(&self.after).bind(SWEEP_PAGE as i64).fetch_all(pool).await?;
         if page.len() < SWEEP_PAGE {
