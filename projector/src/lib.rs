@@ -68,7 +68,13 @@ impl Application {
         let catalog = Arc::new(settings.catalog);
         // Bots call /v1/access on every request: its own connections, never the fold's.
         let api_pool = shared::db::side_pool(&pool, settings.api_connections);
-        let access = AccessState::new(api_pool.clone(), catalog.clone(), clock.clone(), &mut registry);
+        let access = AccessState::new(
+            api_pool.clone(),
+            catalog.clone(),
+            clock.clone(),
+            settings.access_cache_rows,
+            &mut registry,
+        );
         // Billing commands hold a connection across their Stripe call: a pool of their own, so a
         // slow Stripe never makes bots' access checks wait.
         let commands_pool = shared::db::side_pool(&pool, settings.api_connections);
@@ -83,7 +89,7 @@ impl Application {
         let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
         let portal_configuration = billing.portal_configuration;
         // Counting usage is as short and as hot as an access check: the same pool.
-        let usage = UsageState::new(api_pool, catalog.clone(), clock.clone(), auth.clone(), &mut registry);
+        let usage = UsageState::new(&access, auth.clone(), &mut registry);
         let billing = api::BillingState {
             pool: commands_pool,
             catalog: catalog.clone(),
@@ -143,6 +149,8 @@ impl Application {
             shutdown.clone(),
         ));
         let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
+        // Without it nothing is cached: checks read the database (it retries on its own).
+        let access_listener = self.api.access.listen(self.pool.clone(), shutdown.clone());
         let serve = tokio::spawn(shared::server::serve(
             self.listener,
             api::router(self.api).merge(console::router(self.console)),
@@ -151,6 +159,7 @@ impl Application {
         ));
         let supervised = supervise(vec![("runner", runner), ("dispatcher", dispatcher)], &shutdown, &self.status).await;
         serve.await.context("HTTP server task")?;
+        access_listener.await.context("access cache listener")?;
         supervised
     }
 }

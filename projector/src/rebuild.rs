@@ -8,7 +8,9 @@
 //!    live batch to finish and holds the next one back), fold the events that arrived meanwhile,
 //!    create `projection_build` with the live tables' definitions, COPY every row in, journal the
 //!    intents (`ON CONFLICT DO NOTHING`: keys already journaled are not issued again), rename
-//!    `projection` to `projection_old_<build>` and `projection_build` to `projection`, commit.
+//!    `projection` to `projection_old_<build>` and `projection_build` to `projection`, create the
+//!    views and triggers of the old tables on the new ones, notify every replica's access cache
+//!    to drop what it read from the old tables, commit.
 //!    A live batch blocked on the lock re-resolves `projection.checkpoint` after the commit, finds
 //!    a new `build_id`, empties its cache and reads the new tables.
 //! 3. Drop the old schema (unless asked to keep it).
@@ -297,12 +299,25 @@ pub async fn swap_in(
     )
     .fetch_all(&mut *tx)
     .await?;
+    // Triggers too (the access cache's notifications, migration 0021): their definitions name
+    // `projection.<table>`, which after the rename is the new table.
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE c.relnamespace = 'projection'::regnamespace AND NOT t.tgisinternal ORDER BY t.oid",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     sqlx::query(&format!("ALTER SCHEMA projection RENAME TO {old_schema}")).execute(&mut *tx).await?;
     sqlx::query("ALTER SCHEMA projection_build RENAME TO projection").execute(&mut *tx).await?;
     for (schema, name, definition) in views {
         let verb = if schema == "projection" { "CREATE VIEW" } else { "CREATE OR REPLACE VIEW" };
         sqlx::query(&format!("{verb} \"{schema}\".\"{name}\" AS {definition}")).execute(&mut *tx).await?;
     }
+    for definition in triggers {
+        sqlx::query(&definition).execute(&mut *tx).await?;
+    }
+    // Every replica's cached access answers were read from the old tables.
+    sqlx::query("SELECT pg_notify($1, '*')").bind(crate::api::access_cache::CHANNEL).execute(&mut *tx).await?;
     sqlx::query("GRANT USAGE ON SCHEMA projection TO ledger_projector, ledger_replay").execute(&mut *tx).await?;
     sqlx::query("GRANT SELECT ON projection.subscriptions, projection.accounts TO ledger_replay")
         .execute(&mut *tx)

@@ -37,6 +37,8 @@ pub struct ProjectorSettings {
     /// least 2): one for `/v1/access`, one for billing commands; neither takes a connection from
     /// the fold, and commands waiting on Stripe never hold up access checks.
     pub api_connections: u32,
+    /// `/v1/access` answers kept per replica (`ACCESS_CACHE_ROWS`; 0: every check reads).
+    pub access_cache_rows: usize,
     /// The billing API: its keys and Stripe.
     pub billing: BillingSettings,
     /// The operator console.
@@ -76,6 +78,7 @@ impl ProjectorSettings {
                 ..PoolSettings::default()
             },
             api_connections: (config.database_max_connections / 2).max(2),
+            access_cache_rows: config.access_cache_rows,
             billing: BillingSettings {
                 api_keys: config.billing_api_keys.clone(),
                 stripe: config.stripe_api_key.clone().map(|key| (config.stripe_api_base.clone(), key)),

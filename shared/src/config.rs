@@ -116,6 +116,9 @@ pub struct Config {
     pub projector_batch_size: usize,
     /// `PROJECTOR_CACHE_ROWS` (default 50000): rows the live projector keeps between batches.
     pub projector_cache_rows: usize,
+    /// `ACCESS_CACHE_ROWS` (default 100000; 0: off): `/v1/access` answers each replica keeps until
+    /// a write changes them.
+    pub access_cache_rows: usize,
     /// `GRACE_PERIOD_DAYS` (default 7): how long a failed payment keeps an instance running.
     pub grace_period: Duration,
     /// `PROVISIONER_URL`.
@@ -279,6 +282,10 @@ impl Config {
         if projector_cache_rows > 10_000_000 {
             return Err(ConfigError::new("PROJECTOR_CACHE_ROWS", "must be at most 10000000"));
         }
+        let access_cache_rows: usize = parse_number(get("ACCESS_CACHE_ROWS"), "ACCESS_CACHE_ROWS", 100_000)?;
+        if access_cache_rows > 10_000_000 {
+            return Err(ConfigError::new("ACCESS_CACHE_ROWS", "must be at most 10000000"));
+        }
         let grace_days: u64 = parse_number(get("GRACE_PERIOD_DAYS"), "GRACE_PERIOD_DAYS", 7)?;
         if grace_days > 3650 {
             return Err(ConfigError::new("GRACE_PERIOD_DAYS", "must be at most 3650"));
@@ -352,6 +359,7 @@ impl Config {
             catalog_path: get("CATALOG_PATH").map(PathBuf::from),
             projector_batch_size,
             projector_cache_rows,
+            access_cache_rows,
             grace_period: Duration::from_secs(grace_days * 86_400),
             provisioner_url,
             provisioner_api_key: get("PROVISIONER_API_KEY").map(|v| SecretString::from(v.to_owned())),
@@ -495,6 +503,8 @@ mod tests {
         assert_eq!(config.effect_max_attempts, 6);
         assert_eq!(config.effect_backoff, Duration::from_secs(1));
         assert_eq!(config.provisioner_timeout, Duration::from_secs(10));
+        assert_eq!(config.access_cache_rows, 100_000);
+        assert_eq!(self::config(&[("ACCESS_CACHE_ROWS", "0")]).expect("off is valid").access_cache_rows, 0);
         assert!(config.migrate_on_start);
         assert!(!self::config(&[("MIGRATE_ON_START", "false")]).expect("valid").migrate_on_start);
     }
@@ -554,6 +564,8 @@ mod tests {
             ("INGEST_APPENDERS", "0"),
             ("PROJECTOR_BATCH_SIZE", "0"),
             ("PROJECTOR_CACHE_ROWS", "20000000"),
+            ("ACCESS_CACHE_ROWS", "20000000"),
+            ("ACCESS_CACHE_ROWS", "many"),
             ("GRACE_PERIOD_DAYS", "a week"),
             ("GRACE_PERIOD_DAYS", "213503982334601"),
             ("DATABASE_URL", "mysql://x"),

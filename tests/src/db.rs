@@ -105,6 +105,11 @@ impl TestDb {
             .connect_lazy_with(self.options.clone())
     }
 
+    /// Runs `sql` as the owner.
+    pub async fn execute(&self, sql: &str) {
+        sqlx::query(sql).execute(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Number of rows in the event log.
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM ledger.events"#).fetch_one(&self.pool).await.expect("count")

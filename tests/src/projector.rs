@@ -27,6 +27,24 @@ pub fn catalog() -> Catalog {
 /// whose rows were evicted and read back from the tables.
 pub const CACHE_ROWS: usize = 64;
 
+/// `/v1/access` answers the projectors under test keep: on, as in production.
+pub const ACCESS_CACHE_ROWS: usize = 1_000;
+
+/// The settings of [`TestProjector::start_with`]: no billing API, a small access pool.
+pub fn settings(catalog: Catalog, batch_size: usize, effects: EffectSettings) -> ProjectorSettings {
+    ProjectorSettings {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        catalog,
+        runner: RunnerSettings { batch_size, cache_rows: CACHE_ROWS, fold: FoldConfig::default() },
+        effects,
+        pool: shared::db::PoolSettings::default(),
+        api_connections: 4,
+        access_cache_rows: ACCESS_CACHE_ROWS,
+        billing: projector::settings::BillingSettings::default(),
+        console: projector::console::ConsoleSettings::default(),
+    }
+}
+
 /// A running projector.
 pub struct TestProjector {
     /// What its runner reports.
@@ -71,17 +89,7 @@ impl TestProjector {
         effects: EffectSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let settings = ProjectorSettings {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            catalog,
-            runner: RunnerSettings { batch_size, cache_rows: CACHE_ROWS, fold: FoldConfig::default() },
-            effects,
-            pool: shared::db::PoolSettings::default(),
-            api_connections: 4,
-            billing: projector::settings::BillingSettings::default(),
-            console: projector::console::ConsoleSettings::default(),
-        };
-        Self::start_settings(settings, pool, clock).await
+        Self::start_settings(settings(catalog, batch_size, effects), pool, clock).await
     }
 
     /// Starts a projector whose billing API takes [`BILLING_KEY`] and calls the Stripe API at
@@ -105,6 +113,7 @@ impl TestProjector {
             effects: effect_settings(dir.path()),
             pool: shared::db::PoolSettings::default(),
             api_connections: 8,
+            access_cache_rows: ACCESS_CACHE_ROWS,
             billing: projector::settings::BillingSettings {
                 api_keys: vec![BILLING_KEY.into()],
                 stripe: stripe.map(|url| (url.to_owned(), "sk_test_fake_key".into())),
@@ -118,7 +127,8 @@ impl TestProjector {
         projector
     }
 
-    async fn start_settings(settings: ProjectorSettings, pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+    /// Starts a projector with `settings` (see [`settings`]).
+    pub async fn start_settings(settings: ProjectorSettings, pool: PgPool, clock: Arc<dyn Clock>) -> Self {
         let app = projector::Application::build(settings, pool, clock).await.expect("projector builds");
         let (status, addr) = (app.status(), app.local_addr());
         let shutdown = CancellationToken::new();

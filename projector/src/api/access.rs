@@ -3,9 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,9 +15,11 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use shared::catalog::Catalog;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
+use super::access_cache::{self, AccessCache, CacheMetrics, TokenKey};
 use super::auth::bearer;
-use super::token::token_hash;
+use super::token::token_key;
 use crate::effects::Clock;
 use crate::effects::provisioner::limits_json;
 use crate::usage;
@@ -24,6 +28,9 @@ use crate::usage;
 struct ResultLabel {
     result: &'static str,
 }
+
+/// The longest a cached answer is used without being read again, whatever the notifications say.
+const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What `/v1/access` needs.
 #[derive(Clone)]
@@ -34,16 +41,98 @@ pub struct AccessState {
     pub catalog: Arc<Catalog>,
     /// Expiry is checked against it.
     pub clock: Arc<dyn Clock>,
+    /// Answers by token hash (see [`access_cache`]).
+    pub cache: Arc<AccessCache<Answer>>,
+    /// The cache's metrics (the listener counts invalidations on them).
+    pub cache_metrics: CacheMetrics,
     checks: Family<ResultLabel, Counter>,
 }
 
 impl AccessState {
-    /// The state, its metric registered.
-    pub fn new(pool: PgPool, catalog: Arc<Catalog>, clock: Arc<dyn Clock>, registry: &mut Registry) -> Self {
+    /// The state, its metrics registered; `cache_rows` answers at most are cached (0: none).
+    pub fn new(
+        pool: PgPool,
+        catalog: Arc<Catalog>,
+        clock: Arc<dyn Clock>,
+        cache_rows: usize,
+        registry: &mut Registry,
+    ) -> Self {
         let checks = Family::<ResultLabel, Counter>::default();
         registry.register("access_checks", "GET /v1/access answers, by result", checks.clone());
-        Self { pool, catalog, clock, checks }
+        let cache_metrics = CacheMetrics::new(registry);
+        Self { pool, catalog, clock, cache: Arc::new(AccessCache::new(cache_rows)), cache_metrics, checks }
     }
+
+    /// Keeps the cache fed with the database's notifications, on a connection of `pool` (not the
+    /// checks' own), until `shutdown` (nothing is cached without it).
+    pub fn listen(&self, pool: PgPool, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(access_cache::keep_listening(pool, self.cache.clone(), self.cache_metrics.clone(), shutdown))
+    }
+}
+
+/// What a known token's row decides, whatever tier a caller asks for: kept in the cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The rank of the tier access is granted at (None: denied).
+    rank: Option<usize>,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    /// 401 with this result label.
+    Denied(&'static str),
+    /// 200 with this JSON body.
+    Granted(Bytes),
+}
+
+/// A token's row as the check reads it.
+#[derive(Debug, Clone)]
+struct TokenState {
+    customer: String,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+    /// The live subscription's tier and status (see the query).
+    live: Option<(String, String)>,
+    /// The earliest grace deadline of the customer's subscriptions still ahead: a live
+    /// subscription may stop being live then.
+    next_grace_end: Option<DateTime<Utc>>,
+    /// Today's usage by metric.
+    used: BTreeMap<String, u64>,
+}
+
+/// The answer for `token` at `now`, and until when it holds unless a write changes it: the token's
+/// expiry, the next grace deadline, the end of the usage day, [`MAX_AGE`].
+fn decide(token: &TokenState, catalog: &Catalog, now: DateTime<Utc>) -> (Answer, DateTime<Utc>) {
+    let today = usage::day(now);
+    let mut valid_until = (now + MAX_AGE).min(usage::resets_at(today));
+    let denied = |result| Answer { rank: None, outcome: Outcome::Denied(result) };
+    let answer = if token.revoked {
+        denied("revoked")
+    } else if token.expires_at <= now {
+        denied("expired")
+    } else {
+        valid_until = valid_until.min(token.expires_at);
+        if let Some(grace_end) = token.next_grace_end.filter(|end| *end > now) {
+            valid_until = valid_until.min(grace_end);
+        }
+        match &token.live {
+            None => denied("no_live_subscription"),
+            Some((tier, status)) => {
+                let tier_limits = catalog.tier(tier);
+                let body = json!({
+                    "customer": token.customer,
+                    "tier": tier,
+                    "limits": limits_json(tier_limits.map(|t| t.limits)),
+                    "status": status,
+                    "expires_at": token.expires_at.to_rfc3339(),
+                    "usage": usage::today(catalog, tier_limits, &token.used, today),
+                });
+                Answer { rank: catalog.rank(tier), outcome: Outcome::Granted(Bytes::from(body.to_string())) }
+            }
+        }
+    };
+    (answer, valid_until)
 }
 
 fn deny(state: &AccessState, status: StatusCode, result: &'static str, message: &str) -> Response {
@@ -74,13 +163,59 @@ pub async fn check(
             None => return deny(&state, StatusCode::BAD_REQUEST, "bad_request", "unknown tier in ?tier="),
         },
     };
-    // The token and, in the same snapshot, the customer's live subscription: access ends with the
-    // subscription even while the dispatcher has not revoked the token yet (or cannot). Live is
-    // what the fold provisions for (`desired_instance`): trialing, active, or past_due within
-    // its grace period, with a tier the catalog knows; the token's own tier is preferred.
-    let found = sqlx::query!(
-        r#"SELECT k.stripe_customer_id, k.tier, k.expires_at, k.revoked_at,
+    let key = token_key(token);
+    let now = state.clock.now();
+    let answer = match state.cache.get(&key, now) {
+        Some(answer) => {
+            state.cache_metrics.lookup("hit");
+            answer
+        }
+        None => {
+            state.cache_metrics.lookup("miss");
+            let ticket = state.cache.ticket();
+            let token = match read(&state.pool, &key, now).await {
+                Ok(Some(token)) => token,
+                Ok(None) => return deny(&state, StatusCode::UNAUTHORIZED, "unknown", "invalid token"),
+                Err(error) => {
+                    tracing::error!(%error, "access check: database unavailable");
+                    state.checks.get_or_create(&ResultLabel { result: "unavailable" }).inc();
+                    return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+                }
+            };
+            let (answer, valid_until) = decide(&token, &state.catalog, now);
+            if let Some(ticket) = ticket {
+                state.cache.insert(ticket, key, &token.customer, answer.clone(), now..valid_until);
+            }
+            answer
+        }
+    };
+    respond(&state, answer, required)
+}
+
+fn respond(state: &AccessState, answer: Answer, required: Option<usize>) -> Response {
+    let body = match answer.outcome {
+        Outcome::Denied(result) => return deny(state, StatusCode::UNAUTHORIZED, result, "invalid token"),
+        Outcome::Granted(body) => body,
+    };
+    if let Some(required) = required
+        && answer.rank.is_none_or(|rank| rank < required)
+    {
+        return deny(state, StatusCode::FORBIDDEN, "tier_too_low", "this token's tier is too low");
+    }
+    state.checks.get_or_create(&ResultLabel { result: "ok" }).inc();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The token with hash `key` and, in the same snapshot, the customer's live subscription: access
+/// ends with the subscription even while the dispatcher has not revoked the token yet (or cannot).
+/// Live is what the fold provisions for (`desired_instance`): trialing, active, or past_due within
+/// its grace period, with a tier the catalog knows; the token's own tier is preferred.
+async fn read(pool: &PgPool, key: &TokenKey, now: DateTime<Utc>) -> sqlx::Result<Option<TokenState>> {
+    let row = sqlx::query!(
+        r#"SELECT k.stripe_customer_id, k.expires_at, k.revoked_at,
                   s.tier AS "live_tier?", s.status AS "status?",
+                  (SELECT min(g.grace_until) FROM projection.subscriptions g
+                   WHERE g.stripe_customer_id = k.stripe_customer_id AND g.grace_until > $2) AS "next_grace_end?",
                   (SELECT COALESCE(jsonb_object_agg(u.metric, u.used), '{}')::text FROM ledger.usage_counters u
                    WHERE u.stripe_customer_id = k.stripe_customer_id AND u.day = $3) AS "usage!"
            FROM ledger.api_tokens k
@@ -93,47 +228,20 @@ pub async fn check(
              LIMIT 1
            ) s ON true
            WHERE k.token_sha256 = $1"#,
-        token_hash(token),
-        state.clock.now(),
-        usage::day(state.clock.now())
+        &key[..],
+        now,
+        usage::day(now)
     )
-    .fetch_optional(&state.pool)
-    .await;
-    let row = match found {
-        Ok(Some(row)) => row,
-        Ok(None) => return deny(&state, StatusCode::UNAUTHORIZED, "unknown", "invalid token"),
-        Err(error) => {
-            tracing::error!(%error, "access check: database unavailable");
-            state.checks.get_or_create(&ResultLabel { result: "unavailable" }).inc();
-            return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
-        }
-    };
-    if row.revoked_at.is_some() {
-        return deny(&state, StatusCode::UNAUTHORIZED, "revoked", "invalid token");
-    }
-    if row.expires_at <= state.clock.now() {
-        return deny(&state, StatusCode::UNAUTHORIZED, "expired", "invalid token");
-    }
-    let (Some(tier), Some(status)) = (row.live_tier, row.status) else {
-        return deny(&state, StatusCode::UNAUTHORIZED, "no_live_subscription", "invalid token");
-    };
-    if let Some(required) = required
-        && state.catalog.rank(&tier).is_none_or(|rank| rank < required)
-    {
-        return deny(&state, StatusCode::FORBIDDEN, "tier_too_low", "this token's tier is too low");
-    }
-    state.checks.get_or_create(&ResultLabel { result: "ok" }).inc();
-    let tier_limits = state.catalog.tier(&tier);
-    let used: BTreeMap<String, u64> = serde_json::from_str(&row.usage).unwrap_or_default();
-    axum::Json(json!({
-        "customer": row.stripe_customer_id,
-        "tier": tier,
-        "limits": limits_json(tier_limits.map(|t| t.limits)),
-        "status": status,
-        "expires_at": row.expires_at.to_rfc3339(),
-        "usage": usage::today(&state.catalog, tier_limits, &used, usage::day(state.clock.now())),
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| TokenState {
+        customer: row.stripe_customer_id,
+        expires_at: row.expires_at,
+        revoked: row.revoked_at.is_some(),
+        live: row.live_tier.zip(row.status),
+        next_grace_end: row.next_grace_end,
+        used: serde_json::from_str(&row.usage).unwrap_or_default(),
     }))
-    .into_response()
 }
 
 #[cfg(test)]
@@ -147,5 +255,54 @@ mod tests {
         assert_eq!(bearer(&headers), Some("sl_x"));
         headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("header"));
         assert_eq!(bearer(&headers), None);
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("time")
+    }
+
+    fn token(live: Option<(&str, &str)>) -> TokenState {
+        TokenState {
+            customer: "cus_a".to_owned(),
+            expires_at: at(3_600),
+            revoked: false,
+            live: live.map(|(t, s)| (t.to_owned(), s.to_owned())),
+            next_grace_end: None,
+            used: BTreeMap::from([("api_calls".to_owned(), 7)]),
+        }
+    }
+
+    #[test]
+    fn a_live_token_is_granted_at_its_tier_until_the_earliest_thing_that_can_end_it() {
+        let catalog = shared::catalog::Catalog::example().expect("catalog");
+        let (answer, until) = decide(&token(Some(("professional", "active"))), &catalog, at(0));
+        assert_eq!(answer.rank, catalog.rank("professional"));
+        let Outcome::Granted(body) = &answer.outcome else { panic!("granted: {answer:?}") };
+        let body: serde_json::Value = serde_json::from_slice(body).expect("json");
+        assert_eq!((body["customer"].as_str(), body["tier"].as_str()), (Some("cus_a"), Some("professional")));
+        assert_eq!(until, at(0) + MAX_AGE, "nothing ends sooner than the longest a cached answer lives");
+
+        let mut soon = token(Some(("professional", "past_due")));
+        soon.expires_at = at(50);
+        assert_eq!(decide(&soon, &catalog, at(0)).1, at(50), "the token expires first");
+        soon.next_grace_end = Some(at(20));
+        assert_eq!(decide(&soon, &catalog, at(0)).1, at(20), "the grace period ends first");
+        let midnight = usage::resets_at(usage::day(at(0)));
+        assert_eq!(decide(&soon, &catalog, midnight - chrono::TimeDelta::seconds(5)).1, midnight, "a new usage day");
+    }
+
+    #[test]
+    fn revoked_expired_and_unpaid_tokens_are_denied_with_their_reason() {
+        let catalog = shared::catalog::Catalog::example().expect("catalog");
+        let result = |t: &TokenState, now| match decide(t, &catalog, now).0.outcome {
+            Outcome::Denied(result) => result,
+            Outcome::Granted(_) => "granted",
+        };
+        let mut revoked = token(Some(("starter", "active")));
+        revoked.revoked = true;
+        assert_eq!(result(&revoked, at(0)), "revoked");
+        assert_eq!(result(&token(Some(("starter", "active"))), at(3_600)), "expired");
+        assert_eq!(result(&token(None), at(0)), "no_live_subscription");
+        assert_eq!(decide(&token(None), &catalog, at(0)).0.rank, None);
     }
 }

@@ -11,6 +11,7 @@ use shared::catalog::{Catalog, Quota};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::access_cache::Notifier;
 use super::error::ApiError;
 use super::usage::live_tiers;
 use crate::usage;
@@ -63,8 +64,9 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// Starts the batcher: at most `writers` batches in flight (one pool connection each).
-    pub fn start(pool: PgPool, catalog: Arc<Catalog>, writers: usize) -> Self {
+    /// Starts the batcher: at most `writers` batches in flight (one pool connection each); every
+    /// customer of a batch written is passed to `notifier`.
+    pub fn start(pool: PgPool, catalog: Arc<Catalog>, writers: usize, notifier: Notifier) -> Self {
         let (queue, mut pending) = mpsc::unbounded_channel::<(CountRequest, Reply)>();
         let permits = Arc::new(Semaphore::new(writers.max(1)));
         tokio::spawn(async move {
@@ -77,10 +79,13 @@ impl Counter {
                 {
                     batch.push(next);
                 }
-                let (pool, catalog) = (pool.clone(), catalog.clone());
+                let (pool, catalog, notifier) = (pool.clone(), catalog.clone(), notifier.clone());
                 tokio::spawn(async move {
                     let (requests, replies): (Vec<CountRequest>, Vec<Reply>) = batch.into_iter().unzip();
                     let answered = write(&pool, &catalog, &requests).await;
+                    if answered.is_ok() {
+                        requests.iter().for_each(|r| notifier.changed(&r.customer));
+                    }
                     for (i, reply) in replies.into_iter().enumerate() {
                         let answer = match &answered {
                             Ok(rows) => rows.get(i).cloned().ok_or_else(ApiError::unavailable),

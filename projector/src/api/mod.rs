@@ -4,6 +4,7 @@
 //! result comes back as webhooks through the log.
 
 pub mod access;
+pub mod access_cache;
 pub mod auth;
 pub mod checkout;
 pub mod commands;

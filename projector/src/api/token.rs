@@ -16,7 +16,12 @@ pub fn new_token() -> anyhow::Result<String> {
 
 /// What is stored instead of the token.
 pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+    token_key(token).to_vec()
+}
+
+/// [`token_hash`] as a fixed-size key.
+pub fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]

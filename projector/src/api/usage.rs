@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use shared::catalog::{CREDITS_METRIC, Catalog, Quota, Tier};
 use sqlx::{PgConnection, PgPool};
 
+use super::access::{AccessState, Answer};
+use super::access_cache::{AccessCache, Dropped, Notifier};
 use super::auth::{Authenticator, Caller};
 use super::commands::idempotency_key;
 use super::counter::{CountRequest, Counter as UsageCounter};
@@ -51,28 +53,28 @@ pub struct UsageState {
     pub clock: Arc<dyn Clock>,
     /// Who may call.
     pub auth: Authenticator,
+    /// A customer's cached access answers go when its usage is counted (they show today's usage).
+    access_cache: Arc<AccessCache<Answer>>,
+    /// Other replicas' access caches are told through it.
+    notifier: Notifier,
     counter: UsageCounter,
     recorded: Family<MetricLabel, Counter>,
     rejected: Family<RejectedLabel, Counter>,
 }
 
 impl UsageState {
-    /// The state, its metrics registered.
-    pub fn new(
-        pool: PgPool,
-        catalog: Arc<Catalog>,
-        clock: Arc<dyn Clock>,
-        auth: Authenticator,
-        registry: &mut Registry,
-    ) -> Self {
+    /// The state, its metrics registered: the database, catalog, clock and cache of `access`.
+    pub fn new(access: &AccessState, auth: Authenticator, registry: &mut Registry) -> Self {
+        let (pool, catalog, clock) = (access.pool.clone(), access.catalog.clone(), access.clock.clone());
         let recorded = Family::<MetricLabel, Counter>::default();
         registry.register("usage_recorded", "Usage requests counted, by metric", recorded.clone());
         let rejected = Family::<RejectedLabel, Counter>::default();
         registry.register("usage_rejected", "Usage requests refused, by metric and reason", rejected.clone());
         // Half the pool writes batches; the other half stays for access checks and credits.
         let writers = (pool.options().get_max_connections() as usize / 2).max(1);
-        let counter = UsageCounter::start(pool.clone(), catalog.clone(), writers);
-        Self { pool, catalog, clock, auth, counter, recorded, rejected }
+        let notifier = Notifier::start(pool.clone());
+        let counter = UsageCounter::start(pool.clone(), catalog.clone(), writers, notifier.clone());
+        Self { pool, catalog, clock, auth, access_cache: access.cache.clone(), notifier, counter, recorded, rejected }
     }
 }
 
@@ -102,6 +104,9 @@ pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: B
             let metric = usage.metric.clone();
             let result =
                 if metric == CREDITS_METRIC { debit(&state, &usage).await } else { count(&state, &usage).await };
+            // The notification of the write comes too, later: the caller's next check on this
+            // replica must already show it.
+            state.access_cache.invalidate(&Dropped::Customers(vec![usage.customer]));
             (metric, result)
         }
         Err(error) => ("-".to_owned(), Err(error)),
@@ -279,6 +284,7 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    state.notifier.changed(&usage.customer);
     Ok(credits_answer(used, i64::try_from(balance_after).unwrap_or(i64::MAX)))
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: real PostgreSQL, real HTTP servers on loopback. One test binary.
 
+mod access_cache;
 mod append_only;
 mod bad_input;
 mod billing;
