@@ -141,24 +141,32 @@ pub async fn fold_log(
     Ok(folded)
 }
 
-/// Reads `(0, head]` page by page, decoding each body, until the fold stops listening.
+/// Reads `(0, head]` page by page and decodes each body, until the fold stops listening: one task
+/// fetches the next page while this one decodes the last, so PostgreSQL, the decoding and the
+/// fold all work at once.
 async fn read_decoded(pool: PgPool, head: i64, pages: tokio::sync::mpsc::Sender<anyhow::Result<Vec<(i64, Decoded)>>>) {
-    let mut after = 0;
-    while after < head {
-        let rows = match page(&pool, after, head).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                let _ = pages.send(Err(error.into())).await;
+    let (raw_pages, mut fetched) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let fetcher = tokio::spawn(async move {
+        let mut after = 0;
+        while after < head {
+            let rows = page(&pool, after, head).await;
+            let last = rows.as_ref().ok().and_then(|rows| rows.last().map(|(position, _)| *position));
+            if raw_pages.send(rows).await.is_err() {
                 return;
             }
-        };
-        let Some(last) = rows.last().map(|(position, _)| *position) else { return };
-        let decoded = rows.into_iter().map(|(position, raw)| (position, shared::stripe::decode(&raw))).collect();
-        if pages.send(Ok(decoded)).await.is_err() {
-            return;
+            let Some(last) = last else { return };
+            after = last;
         }
-        after = last;
+    });
+    while let Some(rows) = fetched.recv().await {
+        let decoded = rows
+            .map(|rows| rows.into_iter().map(|(position, raw)| (position, shared::stripe::decode(&raw))).collect())
+            .map_err(anyhow::Error::from);
+        if pages.send(decoded).await.is_err() {
+            break;
+        }
     }
+    fetcher.abort();
 }
 
 /// How one table would change.

@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// An id that Stripe may send as a string or, when expanded, as an object with an `id`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expandable {
     /// `"cus_123"`.
     Id(String),
@@ -36,6 +35,35 @@ impl Expandable {
         match self {
             Self::Id(id) | Self::Object { id } => id,
         }
+    }
+}
+
+/// Read in one pass: a string is the id; an object's `id` is kept and every other field skipped
+/// (`#[serde(untagged)]` would first copy the whole expanded object into a buffer to try each shape).
+impl<'de> Deserialize<'de> for Expandable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Expanded {
+            id: String,
+        }
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = Expandable;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an id, or an object with an id")
+            }
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<Expandable, E> {
+                Ok(Expandable::Id(id.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, id: String) -> Result<Expandable, E> {
+                Ok(Expandable::Id(id))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Expandable, A::Error> {
+                let Expanded { id } = Expanded::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Expandable::Object { id })
+            }
+        }
+        deserializer.deserialize_any(Shape)
     }
 }
 
@@ -498,7 +526,7 @@ struct WireCheckoutLine {
 /// backslash followed by `u0000` (`\\u0000`, the text "\u0000") is left alone.
 pub fn without_nul_escapes(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     const NUL: &[u8] = b"\\u0000";
-    if !body.windows(NUL.len()).any(|w| w == NUL) {
+    if memchr::memmem::find(body, NUL).is_none() {
         return std::borrow::Cow::Borrowed(body);
     }
     let mut out = Vec::with_capacity(body.len());
@@ -736,6 +764,18 @@ mod tests {
             subscription_of(decode_object("customer.subscription.created", "2025-03-31.basil", basil_subscription()));
         assert_eq!((s.current_period_start, s.current_period_end), (Some(1_700_000_000), Some(1_702_592_000)));
         assert_eq!(s.price_id(), Some("price_1MoS37LgUG5tbmjcCA3GTNX8"));
+    }
+
+    #[test]
+    fn an_expandable_is_an_id_or_an_object_whose_own_id_is_kept() {
+        let read = |text: &str| serde_json::from_str::<Expandable>(text).map(|e| e.id().to_owned());
+        assert_eq!(read(r#""cus_1""#).expect("id"), "cus_1");
+        let expanded =
+            r#"{"metadata": {"id": "not_this"}, "object": "customer", "id": "cus_\u0041", "list": [1, {"id": 2}]}"#;
+        assert_eq!(read(expanded).expect("object"), "cus_A");
+        for bad in ["null", "5", "{}", r#"{"id": 5}"#, "[\"cus_1\"]"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -302,11 +302,15 @@ pub async fn stage_intents(conn: &mut PgConnection, intents: &[(i64, Intent)], o
 }
 
 /// Journals the staged intents (in their order: the first raise of a key wins, as in
-/// [`record_intents`]) and drops the stage.
+/// [`record_intents`]) and drops the stage. Keys journaled before (all of them, when an unchanged
+/// log is rebuilt) are left out by one anti-join before the insert: 0.55 s instead of 1.5 s of
+/// conflict checks for 480,000 intents (docs/benchmarks.md).
 pub async fn record_staged_intents(conn: &mut PgConnection) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "INSERT INTO ledger.intents (key, kind, detail, position, subject_type, subject)
-         SELECT key, kind, detail, position, subject_type, subject FROM pg_temp.rebuild_intents ORDER BY ord
+         SELECT s.key, s.kind, s.detail, s.position, s.subject_type, s.subject FROM pg_temp.rebuild_intents s
+         WHERE NOT EXISTS (SELECT 1 FROM ledger.intents i WHERE i.key = s.key)
+         ORDER BY s.ord
          ON CONFLICT (key) DO NOTHING",
     )
     .execute(&mut *conn)
