@@ -49,18 +49,19 @@ impl Dropped {
             Err(_) => Self::All,
         }
     }
-}
 
-/// Largest payload sent; above it, everyone (a notification's payload must stay under 8000 bytes).
-const MAX_PAYLOAD: usize = 7000;
-
-impl Dropped {
-    /// The payload naming `customers` (as the triggers of migration 0021 build it).
+    /// The payload naming `customers` (as the triggers of migration 0021 build it): everyone
+    /// above [`MAX_PAYLOAD`] bytes.
     pub fn payload(customers: &[String]) -> String {
-        let named = serde_json::to_string(customers).unwrap_or_default();
-        if named.len() > MAX_PAYLOAD || named.is_empty() { "*".to_owned() } else { named }
+        match serde_json::to_string(customers) {
+            Ok(named) if named.len() <= MAX_PAYLOAD => named,
+            _ => "*".to_owned(),
+        }
     }
 }
+
+/// Largest payload sent (a notification's payload must stay under 8000 bytes).
+const MAX_PAYLOAD: usize = 7000;
 
 /// Notifications of [`Notifier`] are at least this far apart.
 pub const NOTIFY_INTERVAL: Duration = Duration::from_millis(10);

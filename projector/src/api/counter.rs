@@ -55,6 +55,13 @@ pub struct Counted {
     pub balance: Option<i64>,
 }
 
+impl Counted {
+    /// Whether this request changed the day's count (not replayed, refused or without a tier).
+    pub fn counted(&self) -> bool {
+        self.outcome == "counted"
+    }
+}
+
 type Reply = oneshot::Sender<Result<Counted, ApiError>>;
 
 /// The queue's sending side; the writer tasks end when every clone is dropped.
@@ -65,7 +72,7 @@ pub struct Counter {
 
 impl Counter {
     /// Starts the batcher: at most `writers` batches in flight (one pool connection each); every
-    /// customer of a batch written is passed to `notifier`.
+    /// customer whose count was written is passed to `notifier`.
     pub fn start(pool: PgPool, catalog: Arc<Catalog>, writers: usize, notifier: Notifier) -> Self {
         let (queue, mut pending) = mpsc::unbounded_channel::<(CountRequest, Reply)>();
         let permits = Arc::new(Semaphore::new(writers.max(1)));
@@ -83,8 +90,10 @@ impl Counter {
                 tokio::spawn(async move {
                     let (requests, replies): (Vec<CountRequest>, Vec<Reply>) = batch.into_iter().unzip();
                     let answered = write(&pool, &catalog, &requests).await;
-                    if answered.is_ok() {
-                        requests.iter().for_each(|r| notifier.changed(&r.customer));
+                    if let Ok(rows) = &answered {
+                        rows.iter().zip(&requests).filter(|(row, _)| row.counted()).for_each(|(_, r)| {
+                            notifier.changed(&r.customer);
+                        });
                     }
                     for (i, reply) in replies.into_iter().enumerate() {
                         let answer = match &answered {

@@ -105,8 +105,10 @@ pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: B
             let result =
                 if metric == CREDITS_METRIC { debit(&state, &usage).await } else { count(&state, &usage).await };
             // The notification of the write comes too, later: the caller's next check on this
-            // replica must already show it.
-            state.access_cache.invalidate(&Dropped::Customers(vec![usage.customer]));
+            // replica must already show it. (A refused request wrote nothing.)
+            if result.is_ok() {
+                state.access_cache.invalidate(&Dropped::Customers(vec![usage.customer]));
+            }
             (metric, result)
         }
         Err(error) => ("-".to_owned(), Err(error)),
