@@ -102,7 +102,7 @@ pub struct Config {
     pub ingest_body_limit: usize,
     /// `INGEST_MAX_BATCH` (default 512): most events one group commit carries.
     pub ingest_max_batch: usize,
-    /// `INGEST_APPENDERS` (default 2): concurrent group commits per ingest instance.
+    /// `INGEST_APPENDERS` (default 1): concurrent group commits per ingest instance.
     pub ingest_appenders: usize,
     /// `INGEST_INSTANCE_ID` (default `<hostname>:<pid>`): stored as `received_by`.
     pub ingest_instance_id: String,
@@ -270,7 +270,7 @@ impl Config {
         if !(1..=10_000).contains(&ingest_max_batch) {
             return Err(ConfigError::new("INGEST_MAX_BATCH", "must be between 1 and 10000"));
         }
-        let ingest_appenders: usize = parse_number(get("INGEST_APPENDERS"), "INGEST_APPENDERS", 2)?;
+        let ingest_appenders: usize = parse_number(get("INGEST_APPENDERS"), "INGEST_APPENDERS", 1)?;
         if !(1..=64).contains(&ingest_appenders) {
             return Err(ConfigError::new("INGEST_APPENDERS", "must be between 1 and 64"));
         }

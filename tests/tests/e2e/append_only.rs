@@ -121,3 +121,76 @@ async fn usage_rows_are_append_only_and_counted_only_through_the_projector_role(
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
 }
+
+/// A signed `customer.subscription.updated` event of Stripe's shape (about 3 KB) with `id`.
+fn subscription_event(id: &str, sequence: u64) -> NewEvent {
+    let body = stripe::subscription_updated(id, sequence);
+    let signature = stripe::sign(&body);
+    NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event")
+}
+
+/// Sequential and index scans of `ledger.events` counted so far, after `pool`'s one connection
+/// flushed its statistics.
+async fn log_scans(pool: &PgPool) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()").execute(pool).await.expect("flush");
+    sqlx::query_as(
+        "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relid = 'ledger.events'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("scans")
+}
+
+/// The append function plans its statements once per connection (migration 0022). The plan of a
+/// connection's first append is made while the log is empty; appends after it must still find
+/// existing ids through the index, never by reading the whole log.
+#[tokio::test]
+async fn appends_look_ids_up_through_the_index_whatever_the_log_held_when_planned() {
+    let db = TestDb::new().await;
+    let pool = db.service_pool(1);
+    let first = subscription_event(&stripe::event_id(), 1);
+    append_events(&pool, std::slice::from_ref(&first), Source::Webhook, "test").await.expect("first append");
+    let (seq_before, idx_before) = log_scans(&pool).await;
+
+    let batch = [subscription_event(&stripe::event_id(), 2), first.clone(), subscription_event(&stripe::event_id(), 3)];
+    let outcomes = append_events(&pool, &batch, Source::Webhook, "test").await.expect("second append");
+    assert!(
+        matches!(
+            outcomes[..],
+            [
+                AppendOutcome::Appended { position: 2 },
+                AppendOutcome::Duplicate { position: 1 },
+                AppendOutcome::Appended { position: 3 }
+            ]
+        ),
+        "{outcomes:?}"
+    );
+
+    let (seq_after, idx_after) = log_scans(&pool).await;
+    assert_eq!(seq_after, seq_before, "an append read the whole log");
+    assert!(idx_after > idx_before, "the append's lookups went through an index ({idx_before} -> {idx_after})");
+}
+
+/// Bodies of Stripe's usual size are stored compressed in the row, not out of line (0022).
+#[tokio::test]
+async fn bodies_of_stripes_usual_size_stay_in_the_row() {
+    let db = TestDb::new().await;
+    let events: Vec<NewEvent> = (1..=20).map(|i| subscription_event(&stripe::event_id(), i)).collect();
+    assert!(events.iter().all(|e| e.raw_body.len() > 2_500), "bodies larger than TOAST's 2 KB target");
+    append_events(&db.pool, &events, Source::Webhook, "test").await.expect("append");
+    let (toast_bytes, stored, raw): (i64, i64, i64) = sqlx::query_as(
+        "SELECT pg_relation_size(c.reltoastrelid), (SELECT sum(pg_column_size(raw_body)) FROM ledger.events)::bigint,
+                (SELECT sum(octet_length(raw_body)) FROM ledger.events)::bigint
+         FROM pg_class c WHERE c.oid = 'ledger.events'::regclass",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("sizes");
+    assert_eq!(toast_bytes, 0, "no body went out of line");
+    assert!(stored * 10 < raw * 7, "bodies are stored compressed ({stored} of {raw} bytes)");
+    let read: Vec<u8> = sqlx::query_scalar("SELECT raw_body FROM ledger.events WHERE position = 7")
+        .fetch_one(&db.pool)
+        .await
+        .expect("a body");
+    assert_eq!(read, events[6].raw_body.to_vec(), "the exact bytes come back");
+}
