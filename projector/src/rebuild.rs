@@ -6,7 +6,8 @@
 //!    swap (memory holds the projections, not every intent of the log).
 //! 2. In one transaction: `LOCK TABLE projection.checkpoint IN ACCESS EXCLUSIVE MODE` (waits for a
 //!    live batch to finish and holds the next one back), fold the events that arrived meanwhile,
-//!    create `projection_build` with the live tables' definitions, COPY every row in, journal the
+//!    create `projection_build` with the live tables' definitions but no indexes, COPY every row
+//!    in, then create the live tables' indexes and key constraints (same names), journal the
 //!    intents (`ON CONFLICT DO NOTHING`: keys already journaled are not issued again), rename
 //!    `projection` to `projection_old_<build>` and `projection_build` to `projection`, create the
 //!    views and triggers of the old tables on the new ones, notify every replica's access cache
@@ -270,11 +271,12 @@ pub async fn swap_in(
     sqlx::query("DROP SCHEMA IF EXISTS projection_build CASCADE").execute(&mut *tx).await?;
     sqlx::query("CREATE SCHEMA projection_build").execute(&mut *tx).await?;
     for table in store::TABLES {
-        sqlx::query(&format!("CREATE TABLE projection_build.{table} (LIKE projection.{table} INCLUDING ALL)"))
-            .execute(&mut *tx)
-            .await?;
+        let sql =
+            format!("CREATE TABLE projection_build.{table} (LIKE projection.{table} INCLUDING ALL EXCLUDING INDEXES)");
+        sqlx::query(&sql).execute(&mut *tx).await?;
     }
     store::copy_all(&mut tx, "projection_build", &folded.state).await?;
+    index_like_live(&mut tx).await?;
     sqlx::query(
         "INSERT INTO projection_build.checkpoint (name, position, catalog_hash, build_id) VALUES ($1, $2, $3, $4)",
     )
@@ -341,6 +343,34 @@ pub async fn swap_in(
         None
     };
     Ok(Swapped { position: folded.position, build_id, new_intents, old_schema })
+}
+
+/// Gives the build tables the live tables' indexes and key constraints, under the same names.
+/// They are built after the rows are in: one sorted build per index costs less than keeping every
+/// index up to date row by row during the COPY (measured in docs/benchmarks.md).
+async fn index_like_live(conn: &mut PgConnection) -> sqlx::Result<()> {
+    // Primary, unique and exclusion constraints are added as constraints; other indexes by their
+    // definition, pointed at the build table (qualified or not, depending on the search path).
+    let statements: Vec<String> = sqlx::query_scalar(
+        r"SELECT CASE WHEN con.oid IS NOT NULL
+                   THEN format('ALTER TABLE projection_build.%I ADD CONSTRAINT %I %s',
+                               t.relname, con.conname, pg_get_constraintdef(con.oid))
+                   ELSE regexp_replace(pg_get_indexdef(i.indexrelid),
+                                       ' ON (ONLY )?(projection\.)?(\S+) USING ', ' ON \1projection_build.\3 USING ')
+                 END
+          FROM pg_index i
+          JOIN pg_class t ON t.oid = i.indrelid
+          LEFT JOIN pg_constraint con
+            ON con.conindid = i.indexrelid AND con.conrelid = t.oid AND con.contype IN ('p', 'u', 'x')
+          WHERE t.relnamespace = 'projection'::regnamespace AND t.relkind = 'r'
+          ORDER BY t.relname, i.indexrelid",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Prints a diff as the CLI shows it.

@@ -19,6 +19,7 @@ async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_ca
     lifecycle::post(&ingest, 0..8, 21).await;
     live.caught_up(&db.pool).await;
     let before = load_tables(&db.pool).await;
+    let indexes_before = projection_indexes(&db.pool).await;
 
     let folded = rebuild::fold_log(&db.pool, &catalog(), &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
     let diffs = rebuild::diff(&before, &folded.state);
@@ -50,6 +51,7 @@ async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_ca
     let build: String =
         sqlx::query_scalar("SELECT build_id FROM projection.checkpoint").fetch_one(&db.pool).await.expect("build");
     assert_eq!(build, swapped.build_id);
+    assert_eq!(projection_indexes(&db.pool).await, indexes_before, "the new tables have the old ones' indexes");
 
     lifecycle::post(&ingest, 12..14, 23).await;
     live.caught_up(&db.pool).await;
@@ -140,4 +142,21 @@ async fn a_fixed_catalog_and_a_rebuild_repair_an_unknown_price() {
     .await;
     repaired_live.stop().await;
     ingest.stop().await.expect("stop");
+}
+
+/// Every index of the projection tables, by name, with its definition and the constraint it
+/// backs (if any).
+async fn projection_indexes(pool: &sqlx::PgPool) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT i.relname::text, pg_get_indexdef(x.indexrelid), con.contype::text
+         FROM pg_index x
+         JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_class t ON t.oid = x.indrelid
+         LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = t.oid
+         WHERE t.relnamespace = 'projection'::regnamespace
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("indexes")
 }
