@@ -193,4 +193,22 @@ async fn bodies_of_stripes_usual_size_stay_in_the_row() {
         .await
         .expect("a body");
     assert_eq!(read, events[6].raw_body.to_vec(), "the exact bytes come back");
+
+    // A body that does not fit a page even compressed (an invoice with thousands of lines, here
+    // 300 KB of incompressible text) still goes out of line: stored, not refused.
+    let mut rng = fastrand::Rng::with_seed(14);
+    let noise: String = (0..300_000).map(|_| rng.alphanumeric()).collect();
+    let mut object = stripe::customer("cus_large");
+    object["description"] = serde_json::json!(noise);
+    let body = serde_json::to_vec(&stripe::event(&stripe::event_id(), "customer.updated", stripe::now(), object))
+        .expect("serializable");
+    let signature = stripe::sign(&body);
+    let large = NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event");
+    let outcome = append_events(&db.pool, std::slice::from_ref(&large), Source::Webhook, "test").await.expect("append");
+    assert!(matches!(outcome[..], [AppendOutcome::Appended { position: 21 }]), "{outcome:?}");
+    let read: Vec<u8> = sqlx::query_scalar("SELECT raw_body FROM ledger.events WHERE position = 21")
+        .fetch_one(&db.pool)
+        .await
+        .expect("the large body");
+    assert_eq!(read, large.raw_body.to_vec(), "the exact bytes come back");
 }
