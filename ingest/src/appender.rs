@@ -53,9 +53,9 @@ impl AppenderHandle {
 /// Spawns `appenders` tasks sharing one queue. Two or more let one batch hash its bodies in the
 /// database (before the append lock) while another holds the lock and commits, so the work is no
 /// longer confined to one database backend; but each batch is then smaller, and a group commit
-/// has a fixed cost (one default: measured on two cores, 1 appender spends 20-35 % less database
-/// CPU per event than 2, docs/benchmarks.md). The order of the log is still decided by the lock,
-/// never by which task took which batch.
+/// has a fixed cost. Hence the default of one: on two cores one appender spent 20-40 % less
+/// database CPU per event than two (docs/benchmarks.md). The order of the log is still decided by
+/// the lock, never by which task took which batch.
 ///
 /// The tasks stop once every [`AppenderHandle`] is dropped and the queue is drained, so dropping the
 /// router after a graceful HTTP shutdown finishes in-flight appends.
