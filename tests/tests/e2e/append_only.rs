@@ -6,6 +6,12 @@ use ledger_tests::stripe;
 use shared::log::{AppendOutcome, NewEvent, Source, append_events};
 use sqlx::PgPool;
 
+/// `body` as ingest would take it, signed now.
+fn signed(body: Vec<u8>) -> NewEvent {
+    let signature = stripe::sign(&body);
+    NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event")
+}
+
 async fn one_event(db: &TestDb) -> NewEvent {
     let body = serde_json::to_vec(&stripe::event(
         &stripe::event_id(),
@@ -14,8 +20,7 @@ async fn one_event(db: &TestDb) -> NewEvent {
         stripe::customer("cus_ao"),
     ))
     .expect("serializable");
-    let signature = stripe::sign(&body);
-    let event = NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event");
+    let event = signed(body);
     let outcome = append_events(&db.pool, std::slice::from_ref(&event), Source::Webhook, "test").await.expect("append");
     assert!(matches!(outcome[..], [AppendOutcome::Appended { .. }]));
     event
@@ -56,8 +61,7 @@ async fn the_ingest_role_can_only_append() {
         stripe::customer("cus_ao"),
     ))
     .expect("serializable");
-    let signature = stripe::sign(&body);
-    let event = NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event");
+    let event = signed(body);
     let mut tx = db.pool.begin().await.expect("begin");
     sqlx::query("SET LOCAL ROLE ledger_ingest").execute(&mut *tx).await.expect("set role");
     let outcome = append_events(&mut *tx, &[event], Source::Webhook, "test").await.expect("ingest may append");
@@ -124,9 +128,7 @@ async fn usage_rows_are_append_only_and_counted_only_through_the_projector_role(
 
 /// A signed `customer.subscription.updated` event of Stripe's shape (about 3 KB) with `id`.
 fn subscription_event(id: &str, sequence: u64) -> NewEvent {
-    let body = stripe::subscription_updated(id, sequence);
-    let signature = stripe::sign(&body);
-    NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event")
+    signed(stripe::subscription_updated(id, sequence))
 }
 
 /// Sequential and index scans of `ledger.events` counted so far, after `pool`'s one connection
@@ -202,8 +204,7 @@ async fn bodies_of_stripes_usual_size_stay_in_the_row() {
     object["description"] = serde_json::json!(noise);
     let body = serde_json::to_vec(&stripe::event(&stripe::event_id(), "customer.updated", stripe::now(), object))
         .expect("serializable");
-    let signature = stripe::sign(&body);
-    let large = NewEvent::decode(Bytes::from(body), Some(signature)).expect("an event");
+    let large = signed(body);
     let outcome = append_events(&db.pool, std::slice::from_ref(&large), Source::Webhook, "test").await.expect("append");
     assert!(matches!(outcome[..], [AppendOutcome::Appended { position: 21 }]), "{outcome:?}");
     let read: Vec<u8> = sqlx::query_scalar("SELECT raw_body FROM ledger.events WHERE position = 21")
