@@ -88,6 +88,12 @@ impl Application {
             Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?.with_stripe(stripe.clone());
         let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
         let portal_configuration = billing.portal_configuration;
+        if billing.redirects.origins.is_empty() && !billing.redirects.local {
+            tracing::warn!(
+                "BILLING_REDIRECT_ORIGINS is unset: checkout and portal sessions are refused (422 redirect_not_allowed)"
+            );
+        }
+        let limiter = api::limiter::CommandLimiter::new(billing.token_commands_per_minute, &mut registry);
         // Counting usage is as short and as hot as an access check: the same pool.
         let usage = UsageState::new(&access, auth.clone(), &mut registry);
         let billing = api::BillingState {
@@ -97,6 +103,8 @@ impl Application {
             auth,
             stripe,
             portal_configuration,
+            redirects: billing.redirects,
+            limiter,
         };
         let readiness = shared::db::Readiness::new(&pool);
         // The console reads on two connections of its own: a slow page never holds up the API.

@@ -271,6 +271,7 @@ pub async fn swap_in(
     sqlx::query("DROP SCHEMA IF EXISTS projection_build CASCADE").execute(&mut *tx).await?;
     sqlx::query("CREATE SCHEMA projection_build").execute(&mut *tx).await?;
     for table in store::TABLES {
+        let table = quoted(table);
         let sql =
             format!("CREATE TABLE projection_build.{table} (LIKE projection.{table} INCLUDING ALL EXCLUDING INDEXES)");
         sqlx::query(&sql).execute(&mut *tx).await?;
@@ -297,8 +298,11 @@ pub async fn swap_in(
     // (projection.instances) are created again over the new tables, and views elsewhere over
     // projection relations (audit.*, an operator's reports) are re-pointed at them; otherwise
     // dropping the old schema would drop them too.
-    let views: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text, pg_get_viewdef(c.oid) FROM pg_class c
+    let views: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s %I.%I AS %s',
+                       CASE WHEN n.nspname = 'projection' THEN 'CREATE VIEW' ELSE 'CREATE OR REPLACE VIEW' END,
+                       n.nspname, c.relname, pg_get_viewdef(c.oid))
+         FROM pg_class c
          JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind = 'v' AND (n.nspname = 'projection' OR c.oid IN (
            SELECT r.ev_class FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
@@ -317,11 +321,10 @@ pub async fn swap_in(
     )
     .fetch_all(&mut *tx)
     .await?;
-    sqlx::query(&format!("ALTER SCHEMA projection RENAME TO {old_schema}")).execute(&mut *tx).await?;
+    sqlx::query(&format!("ALTER SCHEMA projection RENAME TO {}", quoted(&old_schema))).execute(&mut *tx).await?;
     sqlx::query("ALTER SCHEMA projection_build RENAME TO projection").execute(&mut *tx).await?;
-    for (schema, name, definition) in views {
-        let verb = if schema == "projection" { "CREATE VIEW" } else { "CREATE OR REPLACE VIEW" };
-        sqlx::query(&format!("{verb} \"{schema}\".\"{name}\" AS {definition}")).execute(&mut *tx).await?;
+    for statement in views {
+        sqlx::query(&statement).execute(&mut *tx).await?;
     }
     for definition in triggers {
         sqlx::query(&definition).execute(&mut *tx).await?;
@@ -339,10 +342,16 @@ pub async fn swap_in(
     let old_schema = if keep_old {
         Some(old_schema)
     } else {
-        sqlx::query(&format!("DROP SCHEMA {old_schema} CASCADE")).execute(&mut *conn).await?;
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", quoted(&old_schema))).execute(&mut *conn).await?;
         None
     };
     Ok(Swapped { position: folded.position, build_id, new_intents, old_schema })
+}
+
+/// `name` as a quoted SQL identifier, as PostgreSQL's `quote_ident` writes one (an embedded `"`
+/// doubled): the dynamic statements of the swap never splice a bare name.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Gives the build tables the live tables' indexes and key constraints, under the same names.

@@ -46,7 +46,7 @@ pub struct ProjectorSettings {
 }
 
 /// The billing API's settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BillingSettings {
     /// `BILLING_API_KEY` (the development key while `DATABASE_URL` is unset).
     pub api_keys: Vec<SecretString>,
@@ -56,6 +56,24 @@ pub struct BillingSettings {
     pub stripe_timeout: Duration,
     /// `STRIPE_PORTAL_CONFIGURATION`: named by every portal session.
     pub portal_configuration: Option<String>,
+    /// `BILLING_REDIRECT_ORIGINS`.
+    pub redirects: shared::config::RedirectOrigins,
+    /// `BILLING_TOKEN_COMMANDS_PER_MINUTE`.
+    pub token_commands_per_minute: u32,
+}
+
+impl Default for BillingSettings {
+    /// No keys, no Stripe, no redirect allowed, 30 commands a minute per token.
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            stripe: None,
+            stripe_timeout: STRIPE_TIMEOUT,
+            portal_configuration: None,
+            redirects: shared::config::RedirectOrigins::default(),
+            token_commands_per_minute: 30,
+        }
+    }
 }
 
 impl ProjectorSettings {
@@ -84,6 +102,8 @@ impl ProjectorSettings {
                 stripe: config.stripe_api_key.clone().map(|key| (config.stripe_api_base.clone(), key)),
                 stripe_timeout: STRIPE_TIMEOUT,
                 portal_configuration: config.stripe_portal_configuration.clone(),
+                redirects: config.redirect_origins.clone(),
+                token_commands_per_minute: config.token_commands_per_minute,
             },
             console: ConsoleSettings {
                 access: config.console.clone(),

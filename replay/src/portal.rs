@@ -12,12 +12,13 @@ use shared::stripe_api::{Form, StripeApi};
 /// Stripe's limit on products a portal configuration may offer.
 const MAX_PRODUCTS: usize = 10;
 
-/// The configuration's form: every tier price, grouped by the Stripe product it belongs to
+/// The configuration's form: every price of a sellable tier (an unsellable one is sold by
+/// contract, not switched to in the portal), grouped by the Stripe product it belongs to
 /// (read from Stripe), switchable with prorations; cancellation at period end; payment methods
 /// and invoice history.
 pub async fn form(stripe: &StripeApi, catalog: &Catalog) -> anyhow::Result<Form> {
     let mut products: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for tier in catalog.tiers() {
+    for tier in catalog.tiers().iter().filter(|t| t.sellable) {
         for price in &tier.price_ids {
             let answer = stripe
                 .get(&format!("/v1/prices/{price}"), &Form::new())

@@ -164,7 +164,13 @@ async fn the_auditor_reads_audit_only_never_token_hashes_and_writes_nothing() {
         assert!(code.as_deref().is_some_and(|c| denied.contains(&c)), "{sql}: {code:?}");
     }
 
-    // The views follow a rebuild (they are re-pointed at the new tables, not dropped).
+    // The views follow a rebuild (they are re-pointed at the new tables, not dropped), an
+    // operator's report with an awkward name too: the swap quotes every identifier it splices.
+    sqlx::query(r#"CREATE SCHEMA "ops ""reports""""#).execute(&db.pool).await.expect("schema");
+    sqlx::query(r#"CREATE VIEW "ops ""reports"""."Live subs; --" AS SELECT * FROM projection.subscriptions"#)
+        .execute(&db.pool)
+        .await
+        .expect("an operator's view");
     let pool = db.service_pool(2);
     let config = projector::fold::FoldConfig::default();
     let folded = projector::rebuild::fold_log(&pool, &catalog(), &config, &mut |_, _| {}).await.expect("fold");
@@ -180,6 +186,12 @@ async fn the_auditor_reads_audit_only_never_token_hashes_and_writes_nothing() {
     let instances: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit.instances").fetch_one(&mut *tx).await.expect("n");
     assert_eq!(instances, 1);
+    drop(tx);
+    let reported: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "ops ""reports"""."Live subs; --""#)
+        .fetch_one(&db.pool)
+        .await
+        .expect("the operator's view after a rebuild");
+    assert_eq!(reported, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,11 @@ pub struct Tier {
     pub credits_per_cycle: u64,
     /// Most credits a balance may carry into a new cycle.
     pub rollover_cap: u64,
+    /// Whether checkout and plan changes may sell it (`sellable`, default true; an enterprise
+    /// tier sold by contract says false). Not in the catalog's hash: it decides what may be
+    /// bought, not what the fold makes of what was bought, so flipping it needs no rebuild.
+    #[serde(skip)]
+    pub sellable: bool,
 }
 
 /// A tier as written: `limits` may be missing, which validation refuses.
@@ -133,6 +138,12 @@ struct TierEntry {
     credits_per_cycle: u64,
     #[serde(default)]
     rollover_cap: u64,
+    #[serde(default = "yes")]
+    sellable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A one-time purchase of credits.
@@ -249,6 +260,7 @@ impl Catalog {
                 quotas,
                 credits_per_cycle: tier.credits_per_cycle,
                 rollover_cap: tier.rollover_cap,
+                sellable: tier.sellable,
             });
         }
         for (i, pack) in file.credit_packs.iter().enumerate() {

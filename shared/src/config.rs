@@ -76,6 +76,57 @@ pub enum ConsoleAccess {
     Off,
 }
 
+/// Where checkout and portal sessions may redirect the buyer (`BILLING_REDIRECT_ORIGINS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedirectOrigins {
+    /// The allowed origins (scheme, host, port), as the variable lists them.
+    pub origins: Vec<url::Origin>,
+    /// Local development (`DATABASE_URL` unset): `http://localhost` and `http://127.0.0.1` on any
+    /// port too.
+    pub local: bool,
+}
+
+impl RedirectOrigins {
+    /// Parses the variable's comma-separated origins (`https://app.example.com`, a port if not the
+    /// scheme's default, nothing after the host).
+    pub fn parse(list: &str, local: bool) -> Result<Self, ConfigError> {
+        let var = "BILLING_REDIRECT_ORIGINS";
+        let mut origins = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let url =
+                url::Url::parse(item).map_err(|e| ConfigError::new(var, format!("`{item}` is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+                return Err(ConfigError::new(var, format!("`{item}` is not an http(s) origin")));
+            }
+            if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+                return Err(ConfigError::new(var, format!("`{item}` has more than scheme, host and port")));
+            }
+            if url.scheme() == "http" && !local {
+                return Err(ConfigError::new(var, format!("`{item}`: redirects go to https:// origins")));
+            }
+            origins.push(url.origin());
+        }
+        Ok(Self { origins, local })
+    }
+
+    /// Whether `target` (a redirect URL) is on an allowed origin. Origins are compared whole,
+    /// after parsing: `https://app.example.com.evil.test` and `https://app.example.com@evil.test`
+    /// start with an allowed origin's text and are not on it.
+    pub fn allows(&self, target: &str) -> bool {
+        let Ok(url) = url::Url::parse(target) else { return false };
+        if !matches!(url.scheme(), "https" | "http") {
+            return false;
+        }
+        let local = self.local
+            && url.scheme() == "http"
+            && matches!(
+                url.host(),
+                Some(url::Host::Domain("localhost")) | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+            );
+        local || self.origins.contains(&url.origin())
+    }
+}
+
 /// Shortest `CONSOLE_PASSWORD` accepted.
 pub const MIN_CONSOLE_PASSWORD_LEN: usize = 16;
 
@@ -108,8 +159,14 @@ pub struct Config {
     pub ingest_instance_id: String,
     /// `INGEST_ADDR` (default 127.0.0.1:3005).
     pub ingest_addr: SocketAddr,
-    /// `PROJECTOR_ADDR` (default 127.0.0.1:3006).
+    /// `PROJECTOR_ADDR` (default 127.0.0.1:3006): the public API.
     pub projector_addr: SocketAddr,
+    /// `BILLING_REDIRECT_ORIGINS` (comma-separated origins): where checkout and portal sessions
+    /// may send the buyer back to.
+    pub redirect_origins: RedirectOrigins,
+    /// `BILLING_TOKEN_COMMANDS_PER_MINUTE` (default 30): commands one customer token may make a
+    /// minute, per replica.
+    pub token_commands_per_minute: u32,
     /// `CATALOG_PATH`: the price catalog (unset: the embedded example catalog, for local use).
     pub catalog_path: Option<PathBuf>,
     /// `PROJECTOR_BATCH_SIZE` (default 500): events folded per transaction.
@@ -329,6 +386,13 @@ impl Config {
             check_smtp_url(url, local || allow_insecure_smtp)?;
         }
 
+        let redirect_origins = RedirectOrigins::parse(get("BILLING_REDIRECT_ORIGINS").unwrap_or_default(), local)?;
+        let token_commands_per_minute: u32 =
+            parse_number(get("BILLING_TOKEN_COMMANDS_PER_MINUTE"), "BILLING_TOKEN_COMMANDS_PER_MINUTE", 30)?;
+        if !(1..=10_000).contains(&token_commands_per_minute) {
+            return Err(ConfigError::new("BILLING_TOKEN_COMMANDS_PER_MINUTE", "must be between 1 and 10000"));
+        }
+
         let stripe_livemode = match get("STRIPE_LIVEMODE") {
             None => None,
             Some(value) => Some(parse_bool(Some(value), "STRIPE_LIVEMODE", false)?),
@@ -356,6 +420,8 @@ impl Config {
             ingest_instance_id: get("INGEST_INSTANCE_ID").map_or_else(default_instance_id, str::to_owned),
             ingest_addr: parse_addr(get("INGEST_ADDR"), "INGEST_ADDR", "127.0.0.1:3005")?,
             projector_addr: parse_addr(get("PROJECTOR_ADDR"), "PROJECTOR_ADDR", "127.0.0.1:3006")?,
+            redirect_origins,
+            token_commands_per_minute,
             catalog_path: get("CATALOG_PATH").map(PathBuf::from),
             projector_batch_size,
             projector_cache_rows,
@@ -608,6 +674,33 @@ mod tests {
         }
         for secure in ["smtps://u:p@mx", "smtp://u:p@mx:587?tls=required"] {
             config(&[db, ("SMTP_URL", secure)]).expect(secure);
+        }
+    }
+
+    #[test]
+    fn redirects_go_only_to_listed_origins_compared_whole_and_locally_to_loopback() {
+        let deployed = RedirectOrigins::parse("https://app.example.com, https://billing.example.com:8443", false)
+            .expect("origins");
+        assert!(deployed.allows("https://app.example.com/billing/done?session={CHECKOUT_SESSION_ID}"));
+        assert!(deployed.allows("https://billing.example.com:8443/"));
+        for refused in [
+            "https://app.example.com.evil.test/ok",
+            "https://app.example.com@evil.test/ok",
+            "http://app.example.com/ok",
+            "https://billing.example.com/ok",
+            "http://localhost:3000/ok",
+            "javascript:alert(1)",
+            "/relative",
+        ] {
+            assert!(!deployed.allows(refused), "{refused}");
+        }
+        assert!(!RedirectOrigins::default().allows("https://app.example.com/"), "unset: every redirect refused");
+        let local = RedirectOrigins::parse("", true).expect("local");
+        assert!(local.allows("http://localhost:5173/ok") && local.allows("http://127.0.0.1:8080/"));
+        assert!(!local.allows("http://localhost.evil.test/") && !local.allows("https://app.example.com/"));
+        for bad in ["app.example.com", "https://app.example.com/path", "ftp://x.test", "http://app.example.com"] {
+            let error = RedirectOrigins::parse(bad, false).expect_err(bad);
+            assert_eq!(error.var, "BILLING_REDIRECT_ORIGINS");
         }
     }
 

@@ -97,6 +97,13 @@ impl StripeApi {
         self.call(reqwest::Method::POST, path, form, Some(idempotency_key)).await
     }
 
+    /// `POST {path}` with `form` and no `Idempotency-Key`: only for calls that create nothing
+    /// (`/v1/invoices/create_preview`), which are safe to repeat with other parameters (a key
+    /// would make Stripe refuse a retry whose `proration_date` moved on).
+    pub async fn post_without_key(&self, path: &str, form: &Form) -> Result<Answer, StripeError> {
+        self.call(reqwest::Method::POST, path, form, None).await
+    }
+
     /// `DELETE {path}` with `form`, under `idempotency_key`.
     pub async fn delete(&self, path: &str, form: &Form, idempotency_key: &str) -> Result<Answer, StripeError> {
         self.call(reqwest::Method::DELETE, path, form, Some(idempotency_key)).await

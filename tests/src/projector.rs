@@ -45,6 +45,11 @@ pub fn settings(catalog: Catalog, batch_size: usize, effects: EffectSettings) ->
     }
 }
 
+/// The origins the billing tests redirect to: `https://app.test`.
+pub fn redirect_origins() -> shared::config::RedirectOrigins {
+    shared::config::RedirectOrigins::parse("https://app.test", false).expect("origins")
+}
+
 /// A running projector.
 pub struct TestProjector {
     /// What its runner reports.
@@ -119,6 +124,8 @@ impl TestProjector {
                 stripe: stripe.map(|url| (url.to_owned(), "sk_test_fake_key".into())),
                 stripe_timeout: Duration::from_secs(1),
                 portal_configuration: Some("bpc_test_catalog".to_owned()),
+                redirects: redirect_origins(),
+                ..Default::default()
             },
             console: projector::console::ConsoleSettings::default(),
         };

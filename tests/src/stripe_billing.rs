@@ -45,6 +45,9 @@ pub enum Scripted {
     Error(u16, &'static str, &'static str),
     /// No answer for this long (longer than the client's timeout).
     Hang(Duration),
+    /// This status, not saved under the idempotency key: Stripe never began (a 429 rate limit,
+    /// a load balancer's 503), so a retry under the same key runs for real.
+    Unstored(u16),
 }
 
 #[derive(Default)]
@@ -54,6 +57,8 @@ struct Inner {
     answered: HashMap<String, (u16, Value)>,
     sessions: u64,
     subscriptions: HashMap<String, Value>,
+    /// Checkout sessions by id: their status (`open`, `complete`, `expired`).
+    checkouts: HashMap<String, String>,
 }
 
 /// The fake.
@@ -72,6 +77,8 @@ impl FakeStripeBilling {
         let fake = Self { url, inner: Arc::default() };
         let app = Router::new()
             .route("/v1/checkout/sessions", post(checkout))
+            .route("/v1/checkout/sessions/{id}", get(read_checkout))
+            .route("/v1/checkout/sessions/{id}/expire", post(expire_checkout))
             .route("/v1/billing_portal/sessions", post(portal))
             .route("/v1/billing_portal/configurations", post(portal_configuration))
             .route("/v1/prices/{id}", get(price))
@@ -105,6 +112,16 @@ impl FakeStripeBilling {
         self.lock().subscriptions.insert(id.to_owned(), subscription);
     }
 
+    /// The buyer paid: checkout session `id` is complete.
+    pub fn complete_checkout(&self, id: &str) {
+        self.lock().checkouts.insert(id.to_owned(), "complete".to_owned());
+    }
+
+    /// The status of checkout session `id`.
+    pub fn checkout_status(&self, id: &str) -> Option<String> {
+        self.lock().checkouts.get(id).cloned()
+    }
+
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
@@ -129,6 +146,9 @@ impl FakeStripeBilling {
             Some(Scripted::Hang(time)) => {
                 tokio::time::sleep(time).await;
                 return reply(504, json!({}));
+            }
+            Some(Scripted::Unstored(status)) => {
+                return reply(status, json!({ "error": { "type": "api_error", "message": "try again" } }));
             }
             Some(Scripted::Error(status, code, message)) => {
                 (status, json!({ "error": { "type": "invalid_request_error", "code": code, "message": message } }))
@@ -171,10 +191,43 @@ async fn checkout(
     fake.answer(call, |inner| {
         inner.sessions += 1;
         let id = format!("cs_test_fake{}", inner.sessions);
+        inner.checkouts.insert(id.clone(), "open".to_owned());
         json!({
             "id": id, "object": "checkout.session", "mode": mode, "customer": customer,
-            "url": format!("https://checkout.stripe.com/c/pay/{id}"), "status": "open"
+            "url": format!("https://checkout.stripe.com/c/pay/{id}"), "status": "open",
+            "expires_at": crate::stripe::now() + 86_400,
         })
+    })
+    .await
+}
+
+async fn read_checkout(State(fake): State<FakeStripeBilling>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    fake.lock().calls.push(call(&Method::GET, &format!("/v1/checkout/sessions/{id}"), &headers, Vec::new()));
+    match fake.checkout_status(&id) {
+        Some(status) => reply(200, json!({ "id": id, "object": "checkout.session", "status": status })),
+        None => reply(
+            404,
+            json!({ "error": { "code": "resource_missing", "message": format!("No such checkout.session: '{id}'") } }),
+        ),
+    }
+}
+
+/// As Stripe: only an open session can be expired.
+async fn expire_checkout(
+    State(fake): State<FakeStripeBilling>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let call = call(&Method::POST, &format!("/v1/checkout/sessions/{id}/expire"), &headers, Vec::new());
+    let status = fake.checkout_status(&id);
+    if status.as_deref() != Some("open") {
+        fake.lock().calls.push(call);
+        let message = "Only Checkout Sessions with a status in [\"open\"] can be expired.";
+        return reply(400, json!({ "error": { "type": "invalid_request_error", "message": message } }));
+    }
+    fake.answer(call, |inner| {
+        inner.checkouts.insert(id.clone(), "expired".to_owned());
+        json!({ "id": id, "object": "checkout.session", "status": "expired" })
     })
     .await
 }

@@ -12,16 +12,16 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde_json::json;
-use shared::catalog::Catalog;
+use serde_json::{Value, json};
+use shared::catalog::{Catalog, Limit, Quota, Tier};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::access_cache::{self, AccessCache, CacheMetrics, TokenKey};
 use super::auth::bearer;
+use super::error::ApiError;
 use super::token::token_key;
 use crate::effects::Clock;
-use crate::effects::provisioner::limits_json;
 use crate::usage;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,7 +123,7 @@ fn decide(token: &TokenState, catalog: &Catalog, now: DateTime<Utc>) -> (Answer,
                 let body = json!({
                     "customer": token.customer,
                     "tier": tier,
-                    "limits": limits_json(tier_limits.map(|t| t.limits)),
+                    "limits": tier_limits.map_or(Value::Null, limits),
                     "status": status,
                     "expires_at": token.expires_at.to_rfc3339(),
                     "usage": usage::today(catalog, tier_limits, &token.used, today),
@@ -135,10 +135,41 @@ fn decide(token: &TokenState, catalog: &Catalog, now: DateTime<Utc>) -> (Answer,
     (answer, valid_until)
 }
 
+/// Every limit of `tier` as the catalog writes it: the instance's (`agents`, `memory_mb`, `cpu`)
+/// and every quota (`<metric>_per_day`), whole numbers as JSON integers, `-1` unlimited.
+fn limits(tier: &Tier) -> Value {
+    let number = |limit: Limit| match limit {
+        Limit::Unlimited => json!(-1),
+        Limit::Max(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => json!(v as i64),
+        Limit::Max(v) => json!(v),
+    };
+    let mut out = serde_json::Map::new();
+    let l = &tier.limits;
+    for (name, limit) in [("agents", l.agents), ("memory_mb", l.memory_mb), ("cpu", l.cpu)] {
+        out.insert(name.to_owned(), number(limit));
+    }
+    for (metric, quota) in &tier.quotas {
+        let value = match quota {
+            Quota::Unlimited => json!(-1),
+            Quota::PerDay(n) => json!(n),
+        };
+        out.insert(format!("{metric}_per_day"), value);
+    }
+    Value::Object(out)
+}
+
+/// A refusal in the API's one error shape: `code` by status (`unauthorized`, `tier_too_low`,
+/// `invalid_request`), the `reason` of a 401 beside it (`missing`, `unknown`, `expired`,
+/// `revoked`, `no_live_subscription`).
 fn deny(state: &AccessState, status: StatusCode, result: &'static str, message: &str) -> Response {
     state.checks.get_or_create(&ResultLabel { result }).inc();
     tracing::info!(result, "access denied");
-    let mut response = (status, axum::Json(json!({ "error": message }))).into_response();
+    let error = match status {
+        StatusCode::UNAUTHORIZED => ApiError::new(status, "unauthorized", message).with(json!({ "reason": result })),
+        StatusCode::FORBIDDEN => ApiError::new(status, "tier_too_low", message),
+        _ => ApiError::new(status, "invalid_request", message),
+    };
+    let mut response = error.into_response();
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     }
@@ -179,7 +210,7 @@ pub async fn check(
                 Err(error) => {
                     tracing::error!(%error, "access check: database unavailable");
                     state.checks.get_or_create(&ResultLabel { result: "unavailable" }).inc();
-                    return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+                    return ApiError::unavailable().into_response();
                 }
             };
             let (answer, valid_until) = decide(&token, &state.catalog, now);

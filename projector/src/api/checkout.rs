@@ -1,13 +1,18 @@
 //! `POST /v1/checkout/sessions`: a Stripe Checkout Session for a price of the catalog, and
-//! nothing else (`docs/billing-api.md`).
+//! nothing else (`docs/billing-api.md`). Checkouts of one buyer (the customer, or the email of a
+//! new one) run one at a time under a lock on the buyer, so the "already subscribed" and "a
+//! session is open" checks hold under concurrency: a buyer has at most one open subscription
+//! session. The same tier price again gets that session back; another tier price expires it at
+//! Stripe first. An email alone never binds to an existing customer, and the redirect URLs must
+//! be on an allowed origin.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use shared::catalog::Product;
-use shared::stripe_api::Form;
+use shared::stripe_api::{Form, StripeError};
 use sqlx::PgConnection;
 
 use super::BillingState;
@@ -38,7 +43,8 @@ pub async fn create(State(state): State<BillingState>, headers: HeaderMap, body:
 }
 
 async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<Reply, ApiError> {
-    let Incoming { caller, key, request, parsed } = commands::incoming::<CheckoutRequest>(state, headers, body).await?;
+    let Incoming { caller, key, request, parsed, slot: _slot } =
+        commands::incoming::<CheckoutRequest>(state, headers, body).await?;
     let customer = caller.customer(parsed.customer.as_deref())?;
     let acting_for = customer.clone();
     let command = Command { caller: &caller, endpoint: ENDPOINT, request: &request, customer: acting_for.as_deref() };
@@ -58,6 +64,10 @@ async fn checkout(
 ) -> Result<Reply, ApiError> {
     let quantity = req.quantity.unwrap_or(1);
     let (mode, entry) = match state.catalog.product(&req.price) {
+        Some(Product::Tier { tier, .. }) if !tier.sellable => {
+            let message = format!("the {} tier is not sold through checkout: contact sales", tier.name);
+            return Err(ApiError::unprocessable("not_sellable", message));
+        }
         Some(Product::Tier { tier, .. }) if quantity == 1 => ("subscription", ("tier", tier.name.clone())),
         Some(Product::Tier { .. }) => return Err(ApiError::unprocessable("invalid_quantity", "a tier is bought once")),
         Some(Product::CreditPack(pack)) if (1..=MAX_PACKS).contains(&quantity) => {
@@ -71,10 +81,19 @@ async fn checkout(
             return Err(ApiError::unprocessable("unknown_price", message));
         }
     };
-    let customer = match customer {
-        Some(customer) => Some(customer),
-        None => super::customer_by_email(conn, req.email.as_deref()).await?,
-    };
+    state.redirect_allowed("success_url", &req.success_url)?;
+    state.redirect_allowed("cancel_url", &req.cancel_url)?;
+    let buyer = Buyer::of(customer.as_deref(), req.email.as_deref())?;
+    lock(conn, &buyer).await?;
+    if customer.is_none() && super::email_taken(conn, req.email.as_deref()).await? {
+        // No ids: whoever holds this email is not the caller's business. The backend signs its
+        // user in and names the `customer`.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "customer_exists",
+            "a customer with this email exists: sign them in and name the customer",
+        ));
+    }
     if mode == "subscription"
         && let Some(customer) = &customer
         && let Some(subscription) = super::live_subscription(conn, customer).await?
@@ -86,7 +105,15 @@ async fn checkout(
         )
         .with(json!({ "subscription": subscription })));
     }
-    rate_limit(state, conn, customer.as_deref(), req.email.as_deref()).await?;
+    if mode == "subscription"
+        && let Some(open) = open_session(state, conn, &buyer).await?
+    {
+        if open.price == req.price {
+            return Ok(Reply { status: StatusCode::OK, body: open.answer, stripe: None });
+        }
+        expire(state, &open.id, stripe_key).await?;
+    }
+    rate_limit(state, conn, &buyer).await?;
     let stripe = state.stripe()?;
     let mut form = Form::new()
         .set("mode", mode)
@@ -105,38 +132,151 @@ async fn checkout(
         form = form.set(format!("subscription_data[metadata][{}]", entry.0), &entry.1);
     }
     let answer = stripe.post("/v1/checkout/sessions", &form, stripe_key).await.map_err(super::stripe_error)?;
-    let body = json!({ "id": answer.body["id"], "url": answer.body["url"] });
+    let body = json!({
+        "id": answer.body["id"], "url": answer.body["url"], "mode": mode, "expires_at": answer.body["expires_at"],
+    });
     Ok(Reply::ok(body, (answer.request_id, answer.status)))
 }
 
-async fn rate_limit(
+/// Who is buying: a customer, or the email of one Stripe will create.
+enum Buyer {
+    Customer(String),
+    Email(String),
+    Anonymous,
+}
+
+impl Buyer {
+    fn of(customer: Option<&str>, email: Option<&str>) -> Result<Self, ApiError> {
+        Ok(match (customer, email) {
+            (Some(customer), _) => Self::Customer(customer.to_owned()),
+            (None, Some(email)) if email.contains('@') && email.len() <= 512 => Self::Email(email.to_lowercase()),
+            (None, Some(_)) => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "email is not an email address"));
+            }
+            (None, None) => Self::Anonymous,
+        })
+    }
+
+    fn lock_name(&self) -> Option<String> {
+        match self {
+            Self::Customer(customer) => Some(format!("checkout\ncustomer\n{customer}")),
+            Self::Email(email) => Some(format!("checkout\nemail\n{email}")),
+            Self::Anonymous => None,
+        }
+    }
+}
+
+/// One checkout per buyer at a time, until the command's commit: what the next one reads (an
+/// open session, the recent sessions) includes what this one made.
+async fn lock(conn: &mut PgConnection, buyer: &Buyer) -> Result<(), ApiError> {
+    if let Some(name) = buyer.lock_name() {
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A subscription session this buyer opened that has not expired by its own `expires_at`.
+struct OpenSession {
+    id: String,
+    price: String,
+    answer: Value,
+}
+
+async fn open_session(
     state: &BillingState,
     conn: &mut PgConnection,
-    customer: Option<&str>,
-    email: Option<&str>,
-) -> Result<(), ApiError> {
-    let since = state.clock.now() - WINDOW;
-    // Two queries, each on its index: by customer, or by email for a customer not created yet.
-    let recent = match (customer, email) {
-        (Some(customer), _) => sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM ledger.commands
-               WHERE customer = $1 AND endpoint = $2 AND at > $3 AND response_status = 200"#,
+    buyer: &Buyer,
+) -> Result<Option<OpenSession>, ApiError> {
+    let now = state.clock.now().timestamp();
+    // Sessions live 24 hours at most (Stripe's default); the bound lets the index find them.
+    let since = state.clock.now() - chrono::TimeDelta::hours(25);
+    let row = match buyer {
+        Buyer::Customer(customer) => sqlx::query!(
+            r#"SELECT response::text AS "answer!", request->>'price' AS "price!" FROM ledger.commands
+               WHERE customer = $1 AND endpoint = $2 AND at > $3 AND response_status = 200
+                 AND response->>'mode' = 'subscription' AND (response->>'expires_at')::bigint > $4
+               ORDER BY at DESC LIMIT 1"#,
             customer,
             ENDPOINT,
-            since
+            since,
+            now
         )
-        .fetch_one(&mut *conn)
-        .await?,
-        (None, Some(email)) => sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM ledger.commands
-               WHERE customer IS NULL AND request->>'email' = $1 AND endpoint = $2 AND at > $3 AND response_status = 200"#,
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| (r.answer, r.price)),
+        Buyer::Email(email) => sqlx::query!(
+            r#"SELECT response::text AS "answer!", request->>'price' AS "price!" FROM ledger.commands
+               WHERE customer IS NULL AND lower(request->>'email') = $1 AND endpoint = $2 AND at > $3
+                 AND response_status = 200 AND response->>'mode' = 'subscription'
+                 AND (response->>'expires_at')::bigint > $4
+               ORDER BY at DESC LIMIT 1"#,
             email,
             ENDPOINT,
-            since
+            since,
+            now
         )
-        .fetch_one(&mut *conn)
-        .await?,
-        (None, None) => 0,
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| (r.answer, r.price)),
+        Buyer::Anonymous => None,
+    };
+    Ok(row.and_then(|(answer, price)| {
+        let answer: Value = serde_json::from_str(&answer).ok()?;
+        Some(OpenSession { id: answer["id"].as_str()?.to_owned(), price, answer })
+    }))
+}
+
+/// Expires an open session before another tier's is made (at most one open session per buyer).
+/// Stripe refuses to expire a session that is no longer open: completed, it is the buyer's
+/// subscription on its way (409); expired, there is nothing to do.
+async fn expire(state: &BillingState, session: &str, stripe_key: &str) -> Result<(), ApiError> {
+    let stripe = state.stripe()?;
+    let path = format!("/v1/checkout/sessions/{session}/expire");
+    match stripe.post(&path, &Form::new(), &format!("{stripe_key}-expire")).await {
+        Ok(_) => Ok(()),
+        Err(StripeError::Refused { .. }) => {
+            let read = stripe.get(&format!("/v1/checkout/sessions/{session}"), &Form::new()).await;
+            match read.map_err(super::stripe_error)?.body["status"].as_str() {
+                Some("complete") => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "already_subscribed",
+                    "a checkout of this customer has completed: its subscription is on its way",
+                )),
+                _ => Ok(()),
+            }
+        }
+        Err(error) => Err(super::stripe_error(error)),
+    }
+}
+
+async fn rate_limit(state: &BillingState, conn: &mut PgConnection, buyer: &Buyer) -> Result<(), ApiError> {
+    let since = state.clock.now() - WINDOW;
+    // Two queries, each on its index: by customer, or by email for a customer not created yet.
+    let recent = match buyer {
+        Buyer::Customer(customer) => {
+            sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM ledger.commands
+               WHERE customer = $1 AND endpoint = $2 AND at > $3 AND response_status = 200"#,
+                customer,
+                ENDPOINT,
+                since
+            )
+            .fetch_one(&mut *conn)
+            .await?
+        }
+        Buyer::Email(email) => {
+            sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM ledger.commands
+               WHERE customer IS NULL AND lower(request->>'email') = $1 AND endpoint = $2 AND at > $3
+                 AND response_status = 200"#,
+                email,
+                ENDPOINT,
+                since
+            )
+            .fetch_one(&mut *conn)
+            .await?
+        }
+        Buyer::Anonymous => 0,
     };
     if recent >= SESSIONS_PER_WINDOW {
         return Err(ApiError::new(

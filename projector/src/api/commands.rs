@@ -1,8 +1,11 @@
 //! Commands: idempotent, journaled in `ledger.commands`. The first request under an
 //! `Idempotency-Key` runs (holding a transaction-scoped advisory lock on the key, so two identical
-//! requests at once make one Stripe call) and its answer is stored with it; a repeat with the same
-//! body gets the stored answer, with another body 422 `idempotency_key_reused`. The Stripe
-//! `Idempotency-Key` is derived from the command, so a retry after a crash is safe at Stripe too.
+//! requests at once make one Stripe call) and its answer is stored with it. A request's
+//! fingerprint is its method, path (with the ids in it) and body, as Stripe's own: a repeat with
+//! the same fingerprint gets the stored answer, any other request under the key 422
+//! `idempotency_key_reused`. An answer meaning Stripe was not reached (502, 503) is not final and
+//! not stored: the retry runs again. The Stripe `Idempotency-Key` is derived from the caller, the
+//! path and the key, so every retry (after a crash, a 502) is the same request at Stripe too.
 
 use std::future::Future;
 
@@ -29,6 +32,13 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Whether this answer is the command's last word. Stripe not reached (502
+    /// `stripe_unavailable`) or not configured (503 `stripe_not_configured`), or the database
+    /// unavailable (503): nothing happened that a retry could repeat, so a retry runs again.
+    pub fn is_final(&self) -> bool {
+        !matches!(self.status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE)
+    }
+
     /// A 200 after a Stripe call.
     pub fn ok(body: Value, stripe: (Option<String>, u16)) -> Self {
         Self { status: StatusCode::OK, body, stripe: Some(stripe) }
@@ -46,7 +56,7 @@ impl From<ApiError> for Reply {
 pub struct Command<'a> {
     /// The caller.
     pub caller: &'a Caller,
-    /// e.g. `POST /v1/checkout/sessions`.
+    /// Method and path as requested, ids included: `POST /v1/subscriptions/sub_1/cancel`.
     pub endpoint: &'a str,
     /// The request body.
     pub request: &'a Value,
@@ -64,16 +74,20 @@ pub struct Incoming<T> {
     pub request: Value,
     /// The body parsed.
     pub parsed: T,
+    /// The caller's in-flight slot ([`super::limiter`]), held until the command answers.
+    pub slot: super::limiter::InFlight,
 }
 
-/// Authenticates a POST and reads its key and JSON body (401, 400 `idempotency_key_required`,
-/// 400 `invalid_request`). An empty body reads as `{}`.
+/// Authenticates a POST, admits it under the caller's rate and concurrency limits (429), and
+/// reads its key and JSON body (401, 400 `idempotency_key_required`, 400 `invalid_request`). An
+/// empty body reads as `{}`.
 pub async fn incoming<T: DeserializeOwned>(
     state: &BillingState,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Incoming<T>, ApiError> {
     let caller = state.caller(headers).await?;
+    let slot = state.limiter.admit(&caller)?;
     let key = idempotency_key(headers)?;
     let invalid = |error: serde_json::Error| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("the body is not a valid request: {error}"))
@@ -84,7 +98,7 @@ pub async fn incoming<T: DeserializeOwned>(
         serde_json::from_slice(body).map_err(invalid)?
     };
     let parsed = serde_json::from_value(request.clone()).map_err(invalid)?;
-    Ok(Incoming { caller, key, request, parsed })
+    Ok(Incoming { caller, key, request, parsed, slot })
 }
 
 /// The HTTP answer of a command.
@@ -121,7 +135,7 @@ where
     Fut: Future<Output = (CommandTx, Reply)>,
 {
     let caller = command.caller.journal_name();
-    let request_sha256 = Sha256::digest(command.request.to_string().as_bytes()).to_vec();
+    let request_sha256 = fingerprint(command.endpoint, command.request);
     let mut tx = pool.begin().await?;
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", format!("command\n{caller}\n{key}"))
         .execute(&mut *tx)
@@ -138,7 +152,7 @@ where
         if stored.request_sha256 != request_sha256 {
             return Err(ApiError::unprocessable(
                 "idempotency_key_reused",
-                "this Idempotency-Key was used with another request",
+                "this Idempotency-Key was used with another endpoint, subscription or body",
             ));
         }
         let status = u16::try_from(stored.response_status).ok().and_then(|s| StatusCode::from_u16(s).ok());
@@ -147,6 +161,11 @@ where
     }
     let stripe_key = stripe_key(&caller, command.endpoint, key);
     let (mut tx, reply) = work(tx, stripe_key.clone()).await;
+    if !reply.is_final() {
+        // Rolled back with the transaction: the retry under this key runs the command again.
+        tracing::info!(endpoint = command.endpoint, status = reply.status.as_u16(), "command not final: not journaled");
+        return Ok(reply);
+    }
     let (request_id, stripe_status) = match &reply.stripe {
         Some((id, status)) => (id.clone(), Some(i32::from(*status))),
         None => (None, None),
@@ -171,6 +190,12 @@ where
     .await?;
     tx.commit().await?;
     Ok(reply)
+}
+
+/// What a repeat under the same key must match: method and path (with ids) and the body as
+/// parsed (`serde_json` writes object keys sorted, so key order and spacing do not count).
+fn fingerprint(endpoint: &str, request: &Value) -> Vec<u8> {
+    Sha256::digest(format!("{endpoint}\n{request}").as_bytes()).to_vec()
 }
 
 /// The Stripe `Idempotency-Key` of a command: the same for every retry of it.

@@ -2,10 +2,13 @@
 //! written wait in a queue and are counted together, in one call of `ledger.count_usage_batch` and
 //! one commit (one WAL flush for all of them), as ingest does with webhooks. Each request is still
 //! counted by the one conditional write and gets its own answer. A batch forms from what is queued
-//! when a writer is free; nothing waits on a timer.
+//! when a writer is free; nothing waits on a timer. A batch that fails for any reason but the
+//! database being unavailable is retried request by request (as ingest's appender and the
+//! projector's quarantine do), so whatever one request does, the others get their own answer.
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use shared::catalog::{Catalog, Quota};
 use sqlx::PgPool;
@@ -13,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::access_cache::Notifier;
 use super::error::ApiError;
-use super::usage::live_tiers;
+use super::usage::{known_customers, live_tiers};
 use crate::usage;
 
 /// Requests counted in one call at most.
@@ -39,7 +42,7 @@ pub struct CountRequest {
 /// What `ledger.count_usage` answered for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counted {
-    /// `counted`, `replayed`, `refused` or `no_live_subscription`.
+    /// `counted`, `replayed`, `refused`, `no_live_subscription` or `unknown_customer`.
     pub outcome: String,
     /// The metric of the (first) request under this key.
     pub metric: String,
@@ -89,17 +92,11 @@ impl Counter {
                 let (pool, catalog, notifier) = (pool.clone(), catalog.clone(), notifier.clone());
                 tokio::spawn(async move {
                     let (requests, replies): (Vec<CountRequest>, Vec<Reply>) = batch.into_iter().unzip();
-                    let answered = write(&pool, &catalog, &requests).await;
-                    if let Ok(rows) = &answered {
-                        rows.iter().zip(&requests).filter(|(row, _)| row.counted()).for_each(|(_, r)| {
-                            notifier.changed(&r.customer);
-                        });
-                    }
-                    for (i, reply) in replies.into_iter().enumerate() {
-                        let answer = match &answered {
-                            Ok(rows) => rows.get(i).cloned().ok_or_else(ApiError::unavailable),
-                            Err(error) => Err(error.clone()),
-                        };
+                    let answers = write_isolated(&pool, &catalog, &requests).await;
+                    for ((answer, request), reply) in answers.into_iter().zip(&requests).zip(replies) {
+                        if answer.as_ref().is_ok_and(Counted::counted) {
+                            notifier.changed(&request.customer);
+                        }
                         let _ = reply.send(answer);
                     }
                     drop(permit);
@@ -117,7 +114,29 @@ impl Counter {
     }
 }
 
+/// One answer per request: the batch in one call and commit, or, when that fails for a reason
+/// that is not an outage, each request alone (one bad request fails only itself).
+async fn write_isolated(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> Vec<Result<Counted, ApiError>> {
+    match write(pool, catalog, requests).await {
+        Ok(rows) => rows.into_iter().map(Ok).collect(),
+        Err(error) if requests.len() == 1 || error.status == StatusCode::SERVICE_UNAVAILABLE => {
+            requests.iter().map(|_| Err(error.clone())).collect()
+        }
+        Err(_) => {
+            tracing::warn!(requests = requests.len(), "usage batch failed: counting its requests one by one");
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in requests {
+                let answer = write(pool, catalog, std::slice::from_ref(request)).await;
+                answers.push(answer.and_then(|mut rows| rows.pop().ok_or_else(ApiError::unavailable)));
+            }
+            answers
+        }
+    }
+}
+
 /// One batch: the customers' live tiers (one read), then every count in one call and commit.
+/// A request of a customer without a live tier whom the projections do not know at all is
+/// answered `unknown_customer` (404), not `no_live_subscription` (402).
 async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> Result<Vec<Counted>, ApiError> {
     let now = requests.iter().map(|r| r.at).max().unwrap_or_else(Utc::now);
     let customers: Vec<String> = requests.iter().map(|r| r.customer.clone()).collect();
@@ -134,6 +153,8 @@ async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> R
         })
         .collect();
     let column = |f: fn(&CountRequest) -> String| requests.iter().map(f).collect::<Vec<String>>();
+    let lapsed: Vec<String> = customers.iter().filter(|c| !live.contains_key(*c)).cloned().collect();
+    let known = if lapsed.is_empty() { Default::default() } else { known_customers(pool, &lapsed).await? };
     let rows = sqlx::query!(
         r#"SELECT ord AS "ord!", outcome AS "outcome!", r_metric AS "metric!", r_quantity AS "quantity!",
                   r_day AS "day!", r_used AS "used!", r_quota AS quota, r_balance AS balance
@@ -152,8 +173,14 @@ async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> R
     .await?;
     let mut answers = vec![None; requests.len()];
     for r in rows {
+        let unknown = |ord: i32| {
+            let customer = usize::try_from(ord).ok().and_then(|o| customers.get(o.wrapping_sub(1)));
+            customer.is_some_and(|c| !live.contains_key(c) && !known.contains(c))
+        };
+        let outcome =
+            if r.outcome == "no_live_subscription" && unknown(r.ord) { "unknown_customer".into() } else { r.outcome };
         let counted = Counted {
-            outcome: r.outcome,
+            outcome,
             metric: r.metric,
             quantity: r.quantity,
             day: r.day,

@@ -16,12 +16,20 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields beside `code` and `message` (e.g. the `subscription` of `already_subscribed`).
     pub extra: Option<Value>,
+    /// Response headers (`Retry-After`, `RateLimit`...), lowercase names.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
     /// An error with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), extra: None }
+        Self { status, code, message: message.into(), extra: None, headers: Vec::new() }
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// Adds fields to the error object.
@@ -64,6 +72,12 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        for (name, value) in &self.headers {
+            if let Ok(value) = axum::http::HeaderValue::from_str(value) {
+                response.headers_mut().insert(*name, value);
+            }
+        }
+        response
     }
 }

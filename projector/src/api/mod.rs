@@ -11,6 +11,7 @@ pub mod commands;
 pub mod counter;
 pub mod customers;
 pub mod error;
+pub mod limiter;
 pub mod portal;
 pub mod subscriptions;
 pub mod token;
@@ -92,6 +93,10 @@ pub struct BillingState {
     pub stripe: Option<StripeApi>,
     /// `STRIPE_PORTAL_CONFIGURATION`.
     pub portal_configuration: Option<String>,
+    /// `BILLING_REDIRECT_ORIGINS`: where sessions may send the buyer back to.
+    pub redirects: shared::config::RedirectOrigins,
+    /// Customer tokens' command rate and concurrency.
+    pub limiter: limiter::CommandLimiter,
 }
 
 impl BillingState {
@@ -103,21 +108,43 @@ impl BillingState {
     /// The Stripe client, or 503 when none is configured.
     pub fn stripe(&self) -> Result<&StripeApi, ApiError> {
         self.stripe.as_ref().ok_or_else(|| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stripe_not_configured", "STRIPE_API_KEY is not set")
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stripe_not_configured",
+                "the billing API cannot reach Stripe: set STRIPE_API_KEY (and STRIPE_API_BASE if not https://api.stripe.com) for the projector",
+            )
         })
+    }
+
+    /// 422 `redirect_not_allowed` unless `url` (the request's `field`) is on an origin of
+    /// `BILLING_REDIRECT_ORIGINS` (or on loopback in local development).
+    pub fn redirect_allowed(&self, field: &str, url: &str) -> Result<(), ApiError> {
+        if self.redirects.allows(url) {
+            return Ok(());
+        }
+        Err(ApiError::unprocessable(
+            "redirect_not_allowed",
+            format!("{field} must be on an origin listed in BILLING_REDIRECT_ORIGINS"),
+        ))
     }
 }
 
-/// The one customer the projections know with this email, if exactly one.
-pub async fn customer_by_email(conn: &mut PgConnection, email: Option<&str>) -> Result<Option<String>, ApiError> {
-    let Some(email) = email else { return Ok(None) };
-    let found = sqlx::query_scalar!(
-        "SELECT stripe_customer_id FROM projection.accounts WHERE lower(email) = lower($1) AND NOT deleted LIMIT 2",
+/// Whether `id` can be a Stripe object id (`cus_...`, `sub_...`): 1 to 255 ASCII letters, digits
+/// and `_`. Anything else is no object we know, and never reaches a query (PostgreSQL refuses a
+/// NUL in text, which would fail the statement instead of answering 404).
+pub fn is_stripe_id(id: &str) -> bool {
+    (1..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether a customer the projections know (not deleted) holds `email`, case-insensitively.
+pub async fn email_taken(conn: &mut PgConnection, email: Option<&str>) -> Result<bool, ApiError> {
+    let Some(email) = email else { return Ok(false) };
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM projection.accounts WHERE lower(email) = lower($1) AND NOT deleted) AS "taken!""#,
         email
     )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(if found.len() == 1 { found.into_iter().next() } else { None })
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// A live (trialing, active, past_due) subscription of `customer`, if any.
@@ -167,6 +194,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
         .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), body_limit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -192,6 +221,17 @@ async fn body_limit(
         .into_response();
     }
     next.run(request).await
+}
+
+/// 404 for a path the API does not serve, in the one error shape.
+async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+}
+
+/// 405 for a method the path does not take, in the one error shape.
+async fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+        .into_response()
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {

@@ -26,17 +26,19 @@ pub async fn create(State(state): State<BillingState>, headers: HeaderMap, body:
 }
 
 async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<Reply, ApiError> {
-    let Incoming { caller, key, request, parsed } = commands::incoming::<PortalRequest>(state, headers, body).await?;
+    let Incoming { caller, key, request, parsed, slot: _slot } =
+        commands::incoming::<PortalRequest>(state, headers, body).await?;
     let customer = caller.customer(parsed.customer.as_deref())?.ok_or_else(|| {
         ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "name the customer whose portal to open")
     })?;
     let command = Command { caller: &caller, endpoint: ENDPOINT, request: &request, customer: Some(&customer) };
+    let allowed = state.redirect_allowed("return_url", &parsed.return_url);
     let form = Form::new()
         .set("customer", &customer)
         .set("return_url", &parsed.return_url)
         .set_opt("configuration", state.portal_configuration.as_ref());
     commands::run(&state.pool, command, &key, |tx, stripe_key| async move {
-        let reply = match state.stripe() {
+        let reply = match allowed.and_then(|()| state.stripe()) {
             Err(error) => Reply::from(error),
             Ok(stripe) => match stripe.post("/v1/billing_portal/sessions", &form, &stripe_key).await {
                 Ok(answer) => Reply::ok(json!({ "url": answer.body["url"] }), (answer.request_id, answer.status)),

@@ -1,7 +1,12 @@
 //! Plan changes on an existing subscription: `preview`, `change`, `cancel`, `resume`
 //! (`docs/billing-api.md`). The subscription names the customer; a token acts only on its own
-//! customer's subscriptions. Prices are validated against the catalog before Stripe is called;
-//! preview and change share one `proration_date`, so the charge equals the preview.
+//! customer's subscriptions. Prices are validated against the catalog before Stripe is called.
+//! The server decides proration dates: `preview` uses now and returns it, and `change` accepts a
+//! `proration_date` only if a preview by the same caller issued exactly that value for the same
+//! subscription and price within [`PRORATION_DATE_TTL_SECS`] (the journal is the proof), else 422
+//! `invalid_proration_date` before any Stripe call; without one, Stripe prorates at the moment it
+//! applies the change. A caller who could pick the date could downgrade "as of" the period start
+//! and pay the cheaper price for the month they used (docs/security.md).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::catalog::Product;
 use shared::stripe_api::{Answer, Form};
+use sqlx::PgConnection;
 
 use super::BillingState;
 use super::commands::{self, Command, Incoming, Reply};
@@ -22,19 +28,21 @@ struct Known {
     tier: String,
 }
 
+/// How long a preview's `proration_date` may be passed to `change`.
+pub const PRORATION_DATE_TTL_SECS: i64 = 600;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PreviewRequest {
     price: String,
-    /// Unix seconds; default now. Pass the answer's `proration_date` to `change`.
-    proration_date: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChangeRequest {
     price: String,
-    /// The preview's `proration_date`, so the charge equals the preview.
+    /// A preview's `proration_date` (issued to this caller for this subscription and price), so
+    /// the charge equals the preview.
     proration_date: Option<i64>,
 }
 
@@ -73,9 +81,20 @@ pub async fn resume(s: State<BillingState>, id: Path<String>, headers: HeaderMap
     commands::respond(run::<Empty>(&s, &id, &headers, &body, "resume").await)
 }
 
+/// What an action knows of its command: the subscription as projected, who asks, the
+/// transaction holding the command's lock (for the journal reads an action makes), and the
+/// Stripe idempotency key to use.
+struct Context<'a> {
+    id: &'a str,
+    known: Known,
+    caller: &'a str,
+    tx: &'a mut PgConnection,
+    stripe_key: &'a str,
+}
+
 /// The request types of the four endpoints, and what each does.
 trait Action: serde::de::DeserializeOwned + Send {
-    async fn act(self, state: &BillingState, id: &str, known: Known, stripe_key: &str) -> Result<Reply, ApiError>;
+    async fn act(self, state: &BillingState, cx: Context<'_>) -> Result<Reply, ApiError>;
 }
 
 async fn run<A: Action>(
@@ -85,35 +104,49 @@ async fn run<A: Action>(
     body: &[u8],
     verb: &str,
 ) -> Result<Reply, ApiError> {
-    let Incoming { caller, key, request, parsed } = commands::incoming::<A>(state, headers, body).await?;
+    let Incoming { caller, key, request, parsed, slot: _slot } = commands::incoming::<A>(state, headers, body).await?;
     let known = known(state, id).await?;
     caller.may_act_for(known.customer.as_deref())?;
-    let endpoint = format!("POST /v1/subscriptions/{{id}}/{verb}");
+    let endpoint = endpoint(id, verb);
     let customer = known.customer.clone();
     let command = Command { caller: &caller, endpoint: &endpoint, request: &request, customer: customer.as_deref() };
-    // The actions read nothing from the database: the transaction only holds the command's lock.
-    commands::run(&state.pool, command, &key, |tx, stripe_key| async move {
-        (tx, parsed.act(state, id, known, &stripe_key).await.unwrap_or_else(Reply::from))
+    let caller = caller.journal_name();
+    commands::run(&state.pool, command, &key, |mut tx, stripe_key| async move {
+        let cx = Context { id, known, caller: &caller, tx: &mut tx, stripe_key: &stripe_key };
+        let reply = parsed.act(state, cx).await.unwrap_or_else(Reply::from);
+        (tx, reply)
     })
     .await
 }
 
+/// How the journal names a subscription command: method and path, the id in it.
+fn endpoint(id: &str, verb: &str) -> String {
+    format!("POST /v1/subscriptions/{id}/{verb}")
+}
+
 async fn known(state: &BillingState, id: &str) -> Result<Known, ApiError> {
+    let unknown =
+        || ApiError::new(StatusCode::NOT_FOUND, "unknown_subscription", format!("no subscription {id} is known"));
+    if !super::is_stripe_id(id) {
+        return Err(unknown());
+    }
     let row = sqlx::query!(
         "SELECT stripe_customer_id, status, tier FROM projection.subscriptions WHERE stripe_subscription_id = $1",
         id
     )
     .fetch_optional(&state.pool)
     .await?;
-    let row = row.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_subscription", format!("no subscription {id} is known"))
-    })?;
+    let row = row.ok_or_else(unknown)?;
     Ok(Known { customer: row.stripe_customer_id, status: row.status, tier: row.tier })
 }
 
-/// The target tier of a price, or 422 `unknown_price` (no Stripe call).
+/// The target tier of a price, or 422 `unknown_price` or `not_sellable` (no Stripe call).
 fn target_tier<'a>(state: &'a BillingState, price: &str) -> Result<(&'a str, usize), ApiError> {
     match state.catalog.product(price) {
+        Some(Product::Tier { tier, .. }) if !tier.sellable => Err(ApiError::unprocessable(
+            "not_sellable",
+            format!("the {} tier is not sold through plan changes: contact sales", tier.name),
+        )),
         Some(Product::Tier { tier, rank }) => Ok((tier.name.as_str(), rank)),
         _ => Err(ApiError::unprocessable("unknown_price", format!("price {price} is not a tier of the catalog"))),
     }
@@ -161,41 +194,74 @@ pub fn service_ends_at(subscription: &Value) -> Option<i64> {
     from_items.or_else(|| subscription["current_period_end"].as_i64()).or_else(|| subscription["cancel_at"].as_i64())
 }
 
-/// What previewing and making a plan change both establish first.
-struct PlanChange<'a> {
-    /// The subscription's item, read from Stripe.
-    item: String,
-    /// The tier of the new price.
-    to_tier: &'a str,
-    /// `upgrade`, `downgrade` or `same`.
-    direction: &'static str,
-}
-
-/// The new price must be a tier of the catalog (else 422, no Stripe call) and the subscription
-/// running (else 409); then its item is read from Stripe.
-async fn plan_change<'a>(
-    state: &'a BillingState,
-    id: &str,
-    known: &Known,
-    price: &str,
-) -> Result<PlanChange<'a>, ApiError> {
+/// What previewing and making a plan change both establish first, before any Stripe call: the
+/// new price is a tier of the catalog (else 422) that is for sale (else 422 `not_sellable`), and
+/// the subscription is running (else 409). The target tier and the direction of the change.
+fn plan_target<'a>(state: &'a BillingState, known: &Known, price: &str) -> Result<(&'a str, &'static str), ApiError> {
     let (to_tier, to_rank) = target_tier(state, price)?;
     changeable(known)?;
-    let item = item_id(state, id).await?;
-    Ok(PlanChange { item, to_tier, direction: direction(state, &known.tier, to_rank) })
+    Ok((to_tier, direction(state, &known.tier, to_rank)))
+}
+
+/// 422 `invalid_proration_date` unless a preview by `caller` issued exactly `date` for this
+/// subscription and price, and `date` is at most [`PRORATION_DATE_TTL_SECS`] old. The journal
+/// holds every preview's answer: the proof is a row of it (found through its customer index).
+async fn issued_proration_date(
+    state: &BillingState,
+    conn: &mut PgConnection,
+    caller: &str,
+    id: &str,
+    price: &str,
+    date: i64,
+) -> Result<(), ApiError> {
+    let invalid = |why: &str| {
+        ApiError::unprocessable(
+            "invalid_proration_date",
+            format!(
+                "proration_date {date} {why}: pass the one a preview of this change returned, within {} minutes, or none",
+                PRORATION_DATE_TTL_SECS / 60
+            ),
+        )
+    };
+    let age = state.clock.now().timestamp() - date;
+    if !(0..=PRORATION_DATE_TTL_SECS).contains(&age) {
+        return Err(invalid("is not a recent preview's"));
+    }
+    let issued = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM ledger.commands
+             WHERE customer IN (SELECT stripe_customer_id FROM projection.subscriptions WHERE stripe_subscription_id = $1)
+               AND endpoint = $2 AND caller = $3 AND response_status = 200
+               AND request->>'price' = $4 AND response->>'proration_date' = $5
+           ) AS "issued!""#,
+        id,
+        endpoint(id, "preview"),
+        caller,
+        price,
+        date.to_string()
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !issued {
+        return Err(invalid("was not issued by a preview of this change to this caller"));
+    }
+    Ok(())
 }
 
 impl Action for PreviewRequest {
-    async fn act(self, state: &BillingState, id: &str, known: Known, stripe_key: &str) -> Result<Reply, ApiError> {
-        let PlanChange { item, to_tier, direction } = plan_change(state, id, &known, &self.price).await?;
-        let date = self.proration_date.unwrap_or_else(|| state.clock.now().timestamp());
+    async fn act(self, state: &BillingState, cx: Context<'_>) -> Result<Reply, ApiError> {
+        let (id, known) = (cx.id, &cx.known);
+        let (to_tier, direction) = plan_target(state, known, &self.price)?;
+        let item = item_id(state, id).await?;
+        let date = state.clock.now().timestamp();
         let form = Form::new()
             .set("subscription", id)
             .set("subscription_details[items][0][id]", &item)
             .set("subscription_details[items][0][price]", &self.price)
             .set("subscription_details[proration_behavior]", "create_prorations")
             .set("subscription_details[proration_date]", date);
-        let answer = state.stripe()?.post("/v1/invoices/create_preview", &form, stripe_key).await;
+        // A preview creates nothing: no Stripe key, so a retry (with a later date) is not refused.
+        let answer = state.stripe()?.post_without_key("/v1/invoices/create_preview", &form).await;
         let answer = answer.map_err(super::stripe_error)?;
         let lines: Vec<Value> = answer.body["lines"]["data"].as_array().into_iter().flatten().map(line).collect();
         let body = json!({
@@ -221,8 +287,13 @@ fn line(l: &Value) -> Value {
 }
 
 impl Action for ChangeRequest {
-    async fn act(self, state: &BillingState, id: &str, known: Known, stripe_key: &str) -> Result<Reply, ApiError> {
-        let PlanChange { item, to_tier, direction } = plan_change(state, id, &known, &self.price).await?;
+    async fn act(self, state: &BillingState, cx: Context<'_>) -> Result<Reply, ApiError> {
+        let (id, known, stripe_key) = (cx.id, &cx.known, cx.stripe_key);
+        let (to_tier, direction) = plan_target(state, known, &self.price)?;
+        if let Some(date) = self.proration_date {
+            issued_proration_date(state, &mut *cx.tx, cx.caller, id, &self.price, date).await?;
+        }
+        let item = item_id(state, id).await?;
         let form = Form::new()
             .set("items[0][id]", &item)
             .set("items[0][price]", &self.price)
@@ -243,7 +314,8 @@ impl Action for ChangeRequest {
 }
 
 impl Action for CancelRequest {
-    async fn act(self, state: &BillingState, id: &str, known: Known, stripe_key: &str) -> Result<Reply, ApiError> {
+    async fn act(self, state: &BillingState, cx: Context<'_>) -> Result<Reply, ApiError> {
+        let (id, known, stripe_key) = (cx.id, &cx.known, cx.stripe_key);
         let stripe = state.stripe()?;
         if matches!(known.status.as_str(), "canceled" | "incomplete_expired") {
             return Err(ApiError::new(StatusCode::CONFLICT, "subscription_not_changeable", "it has ended already"));
@@ -271,8 +343,9 @@ impl Action for CancelRequest {
 }
 
 impl Action for Empty {
-    async fn act(self, state: &BillingState, id: &str, known: Known, stripe_key: &str) -> Result<Reply, ApiError> {
-        changeable(&known)?;
+    async fn act(self, state: &BillingState, cx: Context<'_>) -> Result<Reply, ApiError> {
+        let (id, known, stripe_key) = (cx.id, &cx.known, cx.stripe_key);
+        changeable(known)?;
         let form = Form::new().set("cancel_at_period_end", false);
         let answer = state.stripe()?.post(&format!("/v1/subscriptions/{id}"), &form, stripe_key).await;
         let answer = answer.map_err(super::stripe_error)?;

@@ -4,7 +4,7 @@
 //! `credits` debits the balance under a per-customer lock. A repeated `idempotency_key` returns the
 //! first answer and counts nothing. The model and the answers: docs/usage.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -83,7 +83,9 @@ impl UsageState {
 struct UsageRequest {
     customer: Option<String>,
     metric: String,
+    /// 1 to [`MAX_QUANTITY`].
     quantity: i64,
+    /// 1 to 255 printable ASCII characters (or the `Idempotency-Key` header).
     idempotency_key: Option<String>,
 }
 
@@ -131,6 +133,10 @@ pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: B
     }
 }
 
+/// Largest `quantity` one request may count: far above any real request, far enough below
+/// `i64::MAX` that no counter of an unlimited metric can overflow.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+
 async fn checked(state: &UsageState, headers: &HeaderMap, body: &[u8]) -> Result<Usage, ApiError> {
     let caller = state.auth.caller(&state.pool, headers, state.clock.now()).await?;
     let request: UsageRequest = serde_json::from_slice(body).map_err(|error| {
@@ -139,20 +145,37 @@ async fn checked(state: &UsageState, headers: &HeaderMap, body: &[u8]) -> Result
     let customer = caller.customer(request.customer.as_deref())?.ok_or_else(|| {
         ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "the backend names the `customer` it counts for")
     })?;
+    if !super::is_stripe_id(&customer) {
+        return Err(unknown_customer(&customer));
+    }
     if !state.catalog.knows_metric(&request.metric) {
         return Err(ApiError::unprocessable("unknown_metric", format!("the catalog has no metric {}", request.metric)));
     }
-    if request.quantity < 1 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "quantity must be at least 1"));
+    if !(1..=MAX_QUANTITY).contains(&request.quantity) {
+        return Err(invalid_request(format!("quantity must be from 1 to {MAX_QUANTITY}")));
     }
     let key = match request.idempotency_key {
-        Some(key) if !key.trim().is_empty() && key.len() <= 255 => key,
-        Some(_) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "idempotency_key_required", "1 to 255 characters"));
-        }
+        Some(key) => key,
         None => idempotency_key(headers)?,
     };
+    if !is_usage_key(&key) {
+        return Err(invalid_request("idempotency_key must be 1 to 255 printable ASCII characters".to_owned()));
+    }
     Ok(Usage { caller, customer, metric: request.metric, quantity: request.quantity, key, now: state.clock.now() })
+}
+
+/// A usage idempotency key: 1 to 255 printable ASCII characters (space to `~`). Nothing else
+/// reaches a batch (a NUL, which PostgreSQL refuses in text, failed every request beside it).
+fn is_usage_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && key.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
+fn invalid_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+fn unknown_customer(customer: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {customer} is known"))
 }
 
 /// Counts against the day's quota of the customer's highest live tier, with the requests queued
@@ -170,6 +193,7 @@ async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     let answer = Stored { metric: row.metric, quantity: row.quantity, day: row.day, used: row.used, quota: row.quota };
     match row.outcome.as_str() {
         "replayed" => answer.replayed(usage, row.balance),
+        "unknown_customer" => Err(unknown_customer(&usage.customer)),
         "no_live_subscription" => Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "no_live_subscription",
@@ -244,6 +268,9 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     let mut account = CreditAccount::load(&mut tx, &usage.customer).await?;
     let quantity = u64::try_from(usage.quantity).unwrap_or(u64::MAX);
     let balance = account.balance();
+    if balance < quantity && known_customers(&mut *tx, std::slice::from_ref(&usage.customer)).await?.is_empty() {
+        return Err(unknown_customer(&usage.customer));
+    }
     if balance < quantity {
         return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
@@ -395,6 +422,22 @@ pub async fn live_tiers(
     Ok(live)
 }
 
+/// Which of `customers` the projections know at all (an account or a subscription names them).
+pub async fn known_customers(
+    executor: impl sqlx::PgExecutor<'_>,
+    customers: &[String],
+) -> Result<HashSet<String>, ApiError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT stripe_customer_id AS "customer!" FROM projection.accounts WHERE stripe_customer_id = ANY($1)
+           UNION SELECT stripe_customer_id FROM projection.subscriptions WHERE stripe_customer_id = ANY($1)"#,
+        customers
+    )
+    .fetch_all(executor)
+    .await?
+    .into_iter()
+    .collect())
+}
+
 /// The customer's counts on `day`, by metric.
 pub async fn counts(
     conn: &mut PgConnection,
@@ -411,4 +454,20 @@ pub async fn counts(
     .into_iter()
     .map(|r| (r.metric, u64::try_from(r.used).unwrap_or(0)))
     .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_keys_are_printable_ascii_of_1_to_255_characters() {
+        assert!(is_usage_key("a"));
+        assert!(is_usage_key("order 42/line-7 ~"));
+        assert!(is_usage_key(&"k".repeat(255)));
+        for bad in ["", "nul\0inside", "tab\there", "caf\u{e9}", "new\nline", "\u{7f}"] {
+            assert!(!is_usage_key(bad), "{bad:?}");
+        }
+        assert!(!is_usage_key(&"k".repeat(256)));
+    }
 }

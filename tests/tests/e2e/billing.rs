@@ -9,22 +9,36 @@ use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use ledger_tests::stripe_billing::{FakeStripeBilling, Scripted};
 use serde_json::{Value, json};
 
-struct Billing {
-    db: TestDb,
-    stripe: FakeStripeBilling,
-    projector: TestProjector,
-    http: reqwest::Client,
+pub(crate) struct Billing {
+    pub(crate) db: TestDb,
+    pub(crate) stripe: FakeStripeBilling,
+    pub(crate) projector: TestProjector,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Billing {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let db = TestDb::new().await;
         let stripe = FakeStripeBilling::start().await;
         let projector = TestProjector::start_billing(db.service_pool(8), &stripe.url).await;
         Self { db, stripe, projector, http: reqwest::Client::new() }
     }
 
-    async fn post(&self, path: &str, key: &str, idempotency: &str, body: &Value) -> (u16, Value) {
+    /// [`Self::start`] on a clock the test moves.
+    pub(crate) async fn start_with_clock(clock: std::sync::Arc<projector::effects::ManualClock>) -> Self {
+        let db = TestDb::new().await;
+        let stripe = FakeStripeBilling::start().await;
+        let projector = TestProjector::start_billing_with(
+            db.service_pool(8),
+            ledger_tests::projector::catalog(),
+            Some(&stripe.url),
+            clock,
+        )
+        .await;
+        Self { db, stripe, projector, http: reqwest::Client::new() }
+    }
+
+    pub(crate) async fn post(&self, path: &str, key: &str, idempotency: &str, body: &Value) -> (u16, Value) {
         let response = self
             .http
             .post(format!("http://{}{path}", self.projector.addr))
@@ -38,7 +52,7 @@ impl Billing {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn checkout(&self, idempotency: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn checkout(&self, idempotency: &str, body: &Value) -> (u16, Value) {
         self.post("/v1/checkout/sessions", BILLING_KEY, idempotency, body).await
     }
 
@@ -46,20 +60,20 @@ impl Billing {
         self.projector.get_json(&format!("/v1/customers/{id}"), BILLING_KEY).await
     }
 
-    async fn commands(&self) -> i64 {
+    pub(crate) async fn commands(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM ledger.commands").fetch_one(&self.db.pool).await.expect("count")
     }
 }
 
-async fn customer_token(db: &TestDb, customer: &str) -> String {
+pub(crate) async fn customer_token(db: &TestDb, customer: &str) -> String {
     ledger_tests::projector::customer_token(&db.pool, customer).await
 }
 
-fn checkout(price: &str) -> Value {
+pub(crate) fn checkout(price: &str) -> Value {
     json!({ "price": price, "email": "new@example.com", "success_url": "https://app.test/ok", "cancel_url": "https://app.test/no" })
 }
 
-fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }
 
@@ -119,8 +133,8 @@ async fn an_idempotency_key_replays_its_answer_once_even_under_concurrency_and_r
     let (status, body) = b.checkout("same-key", &checkout("price_professional_monthly")).await;
     assert_eq!((status, code(&body)), (422, "idempotency_key_reused"));
 
-    let enterprise = checkout("price_enterprise_monthly");
-    let (one, two) = tokio::join!(b.checkout("concurrent", &enterprise), b.checkout("concurrent", &enterprise));
+    let pack = checkout("price_credits_1000");
+    let (one, two) = tokio::join!(b.checkout("concurrent", &pack), b.checkout("concurrent", &pack));
     assert_eq!(one, two, "both get the one answer");
     assert_eq!(b.stripe.calls().len(), 2, "two identical requests at once make one Stripe call");
 }
@@ -195,7 +209,7 @@ async fn stripe_refusals_outages_and_timeouts_are_mapped_and_a_live_subscriber_i
 }
 
 /// `sub_id` of `cus_id` on `price`, projected (through ingest) and known to the fake Stripe.
-async fn subscribed(
+pub(crate) async fn subscribed(
     b: &Billing,
     ingest: &TestIngest,
     sub: &str,
@@ -393,12 +407,14 @@ async fn the_portal_configuration_offers_exactly_the_catalogs_tier_prices_and_is
     let get = |key: &str| form.pairs().iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let offered: Vec<&str> =
         form.pairs().iter().filter(|(k, _)| k.contains("[prices]")).map(|(_, v)| v.as_str()).collect();
-    let mut expected: Vec<&str> = catalog.tiers().iter().flat_map(|t| t.price_ids.iter().map(String::as_str)).collect();
+    let mut expected: Vec<&str> =
+        catalog.tiers().iter().filter(|t| t.sellable).flat_map(|t| t.price_ids.iter().map(String::as_str)).collect();
+    assert!(!expected.contains(&"price_enterprise_monthly"), "the enterprise tier is sold by contract");
     let mut sorted = offered.clone();
     sorted.sort_unstable();
     expected.sort_unstable();
-    assert_eq!(sorted, expected, "every tier price, and no pack");
-    assert_eq!(get("features[subscription_update][products][1][product]").as_deref(), Some("prod_free"));
+    assert_eq!(sorted, expected, "every sellable tier price, and no pack");
+    assert_eq!(get("features[subscription_update][products][0][product]").as_deref(), Some("prod_free"));
     assert_eq!(get("features[subscription_update][proration_behavior]").as_deref(), Some("create_prorations"));
     assert_eq!(get("features[subscription_cancel][mode]").as_deref(), Some("at_period_end"));
     let first = replay::portal::apply(&api, &catalog, &form).await.expect("created");

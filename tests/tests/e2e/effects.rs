@@ -469,13 +469,38 @@ async fn tokens_are_mailed_once_checked_by_tier_expire_and_are_revoked_with_the_
     assert_eq!(body["customer"], "cus_t");
     assert_eq!(body["tier"], "starter");
     assert_eq!(body["status"], "active");
-    assert!(body["limits"]["agents"].is_number() && body["expires_at"].is_string(), "{body}");
+    assert!(body["expires_at"].is_string(), "{body}");
+    assert_eq!(
+        body["limits"],
+        serde_json::json!({ "agents": 3, "memory_mb": 512, "cpu": 0.5, "messages_per_day": 1000, "api_calls_per_day": 10000 }),
+        "every limit of the tier, whole numbers as integers"
+    );
+    assert!(body["limits"]["agents"].is_i64(), "3, not 3.0: {body}");
     assert_eq!(access(projector, Some(&token), "?tier=starter").await.0, 200);
     assert_eq!(access(projector, Some(&token), "?tier=free").await.0, 200, "a higher tier covers a lower one");
-    assert_eq!(access(projector, Some(&token), "?tier=enterprise").await.0, 403, "tier too low");
-    assert_eq!(access(projector, Some(&token), "?tier=platinum").await.0, 400, "unknown tier");
-    assert_eq!(access(projector, Some("sl_not_a_token"), "").await.0, 401, "unknown");
-    assert_eq!(access(projector, None, "").await.0, 401, "missing");
+    // Refusals in the API's one error shape.
+    let code = |body: &serde_json::Value| body["error"]["code"].as_str().map(str::to_owned);
+    let (status, body) = access(projector, Some(&token), "?tier=enterprise").await;
+    assert_eq!((status, code(&body).as_deref()), (403, Some("tier_too_low")), "{body}");
+    let (status, body) = access(projector, Some(&token), "?tier=platinum").await;
+    assert_eq!((status, code(&body).as_deref()), (400, Some("invalid_request")), "unknown tier: {body}");
+    let (status, body) = access(projector, Some("sl_not_a_token"), "").await;
+    assert_eq!(
+        (status, code(&body).as_deref(), body["error"]["reason"].as_str()),
+        (401, Some("unauthorized"), Some("unknown"))
+    );
+    let (status, body) = access(projector, None, "").await;
+    assert_eq!((status, body["error"]["reason"].as_str()), (401, Some("missing")), "{body}");
+    for (method, path, expected) in
+        [("GET", "/v1/nothing", 404), ("DELETE", "/v1/access", 405), ("GET", "/v1/usage", 405)]
+    {
+        let url = format!("http://{}{path}", projector.addr);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let response = reqwest::Client::new().request(method, url).send().await.expect("request");
+        assert_eq!(response.status().as_u16(), expected, "{path}");
+        let body: serde_json::Value = response.json().await.expect("a JSON error body");
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{path}: {body}");
+    }
 
     // The plaintext is only in the mail: not in any table (the hash is).
     assert_eq!(tables_containing(&world.db, &token).await, Vec::<String>::new());

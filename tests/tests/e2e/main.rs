@@ -12,6 +12,7 @@ mod ingest_http;
 mod least_privilege;
 mod limits;
 mod migrations;
+mod money_safety;
 mod ordering;
 mod outage;
 mod outbound;

@@ -8,7 +8,7 @@ use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{BILLING_KEY, TestProjector, customer_token};
 use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
-use projector::effects::ManualClock;
+use projector::effects::{Clock as _, ManualClock};
 use serde_json::{Value, json};
 use shared::catalog::{Catalog, EXAMPLE};
 
@@ -197,7 +197,11 @@ async fn an_upgrade_raises_the_limit_at_once_and_unlimited_never_refuses() {
     let unknown = u.count("cus_u", "uploads", 1, "x").await;
     assert_eq!((unknown.status, code(&unknown.body)), (422, "unknown_metric"));
     let nobody = u.count("cus_nobody", "messages", 1, "x").await;
-    assert_eq!((nobody.status, code(&nobody.body)), (402, "no_live_subscription"));
+    assert_eq!((nobody.status, code(&nobody.body)), (404, "unknown_customer"));
+    u.post_event(&stripe::customer_event("customer.created", stripe::now(), Shape::Basil, "cus_lapsed", "l@x.test"))
+        .await;
+    let lapsed = u.count("cus_lapsed", "messages", 1, "x").await;
+    assert_eq!((lapsed.status, code(&lapsed.body)), (402, "no_live_subscription"), "known, without a plan");
     let zero = u.count("cus_u", "messages", 0, "zero").await;
     assert_eq!((zero.status, code(&zero.body)), (400, "invalid_request"));
 
@@ -299,4 +303,105 @@ async fn a_batch_counts_each_request_as_alone_duplicates_and_the_edge_included()
     );
     let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.usage").fetch_one(&db.pool).await.expect("rows");
     assert_eq!(counted, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_input_that_would_break_a_batch_is_refused_alone_with_400_naming_the_field() {
+    let u = Arc::new(Usage::start().await);
+    u.subscribe("sub_v", "cus_v", "price_starter_monthly", "customer.subscription.created").await;
+    let bad = [
+        (json!("nul\u{0}inside"), json!(1), "idempotency_key"),
+        (json!("k".repeat(256)), json!(1), "idempotency_key"),
+        (json!("caf\u{e9}"), json!(1), "idempotency_key"),
+        (json!(""), json!(1), "idempotency_key"),
+        (json!("q1"), json!(1_000_000_001_i64), "quantity"),
+        (json!("q2"), json!(i64::MAX), "quantity"),
+    ];
+    // The good requests go at the same moment as the bad ones: they share batches.
+    let good: Vec<_> = (0..24)
+        .map(|i| {
+            let u = u.clone();
+            tokio::spawn(async move { u.count("cus_v", "api_calls", 1, &format!("good-{i}")).await.status })
+        })
+        .collect();
+    for (key, quantity, field) in bad {
+        let body = json!({ "customer": "cus_v", "metric": "api_calls", "quantity": quantity, "idempotency_key": key });
+        let answer = u.post(BILLING_KEY, &body).await;
+        assert_eq!((answer.status, code(&answer.body)), (400, "invalid_request"), "{key} {quantity}");
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "the message names {field}: {message}");
+    }
+    for task in good {
+        assert_eq!(task.await.expect("task"), 200);
+    }
+    let most = u.count("cus_v", "api_calls", 1_000_000_000, "most").await;
+    assert_eq!(
+        (most.status, code(&most.body)),
+        (429, "quota_exceeded"),
+        "the largest quantity is valid: {}",
+        most.body
+    );
+    let nul_customer = u.count("cus_\u{0}", "messages", 1, "n").await;
+    assert_eq!((nul_customer.status, code(&nul_customer.body)), (404, "unknown_customer"));
+    assert_eq!(u.rows("cus_v").await, 24, "exactly the good requests were counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_counted() {
+    use futures::FutureExt as _;
+    use projector::api::access_cache::Notifier;
+    use projector::api::counter::{CountRequest, Counter};
+
+    let u = Usage::start().await;
+    u.subscribe("sub_b", "cus_b", "price_starter_monthly", "customer.subscription.created").await;
+    let pool = u.db.service_pool(4);
+    // One writer: while the first batch waits on a lock the test holds, the rest queue up and
+    // then go as one batch.
+    let counter = Counter::start(pool.clone(), Arc::new(catalog()), 1, Notifier::start(pool.clone()));
+    let request = |key: &str| CountRequest {
+        customer: "cus_b".into(),
+        metric: "api_calls".into(),
+        quantity: 1,
+        key: key.into(),
+        caller: "backend".into(),
+        at: u.clock.now(),
+    };
+    let mut blocker = u.db.pool.begin().await.expect("tx");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('cus_b/blocker', 12))")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let first = tokio::spawn({
+        let (counter, request) = (counter.clone(), request("blocker"));
+        async move { counter.count(request).await }
+    });
+    ledger_tests::wait::until(std::time::Duration::from_secs(10), "the first batch waiting on the lock", || async {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&u.db.pool)
+                .await
+                .expect("locks");
+        (waiting > 0).then_some(())
+    })
+    .await;
+    // A key PostgreSQL refuses (NUL in text), bypassing the HTTP checks, among good requests.
+    let keys: Vec<String> = (0..10)
+        .map(|i| format!("mate-{i}"))
+        .chain(["bad\u{0}key".to_owned()])
+        .chain((10..20).map(|i| format!("mate-{i}")))
+        .collect();
+    let mut queued: Vec<_> = keys.iter().map(|k| Box::pin(counter.count(request(k)))).collect();
+    for future in &mut queued {
+        assert!(future.as_mut().now_or_never().is_none(), "queued behind the first batch");
+    }
+    blocker.commit().await.expect("release");
+    assert_eq!(first.await.expect("task").expect("counted").outcome, "counted");
+    let answers = futures::future::join_all(queued).await;
+    for (key, answer) in keys.iter().zip(&answers) {
+        match key.as_str() {
+            "bad\u{0}key" => assert_eq!(answer.as_ref().map_err(|e| e.code).err(), Some("internal"), "{answer:?}"),
+            _ => assert_eq!(answer.as_ref().map(|a| a.outcome.as_str()).ok(), Some("counted"), "{key}: {answer:?}"),
+        }
+    }
+    assert_eq!(u.rows("cus_b").await, 21, "the blocker and its twenty batch mates");
 }
