@@ -29,12 +29,15 @@ COPY migrations/ /app/migrations/
 COPY catalog.example.toml /app/catalog.example.toml
 USER ledger
 # In a container the services listen on every interface; HEALTH_PORT is the one /healthz answers
-# on (3005 ingest, 3006 projector).
+# on (3005 ingest, 3006 projector). The admin listeners (/metrics, the console) listen on 3008 and
+# 3007: publish those only to the operators' network, never beside the public ports.
 ENV INGEST_ADDR=0.0.0.0:3005 \
     PROJECTOR_ADDR=0.0.0.0:3006 \
+    INGEST_ADMIN_ADDR=0.0.0.0:3008 \
+    PROJECTOR_ADMIN_ADDR=0.0.0.0:3007 \
     LOG_FORMAT=json \
     HEALTH_PORT=3005
-EXPOSE 3005 3006
+EXPOSE 3005 3006 3007 3008
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${HEALTH_PORT}/healthz" || exit 1
 CMD ["ingest"]

@@ -28,12 +28,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let app = Application::build(settings, pool).await?;
     if config.dev_webhook_secret {
-        let addr = app.local_addr();
+        let (addr, admin) = (app.local_addr(), app.admin_addr());
         // Not println!: a closed stdout (a detached terminal, a pipe whose reader left) must not
         // take the service down, so write errors are ignored.
         let _ = writeln!(
             std::io::stdout().lock(),
-            "\nstripe-ledger ingest (local development)\n  webhook URL:    http://{addr}/webhooks/stripe\n  signing secret: {DEV_WEBHOOK_SECRET}\n  send a signed sample event:  scripts/send-sample-event http://{addr}/webhooks/stripe\n  metrics: http://{addr}/metrics   readiness: http://{addr}/readyz\n"
+            "\nstripe-ledger ingest (local development)\n  webhook URL:    http://{addr}/webhooks/stripe\n  signing secret: {DEV_WEBHOOK_SECRET}\n  send a signed sample event:  scripts/send-sample-event http://{addr}/webhooks/stripe\n  metrics: http://{admin}/metrics   readiness: http://{addr}/readyz\n"
         );
     }
     app.run_until_stopped(shutdown).await

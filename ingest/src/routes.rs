@@ -1,4 +1,5 @@
-//! The HTTP surface: `POST /webhooks/stripe`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! The HTTP surface: `POST /webhooks/stripe`, `GET /healthz`, `GET /readyz` on the public
+//! listener; `GET /metrics` on the admin listener.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -35,15 +36,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The ingest router.
+/// The public router (`INGEST_ADDR`): the webhook endpoint and the probes.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
         .route("/webhooks/stripe", post(receive_webhook).layer(DefaultBodyLimit::max(body_limit)))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// The admin router (`INGEST_ADMIN_ADDR`): `/metrics` (and `/healthz`), kept off the address the
+/// internet reaches.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics)).with_state(state)
 }
 
 /// An event made durable (or found already durable).

@@ -13,13 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::appender;
 use crate::metrics::Metrics;
-use crate::routes::{AppState, router};
+use crate::routes::{AppState, admin_router, router};
 
 /// What one ingest instance needs besides its pool.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
     /// Where to listen (port 0 picks a free port, as tests do).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (`INGEST_ADMIN_ADDR`).
+    pub admin_addr: SocketAddr,
     /// Signing secrets (rotation: several).
     pub secrets: Vec<SecretString>,
     /// Signature timestamp tolerance.
@@ -41,6 +43,7 @@ impl IngestSettings {
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         Ok(Self {
             addr: config.ingest_addr,
+            admin_addr: config.ingest_admin_addr,
             secrets: config.require_webhook_secrets()?.to_vec(),
             tolerance: Tolerance::Secs(config.webhook_tolerance.as_secs()),
             body_limit: config.ingest_body_limit,
@@ -55,6 +58,7 @@ impl IngestSettings {
 /// A bound, ready-to-serve ingest instance.
 pub struct Application {
     listener: TcpListener,
+    admin: TcpListener,
     limits: shared::server::Limits,
     state: AppState,
     appenders: tokio::task::JoinSet<()>,
@@ -65,6 +69,9 @@ impl Application {
     pub async fn build(settings: IngestSettings, pool: PgPool) -> anyhow::Result<Self> {
         let listener =
             TcpListener::bind(settings.addr).await.with_context(|| format!("binding INGEST_ADDR {}", settings.addr))?;
+        let admin = TcpListener::bind(settings.admin_addr)
+            .await
+            .with_context(|| format!("binding INGEST_ADMIN_ADDR {}", settings.admin_addr))?;
         let metrics = Arc::new(Metrics::default());
         let (handle, appenders) = appender::spawn(
             pool.clone(),
@@ -81,7 +88,7 @@ impl Application {
             readiness: shared::db::Readiness::new(&pool),
             metrics,
         };
-        Ok(Self { listener, limits: settings.server, state, appenders })
+        Ok(Self { listener, admin, limits: settings.server, state, appenders })
     }
 
     /// The bound address.
@@ -90,12 +97,20 @@ impl Application {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// The bound admin address (`/metrics`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.admin.local_addr().expect("bound listener has an address")
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests finish
     /// (their events are appended and answered) and waits for the appender to drain.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        tracing::info!(%addr, "ingest listening");
-        shared::server::serve(self.listener, router(self.state), self.limits, shutdown).await;
+        let (addr, admin_addr) = (self.local_addr(), self.admin_addr());
+        tracing::info!(%addr, %admin_addr, "ingest listening");
+        let admin = shared::server::serve(self.admin, admin_router(self.state.clone()), self.limits, shutdown.clone());
+        let public = shared::server::serve(self.listener, router(self.state), self.limits, shutdown);
+        tokio::join!(public, admin);
         // The router (and with it every appender handle) is gone: the appender drains and ends.
         let mut appenders = self.appenders;
         while let Some(done) = appenders.join_next().await {

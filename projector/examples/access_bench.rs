@@ -124,7 +124,7 @@ async fn seen_after_writes(db: &TestDb, projector: &TestProjector, tokens: &[Str
 }
 
 async fn lookups(projector: &TestProjector, result: &str) -> u64 {
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     let name = format!("access_cache_lookups_total{{result=\"{result}\"}} ");
     metrics.lines().find_map(|l| l.strip_prefix(&name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }

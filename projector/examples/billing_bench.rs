@@ -3,13 +3,18 @@
 //! against the same client calling the fake directly. The difference is what the API adds: auth,
 //! the catalog check, the idempotency lock, the journal row and the rate-limit count.
 //!
+//! Then portal sessions under customer tokens, with the per-token limiter on: spread over 1,000
+//! tokens (each within its 30 a minute: the limiter's cost when it admits), against the backend
+//! key (not limited); and one token looping (the limiter refusing: what a 429 costs, and that
+//! nothing of it reaches Stripe).
+//!
 //! usage: cargo run --release -p projector --example billing_bench -- [connections] [seconds]
 
 use std::sync::Arc;
 
-use ledger_tests::bench::load;
+use ledger_tests::bench::{Measured, load, load_accepting};
 use ledger_tests::db::TestDb;
-use ledger_tests::projector::{BILLING_KEY, TestProjector};
+use ledger_tests::projector::{BILLING_KEY, TestProjector, customer_token};
 use ledger_tests::stripe_billing::FakeStripeBilling;
 use serde_json::json;
 
@@ -58,5 +63,63 @@ async fn main() {
         through.p50 - alone.p50,
         through.p99 - alone.p99
     );
+    limited(&db, &projector, &stripe, connections, seconds).await;
     projector.stop().await;
+}
+
+/// Customers whose tokens the limited runs use.
+const TOKENS: usize = 1_000;
+
+fn report(label: &str, m: &Measured) {
+    println!(
+        "{label}: {} answers {:?}, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+        m.requests, m.statuses, m.per_second, m.p50, m.p99
+    );
+}
+
+async fn limited(db: &TestDb, projector: &TestProjector, stripe: &FakeStripeBilling, connections: usize, seconds: u64) {
+    let mut tokens = Vec::with_capacity(TOKENS);
+    for i in 0..TOKENS {
+        tokens.push(customer_token(&db.pool, &format!("cus_t{i}")).await);
+    }
+    let tokens = Arc::new(tokens);
+    let portal = format!("http://{}/v1/portal/sessions", projector.addr);
+    let url = portal.clone();
+    let backend = load(
+        connections,
+        seconds,
+        Arc::new(move |client: &reqwest::Client, i: u64| {
+            let body =
+                json!({ "customer": format!("cus_t{}", i as usize % TOKENS), "return_url": "https://app.test/a" });
+            client.post(&url).bearer_auth(BILLING_KEY).header("Idempotency-Key", format!("pb-{i}")).json(&body)
+        }),
+    )
+    .await;
+    report("portal, backend key (not limited)", &backend);
+    let (url, spread) = (portal.clone(), tokens.clone());
+    let admitted = load(
+        connections,
+        seconds,
+        Arc::new(move |client: &reqwest::Client, i: u64| {
+            let token = &spread[i as usize % TOKENS];
+            let body = json!({ "return_url": "https://app.test/a" });
+            client.post(&url).bearer_auth(token).header("Idempotency-Key", format!("pt-{i}")).json(&body)
+        }),
+    )
+    .await;
+    report(&format!("portal, {TOKENS} customer tokens (limiter on, admitting)"), &admitted);
+    let before = stripe.calls().len();
+    let (url, one) = (portal, tokens[0].clone());
+    let refused = load_accepting(
+        connections,
+        seconds,
+        Arc::new(move |client: &reqwest::Client, i: u64| {
+            let body = json!({ "return_url": "https://app.test/a" });
+            client.post(&url).bearer_auth(&one).header("Idempotency-Key", format!("loop-{i}")).json(&body)
+        }),
+        &[200, 429],
+    )
+    .await;
+    report("portal, one token looping (limiter refusing)", &refused);
+    println!("  Stripe calls during the loop: {}", stripe.calls().len() - before);
 }

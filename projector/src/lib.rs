@@ -8,7 +8,8 @@
 //! - [`keys`]: the effect vocabulary: idempotency keys, subjects, kinds and outcomes.
 //! - [`leader`]: the advisory lock that makes one runner and one dispatcher active.
 //! - [`effects`]: the dispatcher that carries out the intents exactly once.
-//! - [`api`]: the HTTP API on `PROJECTOR_ADDR` (`/healthz`, `/readyz`, `/metrics`, `/v1/access`).
+//! - [`api`]: the HTTP API on `PROJECTOR_ADDR` (`/healthz`, `/readyz`, `/v1/access`, the billing
+//!   API, usage); `/metrics` and the [`console`] on `PROJECTOR_ADMIN_ADDR`.
 //! - [`settings`]: the one mapping from the config to all of the above.
 //!
 //! [`Application`] serves the API and runs the runner and the dispatcher until shutdown.
@@ -48,6 +49,7 @@ pub use crate::settings::ProjectorSettings;
 /// A bound projector.
 pub struct Application {
     listener: TcpListener,
+    admin: TcpListener,
     pool: PgPool,
     catalog: Arc<Catalog>,
     settings: RunnerSettings,
@@ -62,6 +64,10 @@ impl Application {
     pub async fn build(settings: ProjectorSettings, pool: PgPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let addr = settings.addr;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding PROJECTOR_ADDR {addr}"))?;
+        let admin_addr = settings.admin_addr;
+        let admin = TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("binding PROJECTOR_ADMIN_ADDR {admin_addr}"))?;
         let status = Arc::new(RunnerStatus::default());
         let mut registry = Registry::default();
         status.register(&mut registry);
@@ -126,13 +132,19 @@ impl Application {
             billing,
             usage,
         };
-        Ok(Self { listener, pool, catalog, settings: settings.runner, status, dispatcher, api, console })
+        Ok(Self { listener, admin, pool, catalog, settings: settings.runner, status, dispatcher, api, console })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         // A bound TcpListener always has a local address.
         self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The bound admin address (console, `/metrics`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address.
+        self.admin.local_addr().expect("bound listener has an address")
     }
 
     /// What the runner reports (leader, checkpoint, catalog mismatch).
@@ -144,7 +156,8 @@ impl Application {
     /// or the dispatcher ends on its own (a panic, a bug), `/readyz` fails, everything stops and
     /// this returns an error, so the process exits non-zero and its orchestrator restarts it.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), catalog = self.catalog.hash(), "projector listening");
+        let (addr, admin_addr) = (self.local_addr(), self.admin_addr());
+        tracing::info!(%addr, %admin_addr, catalog = self.catalog.hash(), "projector listening");
         // Our own child token: a dead task stops this application without touching the caller's.
         let shutdown = shutdown.child_token();
         let wake = Arc::new(Notify::new());
@@ -159,14 +172,21 @@ impl Application {
         let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
         // Without it nothing is cached: checks read the database (it retries on its own).
         let access_listener = self.api.access.listen(self.pool.clone(), shutdown.clone());
+        let admin = tokio::spawn(shared::server::serve(
+            self.admin,
+            api::admin_router(self.api.clone()).merge(console::router(self.console)),
+            shared::server::Limits::default(),
+            shutdown.clone(),
+        ));
         let serve = tokio::spawn(shared::server::serve(
             self.listener,
-            api::router(self.api).merge(console::router(self.console)),
+            api::router(self.api),
             shared::server::Limits::default(),
             shutdown.clone(),
         ));
         let supervised = supervise(vec![("runner", runner), ("dispatcher", dispatcher)], &shutdown, &self.status).await;
         serve.await.context("HTTP server task")?;
+        admin.await.context("admin HTTP server task")?;
         access_listener.await.context("access cache listener")?;
         supervised
     }

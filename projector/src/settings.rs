@@ -23,8 +23,10 @@ pub const STRIPE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The projector's settings.
 #[derive(Debug, Clone)]
 pub struct ProjectorSettings {
-    /// `PROJECTOR_ADDR`.
+    /// `PROJECTOR_ADDR`: the public API.
     pub addr: SocketAddr,
+    /// `PROJECTOR_ADMIN_ADDR`: the console and `/metrics`.
+    pub admin_addr: SocketAddr,
     /// The price catalog (`CATALOG_PATH`, or the shipped example).
     pub catalog: Catalog,
     /// Batches and fold rules.
@@ -82,6 +84,7 @@ impl ProjectorSettings {
         let catalog = Catalog::from_config(config).context("invalid CATALOG_PATH")?;
         Ok(Self {
             addr: config.projector_addr,
+            admin_addr: config.projector_admin_addr,
             catalog,
             runner: RunnerSettings {
                 batch_size: config.projector_batch_size,

@@ -65,12 +65,13 @@ pub enum DatabaseSource {
     },
 }
 
-/// Who may open the operator console (`GET /console` on `PROJECTOR_ADDR`, docs/console.md).
+/// Who may open the operator console (`GET /console` on `PROJECTOR_ADMIN_ADDR`, docs/console.md).
 #[derive(Debug, Clone)]
 pub enum ConsoleAccess {
     /// `CONSOLE_PASSWORD` is set: HTTP Basic, user `operator`.
     Password(SecretString),
-    /// Local development (`DATABASE_URL` unset, no password): served without a password.
+    /// Local development (`DATABASE_URL` unset, no password, the admin listener on loopback):
+    /// served without a password.
     Open,
     /// A deployment without `CONSOLE_PASSWORD`: not served (404).
     Off,
@@ -161,6 +162,10 @@ pub struct Config {
     pub ingest_addr: SocketAddr,
     /// `PROJECTOR_ADDR` (default 127.0.0.1:3006): the public API.
     pub projector_addr: SocketAddr,
+    /// `INGEST_ADMIN_ADDR` (default 127.0.0.1:3008): ingest's `/metrics`.
+    pub ingest_admin_addr: SocketAddr,
+    /// `PROJECTOR_ADMIN_ADDR` (default 127.0.0.1:3007): the console and `/metrics`.
+    pub projector_admin_addr: SocketAddr,
     /// `BILLING_REDIRECT_ORIGINS` (comma-separated origins): where checkout and portal sessions
     /// may send the buyer back to.
     pub redirect_origins: RedirectOrigins,
@@ -284,6 +289,10 @@ impl Config {
             None => (Vec::new(), false),
         };
 
+        let projector_addr = parse_addr(get("PROJECTOR_ADDR"), "PROJECTOR_ADDR", "127.0.0.1:3006")?;
+        let projector_admin_addr = parse_addr(get("PROJECTOR_ADMIN_ADDR"), "PROJECTOR_ADMIN_ADDR", "127.0.0.1:3007")?;
+        // Development conveniences (the development billing key, an open console) exist only for
+        // a listener on loopback: `DATABASE_URL` unset on a reachable address is not development.
         let billing_api_keys = match get("BILLING_API_KEY") {
             Some(list) => {
                 let keys = parse_list(list, "BILLING_API_KEY")?;
@@ -295,7 +304,7 @@ impl Config {
                 }
                 keys
             }
-            None if matches!(database, DatabaseSource::Embedded { .. }) => {
+            None if matches!(database, DatabaseSource::Embedded { .. }) && projector_addr.ip().is_loopback() => {
                 vec![SecretString::from(DEV_BILLING_API_KEY)]
             }
             None => Vec::new(),
@@ -309,7 +318,9 @@ impl Config {
                 ));
             }
             Some(password) => ConsoleAccess::Password(SecretString::from(password.to_owned())),
-            None if matches!(database, DatabaseSource::Embedded { .. }) => ConsoleAccess::Open,
+            None if matches!(database, DatabaseSource::Embedded { .. }) && projector_admin_addr.ip().is_loopback() => {
+                ConsoleAccess::Open
+            }
             None => ConsoleAccess::Off,
         };
 
@@ -419,7 +430,9 @@ impl Config {
             ingest_appenders,
             ingest_instance_id: get("INGEST_INSTANCE_ID").map_or_else(default_instance_id, str::to_owned),
             ingest_addr: parse_addr(get("INGEST_ADDR"), "INGEST_ADDR", "127.0.0.1:3005")?,
-            projector_addr: parse_addr(get("PROJECTOR_ADDR"), "PROJECTOR_ADDR", "127.0.0.1:3006")?,
+            projector_addr,
+            ingest_admin_addr: parse_addr(get("INGEST_ADMIN_ADDR"), "INGEST_ADMIN_ADDR", "127.0.0.1:3008")?,
+            projector_admin_addr,
             redirect_origins,
             token_commands_per_minute,
             catalog_path: get("CATALOG_PATH").map(PathBuf::from),
@@ -594,6 +607,8 @@ mod tests {
         let local = config(&[("CONSOLE_PASSWORD", "sixteen-chars-ok")]).expect("valid");
         assert!(matches!(local.console, ConsoleAccess::Password(_)), "a password is asked for locally too");
         assert_eq!(config(&[("CONSOLE_PASSWORD", "short")]).expect_err("too short").var, "CONSOLE_PASSWORD");
+        let exposed = config(&[("PROJECTOR_ADMIN_ADDR", "0.0.0.0:3007")]).expect("valid");
+        assert!(matches!(exposed.console, ConsoleAccess::Off), "open only while the admin listener is on loopback");
     }
 
     #[test]
@@ -603,6 +618,8 @@ mod tests {
         assert_eq!(keys, [DEV_BILLING_API_KEY]);
         let deployed = config(&[("DATABASE_URL", "postgres://u@h/db")]).expect("valid");
         assert!(deployed.billing_api_keys.is_empty(), "no development key beside a real database");
+        let exposed = config(&[("PROJECTOR_ADDR", "0.0.0.0:3006")]).expect("valid");
+        assert!(exposed.billing_api_keys.is_empty(), "no development key on a listener others can reach");
         let two = "a-billing-key-of-24-chars,another-billing-key-24-chars";
         let rotated = config(&[("DATABASE_URL", "postgres://u@h/db"), ("BILLING_API_KEY", two)]).expect("valid");
         assert_eq!(rotated.billing_api_keys.len(), 2);

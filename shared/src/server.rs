@@ -81,7 +81,15 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that need the peer (the console's login throttle) read `ConnectInfo`.
+        let service = TowerToHyperService::new(
+            tower::ServiceBuilder::new()
+                .map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+                    request
+                })
+                .service(router.clone()),
+        );
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

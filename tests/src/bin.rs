@@ -28,6 +28,8 @@ pub struct Running {
     pub child: Child,
     /// Where it serves HTTP.
     pub url: String,
+    /// Where it serves its admin listener (`/metrics`, the projector's console).
+    pub admin_url: String,
 }
 
 impl Drop for Running {
@@ -64,10 +66,15 @@ pub fn run(name: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// Spawns the real `projector` on a free port with warnings logged, plus `env` (which may
-/// override those two).
+/// The variable naming the admin listener of the binary whose public listener `addr_var` names.
+pub fn admin_var(addr_var: &str) -> &'static str {
+    if addr_var.starts_with("INGEST") { "INGEST_ADMIN_ADDR" } else { "PROJECTOR_ADMIN_ADDR" }
+}
+
+/// Spawns the real `projector` on free ports with warnings logged, plus `env` (which may
+/// override those).
 pub fn spawn_projector(env: &[(&str, &str)], stderr: impl Into<Stdio>) -> Child {
-    let defaults = [("PROJECTOR_ADDR", "127.0.0.1:0"), ("RUST_LOG", "warn")];
+    let defaults = [("PROJECTOR_ADDR", "127.0.0.1:0"), ("PROJECTOR_ADMIN_ADDR", "127.0.0.1:0"), ("RUST_LOG", "warn")];
     let env: Vec<(&str, &str)> = defaults.iter().chain(env).copied().collect();
     spawn("projector", &env, stderr)
 }
@@ -89,14 +96,17 @@ pub async fn exit_within(child: &mut Child, limit: Duration) -> (std::process::E
     (status, started.elapsed())
 }
 
-/// Starts binary `name` with exactly `env` (plus `PATH`), serving on the port `addr_var` names,
+/// Starts binary `name` with exactly `env` (plus `PATH`), serving on the port `addr_var` names
+/// (and its admin listener on another free port),
 /// and waits (bounded) until its `/readyz` answers 200. Its stderr goes to `log`.
 pub async fn start(name: &str, addr_var: &str, env: &[(&str, &str)], log: std::fs::File) -> Running {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let env: Vec<(&str, &str)> = [(addr_var, addr.as_str())].iter().chain(env).copied().collect();
+    let (port, admin_port) = (free_port(), free_port());
+    let (addr, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin_port}"));
+    let listeners = [(addr_var, addr.as_str()), (admin_var(addr_var), admin.as_str())];
+    let env: Vec<(&str, &str)> = listeners.iter().chain(env).copied().collect();
     let child = spawn(name, &env, log);
-    let mut running = Running { child, url: format!("http://127.0.0.1:{port}") };
+    let mut running =
+        Running { child, url: format!("http://127.0.0.1:{port}"), admin_url: format!("http://127.0.0.1:{admin_port}") };
     let readyz = format!("{}/readyz", running.url);
     let child = &mut running.child;
     wait::until(Duration::from_secs(60), &format!("{name} to be ready"), || {

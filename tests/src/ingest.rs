@@ -15,6 +15,7 @@ use crate::stripe;
 pub fn settings(instance_id: &str) -> IngestSettings {
     IngestSettings {
         addr: "127.0.0.1:0".parse().expect("valid address"),
+        admin_addr: "127.0.0.1:0".parse().expect("valid address"),
         secrets: vec![SecretString::from(stripe::SECRET)],
         tolerance: Tolerance::Secs(300),
         body_limit: 1024 * 1024,
@@ -29,6 +30,8 @@ pub fn settings(instance_id: &str) -> IngestSettings {
 pub struct TestIngest {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves `/metrics`.
+    pub admin_addr: SocketAddr,
     /// An HTTP client for it.
     pub client: reqwest::Client,
     shutdown: CancellationToken,
@@ -39,11 +42,11 @@ impl TestIngest {
     /// Starts an instance with `settings` on `pool`.
     pub async fn spawn(settings: IngestSettings, pool: PgPool) -> Self {
         let app = Application::build(settings, pool).await.expect("ingest builds");
-        let addr = app.local_addr();
+        let (addr, admin_addr) = (app.local_addr(), app.admin_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Self { addr, client, shutdown, task }
+        Self { addr, admin_addr, client, shutdown, task }
     }
 
     /// Starts an instance with the default test settings.
@@ -68,6 +71,14 @@ impl TestIngest {
     /// POSTs `body` signed with the test secret.
     pub async fn post_signed(&self, body: &[u8]) -> reqwest::Response {
         self.post(body.to_vec(), Some(&stripe::sign(body))).await
+    }
+
+    /// GETs `path` of the admin listener (`/metrics`) and returns (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let response =
+            self.client.get(format!("http://{}{path}", self.admin_addr)).send().await.expect("request completes");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
     }
 
     /// GETs `path` and returns (status, body).

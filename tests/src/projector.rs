@@ -34,6 +34,7 @@ pub const ACCESS_CACHE_ROWS: usize = 1_000;
 pub fn settings(catalog: Catalog, batch_size: usize, effects: EffectSettings) -> ProjectorSettings {
     ProjectorSettings {
         addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
         catalog,
         runner: RunnerSettings { batch_size, cache_rows: CACHE_ROWS, fold: FoldConfig::default() },
         effects,
@@ -54,8 +55,10 @@ pub fn redirect_origins() -> shared::config::RedirectOrigins {
 pub struct TestProjector {
     /// What its runner reports.
     pub status: Arc<RunnerStatus>,
-    /// Where it serves health and metrics.
+    /// Where it serves the API and health.
     pub addr: std::net::SocketAddr,
+    /// Where it serves the console and metrics.
+    pub admin_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _mail_dir: Option<tempfile::TempDir>,
@@ -113,6 +116,7 @@ impl TestProjector {
         let dir = tempfile::tempdir().expect("mail dir");
         let settings = ProjectorSettings {
             addr: "127.0.0.1:0".parse().expect("addr"),
+            admin_addr: "127.0.0.1:0".parse().expect("addr"),
             catalog,
             runner: RunnerSettings { batch_size: 50, cache_rows: CACHE_ROWS, fold: FoldConfig::default() },
             effects: effect_settings(dir.path()),
@@ -137,10 +141,10 @@ impl TestProjector {
     /// Starts a projector with `settings` (see [`settings`]).
     pub async fn start_settings(settings: ProjectorSettings, pool: PgPool, clock: Arc<dyn Clock>) -> Self {
         let app = projector::Application::build(settings, pool, clock).await.expect("projector builds");
-        let (status, addr) = (app.status(), app.local_addr());
+        let (status, addr, admin_addr) = (app.status(), app.local_addr(), app.admin_addr());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { status, addr, shutdown, task, _mail_dir: None }
+        Self { status, addr, admin_addr, shutdown, task, _mail_dir: None }
     }
 
     /// Kills it: the tasks are dropped wherever they are, as a crash would leave them.
@@ -173,6 +177,13 @@ impl TestProjector {
         (status, response.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// GETs a path of its admin listener (`/metrics`, `/console`).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("http://{}{path}", self.admin_addr)).await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
     /// GETs a path of its HTTP server.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(format!("http://{}{path}", self.addr)).await.expect("request");
@@ -184,7 +195,7 @@ impl TestProjector {
     /// time of the call has been looked at (and, from the second pass, done or scheduled).
     pub async fn dispatcher_passes(&self, n: u64) {
         let passes = || async {
-            let (_, metrics) = self.get("/metrics").await;
+            let (_, metrics) = self.admin_get("/metrics").await;
             metrics
                 .lines()
                 .find_map(|l| l.strip_prefix("dispatcher_passes_total "))

@@ -1,7 +1,8 @@
-//! The projector's HTTP API on `PROJECTOR_ADDR`: health, readiness, metrics and the endpoints
+//! The projector's HTTP API on `PROJECTOR_ADDR`: health, readiness and the endpoints
 //! products call (`GET /v1/access`, the billing commands of `docs/billing-api.md`). Handlers read
 //! the projections on the API's own pool; they never write what the fold owns: a command's
-//! result comes back as webhooks through the log.
+//! result comes back as webhooks through the log. `/metrics` is on the admin listener
+//! ([`admin_router`], `PROJECTOR_ADMIN_ADDR`) with the console.
 
 pub mod access;
 pub mod access_cache;
@@ -184,7 +185,6 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/v1/access", get(access::check))
         .route("/v1/checkout/sessions", post(checkout::create))
         .route("/v1/portal/sessions", post(portal::create))
@@ -199,6 +199,12 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), body_limit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// The admin listener's part of the API (`PROJECTOR_ADMIN_ADDR`): `/metrics` and `/healthz`;
+/// the console is merged beside it.
+pub fn admin_router(state: ApiState) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics)).with_state(state)
 }
 
 /// 413 for a body announced above [`BODY_LIMIT`], before it is read, logged and counted (a

@@ -16,6 +16,8 @@ pub struct Service {
     addr_var: &'static str,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its admin listener's port (`/metrics`).
+    pub admin_port: u16,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
@@ -39,6 +41,7 @@ impl Service {
             binary,
             addr_var,
             port: bin::free_port(),
+            admin_port: bin::free_port(),
             env: env.to_vec(),
             log: logs.join(format!("{name}.log")),
             child: None,
@@ -56,8 +59,10 @@ impl Service {
     pub fn spawn(&mut self) {
         let log = std::fs::File::options().create(true).append(true).open(&self.log).expect("log file");
         let addr = format!("127.0.0.1:{}", self.port);
+        let admin = format!("127.0.0.1:{}", self.admin_port);
         let mut env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         env.push((self.addr_var, &addr));
+        env.push((bin::admin_var(self.addr_var), &admin));
         self.child = Some(bin::spawn(self.binary, &env, log));
     }
 

@@ -26,7 +26,7 @@ async fn started() -> (TestDb, TestProjector, String) {
 }
 
 async fn lookups(projector: &TestProjector, result: &str) -> u64 {
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     let name = format!("access_cache_lookups_total{{result=\"{result}\"}} ");
     metrics.lines().find_map(|l| l.strip_prefix(&name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }

@@ -103,7 +103,7 @@ async fn the_api_refuses_bad_bodies_and_credentials_and_counts_nothing() {
         assert_eq!(answer, (expected.0, expected.1.to_owned()), "{what}");
     }
     assert_eq!(announced_body(projector.addr, 3 * 1024 * 1024).await, 413, "a body above the API's limit");
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains("api_body_too_large_total 1"), "counted: {metrics}");
     let bearer = HeaderValue::from_bytes(b"Bearer sl_\xff\xfe").expect("opaque bytes");
     let stranger = client.post(&url).header("authorization", bearer).body(valid("1")).send().await.expect("sent");

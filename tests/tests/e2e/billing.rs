@@ -152,7 +152,7 @@ async fn auth_refuses_strangers_and_a_token_acting_for_another_customer() {
     let (status, _) = b.post("/v1/checkout/sessions", &token, "k3", &checkout("price_credits_1000")).await;
     assert_eq!(status, 200);
     assert_eq!(b.stripe.calls()[0].param("customer"), Some("cus_own"), "the token's own customer");
-    let (_, metrics) = b.projector.get("/metrics").await;
+    let (_, metrics) = b.projector.admin_get("/metrics").await;
     assert!(metrics.contains(r#"api_auth_refusals_total{reason="unknown_key"} 1"#), "{metrics}");
     let response = reqwest::Client::new()
         .post(format!("http://{}/v1/checkout/sessions", b.projector.addr))

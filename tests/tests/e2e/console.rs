@@ -150,12 +150,14 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
     .await;
 
     // Without the password: 401, and nothing of the console.
-    let refused = reqwest::get(format!("{}/console", projector.url)).await.expect("request");
+    let public = reqwest::get(format!("{}/console", projector.url)).await.expect("request");
+    assert_eq!(public.status(), 404, "the console is not on the public listener");
+    let refused = reqwest::get(format!("{}/console", projector.admin_url)).await.expect("request");
     assert_eq!(refused.status(), 401);
     assert!(refused.headers().contains_key("www-authenticate"));
 
     let (_driver, client) = browser(&driver_path, &chromium).await;
-    let authed = projector.url.replace("http://", &format!("http://operator:{PASSWORD}@"));
+    let authed = projector.admin_url.replace("http://", &format!("http://operator:{PASSWORD}@"));
     client.goto(&format!("{authed}/console")).await.expect("overview");
     let cards = texts(&client, ".card").await.join(" | ");
     assert!(
@@ -168,7 +170,7 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
     );
     screenshot(&client, "overview").await;
 
-    let base = projector.url.clone();
+    let base = projector.admin_url.clone();
     client.goto(&format!("{base}/console/customer?q=console@example.com")).await.expect("customer");
     let types: Vec<String> = texts(&client, "table tr td:nth-child(3) code").await;
     assert_eq!(

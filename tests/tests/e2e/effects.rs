@@ -258,7 +258,7 @@ async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_lo
     assert_eq!(alerts.len(), 1, "one admin alert: {alerts:#?}");
     assert!(alerts[0].text().contains("instance:sub_f:"), "{}", alerts[0].data);
     let projector = world.projector.as_ref().expect("running");
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains("effects_failed_total 1"), "{metrics}");
     // The last error is visible where operators look.
     let last_error: Option<String> =
@@ -550,7 +550,7 @@ async fn tokens_are_mailed_once_checked_by_tier_expire_and_are_revoked_with_the_
     .await;
     world.mails_settled().await;
     assert_eq!(token_mails(&world, "cus_t@example.com", 2).await.len(), 2, "no third token");
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains(r#"access_checks_total{result="tier_too_low"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"access_checks_total{result="no_live_subscription"} 1"#), "{metrics}");
 }
@@ -688,7 +688,7 @@ async fn one_broken_instance_blocks_neither_the_other_instances_nor_tokens_nor_m
     world.wait_mail("cus_o@example.com", "Welcome").await;
     token_mails(&world, "cus_o@example.com", 1).await;
     token_mails(&world, "cus_b@example.com", 1).await;
-    let (_, metrics) = world.projector.as_ref().expect("running").get("/metrics").await;
+    let (_, metrics) = world.projector.as_ref().expect("running").admin_get("/metrics").await;
     assert!(!metrics.contains("dispatcher_pass_errors_total 0"), "the broken unit is counted: {metrics}");
 }
 
@@ -752,7 +752,7 @@ async fn a_mail_waiting_for_its_address_is_pending_not_failed_and_goes_out_when_
     let journaled = world.scalar("SELECT count(*) FROM ledger.effects WHERE key LIKE 'email:welcome:%'").await;
     assert_eq!(journaled, 0, "waiting is not an attempt");
     assert_eq!(world.scalar("SELECT count(*) FROM audit.anomalies WHERE kind = 'effect_failed'").await, 0);
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains("effects_waiting_for_facts 1"), "visibly pending: {metrics}");
 
     // Hours later the customer arrives: the welcome goes out, once.

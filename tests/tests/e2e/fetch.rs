@@ -196,7 +196,7 @@ async fn without_stripe_api_key_the_anomaly_says_so_and_nothing_is_called() {
         .expect("journal");
     assert_eq!(journaled, 0, "nothing attempted");
     assert!(w.stripe.requests().is_empty(), "no call");
-    let (_, metrics) = w.projector.get("/metrics").await;
+    let (_, metrics) = w.projector.admin_get("/metrics").await;
     assert!(metrics.contains("fetches_waiting_for_api_key 1"), "{metrics}");
     assert!(w.fetched().await.is_empty());
     w.projector.stop().await;

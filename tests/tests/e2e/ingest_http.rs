@@ -84,7 +84,7 @@ async fn a_redelivered_event_gets_200_and_no_second_row() {
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[0], (id, body), "the first copy is the one kept");
     assert_eq!(stored[1].0, racing_id);
-    let (_, metrics) = ingest.get("/metrics").await;
+    let (_, metrics) = ingest.admin_get("/metrics").await;
     assert!(metrics.contains("ingest_duplicates_total 21"), "{metrics}");
     assert!(metrics.contains(r#"ingest_requests_total{outcome="appended"} 2"#), "{metrics}");
     ingest.stop().await.expect("clean stop");
@@ -131,7 +131,7 @@ async fn rejected_requests_get_their_status_a_metric_and_no_row() {
     assert_eq!(ingest.post_signed(&huge).await.status(), 413);
 
     assert_eq!(db.event_count().await, 0, "no rejected request may leave a row");
-    let (_, metrics) = ingest.get("/metrics").await;
+    let (_, metrics) = ingest.admin_get("/metrics").await;
     for reason in ["missing_signature", "signature_mismatch", "timestamp_too_old", "not_an_event", "body_too_large"] {
         assert!(
             metrics.contains(&format!(r#"ingest_rejections_total{{reason="{reason}"}}"#)),
@@ -152,7 +152,7 @@ async fn health_and_readiness_answer_when_the_database_is_up() {
     let ingest = TestIngest::start(db.service_pool(2)).await;
     assert_eq!(ingest.get("/healthz").await, (200, "ok".to_owned()));
     assert_eq!(ingest.get("/readyz").await.0, 200);
-    let (status, metrics) = ingest.get("/metrics").await;
+    let (status, metrics) = ingest.admin_get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("ingest_append_duration_seconds"));
     assert!(metrics.contains("ingest_batch_size"));
@@ -189,7 +189,7 @@ async fn an_event_the_database_refuses_fails_alone_not_its_batch() {
         assert_eq!(response.status(), 200, "its batch-mates are stored");
     }
     assert_eq!(db.event_count().await, 40);
-    let (_, metrics) = ingest.get("/metrics").await;
+    let (_, metrics) = ingest.admin_get("/metrics").await;
     assert!(metrics.contains(r#"ingest_rejections_total{reason="internal"} 1"#), "{metrics}");
     ingest.stop().await.expect("clean stop");
 }
@@ -261,7 +261,7 @@ async fn a_signed_body_with_an_event_id_is_kept_even_when_its_envelope_cannot_be
     for ((_, bytes), body) in stored.iter().zip(&kept) {
         assert_eq!(bytes, body, "byte-exact");
     }
-    let (_, metrics) = ingest.get("/metrics").await;
+    let (_, metrics) = ingest.admin_get("/metrics").await;
     // The envelope decoder skips the unreadable name, so only the first two needed salvaging.
     assert!(metrics.contains("ingest_undecodable_stored_total 2"), "{metrics}");
 

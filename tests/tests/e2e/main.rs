@@ -1,6 +1,7 @@
 //! End-to-end tests: real PostgreSQL, real HTTP servers on loopback. One test binary.
 
 mod access_cache;
+mod admin;
 mod append_only;
 mod bad_input;
 mod billing;

@@ -117,7 +117,7 @@ async fn concurrent_appends_through_two_instances_are_dense_ordered_and_chained(
         .await
         .expect("instances");
     assert_eq!(instances, 2, "both instances appended");
-    let (_, metrics) = a.get("/metrics").await;
+    let (_, metrics) = a.admin_get("/metrics").await;
     assert!(metrics.contains("ingest_batch_size_count"), "{metrics}");
     a.stop().await.expect("clean stop");
     b.stop().await.expect("clean stop");

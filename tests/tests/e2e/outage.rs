@@ -46,7 +46,7 @@ async fn a_stopped_database_gives_503_and_the_retry_lands_once_after_restart() {
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(ingest.get("/readyz").await.0, 503);
     assert_eq!(ingest.get("/healthz").await.0, 200, "alive, just not ready");
-    let (_, metrics) = ingest.get("/metrics").await;
+    let (_, metrics) = ingest.admin_get("/metrics").await;
     assert!(metrics.contains(r#"ingest_rejections_total{reason="database_unavailable"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"ingest_requests_total{outcome="unavailable"} 1"#), "{metrics}");
 
@@ -89,7 +89,7 @@ async fn a_projector_without_its_database_answers_access_checks_with_503_never_a
     assert_eq!(response.status(), 503, "not 401 (the token may be valid) and not 200");
     assert_eq!(projector.get("/readyz").await.0, 503);
     assert_eq!(projector.get("/healthz").await.0, 200);
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains(r#"access_checks_total{result="unavailable"} 1"#), "{metrics}");
     projector.kill();
 }

@@ -23,7 +23,7 @@ async fn webhooks_reach_the_projections_exactly_as_one_fold_of_the_log() {
     assert!(intents > 12, "instance, token and email intents journaled: {intents}");
     let (status, body) = projector.get("/readyz").await;
     assert_eq!((status, body.as_str()), (200, "ready (active)"));
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains("projector_lag_events 0"), "{metrics}");
     assert!(metrics.contains(r#"projector_events_applied_total{event_type="invoice.paid"}"#), "{metrics}");
     assert!(posted > 100);
@@ -128,7 +128,7 @@ async fn one_event_the_tables_refuse_is_quarantined_and_everyone_else_is_project
         .await
         .expect("name");
     assert_eq!(name, "Ann\u{fffd}Lee");
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains("projector_quarantined_events_total 1"), "{metrics}");
 
     // Later events still flow.
@@ -142,7 +142,7 @@ async fn one_event_the_tables_refuse_is_quarantined_and_everyone_else_is_project
             .expect("n");
     assert_eq!(after, 1);
     // Open anomalies by kind are counted from the table (the projector no longer holds them all).
-    let (_, metrics) = projector.get("/metrics").await;
+    let (_, metrics) = projector.admin_get("/metrics").await;
     assert!(metrics.contains(r#"projector_anomalies{kind="quarantined"} 1"#), "{metrics}");
     projector.stop().await;
 }

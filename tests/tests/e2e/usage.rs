@@ -217,7 +217,7 @@ async fn an_upgrade_raises_the_limit_at_once_and_unlimited_never_refuses() {
     assert_eq!((status, &access["usage"]["api_calls"]["used"]), (200, &json!(1)), "{access}");
     assert_eq!(access["usage"]["messages"]["used"], 51);
 
-    let (_, metrics) = u.projector.get("/metrics").await;
+    let (_, metrics) = u.projector.admin_get("/metrics").await;
     assert!(metrics.contains("usage_recorded_total{metric=\"messages\"} 3"), "{metrics}");
     assert!(metrics.contains("usage_rejected_total{metric=\"messages\",reason=\"quota_exceeded\"} 1"), "{metrics}");
 }
