@@ -241,16 +241,16 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
+    let not_ready = |code, message: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
     if state.status.dead.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "a projector task died: the process is stopping").into_response();
+        return not_ready("stopping", "a projector task died: the process is stopping");
     }
     if let Err(error) = state.readiness.check().await {
         tracing::warn!(%error, "not ready");
-        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+        return not_ready("unavailable", "database unavailable");
     }
     if state.status.catalog_mismatch.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "projections were built with another catalog: run `replay rebuild`")
-            .into_response();
+        return not_ready("catalog_mismatch", "projections were built with another catalog: run `replay rebuild`");
     }
     let role = if state.status.leader.load(Ordering::Relaxed) { "active" } else { "standby" };
     (StatusCode::OK, format!("ready ({role})")).into_response()
