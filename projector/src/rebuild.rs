@@ -321,6 +321,7 @@ pub async fn swap_in(
     )
     .fetch_all(&mut *tx)
     .await?;
+    let grants = live_grants(&mut tx).await?;
     sqlx::query(&format!("ALTER SCHEMA projection RENAME TO {}", quoted(&old_schema))).execute(&mut *tx).await?;
     sqlx::query("ALTER SCHEMA projection_build RENAME TO projection").execute(&mut *tx).await?;
     for statement in views {
@@ -331,13 +332,9 @@ pub async fn swap_in(
     }
     // Every replica's cached access answers were read from the old tables.
     sqlx::query("SELECT pg_notify($1, '*')").bind(crate::api::access_cache::CHANNEL).execute(&mut *tx).await?;
-    sqlx::query("GRANT USAGE ON SCHEMA projection TO ledger_projector, ledger_replay").execute(&mut *tx).await?;
-    sqlx::query("GRANT SELECT ON projection.subscriptions, projection.accounts TO ledger_replay")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA projection TO ledger_projector")
-        .execute(&mut *tx)
-        .await?;
+    for grant in grants {
+        sqlx::query(&grant).execute(&mut *tx).await?;
+    }
     tx.commit().await.context("committing the swap")?;
     let old_schema = if keep_old {
         Some(old_schema)
@@ -346,6 +343,29 @@ pub async fn swap_in(
         None
     };
     Ok(Swapped { position: folded.position, build_id, new_intents, old_schema })
+}
+
+/// The privileges the live `projection` schema and its tables and views grant, as `GRANT`
+/// statements to run on the new ones: what the migrations granted (and an operator since), read
+/// from the catalogs' ACLs, so a grant a later migration adds survives every rebuild. The owner's
+/// own privileges are not grants.
+async fn live_grants(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        r"SELECT format('GRANT %s ON SCHEMA projection TO %s%s', a.privilege_type,
+                        COALESCE(quote_ident(r.rolname), 'PUBLIC'),
+                        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+          FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+          WHERE n.nspname = 'projection' AND a.grantee <> n.nspowner
+          UNION ALL
+          SELECT format('GRANT %s ON projection.%I TO %s%s', a.privilege_type, c.relname,
+                        COALESCE(quote_ident(r.rolname), 'PUBLIC'),
+                        CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+          FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+          WHERE c.relnamespace = 'projection'::regnamespace AND c.relkind IN ('r', 'v', 'm')
+            AND a.grantee <> c.relowner",
+    )
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// `name` as a quoted SQL identifier, as PostgreSQL's `quote_ident` writes one (an embedded `"`

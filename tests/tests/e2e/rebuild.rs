@@ -20,6 +20,10 @@ async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_ca
     live.caught_up(&db.pool).await;
     let before = load_tables(&db.pool).await;
     let indexes_before = projection_indexes(&db.pool).await;
+    // A grant no rebuild code knows of, as a later migration (or an operator) would add one.
+    sqlx::query("GRANT SELECT ON projection.anomalies TO ledger_auditor").execute(&db.pool).await.expect("grant");
+    let grants_before = projection_grants(&db.pool).await;
+    assert!(grants_before.iter().any(|g| g == "ledger_auditor SELECT anomalies"), "{grants_before:?}");
 
     let folded = rebuild::fold_log(&db.pool, &catalog(), &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
     let diffs = rebuild::diff(&before, &folded.state);
@@ -52,6 +56,7 @@ async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_ca
         sqlx::query_scalar("SELECT build_id FROM projection.checkpoint").fetch_one(&db.pool).await.expect("build");
     assert_eq!(build, swapped.build_id);
     assert_eq!(projection_indexes(&db.pool).await, indexes_before, "the new tables have the old ones' indexes");
+    assert_eq!(projection_grants(&db.pool).await, grants_before, "and the old ones' grants, read from the catalogs");
 
     lifecycle::post(&ingest, 12..14, 23).await;
     live.caught_up(&db.pool).await;
@@ -146,6 +151,23 @@ async fn a_fixed_catalog_and_a_rebuild_repair_an_unknown_price() {
 
 /// Every index of the projection tables, by name, with its definition and the constraint it
 /// backs (if any).
+/// Every privilege granted on the projection schema and its relations: `grantee privilege name`.
+async fn projection_grants(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT r.rolname || ' ' || a.privilege_type || ' ' || c.relname
+         FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee
+         WHERE c.relnamespace = 'projection'::regnamespace AND a.grantee <> c.relowner
+         UNION ALL
+         SELECT r.rolname || ' ' || a.privilege_type || ' schema'
+         FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a JOIN pg_roles r ON r.oid = a.grantee
+         WHERE n.nspname = 'projection' AND a.grantee <> n.nspowner
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("grants")
+}
+
 async fn projection_indexes(pool: &sqlx::PgPool) -> Vec<(String, String, Option<String>)> {
     sqlx::query_as(
         "SELECT i.relname::text, pg_get_indexdef(x.indexrelid), con.contype::text
