@@ -38,8 +38,8 @@ async fn main() {
         // A check also reads the customer's live subscription.
         sqlx::query(
             "INSERT INTO projection.subscriptions (stripe_subscription_id, stripe_customer_id, tier, status,
-               cancel_at_period_end, deleted)
-             VALUES ($1, $2, 'professional', 'active', false, false)",
+               cancel_at_period_end, deleted, live, entitled_until)
+             VALUES ($1, $2, 'professional', 'active', false, false, true, '9999-12-31T23:59:59Z')",
         )
         .bind(format!("sub_a{i}"))
         .bind(format!("cus_a{i}"))

@@ -75,8 +75,8 @@ pub struct SubscriptionRow {
     pub tier: String,
     /// Limits of the tier (None for `unknown`).
     pub limits: Option<Limits>,
-    /// Stripe status (`unknown` while only referenced).
-    pub status: String,
+    /// Stripe status ([`SubscriptionStatus::Unknown`] while only referenced).
+    pub status: SubscriptionStatus,
     /// Current period end.
     pub current_period_end: Option<i64>,
     /// Trial end.
@@ -525,7 +525,7 @@ fn subscription_rank(status: &SubscriptionStatus) -> u8 {
         SubscriptionStatus::Unpaid => 6,
         SubscriptionStatus::Canceled => 7,
         SubscriptionStatus::IncompleteExpired => 8,
-        SubscriptionStatus::Other(_) => 0,
+        SubscriptionStatus::Unknown | SubscriptionStatus::Other(_) => 0,
     }
 }
 
@@ -621,7 +621,7 @@ impl Folder<'_> {
                 price_id: None,
                 tier: UNKNOWN_TIER.to_owned(),
                 limits: None,
-                status: "unknown".to_owned(),
+                status: SubscriptionStatus::Unknown,
                 current_period_end: None,
                 trial_end: None,
                 cancel_at_period_end: false,
@@ -672,13 +672,13 @@ impl Folder<'_> {
         if !deleted {
             self.subscription_without_period(&sub);
         }
-        let was_canceled = row.deleted || row.status == "canceled";
+        let was_canceled = row.deleted || row.status == SubscriptionStatus::Canceled;
         row.stripe_customer_id = Some(sub.customer.clone());
         row.price_id = sub.price_id().map(str::to_owned);
         let (tier, limits) = self.tier_of(row.price_id.as_deref(), &sub.id);
         row.tier = tier;
         row.limits = limits;
-        row.status = if deleted { "canceled".to_owned() } else { sub.status.as_str().to_owned() };
+        row.status = if deleted { SubscriptionStatus::Canceled } else { sub.status.clone() };
         row.current_period_end = sub.current_period_end;
         row.trial_end = sub.trial_end;
         row.cancel_at_period_end = sub.cancel_at_period_end;
@@ -686,7 +686,7 @@ impl Folder<'_> {
         row.ended_at = sub.ended_at;
         row.deleted = deleted;
         row.version = Some(version);
-        if !was_canceled && row.status == "canceled" {
+        if !was_canceled && row.status == SubscriptionStatus::Canceled {
             let mail = MailKey::Canceled { subscription: sub.id.clone() };
             self.intent(Intent::mail(mail, &sub.id, format!("canceled {} ({})", sub.id, sub.customer)));
         }
@@ -980,14 +980,33 @@ impl Folder<'_> {
 
 /// The instance a subscription row asks for (the grace deadline is enforced by the dispatcher).
 pub fn desired_instance(row: &SubscriptionRow) -> Desired {
-    if row.deleted || matches!(row.status.as_str(), "canceled" | "unpaid" | "incomplete_expired") {
+    if row.deleted || row.status.has_ended() {
         return Desired::Deprovisioned;
     }
     if row.tier == UNKNOWN_TIER {
         return Desired::Absent;
     }
-    match row.status.as_str() {
-        "trialing" | "active" | "past_due" => Desired::Running,
-        _ => Desired::Absent,
+    if row.status.is_live() { Desired::Running } else { Desired::Absent }
+}
+
+impl SubscriptionRow {
+    /// Stripe still bills it and it was not deleted: a tier checkout for its customer would make a
+    /// second subscription (stored as `live`).
+    pub fn is_live(&self) -> bool {
+        !self.deleted && self.status.is_live()
+    }
+
+    /// Until when it entitles its customer to its tier (Unix seconds; stored as
+    /// `entitled_until`): while it runs its instance (live, on a tier the catalog knows), up to
+    /// its grace deadline after a failed payment, else [`stripe::MAX_TIME`]. `None`: not at all.
+    /// The one rule behind access checks, quotas, tokens and instances: SQL reads the column,
+    /// never the statuses (`entitled_until > now`).
+    pub fn entitled_until(&self) -> Option<i64> {
+        (desired_instance(self) == Desired::Running).then(|| self.grace_until.unwrap_or(stripe::MAX_TIME))
+    }
+
+    /// Whether it entitles its customer at `t` (Unix seconds).
+    pub fn entitled_at(&self, t: i64) -> bool {
+        self.entitled_until().is_some_and(|until| t < until)
     }
 }

@@ -167,6 +167,10 @@ pub enum SubscriptionStatus {
     IncompleteExpired,
     /// Paused (trial ended without a payment method).
     Paused,
+    /// Not a Stripe status: a subscription known only from a reference (an invoice, a session)
+    /// until its own snapshot arrives.
+    #[serde(skip)]
+    Unknown,
     /// A status this version does not know.
     #[serde(untagged)]
     Other(String),
@@ -184,8 +188,43 @@ impl SubscriptionStatus {
             Self::Incomplete => "incomplete",
             Self::IncompleteExpired => "incomplete_expired",
             Self::Paused => "paused",
+            Self::Unknown => "unknown",
             Self::Other(other) => other,
         }
+    }
+
+    /// The status spelled `text` ([`Self::as_str`] read back).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "trialing" => Self::Trialing,
+            "active" => Self::Active,
+            "past_due" => Self::PastDue,
+            "unpaid" => Self::Unpaid,
+            "canceled" => Self::Canceled,
+            "incomplete" => Self::Incomplete,
+            "incomplete_expired" => Self::IncompleteExpired,
+            "paused" => Self::Paused,
+            "unknown" => Self::Unknown,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// Stripe still bills it (trialing, active, past_due): what the product calls a live
+    /// subscription, the one a second checkout must not duplicate. Whether it also grants access
+    /// now is the subscription row's question (its tier, its grace deadline).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Trialing | Self::Active | Self::PastDue)
+    }
+
+    /// Service has ended for good (canceled, unpaid, incomplete_expired): its instance goes.
+    pub fn has_ended(&self) -> bool {
+        matches!(self, Self::Canceled | Self::Unpaid | Self::IncompleteExpired)
+    }
+}
+
+impl std::fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -239,23 +239,22 @@ fn respond(state: &AccessState, answer: Answer, required: Option<usize>) -> Resp
 
 /// The token with hash `key` and, in the same snapshot, the customer's live subscription: access
 /// ends with the subscription even while the dispatcher has not revoked the token yet (or cannot).
-/// Live is what the fold provisions for (`desired_instance`): trialing, active, or past_due within
-/// its grace period, with a tier the catalog knows; the token's own tier is preferred.
+/// Live is what the fold wrote as `entitled_until` (`SubscriptionRow::entitled_until`: what it
+/// provisions for, up to a grace deadline); the token's own tier is preferred, then the one
+/// without a deadline.
 async fn read(pool: &PgPool, key: &TokenKey, now: DateTime<Utc>) -> sqlx::Result<Option<TokenState>> {
     let row = sqlx::query!(
         r#"SELECT k.stripe_customer_id, k.expires_at, k.revoked_at,
                   s.tier AS "live_tier?", s.status AS "status?",
-                  (SELECT min(g.grace_until) FROM projection.subscriptions g
-                   WHERE g.stripe_customer_id = k.stripe_customer_id AND g.grace_until > $2) AS "next_grace_end?",
+                  (SELECT min(g.entitled_until) FROM projection.subscriptions g
+                   WHERE g.stripe_customer_id = k.stripe_customer_id AND g.entitled_until > $2) AS "next_grace_end?",
                   (SELECT COALESCE(jsonb_object_agg(u.metric, u.used), '{}')::text FROM ledger.usage_counters u
                    WHERE u.stripe_customer_id = k.stripe_customer_id AND u.day = $3) AS "usage!"
            FROM ledger.api_tokens k
            LEFT JOIN LATERAL (
              SELECT s.tier, s.status FROM projection.subscriptions s
-             WHERE s.stripe_customer_id = k.stripe_customer_id AND NOT s.deleted AND s.tier <> 'unknown'
-               AND (s.status IN ('trialing', 'active')
-                    OR (s.status = 'past_due' AND (s.grace_until IS NULL OR s.grace_until > $2)))
-             ORDER BY (s.tier = k.tier) DESC, (s.status = 'active') DESC, s.current_period_end DESC NULLS LAST
+             WHERE s.stripe_customer_id = k.stripe_customer_id AND s.entitled_until > $2
+             ORDER BY (s.tier = k.tier) DESC, s.entitled_until DESC, s.current_period_end DESC NULLS LAST
              LIMIT 1
            ) s ON true
            WHERE k.token_sha256 = $1"#,

@@ -148,11 +148,11 @@ pub async fn email_taken(conn: &mut PgConnection, email: Option<&str>) -> Result
     .await?)
 }
 
-/// A live (trialing, active, past_due) subscription of `customer`, if any.
+/// A live subscription of `customer` (Stripe still bills it: the fold's `live`), if any.
 pub async fn live_subscription(conn: &mut PgConnection, customer: &str) -> Result<Option<String>, ApiError> {
     Ok(sqlx::query_scalar!(
         "SELECT stripe_subscription_id FROM projection.subscriptions
-         WHERE stripe_customer_id = $1 AND NOT deleted AND status IN ('trialing', 'active', 'past_due')
+         WHERE stripe_customer_id = $1 AND live
          ORDER BY stripe_subscription_id LIMIT 1",
         customer
     )

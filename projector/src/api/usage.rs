@@ -399,8 +399,8 @@ pub async fn live_tier<'a>(
     Ok(usage::highest_tier(catalog, live.get(customer).map_or(&[], |t| t)))
 }
 
-/// The tiers of each customer's live subscriptions: trialing, active, or past_due within its
-/// grace period (what `/v1/access` calls live), with a tier the catalog knows.
+/// The tiers of the subscriptions that entitle each customer at `now` (the fold's
+/// `entitled_until`, as `/v1/access` reads it).
 pub async fn live_tiers(
     executor: impl sqlx::PgExecutor<'_>,
     customers: &[String],
@@ -409,8 +409,7 @@ pub async fn live_tiers(
     let mut live: HashMap<String, Vec<String>> = HashMap::new();
     for row in sqlx::query!(
         "SELECT stripe_customer_id AS \"customer!\", tier FROM projection.subscriptions
-         WHERE stripe_customer_id = ANY($1) AND NOT deleted AND tier <> 'unknown'
-           AND (status IN ('trialing', 'active') OR (status = 'past_due' AND (grace_until IS NULL OR grace_until > $2)))",
+         WHERE stripe_customer_id = ANY($1) AND entitled_until > $2",
         customers,
         now
     )

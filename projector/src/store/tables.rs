@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shared::catalog::{Limit, Limits};
+use shared::stripe::SubscriptionStatus;
 
 use crate::fold::{
     Account, Anomaly, Changes, CreditGrant, Desired, Instance, Projections, SubscriptionRow, TokenWant, Version,
@@ -212,6 +213,12 @@ pub(super) struct SubscriptionImage {
     last_paid_at: Option<DateTime<Utc>>,
     last_payment_failed_at: Option<DateTime<Utc>>,
     grace_until: Option<DateTime<Utc>>,
+    /// Derived ([`SubscriptionRow::is_live`]): written for SQL readers, ignored when read back.
+    #[serde(default)]
+    live: bool,
+    /// Derived ([`SubscriptionRow::entitled_until`]), likewise.
+    #[serde(default)]
+    entitled_until: Option<DateTime<Utc>>,
     #[serde(flatten)]
     limits: LimitColumns,
     #[serde(flatten)]
@@ -225,7 +232,7 @@ impl From<(&str, &SubscriptionRow)> for SubscriptionImage {
             stripe_customer_id: s.stripe_customer_id.clone(),
             price_id: s.price_id.clone(),
             tier: s.tier.clone(),
-            status: s.status.clone(),
+            status: s.status.as_str().to_owned(),
             current_period_end: ts(s.current_period_end),
             trial_end: ts(s.trial_end),
             cancel_at_period_end: s.cancel_at_period_end,
@@ -235,6 +242,8 @@ impl From<(&str, &SubscriptionRow)> for SubscriptionImage {
             last_paid_at: ts(s.last_paid_at),
             last_payment_failed_at: ts(s.last_payment_failed_at),
             grace_until: ts(s.grace_until),
+            live: s.is_live(),
+            entitled_until: ts(s.entitled_until()),
             limits: s.limits.into(),
             version: s.version.into(),
         }
@@ -249,7 +258,7 @@ impl From<SubscriptionImage> for (String, SubscriptionRow) {
             price_id: r.price_id,
             tier: r.tier,
             limits: r.limits.into(),
-            status: r.status,
+            status: SubscriptionStatus::parse(&r.status),
             current_period_end: secs(r.current_period_end),
             trial_end: secs(r.trial_end),
             cancel_at_period_end: r.cancel_at_period_end,

@@ -17,8 +17,8 @@ async fn started() -> (TestDb, TestProjector, String) {
     let token = customer_token(&db.pool, "cus_c").await;
     db.execute(
         "INSERT INTO projection.subscriptions (stripe_subscription_id, stripe_customer_id, tier, status,
-           cancel_at_period_end, deleted)
-         VALUES ('sub_c', 'cus_c', 'starter', 'active', false, false)",
+           cancel_at_period_end, deleted, live, entitled_until)
+         VALUES ('sub_c', 'cus_c', 'starter', 'active', false, false, true, '9999-12-31T23:59:59Z')",
     )
     .await;
     let projector = TestProjector::start(db.service_pool(4), catalog(), 20).await;
@@ -84,10 +84,18 @@ async fn a_cached_answer_goes_when_a_write_that_changes_it_commits() {
 
     // A denial is cached too, and goes the same way.
     cached(&projector, &token).await;
-    db.execute("UPDATE projection.subscriptions SET status = 'canceled' WHERE stripe_subscription_id = 'sub_c'").await;
+    db.execute(
+        "UPDATE projection.subscriptions SET status = 'canceled', live = false, entitled_until = NULL
+         WHERE stripe_subscription_id = 'sub_c'",
+    )
+    .await;
     changes(&projector, &token, "no live subscription", |s, _| s == 401).await;
     cached(&projector, &token).await;
-    db.execute("UPDATE projection.subscriptions SET status = 'active' WHERE stripe_subscription_id = 'sub_c'").await;
+    db.execute(
+        "UPDATE projection.subscriptions SET status = 'active', live = true, entitled_until = '9999-12-31T23:59:59Z'
+         WHERE stripe_subscription_id = 'sub_c'",
+    )
+    .await;
     changes(&projector, &token, "live again", |s, _| s == 200).await;
 
     cached(&projector, &token).await;
@@ -110,8 +118,8 @@ async fn a_rebuild_drops_every_cached_answer_and_its_tables_notify_as_before() {
     cached(&projector, &token).await;
     db.execute(
         "INSERT INTO projection.subscriptions (stripe_subscription_id, stripe_customer_id, tier, status,
-           cancel_at_period_end, deleted)
-         VALUES ('sub_c', 'cus_c', 'starter', 'active', false, false)",
+           cancel_at_period_end, deleted, live, entitled_until)
+         VALUES ('sub_c', 'cus_c', 'starter', 'active', false, false, true, '9999-12-31T23:59:59Z')",
     )
     .await;
     changes(&projector, &token, "the new table's write", |s, _| s == 200).await;

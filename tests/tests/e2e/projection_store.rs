@@ -91,3 +91,58 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
     assert_eq!((checkpoint.position, checkpoint.catalog_hash.as_str()), (events.len() as i64, catalog.hash()));
     tx.commit().await.expect("commit");
 }
+
+/// One rule per fact: who is entitled at a time, and whose subscription is live, read the same
+/// from the stored columns (what every SQL reader asks: `entitled_until > t`, `live`) as from
+/// the fold's Rust rule, for random lifecycles (trials, failed payments in and past their grace,
+/// cancellations, unpaid) and times around every grace deadline.
+#[tokio::test]
+async fn who_is_entitled_when_reads_the_same_from_sql_as_from_the_rust_rule() {
+    use std::collections::BTreeSet;
+
+    let db = TestDb::new().await;
+    let catalog = catalog();
+    let config = FoldConfig { grace_period_secs: 3 * 86_400, ..FoldConfig::default() };
+    let t0 = 1_750_000_000;
+    let mut rng = fastrand::Rng::with_seed(28);
+    let events: Vec<Vec<u8>> = (0..80).flat_map(|n| lifecycle::lifecycle(n, &mut rng, t0)).map(|e| e.body).collect();
+    let mut state = Projections::default();
+    state.fold_batch(events.iter().zip(1..).map(|(body, p)| (p, body.as_slice())), &catalog, &config);
+    let mut conn = db.pool.acquire().await.expect("connection");
+    store::copy_all(&mut conn, "projection", &state).await.expect("copy");
+
+    let subs = &state.subscriptions;
+    let graces: Vec<i64> = subs.values().filter_map(|s| s.grace_until).collect();
+    assert!(graces.len() >= 3, "lifecycles with failed payments: {}", graces.len());
+    let mut times: Vec<i64> = graces.iter().flat_map(|g| [g - 1, *g, g + 1]).collect();
+    times.extend((0..40).map(|_| rng.i64(t0 - 86_400..t0 + 120 * 86_400)));
+    let (mut ever_in, mut ever_out) = (false, false);
+    for t in times {
+        let sql: BTreeSet<String> = sqlx::query_scalar(
+            "SELECT stripe_subscription_id FROM projection.subscriptions WHERE entitled_until > to_timestamp($1)",
+        )
+        .bind(t as f64)
+        .fetch_all(&mut *conn)
+        .await
+        .expect("entitled")
+        .into_iter()
+        .collect();
+        let rust: BTreeSet<String> =
+            subs.values().filter(|s| s.entitled_at(t)).map(|s| s.stripe_subscription_id.clone()).collect();
+        assert_eq!(sql, rust, "entitled at {t}");
+        ever_in |= !rust.is_empty();
+        ever_out |= rust.len() < subs.len();
+    }
+    assert!(ever_in && ever_out, "the times cover both answers");
+    let live_sql: BTreeSet<String> =
+        sqlx::query_scalar("SELECT stripe_subscription_id FROM projection.subscriptions WHERE live")
+            .fetch_all(&mut *conn)
+            .await
+            .expect("live")
+            .into_iter()
+            .collect();
+    let live_rust: BTreeSet<String> =
+        subs.values().filter(|s| s.is_live()).map(|s| s.stripe_subscription_id.clone()).collect();
+    assert_eq!(live_sql, live_rust);
+    assert!(!live_rust.is_empty() && live_rust.len() < subs.len(), "some live, some not");
+}

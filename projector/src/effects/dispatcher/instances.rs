@@ -153,7 +153,7 @@ impl Dispatcher {
                  ORDER BY i.position LIMIT 1) fi ON true
                WHERE t.desired <> 'absent'
                  AND NOT (t.desired = 'running' AND o.status = 'running'
-                          AND (s.grace_until IS NULL OR s.grace_until > $1)
+                          AND s.entitled_until > $1
                           AND o.limit_agents IS NOT DISTINCT FROM t.limit_agents
                           AND o.limit_messages_per_day IS NOT DISTINCT FROM t.limit_messages_per_day
                           AND o.limit_memory_mb IS NOT DISTINCT FROM t.limit_memory_mb

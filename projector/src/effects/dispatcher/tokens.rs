@@ -80,9 +80,8 @@ impl Dispatcher {
         let rows = sqlx::query!(
             r#"SELECT tk.stripe_customer_id AS "customer!", tk.tier, a.email AS "email?",
                       EXISTS (SELECT 1 FROM projection.subscriptions s
-                              JOIN projection.instance_targets t USING (stripe_subscription_id)
-                              WHERE s.stripe_customer_id = tk.stripe_customer_id AND t.desired = 'running'
-                                AND (s.grace_until IS NULL OR s.grace_until > $1)) AS "eligible!",
+                              WHERE s.stripe_customer_id = tk.stripe_customer_id AND s.entitled_until > $1)
+                        AS "eligible!",
                       lt.key AS "live_key?", lt.tier AS "live_tier?", lt.expires_at AS "live_expires?",
                       lt.delivered_at AS "live_delivered?"
                FROM unnest($3::text[]) AS c (id)
@@ -92,8 +91,9 @@ impl Dispatcher {
                WHERE (tk.wanted OR lt.key IS NOT NULL)
                  AND NOT (tk.wanted AND lt.tier IS NOT DISTINCT FROM tk.tier AND lt.expires_at > $2
                           AND lt.delivered_at IS NOT NULL
-                          AND (SELECT bool_and(s.grace_until IS NULL OR s.grace_until > $1)
-                               FROM projection.subscriptions s WHERE s.stripe_customer_id = tk.stripe_customer_id))
+                          AND NOT EXISTS (SELECT 1 FROM projection.subscriptions s
+                                          WHERE s.stripe_customer_id = tk.stripe_customer_id
+                                            AND s.entitled_until <= $1))
                ORDER BY tk.stripe_customer_id"#,
             now,
             renew_from,
