@@ -94,3 +94,44 @@ async fn effect_subjects_are_backfilled_alerts_move_out_of_the_outbox_and_failur
     let update = sqlx::query("UPDATE ledger.effects SET error = 'x'").execute(&db.pool).await;
     assert!(update.is_err(), "the journal is append-only again");
 }
+
+/// `pg_dump --schema-only` of a freshly migrated database, without what changes from dump to
+/// dump (the server's version lines, pg_dump's random `\restrict` key) and without sqlx's own
+/// bookkeeping table: the schema as the migrations leave it today.
+async fn current_schema(db: &TestDb) -> String {
+    let output = std::process::Command::new("pg_dump")
+        .args(["--schema-only", "--no-owner", "--exclude-table=public._sqlx_migrations", "--dbname"])
+        .arg(db.url().await)
+        .output()
+        .expect("pg_dump runs (it comes with the PostgreSQL client beside the server binaries)");
+    assert!(output.status.success(), "pg_dump: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).expect("utf-8 dump");
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.starts_with("\\restrict") || l.starts_with("\\unrestrict") || l.starts_with("-- Dumped ")))
+        .collect();
+    kept.join("\n") + "\n"
+}
+
+/// `schema/current.sql` is what the migrations make: one file to read for what runs today
+/// (functions, views, tables, indexes, triggers, grants), kept true by this test. Regenerate it
+/// with `scripts/schema-dump` after adding a migration.
+#[tokio::test]
+async fn schema_current_sql_is_what_the_migrations_make_today() {
+    let db = TestDb::new().await;
+    let dump = current_schema(&db).await;
+    let path = workspace_root().join("schema").join("current.sql");
+    if std::env::var("LEDGER_WRITE_SCHEMA").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("schema dir");
+        std::fs::write(&path, &dump).expect("write schema/current.sql");
+        return;
+    }
+    let file = std::fs::read_to_string(&path).unwrap_or_default();
+    if file != dump {
+        let line = file.lines().zip(dump.lines()).position(|(a, b)| a != b).map_or_else(
+            || format!("the files differ in length ({} and {} lines)", file.lines().count(), dump.lines().count()),
+            |i| format!("first difference at line {}: {:?} vs {:?}", i + 1, file.lines().nth(i), dump.lines().nth(i)),
+        );
+        panic!("schema/current.sql is not what the migrations make ({line}): run scripts/schema-dump");
+    }
+}

@@ -1,0 +1,2872 @@
+--
+-- PostgreSQL database dump
+--
+
+
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: audit; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA audit;
+
+
+--
+-- Name: SCHEMA audit; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON SCHEMA audit IS 'Read-only views for auditors over the log, the effects journal and the projections.';
+
+
+--
+-- Name: ledger; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA ledger;
+
+
+--
+-- Name: SCHEMA ledger; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON SCHEMA ledger IS 'System of record: the Stripe event log (append-only) and, later, the effects journal.';
+
+
+--
+-- Name: projection; Type: SCHEMA; Schema: -; Owner: -
+--
+
+CREATE SCHEMA projection;
+
+
+--
+-- Name: SCHEMA projection; Type: COMMENT; Schema: -; Owner: -
+--
+
+COMMENT ON SCHEMA projection IS 'State folded from ledger.events by the projector; rebuildable, never the system of record.';
+
+
+--
+-- Name: body(bytea); Type: FUNCTION; Schema: audit; Owner: -
+--
+
+CREATE FUNCTION audit.body(p_raw bytea) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE STRICT
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  RETURN audit.redact(convert_from(p_raw, 'UTF8')::jsonb);
+EXCEPTION WHEN others THEN
+  RETURN NULL;
+END $$;
+
+
+--
+-- Name: FUNCTION body(p_raw bytea); Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON FUNCTION audit.body(p_raw bytea) IS 'A stored body parsed as jsonb with secrets redacted; NULL when PostgreSQL cannot hold it as jsonb.';
+
+
+--
+-- Name: redact(jsonb); Type: FUNCTION; Schema: audit; Owner: -
+--
+
+CREATE FUNCTION audit.redact(p jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  SELECT CASE jsonb_typeof(p)
+    WHEN 'object' THEN (
+      SELECT coalesce(jsonb_object_agg(k, CASE WHEN k IN ('client_secret', 'secret')
+                                               THEN to_jsonb('[redacted]'::text)
+                                               ELSE audit.redact(v) END), '{}'::jsonb)
+      FROM jsonb_each(p) AS e(k, v))
+    WHEN 'array' THEN (
+      SELECT coalesce(jsonb_agg(audit.redact(v) ORDER BY i), '[]'::jsonb)
+      FROM jsonb_array_elements(p) WITH ORDINALITY AS a(v, i))
+    ELSE p
+  END
+$$;
+
+
+--
+-- Name: FUNCTION redact(p jsonb); Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON FUNCTION audit.redact(p jsonb) IS 'The JSON with the values of client_secret and secret keys (any depth) replaced by "[redacted]".';
+
+
+--
+-- Name: subscription_of(text, text, jsonb); Type: FUNCTION; Schema: audit; Owner: -
+--
+
+CREATE FUNCTION audit.subscription_of(p_object_type text, p_object_id text, p_payload jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  SELECT CASE p_object_type
+    WHEN 'subscription' THEN p_object_id
+    -- Before 2025-03-31.basil: invoice.subscription (an id, or an expanded object); from basil:
+    -- invoice.parent.subscription_details.subscription.
+    WHEN 'invoice' THEN coalesce(
+      p_payload #>> '{data,object,parent,subscription_details,subscription}',
+      CASE jsonb_typeof(p_payload #> '{data,object,subscription}')
+        WHEN 'string' THEN p_payload #>> '{data,object,subscription}'
+        WHEN 'object' THEN p_payload #>> '{data,object,subscription,id}'
+      END)
+    WHEN 'checkout.session' THEN p_payload #>> '{data,object,subscription}'
+  END
+$$;
+
+
+--
+-- Name: FUNCTION subscription_of(p_object_type text, p_object_id text, p_payload jsonb); Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON FUNCTION audit.subscription_of(p_object_type text, p_object_id text, p_payload jsonb) IS 'sub_ id an event concerns: the subscription itself, an invoice''s subscription (both API shapes), a checkout session''s.';
+
+
+--
+-- Name: subscription_of_row(text, text, text, bytea); Type: FUNCTION; Schema: audit; Owner: -
+--
+
+CREATE FUNCTION audit.subscription_of_row(p_stored text, p_object_type text, p_object_id text, p_raw bytea) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  SELECT coalesce(p_stored, CASE p_object_type
+    WHEN 'subscription' THEN p_object_id
+    WHEN 'invoice' THEN audit.subscription_of(p_object_type, p_object_id, audit.body(p_raw))
+    WHEN 'checkout.session' THEN audit.subscription_of(p_object_type, p_object_id, audit.body(p_raw))
+  END)
+$$;
+
+
+--
+-- Name: append_events(text[], text[], text[], boolean[], bigint[], text[], text[], text[], text[], bytea[], text[], text, text); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.append_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_source text, p_received_by text) RETURNS TABLE(ord integer, out_position bigint, inserted boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET lock_timeout TO '5s'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    AS $$
+DECLARE
+  n          integer := coalesce(cardinality(p_event_ids), 0);
+  v_sha      bytea[];
+  v_prev     bytea;
+  v_pos      bigint;
+  v_now      timestamptz;
+  v_now_us   bytea;
+  v_source   bytea := sha256(convert_to(p_source, 'UTF8'));
+  v_by       text := coalesce(octet_length(p_received_by) || ':' || p_received_by, '-');
+  v_new_k    integer[] := '{}';
+  v_new_pos  bigint[] := '{}';
+  v_new_prev bytea[] := '{}';
+  v_new_hash bytea[] := '{}';
+  v_seen     text[] := '{}';
+  r          record;
+  v_at       integer;
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'ledger.append_events must run under READ COMMITTED';
+  END IF;
+  IF n = 0 THEN
+    RETURN;
+  END IF;
+  IF coalesce(cardinality(p_event_types), 0) <> n OR coalesce(cardinality(p_api_versions), 0) <> n
+     OR coalesce(cardinality(p_livemodes), 0) <> n OR coalesce(cardinality(p_created), 0) <> n
+     OR coalesce(cardinality(p_object_types), 0) <> n OR coalesce(cardinality(p_object_ids), 0) <> n
+     OR coalesce(cardinality(p_customer_ids), 0) <> n OR coalesce(cardinality(p_raw_bodies), 0) <> n
+     OR coalesce(cardinality(p_subscription_ids), 0) <> n
+     OR coalesce(cardinality(p_signatures), 0) <> n THEN
+    RAISE EXCEPTION 'ledger.append_events: all arrays must have % elements', n
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  SELECT array_agg(sha256(b) ORDER BY k) INTO v_sha FROM unnest(p_raw_bodies) WITH ORDINALITY AS u(b, k);
+
+  PERFORM pg_advisory_xact_lock(hashtextextended('ledger.events/append', 0));
+
+  SELECT e.position, e.chain_hash INTO v_pos, v_prev
+  FROM ledger.events e ORDER BY e.position DESC LIMIT 1;
+  v_pos := coalesce(v_pos, 0);
+  v_now := clock_timestamp();
+  v_now_us := int8send((extract(epoch FROM v_now) * 1000000)::bigint);
+
+  FOR r IN
+    SELECT u.k::integer AS k, u.id, u.sig, u.sha, u.event_type, u.api_version, u.livemode, u.created,
+           u.object_type, u.object_id, u.customer_id, e.position AS existing
+    FROM unnest(p_event_ids, p_signatures, v_sha, p_event_types, p_api_versions, p_livemodes, p_created,
+                p_object_types, p_object_ids, p_customer_ids)
+           WITH ORDINALITY AS u(id, sig, sha, event_type, api_version, livemode, created, object_type,
+                                object_id, customer_id, k)
+    LEFT JOIN ledger.events e ON e.stripe_event_id = u.id
+    ORDER BY u.k
+  LOOP
+    IF r.existing IS NOT NULL THEN
+      ord := r.k; out_position := r.existing; inserted := false;
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    v_at := array_position(v_seen, r.id);
+    IF v_at IS NOT NULL THEN
+      ord := r.k; out_position := v_new_pos[v_at]; inserted := false;
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    v_pos := v_pos + 1;
+    v_new_prev := v_new_prev || v_prev;
+    -- Chain format 2: format 1's six terms, then sha256 of the envelope line (every other stored
+    -- column: `<octet length>:<text>` or `-` for NULL, livemode t/f, created in seconds, joined
+    -- by `|`). One hash per row, built inline: measured 3 µs per row, against 13 µs for a hash
+    -- per column through a helper function.
+    v_prev := sha256(coalesce(v_prev, '\x'::bytea) || int8send(v_pos) || r.sha
+                     || sha256(convert_to(coalesce(r.sig, ''), 'UTF8'))
+                     || v_now_us || v_source
+                     || sha256(convert_to(concat_ws('|',
+                          coalesce(octet_length(r.id) || ':' || r.id, '-'),
+                          coalesce(octet_length(r.event_type) || ':' || r.event_type, '-'),
+                          coalesce(octet_length(r.api_version) || ':' || r.api_version, '-'),
+                          CASE WHEN r.livemode THEN 't' ELSE 'f' END,
+                          r.created::text,
+                          v_by,
+                          coalesce(octet_length(r.object_type) || ':' || r.object_type, '-'),
+                          coalesce(octet_length(r.object_id) || ':' || r.object_id, '-'),
+                          coalesce(octet_length(r.customer_id) || ':' || r.customer_id, '-')), 'UTF8')));
+    v_seen := v_seen || r.id;
+    v_new_k := v_new_k || r.k;
+    v_new_pos := v_new_pos || v_pos;
+    v_new_hash := v_new_hash || v_prev;
+    ord := r.k; out_position := v_pos; inserted := true;
+    RETURN NEXT;
+  END LOOP;
+
+  IF cardinality(v_new_k) > 0 THEN
+    INSERT INTO ledger.events
+      (position, stripe_event_id, event_type, api_version, livemode, created, received_at,
+       source, received_by, object_type, object_id, customer_id, subscription_id, raw_body,
+       stripe_signature, body_sha256, prev_hash, chain_hash)
+    SELECT x.pos, u.id, u.event_type, u.api_version, u.livemode, to_timestamp(u.created), v_now,
+           p_source, p_received_by, u.object_type, u.object_id, u.customer_id, u.subscription_id, u.raw,
+           u.sig, u.sha, x.prev, x.hash
+    FROM unnest(p_event_ids, p_event_types, p_api_versions, p_livemodes, p_created, p_object_types,
+                p_object_ids, p_customer_ids, p_subscription_ids, p_raw_bodies, p_signatures, v_sha)
+           WITH ORDINALITY AS u(id, event_type, api_version, livemode, created, object_type,
+                                object_id, customer_id, subscription_id, raw, sig, sha, k)
+    JOIN unnest(v_new_k, v_new_pos, v_new_prev, v_new_hash) AS x(k, pos, prev, hash) ON x.k = u.k
+    ORDER BY x.pos;
+    PERFORM pg_notify('ledger_events', v_pos::text);
+  END IF;
+END $$;
+
+
+--
+-- Name: append_fetched_events(text[], text[], text[], boolean[], bigint[], text[], text[], text[], text[], bytea[], text); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.append_fetched_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_received_by text) RETURNS TABLE(ord integer, out_position bigint, inserted boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM unnest(p_event_ids) AS i(id) WHERE id NOT LIKE 'evt\_fetch\_%') THEN
+    RAISE EXCEPTION 'ledger.append_fetched_events: a fetched fact''s id starts with evt_fetch_'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  RETURN QUERY SELECT a.ord, a.out_position, a.inserted
+    FROM ledger.append_events(p_event_ids, p_event_types, p_api_versions, p_livemodes, p_created,
+                              p_object_types, p_object_ids, p_customer_ids, p_subscription_ids, p_raw_bodies,
+                              array_fill(NULL::text, ARRAY[coalesce(cardinality(p_event_ids), 0)]),
+                              'fetch', p_received_by) AS a;
+END $$;
+
+
+--
+-- Name: append_webhook_events(text[], text[], text[], boolean[], bigint[], text[], text[], text[], text[], bytea[], text[], text); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.append_webhook_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_received_by text) RETURNS TABLE(ord integer, out_position bigint, inserted boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM unnest(p_signatures) AS s(sig) WHERE sig IS NULL OR btrim(sig) = '') THEN
+    RAISE EXCEPTION 'ledger.append_webhook_events: every webhook carries its Stripe-Signature'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  RETURN QUERY SELECT a.ord, a.out_position, a.inserted
+    FROM ledger.append_events(p_event_ids, p_event_types, p_api_versions, p_livemodes, p_created,
+                              p_object_types, p_object_ids, p_customer_ids, p_subscription_ids,
+                              p_raw_bodies, p_signatures, 'webhook', p_received_by) AS a;
+END $$;
+
+
+--
+-- Name: count_usage(text, text, bigint, text, text, date, timestamp with time zone, boolean, bigint); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.count_usage(p_customer text, p_metric text, p_quantity bigint, p_key text, p_caller text, p_day date, p_at timestamp with time zone, p_live boolean, p_quota bigint) RETURNS TABLE(outcome text, r_metric text, r_quantity bigint, r_day date, r_used bigint, r_quota bigint, r_balance bigint)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  prior ledger.usage;
+  counted bigint;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended(p_customer || '/' || p_key, 12));
+  SELECT * INTO prior FROM ledger.usage u WHERE u.stripe_customer_id = p_customer AND u.idempotency_key = p_key;
+  IF FOUND THEN
+    RETURN QUERY SELECT 'replayed', prior.metric, prior.quantity, prior.day, prior.used_after, prior.quota,
+                        prior.balance_after;
+    RETURN;
+  END IF;
+  IF NOT p_live THEN
+    RETURN QUERY SELECT 'no_live_subscription', p_metric, p_quantity, p_day, 0::bigint, NULL::bigint, NULL::bigint;
+    RETURN;
+  END IF;
+  IF p_quota IS NULL OR p_quantity <= p_quota THEN
+    INSERT INTO ledger.usage_counters AS c (stripe_customer_id, metric, day, used)
+    VALUES (p_customer, p_metric, p_day, p_quantity)
+    ON CONFLICT (stripe_customer_id, metric, day) DO UPDATE SET used = c.used + excluded.used
+      WHERE p_quota IS NULL OR c.used + excluded.used <= p_quota
+    RETURNING c.used INTO counted;
+  END IF;
+  IF counted IS NULL THEN
+    RETURN QUERY SELECT 'refused', p_metric, p_quantity, p_day,
+      COALESCE((SELECT c.used FROM ledger.usage_counters c
+                WHERE c.stripe_customer_id = p_customer AND c.metric = p_metric AND c.day = p_day), 0),
+      p_quota, NULL::bigint;
+    RETURN;
+  END IF;
+  INSERT INTO ledger.usage (stripe_customer_id, metric, quantity, idempotency_key, caller, day, recorded_at,
+                            used_after, quota)
+  VALUES (p_customer, p_metric, p_quantity, p_key, p_caller, p_day, p_at, counted, p_quota);
+  RETURN QUERY SELECT 'counted', p_metric, p_quantity, p_day, counted, p_quota, NULL::bigint;
+END
+$$;
+
+
+--
+-- Name: count_usage_batch(text[], text[], bigint[], text[], text[], date[], timestamp with time zone[], boolean[], bigint[]); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) RETURNS TABLE(ord integer, outcome text, r_metric text, r_quantity bigint, r_day date, r_used bigint, r_quota bigint, r_balance bigint)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  h bigint;
+  i integer;
+BEGIN
+  FOR h IN SELECT DISTINCT hashtextextended(c || '/' || k, 12) FROM unnest(p_customers, p_keys) AS t(c, k) ORDER BY 1
+  LOOP
+    PERFORM pg_advisory_xact_lock(h);
+  END LOOP;
+  FOR i IN SELECT t.n::integer FROM unnest(p_customers, p_metrics, p_days, p_keys) WITH ORDINALITY AS t(c, m, d, k, n)
+           ORDER BY t.c, t.m, t.d, t.k, t.n
+  LOOP
+    RETURN QUERY SELECT i, u.* FROM ledger.count_usage(p_customers[i], p_metrics[i], p_quantities[i], p_keys[i],
+      p_callers[i], p_days[i], p_ats[i], p_lives[i], p_quotas[i]) u;
+  END LOOP;
+END
+$$;
+
+
+--
+-- Name: forbid_mutation(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.forbid_mutation() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  RAISE EXCEPTION 'ledger.% is append-only: % rejected', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+
+--
+-- Name: notify_access(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.notify_access() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  customers text;
+BEGIN
+  -- A transition table exists only for its own event: each branch names only its own.
+  IF TG_OP = 'TRUNCATE' THEN
+    customers := '*';
+  ELSIF TG_OP = 'INSERT' THEN
+    SELECT json_agg(DISTINCT stripe_customer_id)::text INTO customers FROM new_rows;
+  ELSIF TG_OP = 'DELETE' THEN
+    SELECT json_agg(DISTINCT stripe_customer_id)::text INTO customers FROM old_rows;
+  ELSE
+    SELECT json_agg(DISTINCT c)::text INTO customers
+    FROM (SELECT stripe_customer_id AS c FROM new_rows UNION SELECT stripe_customer_id FROM old_rows) AS touched;
+  END IF;
+  IF customers IS NULL THEN
+    RETURN NULL; -- no row
+  END IF;
+  -- A payload must stay under 8000 bytes.
+  IF octet_length(customers) > 7000 THEN
+    customers := '*';
+  END IF;
+  PERFORM pg_notify('ledger_access', customers);
+  RETURN NULL;
+END $$;
+
+
+--
+-- Name: track_pending_effect(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.track_pending_effect() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  -- Nested: a record's field is resolved when its expression is planned, and only effects rows
+  -- have an outcome.
+  IF TG_TABLE_NAME = 'effects' THEN
+    IF NEW.outcome <> 'retry' THEN
+      DELETE FROM ledger.pending_effects WHERE key = NEW.key;
+      RETURN NULL;
+    END IF;
+  END IF;
+  INSERT INTO ledger.pending_effects (key) VALUES (NEW.key) ON CONFLICT DO NOTHING;
+  RETURN NULL;
+END $$;
+
+
+--
+-- Name: track_pending_subject(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.track_pending_subject() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  pending_kind text;
+  pending_subject text;
+BEGIN
+  -- One branch per table: a record's field is resolved when its statement is planned.
+  IF TG_TABLE_NAME = 'intents' THEN
+    pending_kind := NEW.kind;
+    pending_subject := NEW.subject;
+  ELSIF TG_TABLE_NAME = 'instances_observed' THEN
+    pending_kind := 'instance';
+    pending_subject := NEW.stripe_subscription_id;
+  ELSE
+    pending_kind := 'token';
+    pending_subject := NEW.stripe_customer_id;
+  END IF;
+  INSERT INTO ledger.pending_subjects (kind, subject, seq)
+  VALUES (pending_kind, pending_subject, nextval('ledger.pending_subjects_seq'))
+  ON CONFLICT (kind, subject) DO UPDATE SET seq = EXCLUDED.seq;
+  RETURN NULL;
+END $$;
+
+
+--
+-- Name: try_parse_jsonb(bytea); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.try_parse_jsonb(p_raw bytea) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE STRICT
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  RETURN convert_from(p_raw, 'UTF8')::jsonb;
+EXCEPTION WHEN others THEN
+  RETURN NULL;
+END $$;
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: accounts; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.accounts (
+    stripe_customer_id text NOT NULL,
+    email text,
+    name text,
+    deleted boolean NOT NULL,
+    version_created bigint,
+    version_rank smallint,
+    version_position bigint
+);
+
+
+--
+-- Name: COLUMN accounts.version_created; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.accounts.version_created IS 'Version (created, rank, position) of the applied snapshot; NULL while the customer is only known from references.';
+
+
+--
+-- Name: accounts; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.accounts AS
+ SELECT accounts.stripe_customer_id,
+    accounts.email,
+    accounts.name,
+    accounts.deleted
+   FROM projection.accounts;
+
+
+--
+-- Name: alerts; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.alerts (
+    key text NOT NULL,
+    subject_type text NOT NULL,
+    subject text NOT NULL,
+    detail text NOT NULL,
+    "position" bigint NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT alerts_subject_type_known CHECK ((subject_type = ANY (ARRAY['subscription'::text, 'customer'::text, 'event'::text])))
+);
+
+
+--
+-- Name: TABLE alerts; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.alerts IS 'Admin alerts of effects that failed for good (email:alert:<key>[#n]), mailed to ADMIN_EMAIL like intents; written by the dispatcher.';
+
+
+--
+-- Name: alerts; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.alerts AS
+ SELECT alerts.key,
+    alerts.subject_type,
+    alerts.subject,
+    alerts.detail,
+    alerts."position",
+    alerts.recorded_at
+   FROM ledger.alerts;
+
+
+--
+-- Name: effects; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.effects (
+    id bigint NOT NULL,
+    key text NOT NULL,
+    kind text NOT NULL,
+    attempt integer NOT NULL,
+    request text NOT NULL,
+    response_status integer,
+    outcome text NOT NULL,
+    error text,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    subject_type text NOT NULL,
+    subject text NOT NULL,
+    CONSTRAINT effects_kind_known CHECK ((kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text, 'token'::text, 'email'::text, 'alert'::text, 'fetch'::text]))),
+    CONSTRAINT effects_outcome_known CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'retry'::text, 'failed'::text, 'skipped'::text]))),
+    CONSTRAINT effects_subject_type_known CHECK ((subject_type = ANY (ARRAY['subscription'::text, 'customer'::text, 'event'::text])))
+);
+
+
+--
+-- Name: TABLE effects; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.effects IS 'Every attempt of every effect, under the idempotency key sent with it. Append-only. succeeded, failed and skipped end an effect; retry is followed by another attempt.';
+
+
+--
+-- Name: COLUMN effects.request; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.effects.request IS 'What was asked (method, path, subject); never a token or a secret.';
+
+
+--
+-- Name: COLUMN effects.subject; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.effects.subject IS 'The subscription or customer (subject_type) the effect acts on.';
+
+
+--
+-- Name: effect_failures; Type: VIEW; Schema: ledger; Owner: -
+--
+
+CREATE VIEW ledger.effect_failures AS
+ SELECT f.key,
+    f.kind,
+    f.subject_type,
+    f.subject,
+    f.attempt,
+    f.error,
+    f.at,
+    f.id
+   FROM ( SELECT DISTINCT ON (effects.key) effects.id,
+            effects.key,
+            effects.kind,
+            effects.attempt,
+            effects.request,
+            effects.response_status,
+            effects.outcome,
+            effects.error,
+            effects.at,
+            effects.subject_type,
+            effects.subject
+           FROM ledger.effects
+          ORDER BY effects.key, effects.id DESC) f
+  WHERE ((f.outcome = 'failed'::text) AND (NOT ((f.kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text])) AND (EXISTS ( SELECT 1
+           FROM ledger.effects s
+          WHERE ((s.subject = f.subject) AND (s.subject_type = f.subject_type) AND (s.id > f.id) AND (s.kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text])) AND (s.outcome = 'succeeded'::text)))))));
+
+
+--
+-- Name: VIEW effect_failures; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON VIEW ledger.effect_failures IS 'Effects failed for good and not settled since (`replay effects failed`).';
+
+
+--
+-- Name: intents; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.intents (
+    key text NOT NULL,
+    kind text NOT NULL,
+    detail text NOT NULL,
+    "position" bigint NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    subject_type text NOT NULL,
+    subject text NOT NULL,
+    CONSTRAINT intents_kind_known CHECK ((kind = ANY (ARRAY['instance'::text, 'token'::text, 'email'::text, 'fetch'::text]))),
+    CONSTRAINT intents_subject_type_known CHECK ((subject_type = ANY (ARRAY['subscription'::text, 'customer'::text, 'event'::text])))
+);
+
+
+--
+-- Name: TABLE intents; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.intents IS 'Effects the fold asked for, under deterministic idempotency keys (instance:<sub>:<position>, token:<cus>:<position>, email:...). Inserted ON CONFLICT DO NOTHING.';
+
+
+--
+-- Name: COLUMN intents.subject; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.intents.subject IS 'The subscription or customer (subject_type) the effect acts on.';
+
+
+--
+-- Name: anomalies; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.anomalies (
+    key text NOT NULL,
+    kind text NOT NULL,
+    detail text NOT NULL,
+    "position" bigint NOT NULL
+);
+
+
+--
+-- Name: TABLE anomalies; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.anomalies IS 'What could not be projected faithfully (unknown price, undecodable payload, ...). Resolved rows disappear when a later event or a rebuild with a fixed catalog settles them.';
+
+
+--
+-- Name: anomalies; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.anomalies AS
+ SELECT anomalies.key,
+    anomalies.kind,
+    anomalies.detail,
+    anomalies."position"
+   FROM projection.anomalies
+UNION ALL
+ SELECT ('effect_failed:'::text || f.key) AS key,
+    'effect_failed'::text AS kind,
+    ((f.key || ': '::text) || COALESCE(f.error, '-'::text)) AS detail,
+    COALESCE(i."position", (0)::bigint) AS "position"
+   FROM (ledger.effect_failures f
+     LEFT JOIN ledger.intents i ON ((i.key = f.key)));
+
+
+--
+-- Name: VIEW anomalies; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.anomalies IS 'Open anomalies: the fold''s (projection.anomalies) and effects failed for good (kind effect_failed).';
+
+
+--
+-- Name: backfill_runs; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.backfill_runs (
+    id bigint NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    since timestamp with time zone,
+    types text[] DEFAULT '{}'::text[] NOT NULL,
+    cursor text,
+    fetched bigint DEFAULT 0 NOT NULL,
+    appended bigint DEFAULT 0 NOT NULL,
+    present bigint DEFAULT 0 NOT NULL
+);
+
+
+--
+-- Name: TABLE backfill_runs; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.backfill_runs IS 'One row per replay backfill run: filters, the id of the oldest event fetched so far (starting_after of the next page), counts.';
+
+
+--
+-- Name: COLUMN backfill_runs.present; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.backfill_runs.present IS 'Fetched events the log already held (delivered by webhook or an earlier run).';
+
+
+--
+-- Name: backfill_runs; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.backfill_runs AS
+ SELECT backfill_runs.id,
+    backfill_runs.started_at,
+    backfill_runs.finished_at,
+    backfill_runs.since,
+    backfill_runs.types,
+    backfill_runs.cursor,
+    backfill_runs.fetched,
+    backfill_runs.appended,
+    backfill_runs.present
+   FROM ledger.backfill_runs;
+
+
+--
+-- Name: commands; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.commands (
+    id bigint NOT NULL,
+    caller text NOT NULL,
+    endpoint text NOT NULL,
+    idempotency_key text NOT NULL,
+    request_sha256 bytea NOT NULL,
+    request jsonb NOT NULL,
+    customer text,
+    stripe_idempotency_key text NOT NULL,
+    stripe_request_id text,
+    stripe_status integer,
+    response_status integer NOT NULL,
+    response jsonb NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT commands_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255)))
+);
+
+
+--
+-- Name: TABLE commands; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.commands IS 'Billing API commands: caller, endpoint, request, idempotency key, the Stripe request id and status, our answer. Append-only; results come back as webhooks through the log.';
+
+
+--
+-- Name: COLUMN commands.endpoint; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.commands.endpoint IS 'Method and path as requested, ids included (POST /v1/subscriptions/sub_1/cancel); with the request body, the idempotency fingerprint.';
+
+
+--
+-- Name: COLUMN commands.request_sha256; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.commands.request_sha256 IS 'sha256 of the endpoint (method and path with ids), a newline and the body as parsed: a repeat under the same key must match it.';
+
+
+--
+-- Name: commands; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.commands AS
+ SELECT commands.id,
+    commands.caller,
+    commands.endpoint,
+    commands.idempotency_key,
+    commands.request,
+    commands.customer,
+    commands.stripe_request_id,
+    commands.stripe_status,
+    commands.response_status,
+    (commands.response - 'url'::text) AS response,
+    commands.at
+   FROM ledger.commands;
+
+
+--
+-- Name: credit_grants; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.credit_grants (
+    key text NOT NULL,
+    stripe_customer_id text NOT NULL,
+    credits bigint NOT NULL,
+    rollover_cap bigint,
+    granted_for timestamp with time zone NOT NULL
+);
+
+
+--
+-- Name: COLUMN credit_grants.key; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.credit_grants.key IS 'invoice:<in_...> or checkout:<cs_...>: each grants once.';
+
+
+--
+-- Name: COLUMN credit_grants.rollover_cap; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.credit_grants.rollover_cap IS 'Cycle grants cap the carried balance first; NULL for packs.';
+
+
+--
+-- Name: credit_grants; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.credit_grants AS
+ SELECT credit_grants.key,
+    credit_grants.stripe_customer_id,
+    credit_grants.credits,
+    credit_grants.rollover_cap,
+    credit_grants.granted_for
+   FROM projection.credit_grants;
+
+
+--
+-- Name: usage; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.usage (
+    id bigint NOT NULL,
+    stripe_customer_id text NOT NULL,
+    metric text NOT NULL,
+    quantity bigint NOT NULL,
+    idempotency_key text NOT NULL,
+    caller text NOT NULL,
+    day date NOT NULL,
+    recorded_at timestamp with time zone NOT NULL,
+    applies_at timestamp with time zone,
+    used_after bigint NOT NULL,
+    quota bigint,
+    consumed_after bigint,
+    balance_after bigint,
+    CONSTRAINT usage_credit_columns CHECK (((metric = 'credits'::text) = ((consumed_after IS NOT NULL) AND (balance_after IS NOT NULL) AND (applies_at IS NOT NULL)))),
+    CONSTRAINT usage_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
+    CONSTRAINT usage_quantity_positive CHECK ((quantity > 0))
+);
+
+
+--
+-- Name: TABLE usage; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.usage IS 'Usage the product reported (POST /v1/usage), one row per counted request; append-only, never rebuilt.';
+
+
+--
+-- Name: COLUMN usage.applies_at; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.usage.applies_at IS 'Credits only: where the debit sits among grants: its time, but never before the previous debit or a grant it was checked against.';
+
+
+--
+-- Name: COLUMN usage.used_after; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.usage.used_after IS 'The customer''s count of this metric on this UTC day after this request.';
+
+
+--
+-- Name: COLUMN usage.quota; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.usage.quota IS 'The daily quota in force; NULL: unlimited, or metric credits.';
+
+
+--
+-- Name: COLUMN usage.consumed_after; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.usage.consumed_after IS 'Credits only: every credit the customer consumed, up to and including this debit.';
+
+
+--
+-- Name: COLUMN usage.balance_after; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.usage.balance_after IS 'Credits only: the balance this debit left.';
+
+
+--
+-- Name: credits; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.credits AS
+ SELECT t.customer AS stripe_customer_id,
+    (sum(t.granted))::bigint AS granted,
+    (sum(t.consumed))::bigint AS consumed,
+    sum(t.grants) AS grants
+   FROM ( SELECT credit_grants.stripe_customer_id AS customer,
+            credit_grants.credits AS granted,
+            0 AS consumed,
+            1 AS grants
+           FROM projection.credit_grants
+        UNION ALL
+         SELECT usage.stripe_customer_id,
+            0,
+            usage.quantity,
+            0
+           FROM ledger.usage
+          WHERE (usage.metric = 'credits'::text)) t
+  GROUP BY t.customer;
+
+
+--
+-- Name: VIEW credits; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.credits IS 'Credits granted and consumed per customer. The balance applies rollover caps in time order: GET /v1/customers/{id}.';
+
+
+--
+-- Name: events; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.events (
+    "position" bigint NOT NULL,
+    stripe_event_id text NOT NULL,
+    event_type text NOT NULL,
+    api_version text,
+    livemode boolean NOT NULL,
+    created timestamp with time zone NOT NULL,
+    received_at timestamp with time zone NOT NULL,
+    source text NOT NULL,
+    received_by text NOT NULL,
+    object_type text,
+    object_id text,
+    customer_id text,
+    raw_body bytea NOT NULL,
+    stripe_signature text,
+    body_sha256 bytea NOT NULL,
+    prev_hash bytea,
+    chain_hash bytea NOT NULL,
+    subscription_id text,
+    CONSTRAINT events_body_sha256_is_sha256 CHECK ((octet_length(body_sha256) = 32)),
+    CONSTRAINT events_chain_hash_is_sha256 CHECK ((octet_length(chain_hash) = 32)),
+    CONSTRAINT events_position_positive CHECK (("position" > 0)),
+    CONSTRAINT events_prev_hash_only_first CHECK ((("position" = 1) = (prev_hash IS NULL))),
+    CONSTRAINT events_source_known CHECK ((source = ANY (ARRAY['webhook'::text, 'backfill'::text, 'reconcile'::text, 'fetch'::text]))),
+    CONSTRAINT events_webhook_has_signature CHECK (((source <> 'webhook'::text) OR (stripe_signature IS NOT NULL)))
+);
+ALTER TABLE ONLY ledger.events ALTER COLUMN stripe_event_id SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN event_type SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN api_version SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN source SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN received_by SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN object_type SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN object_id SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN customer_id SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN raw_body SET STATISTICS 0;
+ALTER TABLE ONLY ledger.events ALTER COLUMN raw_body SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN raw_body SET COMPRESSION lz4;
+ALTER TABLE ONLY ledger.events ALTER COLUMN stripe_signature SET STORAGE MAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN body_sha256 SET STORAGE PLAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN prev_hash SET STORAGE PLAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN chain_hash SET STORAGE PLAIN;
+ALTER TABLE ONLY ledger.events ALTER COLUMN subscription_id SET STORAGE MAIN;
+
+
+--
+-- Name: TABLE events; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.events IS 'Every Stripe event ever accepted, byte-exact, in commit order. Append-only: UPDATE, DELETE and TRUNCATE are rejected by triggers for every role.';
+
+
+--
+-- Name: COLUMN events."position"; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events."position" IS 'Dense global order (1, 2, 3, ...), assigned under one advisory lock held to COMMIT, so positions become visible in order and a reader of position > checkpoint never skips a late commit.';
+
+
+--
+-- Name: COLUMN events.stripe_event_id; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.stripe_event_id IS 'Stripe''s evt_ id: the identity of an event. A redelivery or a backfill copy of a stored id adds no row.';
+
+
+--
+-- Name: COLUMN events.created; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.created IS 'Stripe''s `created` of the event (whole seconds): the order of facts within one object.';
+
+
+--
+-- Name: COLUMN events.received_at; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.received_at IS 'When this row was appended (database clock), part of the hash chain.';
+
+
+--
+-- Name: COLUMN events.source; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.source IS 'webhook (signed delivery), backfill (copied from GET /v1/events), reconcile (a snapshot of the object fetched by replay reconcile --apply) or fetch (a part an event left out, fetched by the projector: the body''s `fetched` member says what and when).';
+
+
+--
+-- Name: COLUMN events.received_by; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.received_by IS 'Which ingest or backfill process appended the row.';
+
+
+--
+-- Name: COLUMN events.object_type; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.object_type IS 'data.object.object, e.g. subscription.';
+
+
+--
+-- Name: COLUMN events.object_id; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.object_id IS 'data.object.id.';
+
+
+--
+-- Name: COLUMN events.customer_id; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.customer_id IS 'The Stripe customer the event concerns: data.object.id for customers, else data.object.customer.';
+
+
+--
+-- Name: COLUMN events.raw_body; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.raw_body IS 'The exact request body bytes Stripe signed. Never re-serialized.';
+
+
+--
+-- Name: COLUMN events.stripe_signature; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.stripe_signature IS 'The Stripe-Signature header as received (NULL for backfilled events, which are not signed).';
+
+
+--
+-- Name: COLUMN events.body_sha256; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.body_sha256 IS 'sha256(raw_body), computed by the database.';
+
+
+--
+-- Name: COLUMN events.prev_hash; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.prev_hash IS 'chain_hash of position - 1 (NULL only for position 1).';
+
+
+--
+-- Name: COLUMN events.chain_hash; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.chain_hash IS 'sha256(prev_hash || int8send(position) || body_sha256 || sha256(stripe_signature) || int8send(received_at in µs) || sha256(source)): tampering by the table owner breaks the chain.';
+
+
+--
+-- Name: COLUMN events.subscription_id; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.events.subscription_id IS 'The subscription the event concerns: the subscription itself, an invoice''s (both API shapes), a checkout session''s. Extracted at append; NULL for rows appended before migration 0017 (the audit views derive theirs from the body). Not in the hash chain: replay verify checks it against the body.';
+
+
+--
+-- Name: customer_timeline; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.customer_timeline AS
+ SELECT events.customer_id AS stripe_customer_id,
+    events."position",
+    events.created,
+    events.received_at,
+    events.event_type,
+    events.stripe_event_id,
+    events.object_type,
+    events.object_id,
+    audit.subscription_of_row(events.subscription_id, events.object_type, events.object_id, events.raw_body) AS subscription_id,
+    events.source
+   FROM ledger.events
+  WHERE (events.customer_id IS NOT NULL);
+
+
+--
+-- Name: VIEW customer_timeline; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.customer_timeline IS 'Events per customer, in log order (ORDER BY position).';
+
+
+--
+-- Name: effects; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.effects AS
+ SELECT e.id,
+    e.key,
+    e.kind,
+    e.attempt,
+    e.request,
+    e.response_status,
+    e.outcome,
+    e.error,
+    e.at,
+        CASE
+            WHEN (e.subject_type = 'subscription'::text) THEN e.subject
+            ELSE NULL::text
+        END AS stripe_subscription_id,
+        CASE
+            WHEN (e.subject_type = 'customer'::text) THEN e.subject
+            ELSE NULL::text
+        END AS stripe_customer_id,
+    i."position" AS intent_position
+   FROM (ledger.effects e
+     LEFT JOIN ledger.intents i ON ((i.key = e.key)));
+
+
+--
+-- Name: VIEW effects; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.effects IS 'Every attempt of every effect (provisioner calls, mails, tokens), with the subscription or customer it concerns.';
+
+
+--
+-- Name: events; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.events AS
+ SELECT e."position",
+    e.stripe_event_id,
+    e.event_type,
+    e.api_version,
+    e.livemode,
+    e.created,
+    e.received_at,
+    e.source,
+    e.received_by,
+    e.object_type,
+    e.object_id,
+    e.customer_id,
+    audit.subscription_of_row(e.subscription_id, e.object_type, e.object_id, e.raw_body) AS subscription_id,
+    convert_to((b.body)::text, 'UTF8'::name) AS raw_body,
+    ((b.body)::text COLLATE "C") AS body_text,
+    b.body AS payload,
+    e.stripe_signature,
+    e.body_sha256,
+    e.prev_hash,
+    e.chain_hash
+   FROM (ledger.events e
+     CROSS JOIN LATERAL ( SELECT audit.body(e.raw_body) AS body) b);
+
+
+--
+-- Name: VIEW events; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.events IS 'Every event: envelope columns, the body with secrets redacted (raw_body, body_text and payload are the same redacted JSON; NULL when the stored body is not JSON PostgreSQL can hold), the Stripe-Signature header, and the hashes of the exact stored bytes (ledger.events, owner only).';
+
+
+--
+-- Name: instances_observed; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.instances_observed (
+    stripe_subscription_id text NOT NULL,
+    status text NOT NULL,
+    app_name text,
+    subdomain text,
+    frontend_url text,
+    backend_url text,
+    tier text,
+    limit_agents double precision,
+    limit_messages_per_day double precision,
+    limit_memory_mb double precision,
+    limit_cpu double precision,
+    key text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    torn_down_by_grace timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT instances_observed_status_known CHECK ((status = ANY (ARRAY['provisioning'::text, 'running'::text, 'updating'::text, 'deprovisioning'::text, 'deprovisioned'::text, 'failed'::text])))
+);
+
+
+--
+-- Name: COLUMN instances_observed.key; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.instances_observed.key IS 'Idempotency key of the operation in progress or last done.';
+
+
+--
+-- Name: COLUMN instances_observed.torn_down_by_grace; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.instances_observed.torn_down_by_grace IS 'The grace deadline that tore it down (a later payment restores it under a key of its own).';
+
+
+--
+-- Name: instance_targets; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.instance_targets (
+    stripe_subscription_id text NOT NULL,
+    stripe_customer_id text,
+    desired text NOT NULL,
+    tier text NOT NULL,
+    limit_agents double precision,
+    limit_messages_per_day double precision,
+    limit_memory_mb double precision,
+    limit_cpu double precision,
+    CONSTRAINT instance_targets_desired_known CHECK ((desired = ANY (ARRAY['absent'::text, 'running'::text, 'deprovisioned'::text])))
+);
+
+
+--
+-- Name: TABLE instance_targets; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.instance_targets IS 'Desired instance per subscription, folded from the log.';
+
+
+--
+-- Name: instances; Type: VIEW; Schema: projection; Owner: -
+--
+
+CREATE VIEW projection.instances AS
+ SELECT t.stripe_subscription_id,
+    t.stripe_customer_id,
+    t.desired,
+    t.tier,
+    t.limit_agents,
+    t.limit_messages_per_day,
+    t.limit_memory_mb,
+    t.limit_cpu,
+    COALESCE(o.status,
+        CASE
+            WHEN (t.desired = 'running'::text) THEN 'provisioning'::text
+            ELSE NULL::text
+        END) AS status,
+    o.app_name,
+    o.subdomain,
+    o.frontend_url,
+    o.backend_url,
+    o.tier AS observed_tier,
+    o.limit_agents AS observed_limit_agents,
+    o.limit_messages_per_day AS observed_limit_messages_per_day,
+    o.limit_memory_mb AS observed_limit_memory_mb,
+    o.limit_cpu AS observed_limit_cpu,
+    COALESCE(o.attempts, 0) AS attempts,
+    o.last_error,
+    o.updated_at AS observed_at
+   FROM (projection.instance_targets t
+     LEFT JOIN ledger.instances_observed o USING (stripe_subscription_id));
+
+
+--
+-- Name: VIEW instances; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON VIEW projection.instances IS 'Desired (folded) and observed (dispatcher) state of each instance.';
+
+
+--
+-- Name: instances; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.instances AS
+ SELECT instances.stripe_subscription_id,
+    instances.stripe_customer_id,
+    instances.desired,
+    instances.tier,
+    instances.limit_agents,
+    instances.limit_messages_per_day,
+    instances.limit_memory_mb,
+    instances.limit_cpu,
+    instances.status,
+    instances.app_name,
+    instances.subdomain,
+    instances.frontend_url,
+    instances.backend_url,
+    instances.observed_tier,
+    instances.observed_limit_agents,
+    instances.observed_limit_messages_per_day,
+    instances.observed_limit_memory_mb,
+    instances.observed_limit_cpu,
+    instances.attempts,
+    instances.last_error,
+    instances.observed_at
+   FROM projection.instances;
+
+
+--
+-- Name: intents; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.intents AS
+ SELECT i.key,
+    i.kind,
+    i.detail,
+    i."position",
+    i.recorded_at,
+        CASE
+            WHEN (i.subject_type = 'subscription'::text) THEN i.subject
+            ELSE NULL::text
+        END AS stripe_subscription_id,
+        CASE
+            WHEN (i.subject_type = 'customer'::text) THEN i.subject
+            ELSE NULL::text
+        END AS stripe_customer_id
+   FROM ledger.intents i;
+
+
+--
+-- Name: VIEW intents; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.intents IS 'Effects the fold asked for, with the log position that asked.';
+
+
+--
+-- Name: reconcile_runs; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.reconcile_runs (
+    id bigint NOT NULL,
+    objects text[] NOT NULL,
+    since timestamp with time zone,
+    apply boolean NOT NULL,
+    kind text,
+    cursor text,
+    listed boolean DEFAULT false NOT NULL,
+    compared bigint DEFAULT 0 NOT NULL,
+    newer_here bigint DEFAULT 0 NOT NULL,
+    drifted bigint DEFAULT 0 NOT NULL,
+    appended bigint DEFAULT 0 NOT NULL,
+    drift jsonb DEFAULT '{}'::jsonb NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone
+);
+
+
+--
+-- Name: TABLE reconcile_runs; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.reconcile_runs IS 'One row per replay reconcile run: objects compared, the kind and cursor of the next page, drift counts by kind, snapshots appended.';
+
+
+--
+-- Name: COLUMN reconcile_runs.listed; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.reconcile_runs.listed IS 'The listing of `kind` is complete; what remains is checking our objects Stripe did not list.';
+
+
+--
+-- Name: reconcile_runs; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.reconcile_runs AS
+ SELECT reconcile_runs.id,
+    reconcile_runs.objects,
+    reconcile_runs.since,
+    reconcile_runs.apply,
+    reconcile_runs.kind,
+    reconcile_runs.cursor,
+    reconcile_runs.listed,
+    reconcile_runs.compared,
+    reconcile_runs.newer_here,
+    reconcile_runs.drifted,
+    reconcile_runs.appended,
+    reconcile_runs.drift,
+    reconcile_runs.started_at,
+    reconcile_runs.finished_at
+   FROM ledger.reconcile_runs;
+
+
+--
+-- Name: subscription_timeline; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.subscription_timeline AS
+ SELECT s.subscription_id AS stripe_subscription_id,
+    e."position",
+    e.created,
+    e.received_at,
+    e.event_type,
+    e.stripe_event_id,
+    e.object_type,
+    e.object_id,
+    e.customer_id AS stripe_customer_id,
+    e.source
+   FROM (ledger.events e
+     CROSS JOIN LATERAL ( SELECT audit.subscription_of_row(e.subscription_id, e.object_type, e.object_id, e.raw_body) AS subscription_id) s)
+  WHERE (s.subscription_id IS NOT NULL);
+
+
+--
+-- Name: VIEW subscription_timeline; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.subscription_timeline IS 'Events per subscription (the subscription''s own, its invoices'', its checkout''s), in log order.';
+
+
+--
+-- Name: subscriptions; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.subscriptions (
+    stripe_subscription_id text NOT NULL,
+    stripe_customer_id text,
+    price_id text,
+    tier text NOT NULL,
+    status text NOT NULL,
+    current_period_end timestamp with time zone,
+    trial_end timestamp with time zone,
+    cancel_at_period_end boolean NOT NULL,
+    canceled_at timestamp with time zone,
+    ended_at timestamp with time zone,
+    deleted boolean NOT NULL,
+    last_paid_at timestamp with time zone,
+    last_payment_failed_at timestamp with time zone,
+    grace_until timestamp with time zone,
+    limit_agents double precision,
+    limit_messages_per_day double precision,
+    limit_memory_mb double precision,
+    limit_cpu double precision,
+    version_created bigint,
+    version_rank smallint,
+    version_position bigint,
+    live boolean DEFAULT false NOT NULL,
+    entitled_until timestamp with time zone
+);
+
+
+--
+-- Name: COLUMN subscriptions.tier; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.subscriptions.tier IS 'Tier through the catalog, or `unknown` (never a silent free tier).';
+
+
+--
+-- Name: COLUMN subscriptions.grace_until; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.subscriptions.grace_until IS 'A failed payment keeps the instance running until then, unless paid.';
+
+
+--
+-- Name: COLUMN subscriptions.live; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.subscriptions.live IS 'Stripe still bills it (trialing, active, past_due) and it was not deleted: a second tier checkout would duplicate it. Written by the fold.';
+
+
+--
+-- Name: COLUMN subscriptions.entitled_until; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.subscriptions.entitled_until IS 'Until when it entitles its customer to its tier: live, on a known tier, up to its grace deadline after a failed payment (else 9999-12-31); NULL: not at all. Entitled at t: entitled_until > t. Written by the fold.';
+
+
+--
+-- Name: subscriptions; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.subscriptions AS
+ SELECT subscriptions.stripe_subscription_id,
+    subscriptions.stripe_customer_id,
+    subscriptions.price_id,
+    subscriptions.tier,
+    subscriptions.status,
+    subscriptions.current_period_end,
+    subscriptions.trial_end,
+    subscriptions.cancel_at_period_end,
+    subscriptions.canceled_at,
+    subscriptions.ended_at,
+    subscriptions.deleted,
+    subscriptions.last_paid_at,
+    subscriptions.last_payment_failed_at,
+    subscriptions.grace_until,
+    subscriptions.limit_agents,
+    subscriptions.limit_messages_per_day,
+    subscriptions.limit_memory_mb,
+    subscriptions.limit_cpu
+   FROM projection.subscriptions;
+
+
+--
+-- Name: api_tokens; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.api_tokens (
+    token_sha256 bytea NOT NULL,
+    stripe_customer_id text NOT NULL,
+    tier text NOT NULL,
+    key text NOT NULL,
+    issued_at timestamp with time zone NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    delivered_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_tokens_sha256_length CHECK ((octet_length(token_sha256) = 32))
+);
+
+
+--
+-- Name: TABLE api_tokens; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.api_tokens IS 'Issued API tokens by hash. At most one unrevoked token per customer; expiry is checked on use.';
+
+
+--
+-- Name: tokens; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.tokens AS
+ SELECT api_tokens.stripe_customer_id,
+    api_tokens.tier,
+    api_tokens.key,
+    api_tokens.issued_at,
+    api_tokens.expires_at,
+    api_tokens.delivered_at,
+    api_tokens.revoked_at
+   FROM ledger.api_tokens;
+
+
+--
+-- Name: VIEW tokens; Type: COMMENT; Schema: audit; Owner: -
+--
+
+COMMENT ON VIEW audit.tokens IS 'Issued API tokens: who, which tier, when; never the hash.';
+
+
+--
+-- Name: usage; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.usage AS
+ SELECT usage.id,
+    usage.stripe_customer_id,
+    usage.metric,
+    usage.quantity,
+    usage.idempotency_key,
+    usage.caller,
+    usage.day,
+    usage.recorded_at,
+    usage.applies_at,
+    usage.used_after,
+    usage.quota,
+    usage.consumed_after,
+    usage.balance_after
+   FROM ledger.usage;
+
+
+--
+-- Name: backfill_runs_id_seq; Type: SEQUENCE; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ledger.backfill_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ledger.backfill_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: chain_formats; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.chain_formats (
+    version smallint NOT NULL,
+    from_position bigint NOT NULL,
+    CONSTRAINT chain_formats_from_position_positive CHECK ((from_position > 0))
+);
+
+
+--
+-- Name: TABLE chain_formats; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.chain_formats IS 'Which hash-chain format rows use, by first position (format 1 before the first row here). Append-only; changing it breaks verification of the rows it covers.';
+
+
+--
+-- Name: commands_id_seq; Type: SEQUENCE; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ledger.commands ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ledger.commands_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: effects_id_seq; Type: SEQUENCE; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ledger.effects ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ledger.effects_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: pending_effects; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.pending_effects (
+    key text NOT NULL
+);
+
+
+--
+-- Name: TABLE pending_effects; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.pending_effects IS 'Keys of mails, alerts and fetches with no ending journal row (none yet, or the latest is retry). Kept by triggers on ledger.intents, ledger.alerts and ledger.effects; derived, never written by a service.';
+
+
+--
+-- Name: pending_subjects; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.pending_subjects (
+    kind text NOT NULL,
+    subject text NOT NULL,
+    seq bigint NOT NULL,
+    CONSTRAINT pending_subjects_kind_known CHECK ((kind = ANY (ARRAY['instance'::text, 'token'::text])))
+);
+
+
+--
+-- Name: TABLE pending_subjects; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.pending_subjects IS 'Instances (by subscription) and tokens (by customer) an intent asked about that the dispatcher has not yet found in sync. Kept by a trigger on ledger.intents; the dispatcher deletes what it found in sync.';
+
+
+--
+-- Name: pending_subjects_seq; Type: SEQUENCE; Schema: ledger; Owner: -
+--
+
+CREATE SEQUENCE ledger.pending_subjects_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: reconcile_runs_id_seq; Type: SEQUENCE; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ledger.reconcile_runs ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ledger.reconcile_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: reconcile_seen; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.reconcile_seen (
+    run bigint NOT NULL,
+    object_id text NOT NULL
+);
+
+
+--
+-- Name: usage_counters; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.usage_counters (
+    stripe_customer_id text NOT NULL,
+    metric text NOT NULL,
+    day date NOT NULL,
+    used bigint NOT NULL,
+    CONSTRAINT usage_counters_used CHECK ((used >= 0))
+);
+
+
+--
+-- Name: TABLE usage_counters; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.usage_counters IS 'Per customer, metric and UTC day: the sum of ledger.usage quantities.';
+
+
+--
+-- Name: usage_id_seq; Type: SEQUENCE; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ledger.usage ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ledger.usage_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: checkpoint; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.checkpoint (
+    name text NOT NULL,
+    "position" bigint NOT NULL,
+    catalog_hash text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    build_id text DEFAULT 'live'::text NOT NULL
+);
+
+
+--
+-- Name: TABLE checkpoint; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.checkpoint IS 'Last folded log position, written in the same transaction as the rows it produced. Lives inside the schema so a rebuild swaps it with the data.';
+
+
+--
+-- Name: COLUMN checkpoint.catalog_hash; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.checkpoint.catalog_hash IS 'Catalog the rows were built with: a projector with another catalog reports it and a rebuild settles it.';
+
+
+--
+-- Name: COLUMN checkpoint.build_id; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.checkpoint.build_id IS '''live'' or the id of the rebuild that produced these tables.';
+
+
+--
+-- Name: tokens; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.tokens (
+    stripe_customer_id text NOT NULL,
+    wanted boolean NOT NULL,
+    tier text
+);
+
+
+--
+-- Name: TABLE tokens; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.tokens IS 'Whether a customer should hold a live API token, and its tier. Token hashes are issued by the dispatcher, elsewhere.';
+
+
+--
+-- Name: alerts alerts_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.alerts
+    ADD CONSTRAINT alerts_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: api_tokens api_tokens_key_unique; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.api_tokens
+    ADD CONSTRAINT api_tokens_key_unique UNIQUE (key);
+
+
+--
+-- Name: api_tokens api_tokens_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.api_tokens
+    ADD CONSTRAINT api_tokens_pkey PRIMARY KEY (token_sha256);
+
+
+--
+-- Name: backfill_runs backfill_runs_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.backfill_runs
+    ADD CONSTRAINT backfill_runs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: chain_formats chain_formats_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.chain_formats
+    ADD CONSTRAINT chain_formats_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: commands commands_idempotency_unique; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.commands
+    ADD CONSTRAINT commands_idempotency_unique UNIQUE (caller, idempotency_key);
+
+
+--
+-- Name: commands commands_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.commands
+    ADD CONSTRAINT commands_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: effects effects_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.effects
+    ADD CONSTRAINT effects_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: events events_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY ("position");
+
+
+--
+-- Name: events events_stripe_event_id_key; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.events
+    ADD CONSTRAINT events_stripe_event_id_key UNIQUE (stripe_event_id);
+
+
+--
+-- Name: instances_observed instances_observed_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.instances_observed
+    ADD CONSTRAINT instances_observed_pkey PRIMARY KEY (stripe_subscription_id);
+
+
+--
+-- Name: intents intents_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.intents
+    ADD CONSTRAINT intents_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: pending_effects pending_effects_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.pending_effects
+    ADD CONSTRAINT pending_effects_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: pending_subjects pending_subjects_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.pending_subjects
+    ADD CONSTRAINT pending_subjects_pkey PRIMARY KEY (kind, subject);
+
+
+--
+-- Name: reconcile_runs reconcile_runs_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.reconcile_runs
+    ADD CONSTRAINT reconcile_runs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: reconcile_seen reconcile_seen_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.reconcile_seen
+    ADD CONSTRAINT reconcile_seen_pkey PRIMARY KEY (run, object_id);
+
+
+--
+-- Name: usage_counters usage_counters_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.usage_counters
+    ADD CONSTRAINT usage_counters_pkey PRIMARY KEY (stripe_customer_id, metric, day);
+
+
+--
+-- Name: usage usage_idempotency_unique; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.usage
+    ADD CONSTRAINT usage_idempotency_unique UNIQUE (stripe_customer_id, idempotency_key);
+
+
+--
+-- Name: usage usage_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.usage
+    ADD CONSTRAINT usage_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: accounts accounts_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.accounts
+    ADD CONSTRAINT accounts_pkey PRIMARY KEY (stripe_customer_id);
+
+
+--
+-- Name: anomalies anomalies_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.anomalies
+    ADD CONSTRAINT anomalies_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: checkpoint checkpoint_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.checkpoint
+    ADD CONSTRAINT checkpoint_pkey PRIMARY KEY (name);
+
+
+--
+-- Name: credit_grants credit_grants_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.credit_grants
+    ADD CONSTRAINT credit_grants_pkey PRIMARY KEY (key);
+
+
+--
+-- Name: instance_targets instance_targets_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.instance_targets
+    ADD CONSTRAINT instance_targets_pkey PRIMARY KEY (stripe_subscription_id);
+
+
+--
+-- Name: subscriptions subscriptions_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.subscriptions
+    ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (stripe_subscription_id);
+
+
+--
+-- Name: tokens tokens_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.tokens
+    ADD CONSTRAINT tokens_pkey PRIMARY KEY (stripe_customer_id);
+
+
+--
+-- Name: api_tokens_customer_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX api_tokens_customer_idx ON ledger.api_tokens USING btree (stripe_customer_id);
+
+
+--
+-- Name: api_tokens_expires_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX api_tokens_expires_idx ON ledger.api_tokens USING btree (expires_at) WHERE (revoked_at IS NULL);
+
+
+--
+-- Name: api_tokens_one_live_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE UNIQUE INDEX api_tokens_one_live_idx ON ledger.api_tokens USING btree (stripe_customer_id) WHERE (revoked_at IS NULL);
+
+
+--
+-- Name: api_tokens_undelivered_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX api_tokens_undelivered_idx ON ledger.api_tokens USING btree (stripe_customer_id) WHERE ((revoked_at IS NULL) AND (delivered_at IS NULL));
+
+
+--
+-- Name: commands_customer_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX commands_customer_idx ON ledger.commands USING btree (customer, endpoint, at);
+
+
+--
+-- Name: commands_email_lower_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX commands_email_lower_idx ON ledger.commands USING btree (lower((request ->> 'email'::text)), endpoint, at) WHERE (customer IS NULL);
+
+
+--
+-- Name: effects_key_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX effects_key_idx ON ledger.effects USING btree (key, id);
+
+
+--
+-- Name: effects_subject_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX effects_subject_idx ON ledger.effects USING btree (subject, id);
+
+
+--
+-- Name: events_created_type_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX events_created_type_idx ON ledger.events USING btree (created, event_type);
+
+
+--
+-- Name: events_customer_id_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX events_customer_id_idx ON ledger.events USING btree (customer_id, "position") WHERE (customer_id IS NOT NULL);
+
+
+--
+-- Name: events_event_type_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX events_event_type_idx ON ledger.events USING btree (event_type, "position");
+
+
+--
+-- Name: events_object_id_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX events_object_id_idx ON ledger.events USING btree (object_id, "position") WHERE (object_id IS NOT NULL);
+
+
+--
+-- Name: intents_position_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX intents_position_idx ON ledger.intents USING btree ("position");
+
+
+--
+-- Name: intents_subject_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX intents_subject_idx ON ledger.intents USING btree (kind, subject, "position");
+
+
+--
+-- Name: usage_credits_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX usage_credits_idx ON ledger.usage USING btree (stripe_customer_id, applies_at, consumed_after) WHERE (metric = 'credits'::text);
+
+
+--
+-- Name: accounts_email_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX accounts_email_idx ON projection.accounts USING btree (lower(email));
+
+
+--
+-- Name: anomalies_key_c_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX anomalies_key_c_idx ON projection.anomalies USING btree (key COLLATE "C");
+
+
+--
+-- Name: anomalies_kind_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX anomalies_kind_idx ON projection.anomalies USING btree (kind);
+
+
+--
+-- Name: credit_grants_customer_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX credit_grants_customer_idx ON projection.credit_grants USING btree (stripe_customer_id);
+
+
+--
+-- Name: subscriptions_customer_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX subscriptions_customer_idx ON projection.subscriptions USING btree (stripe_customer_id);
+
+
+--
+-- Name: alerts alerts_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER alerts_no_truncate BEFORE TRUNCATE ON ledger.alerts FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.alerts ENABLE ALWAYS TRIGGER alerts_no_truncate;
+
+
+--
+-- Name: alerts alerts_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER alerts_no_update_delete BEFORE DELETE OR UPDATE ON ledger.alerts FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.alerts ENABLE ALWAYS TRIGGER alerts_no_update_delete;
+
+
+--
+-- Name: alerts alerts_pending; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER alerts_pending AFTER INSERT ON ledger.alerts FOR EACH ROW EXECUTE FUNCTION ledger.track_pending_effect();
+
+
+--
+-- Name: api_tokens api_tokens_notify_access_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER api_tokens_notify_access_delete AFTER DELETE ON ledger.api_tokens REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: api_tokens api_tokens_notify_access_insert; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER api_tokens_notify_access_insert AFTER INSERT ON ledger.api_tokens REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: api_tokens api_tokens_notify_access_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER api_tokens_notify_access_truncate AFTER TRUNCATE ON ledger.api_tokens FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: api_tokens api_tokens_notify_access_update; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER api_tokens_notify_access_update AFTER UPDATE ON ledger.api_tokens REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: api_tokens api_tokens_pending_subject; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER api_tokens_pending_subject AFTER INSERT OR UPDATE ON ledger.api_tokens FOR EACH ROW EXECUTE FUNCTION ledger.track_pending_subject();
+
+
+--
+-- Name: chain_formats chain_formats_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER chain_formats_no_truncate BEFORE TRUNCATE ON ledger.chain_formats FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.chain_formats ENABLE ALWAYS TRIGGER chain_formats_no_truncate;
+
+
+--
+-- Name: chain_formats chain_formats_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER chain_formats_no_update_delete BEFORE DELETE OR UPDATE ON ledger.chain_formats FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.chain_formats ENABLE ALWAYS TRIGGER chain_formats_no_update_delete;
+
+
+--
+-- Name: commands commands_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER commands_no_truncate BEFORE TRUNCATE ON ledger.commands FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.commands ENABLE ALWAYS TRIGGER commands_no_truncate;
+
+
+--
+-- Name: commands commands_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER commands_no_update_delete BEFORE DELETE OR UPDATE ON ledger.commands FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.commands ENABLE ALWAYS TRIGGER commands_no_update_delete;
+
+
+--
+-- Name: effects effects_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER effects_no_truncate BEFORE TRUNCATE ON ledger.effects FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.effects ENABLE ALWAYS TRIGGER effects_no_truncate;
+
+
+--
+-- Name: effects effects_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER effects_no_update_delete BEFORE DELETE OR UPDATE ON ledger.effects FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.effects ENABLE ALWAYS TRIGGER effects_no_update_delete;
+
+
+--
+-- Name: effects effects_pending; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER effects_pending AFTER INSERT ON ledger.effects FOR EACH ROW WHEN ((new.kind = ANY (ARRAY['email'::text, 'alert'::text, 'fetch'::text]))) EXECUTE FUNCTION ledger.track_pending_effect();
+
+
+--
+-- Name: events events_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON ledger.events FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.events ENABLE ALWAYS TRIGGER events_no_truncate;
+
+
+--
+-- Name: events events_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER events_no_update_delete BEFORE DELETE OR UPDATE ON ledger.events FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.events ENABLE ALWAYS TRIGGER events_no_update_delete;
+
+
+--
+-- Name: instances_observed instances_observed_pending_subject; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER instances_observed_pending_subject AFTER INSERT OR UPDATE ON ledger.instances_observed FOR EACH ROW EXECUTE FUNCTION ledger.track_pending_subject();
+
+
+--
+-- Name: intents intents_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER intents_no_truncate BEFORE TRUNCATE ON ledger.intents FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.intents ENABLE ALWAYS TRIGGER intents_no_truncate;
+
+
+--
+-- Name: intents intents_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER intents_no_update_delete BEFORE DELETE OR UPDATE ON ledger.intents FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.intents ENABLE ALWAYS TRIGGER intents_no_update_delete;
+
+
+--
+-- Name: intents intents_pending; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER intents_pending AFTER INSERT ON ledger.intents FOR EACH ROW WHEN ((new.kind = ANY (ARRAY['email'::text, 'fetch'::text]))) EXECUTE FUNCTION ledger.track_pending_effect();
+
+
+--
+-- Name: intents intents_pending_subject; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER intents_pending_subject AFTER INSERT ON ledger.intents FOR EACH ROW WHEN ((new.kind = ANY (ARRAY['instance'::text, 'token'::text]))) EXECUTE FUNCTION ledger.track_pending_subject();
+
+
+--
+-- Name: usage usage_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER usage_no_truncate BEFORE TRUNCATE ON ledger.usage FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.usage ENABLE ALWAYS TRIGGER usage_no_truncate;
+
+
+--
+-- Name: usage usage_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER usage_no_update_delete BEFORE DELETE OR UPDATE ON ledger.usage FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.usage ENABLE ALWAYS TRIGGER usage_no_update_delete;
+
+
+--
+-- Name: subscriptions subscriptions_notify_access_delete; Type: TRIGGER; Schema: projection; Owner: -
+--
+
+CREATE TRIGGER subscriptions_notify_access_delete AFTER DELETE ON projection.subscriptions REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: subscriptions subscriptions_notify_access_insert; Type: TRIGGER; Schema: projection; Owner: -
+--
+
+CREATE TRIGGER subscriptions_notify_access_insert AFTER INSERT ON projection.subscriptions REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: subscriptions subscriptions_notify_access_truncate; Type: TRIGGER; Schema: projection; Owner: -
+--
+
+CREATE TRIGGER subscriptions_notify_access_truncate AFTER TRUNCATE ON projection.subscriptions FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: subscriptions subscriptions_notify_access_update; Type: TRIGGER; Schema: projection; Owner: -
+--
+
+CREATE TRIGGER subscriptions_notify_access_update AFTER UPDATE ON projection.subscriptions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.notify_access();
+
+
+--
+-- Name: reconcile_seen reconcile_seen_run_fkey; Type: FK CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.reconcile_seen
+    ADD CONSTRAINT reconcile_seen_run_fkey FOREIGN KEY (run) REFERENCES ledger.reconcile_runs(id);
+
+
+--
+-- Name: SCHEMA audit; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA audit TO ledger_auditor;
+
+
+--
+-- Name: SCHEMA ledger; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA ledger TO ledger_ingest;
+GRANT USAGE ON SCHEMA ledger TO ledger_projector;
+GRANT USAGE ON SCHEMA ledger TO ledger_replay;
+
+
+--
+-- Name: SCHEMA projection; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA projection TO ledger_projector;
+GRANT USAGE ON SCHEMA projection TO ledger_replay;
+
+
+--
+-- Name: FUNCTION body(p_raw bytea); Type: ACL; Schema: audit; Owner: -
+--
+
+REVOKE ALL ON FUNCTION audit.body(p_raw bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION audit.body(p_raw bytea) TO ledger_auditor;
+
+
+--
+-- Name: FUNCTION redact(p jsonb); Type: ACL; Schema: audit; Owner: -
+--
+
+REVOKE ALL ON FUNCTION audit.redact(p jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION audit.redact(p jsonb) TO ledger_auditor;
+
+
+--
+-- Name: FUNCTION subscription_of(p_object_type text, p_object_id text, p_payload jsonb); Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT ALL ON FUNCTION audit.subscription_of(p_object_type text, p_object_id text, p_payload jsonb) TO ledger_auditor;
+
+
+--
+-- Name: FUNCTION subscription_of_row(p_stored text, p_object_type text, p_object_id text, p_raw bytea); Type: ACL; Schema: audit; Owner: -
+--
+
+REVOKE ALL ON FUNCTION audit.subscription_of_row(p_stored text, p_object_type text, p_object_id text, p_raw bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION audit.subscription_of_row(p_stored text, p_object_type text, p_object_id text, p_raw bytea) TO ledger_auditor;
+
+
+--
+-- Name: FUNCTION append_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_source text, p_received_by text); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.append_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_source text, p_received_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.append_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_source text, p_received_by text) TO ledger_replay;
+
+
+--
+-- Name: FUNCTION append_fetched_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_received_by text); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.append_fetched_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_received_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.append_fetched_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_received_by text) TO ledger_projector;
+
+
+--
+-- Name: FUNCTION append_webhook_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_received_by text); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.append_webhook_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_received_by text) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.append_webhook_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_received_by text) TO ledger_ingest;
+
+
+--
+-- Name: FUNCTION count_usage(p_customer text, p_metric text, p_quantity bigint, p_key text, p_caller text, p_day date, p_at timestamp with time zone, p_live boolean, p_quota bigint); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.count_usage(p_customer text, p_metric text, p_quantity bigint, p_key text, p_caller text, p_day date, p_at timestamp with time zone, p_live boolean, p_quota bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.count_usage(p_customer text, p_metric text, p_quantity bigint, p_key text, p_caller text, p_day date, p_at timestamp with time zone, p_live boolean, p_quota bigint) TO ledger_projector;
+
+
+--
+-- Name: FUNCTION count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) TO ledger_projector;
+
+
+--
+-- Name: FUNCTION notify_access(); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.notify_access() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION track_pending_effect(); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.track_pending_effect() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION track_pending_subject(); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.track_pending_subject() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION try_parse_jsonb(p_raw bytea); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.try_parse_jsonb(p_raw bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.try_parse_jsonb(p_raw bytea) TO ledger_replay;
+GRANT ALL ON FUNCTION ledger.try_parse_jsonb(p_raw bytea) TO ledger_projector;
+
+
+--
+-- Name: TABLE accounts; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.accounts TO ledger_projector;
+GRANT SELECT ON TABLE projection.accounts TO ledger_replay;
+
+
+--
+-- Name: TABLE accounts; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.accounts TO ledger_auditor;
+
+
+--
+-- Name: TABLE alerts; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE ledger.alerts TO ledger_projector;
+
+
+--
+-- Name: TABLE alerts; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.alerts TO ledger_auditor;
+
+
+--
+-- Name: TABLE effects; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE ledger.effects TO ledger_projector;
+
+
+--
+-- Name: TABLE effect_failures; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT ON TABLE ledger.effect_failures TO ledger_projector;
+
+
+--
+-- Name: TABLE intents; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE ledger.intents TO ledger_projector;
+
+
+--
+-- Name: TABLE anomalies; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.anomalies TO ledger_projector;
+
+
+--
+-- Name: TABLE anomalies; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.anomalies TO ledger_auditor;
+
+
+--
+-- Name: TABLE backfill_runs; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE ledger.backfill_runs TO ledger_replay;
+
+
+--
+-- Name: TABLE backfill_runs; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.backfill_runs TO ledger_auditor;
+
+
+--
+-- Name: TABLE commands; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE ledger.commands TO ledger_projector;
+
+
+--
+-- Name: TABLE commands; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.commands TO ledger_auditor;
+
+
+--
+-- Name: TABLE credit_grants; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.credit_grants TO ledger_projector;
+
+
+--
+-- Name: TABLE credit_grants; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.credit_grants TO ledger_auditor;
+
+
+--
+-- Name: TABLE usage; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE ledger.usage TO ledger_projector;
+
+
+--
+-- Name: TABLE credits; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.credits TO ledger_auditor;
+
+
+--
+-- Name: TABLE events; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT ON TABLE ledger.events TO ledger_projector;
+GRANT SELECT ON TABLE ledger.events TO ledger_replay;
+
+
+--
+-- Name: TABLE customer_timeline; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.customer_timeline TO ledger_auditor;
+
+
+--
+-- Name: TABLE effects; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.effects TO ledger_auditor;
+
+
+--
+-- Name: TABLE events; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.events TO ledger_auditor;
+
+
+--
+-- Name: TABLE instances_observed; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE ledger.instances_observed TO ledger_projector;
+
+
+--
+-- Name: TABLE instance_targets; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.instance_targets TO ledger_projector;
+
+
+--
+-- Name: TABLE instances; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.instances TO ledger_projector;
+
+
+--
+-- Name: TABLE instances; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.instances TO ledger_auditor;
+
+
+--
+-- Name: TABLE intents; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.intents TO ledger_auditor;
+
+
+--
+-- Name: TABLE reconcile_runs; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE ledger.reconcile_runs TO ledger_replay;
+
+
+--
+-- Name: TABLE reconcile_runs; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.reconcile_runs TO ledger_auditor;
+
+
+--
+-- Name: TABLE subscription_timeline; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.subscription_timeline TO ledger_auditor;
+
+
+--
+-- Name: TABLE subscriptions; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.subscriptions TO ledger_projector;
+GRANT SELECT ON TABLE projection.subscriptions TO ledger_replay;
+
+
+--
+-- Name: TABLE subscriptions; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.subscriptions TO ledger_auditor;
+
+
+--
+-- Name: TABLE api_tokens; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE ledger.api_tokens TO ledger_projector;
+
+
+--
+-- Name: TABLE tokens; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.tokens TO ledger_auditor;
+
+
+--
+-- Name: TABLE usage; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.usage TO ledger_auditor;
+
+
+--
+-- Name: SEQUENCE backfill_runs_id_seq; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE ledger.backfill_runs_id_seq TO ledger_replay;
+
+
+--
+-- Name: TABLE chain_formats; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT ON TABLE ledger.chain_formats TO ledger_replay;
+GRANT SELECT ON TABLE ledger.chain_formats TO ledger_projector;
+
+
+--
+-- Name: SEQUENCE effects_id_seq; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE ledger.effects_id_seq TO ledger_replay;
+
+
+--
+-- Name: TABLE pending_effects; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT ON TABLE ledger.pending_effects TO ledger_projector;
+
+
+--
+-- Name: TABLE pending_subjects; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,DELETE ON TABLE ledger.pending_subjects TO ledger_projector;
+
+
+--
+-- Name: SEQUENCE reconcile_runs_id_seq; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT USAGE ON SEQUENCE ledger.reconcile_runs_id_seq TO ledger_replay;
+
+
+--
+-- Name: TABLE reconcile_seen; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE ledger.reconcile_seen TO ledger_replay;
+
+
+--
+-- Name: TABLE usage_counters; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE ledger.usage_counters TO ledger_projector;
+
+
+--
+-- Name: TABLE checkpoint; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.checkpoint TO ledger_projector;
+
+
+--
+-- Name: TABLE tokens; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.tokens TO ledger_projector;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+
