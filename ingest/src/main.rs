@@ -8,7 +8,8 @@ use std::time::Duration;
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     shared::telemetry::init(config.log_format);
-    let settings = IngestSettings::from_config(&config)?;
+    let ingest = shared::config::IngestConfig::from_env(&config)?;
+    let settings = IngestSettings::from_config(&config, &ingest)?;
     let url = db::resolve_url(&config).await?;
     let pool = db::connect_lazy(
         &url,

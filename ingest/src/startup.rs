@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use secrecy::SecretString;
-use shared::config::{Config, ConfigError};
+use shared::config::{Config, ConfigError, IngestConfig};
 use shared::signature::Tolerance;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -40,16 +40,16 @@ pub struct IngestSettings {
 
 impl IngestSettings {
     /// The settings from the validated config; fails when no webhook secret is configured.
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+    pub fn from_config(config: &Config, ingest: &IngestConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            addr: config.ingest_addr,
-            admin_addr: config.ingest_admin_addr,
+            addr: ingest.ingest_addr,
+            admin_addr: ingest.ingest_admin_addr,
             secrets: config.require_webhook_secrets()?.to_vec(),
-            tolerance: Tolerance::Secs(config.webhook_tolerance.as_secs()),
-            body_limit: config.ingest_body_limit,
-            max_batch: config.ingest_max_batch,
-            appenders: config.ingest_appenders,
-            instance_id: config.ingest_instance_id.clone(),
+            tolerance: Tolerance::Secs(ingest.webhook_tolerance.as_secs()),
+            body_limit: ingest.ingest_body_limit,
+            max_batch: ingest.ingest_max_batch,
+            appenders: ingest.ingest_appenders,
+            instance_id: ingest.ingest_instance_id.clone(),
             server: shared::server::Limits::default(),
         })
     }

@@ -9,7 +9,8 @@ use shared::db;
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     shared::telemetry::init(config.log_format);
-    let settings = ProjectorSettings::from_config(&config)?;
+    let projector = shared::config::ProjectorConfig::from_env(&config)?;
+    let settings = ProjectorSettings::from_config(&config, &projector)?;
     if config.stripe_livemode.is_none() && matches!(config.database, shared::config::DatabaseSource::Url(_)) {
         tracing::warn!("STRIPE_LIVEMODE is unset: test-mode and live-mode events are both projected");
     }

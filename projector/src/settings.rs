@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::SecretString;
 use shared::catalog::Catalog;
-use shared::config::Config;
+use shared::config::{Config, ProjectorConfig};
 use shared::db::PoolSettings;
 
 use crate::console::ConsoleSettings;
@@ -79,19 +79,20 @@ impl Default for BillingSettings {
 }
 
 impl ProjectorSettings {
-    /// The settings of `config`; fails when the catalog cannot be read or is invalid.
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+    /// The settings of `config` and `projector`; fails when the catalog cannot be read or is
+    /// invalid.
+    pub fn from_config(config: &Config, projector: &ProjectorConfig) -> anyhow::Result<Self> {
         let catalog = Catalog::from_config(config).context("invalid CATALOG_PATH")?;
         Ok(Self {
-            addr: config.projector_addr,
-            admin_addr: config.projector_admin_addr,
+            addr: projector.projector_addr,
+            admin_addr: projector.projector_admin_addr,
             catalog,
             runner: RunnerSettings {
-                batch_size: config.projector_batch_size,
-                cache_rows: config.projector_cache_rows,
+                batch_size: projector.projector_batch_size,
+                cache_rows: projector.projector_cache_rows,
                 fold: FoldConfig::from_config(config),
             },
-            effects: effect_settings(config),
+            effects: effect_settings(projector),
             pool: PoolSettings {
                 max_connections: config.database_max_connections,
                 statement_timeout: Some(Duration::from_secs(120)),
@@ -99,24 +100,24 @@ impl ProjectorSettings {
                 ..PoolSettings::default()
             },
             api_connections: (config.database_max_connections / 2).max(2),
-            access_cache_rows: config.access_cache_rows,
+            access_cache_rows: projector.access_cache_rows,
             billing: BillingSettings {
-                api_keys: config.billing_api_keys.clone(),
+                api_keys: projector.billing_api_keys.clone(),
                 stripe: config.stripe_api_key.clone().map(|key| (config.stripe_api_base.clone(), key)),
                 stripe_timeout: STRIPE_TIMEOUT,
-                portal_configuration: config.stripe_portal_configuration.clone(),
-                redirects: config.redirect_origins.clone(),
-                token_commands_per_minute: config.token_commands_per_minute,
+                portal_configuration: projector.stripe_portal_configuration.clone(),
+                redirects: projector.redirect_origins.clone(),
+                token_commands_per_minute: projector.token_commands_per_minute,
             },
             console: ConsoleSettings {
-                access: config.console.clone(),
+                access: projector.console.clone(),
                 webhook_secrets: config.webhook_secrets.clone(),
             },
         })
     }
 }
 
-fn effect_settings(config: &Config) -> EffectSettings {
+fn effect_settings(config: &ProjectorConfig) -> EffectSettings {
     EffectSettings {
         provisioner: config.provisioner_url.clone().map(|url| ProvisionerConfig {
             url,

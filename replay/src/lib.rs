@@ -186,6 +186,13 @@ pub fn parse_time(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         .with_context(|| format!("`{text}` is neither RFC 3339 nor unix seconds"))
 }
 
+/// The projector's settings, for the commands that fold, rebuild or dispatch as it does: its
+/// variables are read (and validated) only by them.
+fn projector_settings(config: &Config) -> anyhow::Result<ProjectorSettings> {
+    let projector = shared::config::ProjectorConfig::from_env(config)?;
+    ProjectorSettings::from_config(config, &projector)
+}
+
 /// Runs one command; the exit code is non-zero when `verify` finds a break.
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let url = db::resolve_url(&config).await?;
@@ -215,7 +222,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             return verify_cmd(&pool, secrets, expect_head.as_deref()).await;
         }
         Command::PortalConfig { apply } => {
-            let settings = ProjectorSettings::from_config(&config)?;
+            let settings = projector_settings(&config)?;
             let (base, key) = settings.billing.stripe.context("STRIPE_API_KEY is required for portal-config")?;
             let stripe = shared::stripe_api::StripeApi::new(&base, key, settings.billing.stripe_timeout)?;
             let form = portal::form(&stripe, &settings.catalog).await?;
@@ -251,11 +258,11 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             read.requests_per_second = requests_per_second;
             let since = since.as_deref().map(parse_time).transpose()?;
             let settings = reconcile::Settings { read, objects, since, apply, page_size: 100, restart };
-            let catalog = ProjectorSettings::from_config(&config)?.catalog;
+            let catalog = projector_settings(&config)?.catalog;
             return reconcile_cmd(&pool, &settings, &catalog).await;
         }
         Command::CheckCatalog => {
-            let catalog = ProjectorSettings::from_config(&config)?.catalog;
+            let catalog = projector_settings(&config)?.catalog;
             let mut reader = stripe_read::Reader::new(read_settings(&config, stripe_key(&config, "check-catalog")?))?;
             let findings = check_catalog::run(&mut reader, &catalog, &mut |line| eprintln!("{line}")).await?;
             for finding in &findings {
@@ -271,7 +278,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             }
             let pool = pool()?;
             db::prepare(&pool, config.migrate_on_start).await?;
-            let projector = ProjectorSettings::from_config(&config)?;
+            let projector = projector_settings(&config)?;
             let lines = audit::timeline(&pool, &id, &projector.catalog, &projector.runner.fold).await?;
             let mut out = std::io::stdout().lock();
             for line in lines {
@@ -439,7 +446,7 @@ async fn backfill_cmd(pool: &sqlx::PgPool, settings: &backfill::Settings) -> any
 
 async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool, keep_old: bool) -> anyhow::Result<()> {
     use projector::rebuild;
-    let ProjectorSettings { catalog, runner, .. } = ProjectorSettings::from_config(config)?;
+    let ProjectorSettings { catalog, runner, .. } = projector_settings(config)?;
     if !dry_run && !yes {
         anyhow::bail!(
             "`replay rebuild` replaces the live projections with a fold of the whole log using catalog {}; \
