@@ -5,8 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(envelope) = shared::envelope::decode(data) {
+    if let Ok(envelope) = domain::envelope::decode(data) {
         assert!(!envelope.id.is_empty(), "a decoded envelope has an id");
     }
-    let _ = shared::envelope::salvage(data, 1_700_000_000);
+    let _ = domain::envelope::salvage(data, 1_700_000_000);
 });

@@ -5,6 +5,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = shared::stripe::decode(data);
-    let _ = shared::stripe::decode(&shared::stripe::without_nul_escapes(data));
+    let _ = domain::stripe::decode(data);
+    let _ = domain::stripe::decode(&domain::stripe::without_nul_escapes(data));
 });

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
-use shared::signature::{Tolerance, sign_header, signed_at, verify};
+use domain::signature::{Tolerance, sign_header, signed_at, verify};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());

@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let body = &bodies[n];
-            let signature = shared::signature::sign_header(&secret, unix_now(), body);
+            let signature = domain::signature::sign_header(&secret, unix_now(), body);
             let sent = Instant::now();
             let result = client.post(&url).header("stripe-signature", signature).body(body.clone()).send().await;
             let latency = sent.elapsed();

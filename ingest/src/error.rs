@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use shared::envelope::EnvelopeError;
-use shared::signature::SignatureError;
+use domain::envelope::EnvelopeError;
+use domain::signature::SignatureError;
 
 /// Why a webhook was not acknowledged. Every variant is answered, logged and counted.
 #[derive(Debug, thiserror::Error)]

@@ -11,9 +11,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use domain::signature::{self, Tolerance};
 use secrecy::SecretString;
 use shared::log::{AppendOutcome, NewEvent};
-use shared::signature::{self, Tolerance};
 
 use crate::appender::{AppendError, AppenderHandle};
 use crate::error::IngestError;
@@ -137,7 +137,7 @@ fn decode_signed(state: &AppState, body: Bytes, signature: &str, signed_at: i64)
     match NewEvent::decode(body.clone(), Some(signature.to_owned())) {
         Ok(event) => Ok(event),
         Err(error) => {
-            let Some(envelope) = shared::envelope::salvage(&body, signed_at) else {
+            let Some(envelope) = domain::envelope::salvage(&body, signed_at) else {
                 return Err(error.into());
             };
             state.metrics.undecodable();

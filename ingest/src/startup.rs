@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use domain::signature::Tolerance;
 use secrecy::SecretString;
 use shared::config::{Config, ConfigError, IngestConfig};
-use shared::signature::Tolerance;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

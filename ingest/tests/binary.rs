@@ -58,7 +58,7 @@ async fn the_binary_runs_with_no_configuration_on_the_embedded_database() {
     let body = format!(
         r#"{{"id":"evt_binary_{now}","object":"event","api_version":"2025-03-31.basil","created":{now},"livemode":false,"type":"customer.created","data":{{"object":{{"id":"cus_bin","object":"customer"}}}}}}"#
     );
-    let signature = shared::signature::sign_header(DEV_WEBHOOK_SECRET, now, body.as_bytes());
+    let signature = domain::signature::sign_header(DEV_WEBHOOK_SECRET, now, body.as_bytes());
     let response = reqwest::Client::new()
         .post(&url)
         .header("stripe-signature", signature)

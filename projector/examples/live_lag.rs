@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     }
     bodies.truncate(total);
     let ids: Vec<String> =
-        bodies.iter().map(|b| shared::envelope::decode(b).map(|e| e.id)).collect::<Result<_, _>>()?;
+        bodies.iter().map(|b| domain::envelope::decode(b).map(|e| e.id)).collect::<Result<_, _>>()?;
 
     let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let visible: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-            let signature = shared::signature::sign_header(&secret, now, &body);
+            let signature = domain::signature::sign_header(&secret, now, &body);
             let response = client.post(&url).header("stripe-signature", signature).body(body).send().await;
             if response.is_ok_and(|r| r.status() == 200) {
                 acked.lock().await.insert(id, Instant::now());

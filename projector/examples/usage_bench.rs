@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use domain::catalog::{Catalog, EXAMPLE};
 use ledger_tests::bench::{Measured, load_accepting};
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
@@ -14,7 +15,6 @@ use ledger_tests::projector::{BILLING_KEY, TestProjector};
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use projector::effects::SystemClock;
 use serde_json::json;
-use shared::catalog::{Catalog, EXAMPLE};
 
 /// The hot customer's daily quota: reached within the run at the rates this machine does.
 const HOT_QUOTA: u64 = 8_000;

@@ -1,11 +1,9 @@
-//! `projector`: folds the event log, in position order, into the projection tables.
+//! `projector`: folds the event log, in position order, into the projection tables, with the
+//! pure fold, keys and plan of the `domain` crate.
 //!
-//! - [`fold`]: the pure fold `(state, event) -> Delta` (rules in `docs/projector.md`).
 //! - [`store`]: the SQL image of the projections, the intents outbox and the checkpoint.
 //! - [`runner`]: leadership, batches and wake-ups.
-//! - [`window`]: the live runner's per-batch working set of rows and its bounded cache.
 //! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
-//! - [`keys`]: the effect vocabulary: idempotency keys, subjects, kinds and outcomes.
 //! - [`leader`]: the advisory lock that makes one runner and one dispatcher active.
 //! - [`effects`]: the dispatcher that carries out the intents exactly once.
 //! - [`api`]: the HTTP API on `PROJECTOR_ADDR` (`/healthz`, `/readyz`, `/v1/access`, the billing
@@ -16,25 +14,20 @@
 
 pub mod api;
 pub mod console;
-pub mod credits;
 pub mod effects;
-pub mod fold;
-pub mod keys;
 pub mod leader;
 pub mod rebuild;
 pub mod runner;
 pub mod settings;
 pub mod store;
-pub mod usage;
-pub mod window;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
+use domain::catalog::Catalog;
 use prometheus_client::registry::Registry;
-use shared::catalog::Catalog;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;

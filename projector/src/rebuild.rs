@@ -21,13 +21,13 @@ use std::fmt::{Debug, Write as _};
 
 use anyhow::Context;
 use chrono::Utc;
-use shared::catalog::Catalog;
+use domain::catalog::Catalog;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
-use crate::fold::{Decoded, FoldConfig, Intent, Projections};
 use crate::runner::CHECKPOINT;
 use crate::store;
+use domain::fold::{Decoded, FoldConfig, Intent, Projections};
 
 /// Events read per page while folding the log.
 const PAGE: i64 = 5_000;
@@ -161,7 +161,7 @@ async fn read_decoded(pool: PgPool, head: i64, pages: tokio::sync::mpsc::Sender<
     });
     while let Some(rows) = fetched.recv().await {
         let decoded = rows
-            .map(|rows| rows.into_iter().map(|(position, raw)| (position, shared::stripe::decode(&raw))).collect())
+            .map(|rows| rows.into_iter().map(|(position, raw)| (position, domain::stripe::decode(&raw))).collect())
             .map_err(anyhow::Error::from);
         if pages.send(decoded).await.is_err() {
             break;

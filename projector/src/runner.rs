@@ -4,7 +4,7 @@
 //! hot standbys and take over when the leader's connection ends. Each batch is one transaction:
 //! lock the checkpoint row (fencing: a second projector waits, then sees the advanced position),
 //! read `position > checkpoint`, fold, write the changed rows, the intents and the checkpoint,
-//! commit. The fold reads only the rows its batch's events need ([`crate::window`]), from a bounded
+//! commit. The fold reads only the rows its batch's events need ([`domain::window`]), from a bounded
 //! cache of recent rows or else from the tables; the cache is emptied whenever it may differ from
 //! the tables (takeover, a failed batch, a checkpoint moved by someone else).
 
@@ -13,21 +13,21 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use domain::catalog::Catalog;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use shared::catalog::Catalog;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::fold::FoldConfig;
 use crate::leader::{self, LeaderLock};
 use crate::store;
-use crate::window::{Batch, Cache, Folded};
+use domain::fold::FoldConfig;
+use domain::window::{Batch, Cache, Folded};
 
 /// The checkpoint row of the live projections.
 pub const CHECKPOINT: &str = "main";

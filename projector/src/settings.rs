@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use domain::catalog::Catalog;
 use secrecy::SecretString;
-use shared::catalog::Catalog;
 use shared::config::{Config, ProjectorConfig};
 use shared::db::PoolSettings;
 
@@ -14,8 +14,8 @@ use crate::console::ConsoleSettings;
 use crate::effects::EffectSettings;
 use crate::effects::mail::{self, MailConfig};
 use crate::effects::provisioner::ProvisionerConfig;
-use crate::fold::FoldConfig;
 use crate::runner::RunnerSettings;
+use domain::fold::FoldConfig;
 
 /// How long one Stripe API call may take before it is retried (with the same idempotency key).
 pub const STRIPE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -82,7 +82,7 @@ impl ProjectorSettings {
     /// The settings of `config` and `projector`; fails when the catalog cannot be read or is
     /// invalid.
     pub fn from_config(config: &Config, projector: &ProjectorConfig) -> anyhow::Result<Self> {
-        let catalog = Catalog::from_config(config).context("invalid CATALOG_PATH")?;
+        let catalog = Catalog::from_path(config.catalog_path.as_deref()).context("invalid CATALOG_PATH")?;
         Ok(Self {
             addr: projector.projector_addr,
             admin_addr: projector.projector_admin_addr,
@@ -90,7 +90,7 @@ impl ProjectorSettings {
             runner: RunnerSettings {
                 batch_size: projector.projector_batch_size,
                 cache_rows: projector.projector_cache_rows,
-                fold: FoldConfig::from_config(config),
+                fold: fold_config(config),
             },
             effects: effect_settings(projector),
             pool: PoolSettings {
@@ -114,6 +114,14 @@ impl ProjectorSettings {
                 webhook_secrets: config.webhook_secrets.clone(),
             },
         })
+    }
+}
+
+/// The fold settings of the validated config (the projector and `replay` share them).
+pub fn fold_config(config: &Config) -> FoldConfig {
+    FoldConfig {
+        grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX),
+        livemode: config.stripe_livemode,
     }
 }
 

@@ -11,10 +11,10 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use domain::catalog::Catalog;
+use domain::fold::{self, Delta, FoldConfig, Projections};
 use futures::TryStreamExt;
-use projector::fold::{self, Delta, FoldConfig, Projections};
 use serde_json::json;
-use shared::catalog::Catalog;
 use sqlx::PgPool;
 
 #[derive(Debug, sqlx::FromRow)]

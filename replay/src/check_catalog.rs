@@ -4,8 +4,8 @@
 //! would become an `unknown_price` anomaly the day someone sells it.
 
 use anyhow::Context;
+use domain::catalog::Catalog;
 use serde::Deserialize;
-use shared::catalog::Catalog;
 
 use crate::stripe_read::Reader;
 

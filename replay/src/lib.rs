@@ -388,7 +388,7 @@ async fn verify_cmd(
 async fn reconcile_cmd(
     pool: &sqlx::PgPool,
     settings: &reconcile::Settings,
-    catalog: &shared::catalog::Catalog,
+    catalog: &domain::catalog::Catalog,
 ) -> anyhow::Result<ExitCode> {
     let bar = ProgressBar::new_spinner();
     bar.set_style(

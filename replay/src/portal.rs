@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use shared::catalog::Catalog;
+use domain::catalog::Catalog;
 use shared::stripe_api::{Form, StripeApi};
 
 /// Stripe's limit on products a portal configuration may offer.

@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
 use bytes::Bytes;
+use domain::catalog::{Catalog, Product};
+use domain::stripe::Object;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use shared::catalog::{Catalog, Product};
 use shared::log::{AppendOutcome, NewEvent, Source, append_events};
-use shared::stripe::Object;
 use sqlx::PgPool;
 
 use crate::stripe_read::{ReadSettings, Reader};
@@ -144,13 +144,13 @@ fn field(field: &'static str, ours: String, stripe: String) -> Option<Drift> {
 /// cancellation).
 pub fn subscription_drift(
     ours: Option<&OurSubscription>,
-    stripe: &shared::stripe::Subscription,
+    stripe: &domain::stripe::Subscription,
     catalog: &Catalog,
 ) -> Vec<Drift> {
     let Some(ours) = ours else { return vec![Drift::MissingHere] };
     let tier = |price: Option<&str>| match price.and_then(|p| catalog.product(p)) {
         Some(Product::Tier { tier, .. }) => tier.name.clone(),
-        _ => shared::catalog::UNKNOWN_TIER.to_owned(),
+        _ => domain::catalog::UNKNOWN_TIER.to_owned(),
     };
     let price = |price: Option<&str>, tier: &str| format!("{} ({tier})", show(price));
     [
@@ -165,7 +165,7 @@ pub fn subscription_drift(
 }
 
 /// How Stripe's customer differs from ours (email, deletion).
-pub fn customer_drift(ours: Option<&OurCustomer>, stripe: &shared::stripe::Customer) -> Vec<Drift> {
+pub fn customer_drift(ours: Option<&OurCustomer>, stripe: &domain::stripe::Customer) -> Vec<Drift> {
     let Some(ours) = ours else { return vec![Drift::MissingHere] };
     if stripe.deleted || ours.deleted {
         return field("deleted", ours.deleted.to_string(), stripe.deleted.to_string()).into_iter().collect();
@@ -240,7 +240,7 @@ impl Ours {
 pub fn examine(kind: Kind, object: &str, fetched_at: i64, ours: &Ours, catalog: &Catalog) -> anyhow::Result<Examined> {
     let bytes = snapshot_event(kind, object, fetched_at)?;
     let event =
-        shared::stripe::decode(&bytes).map_err(|e| anyhow::anyhow!("Stripe sent an object we cannot read: {e}"))?;
+        domain::stripe::decode(&bytes).map_err(|e| anyhow::anyhow!("Stripe sent an object we cannot read: {e}"))?;
     let (id, drifts) = match event.object {
         Object::Subscription(s) => {
             let drifts = subscription_drift(ours.subscriptions.get(&s.id), &s, catalog);

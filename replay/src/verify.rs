@@ -7,11 +7,11 @@
 //! position order, so memory stays flat however long the log is.
 
 use chrono::{DateTime, Utc};
+use domain::envelope::Envelope;
+use domain::signature::{self, Tolerance};
 use futures::TryStreamExt;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use shared::envelope::Envelope;
-use shared::signature::{self, Tolerance};
 use sqlx::PgPool;
 
 /// One stored row, as verify reads it.
@@ -105,7 +105,7 @@ impl From<Envelope> for EnvelopeColumns {
 /// The envelope ingest (or backfill) stored for this body (see [`EnvelopeColumns::derive`]).
 fn derive_envelope(raw_body: &[u8], signature: Option<&str>) -> Option<Envelope> {
     let signed_at = signature.and_then(signature::signed_at).unwrap_or(0);
-    shared::envelope::decode(raw_body).ok().or_else(|| shared::envelope::salvage(raw_body, signed_at))
+    domain::envelope::decode(raw_body).ok().or_else(|| domain::envelope::salvage(raw_body, signed_at))
 }
 
 /// The chain hash of a row in format 1 (rows before `ledger.chain_formats`' format 2):

@@ -172,7 +172,7 @@ async fn the_auditor_reads_audit_only_never_token_hashes_and_writes_nothing() {
         .await
         .expect("an operator's view");
     let pool = db.service_pool(2);
-    let config = projector::fold::FoldConfig::default();
+    let config = domain::fold::FoldConfig::default();
     let folded = projector::rebuild::fold_log(&pool, &catalog(), &config, &mut |_, _| {}).await.expect("fold");
     projector::rebuild::swap_in(&pool, folded, &catalog(), &config, false).await.expect("swap");
     let mut tx = db.pool.begin().await.expect("tx");

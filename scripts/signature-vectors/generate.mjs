@@ -1,4 +1,4 @@
-// Generates shared/tests/data/stripe-node-signatures.json with Stripe's official Node library, so
+// Generates domain/tests/data/stripe-node-signatures.json with Stripe's official Node library, so
 // our Rust verifier is checked against headers Stripe's own code produces.
 //   cd scripts/signature-vectors && npm install && node generate.mjs
 import Stripe from 'stripe';
@@ -21,7 +21,7 @@ const vectors = cases.map((c) => ({
 for (const v of vectors) {
   stripe.webhooks.signature.verifyHeader(v.payload, v.header, v.secret, 0);
 }
-const out = new URL('../../shared/tests/data/stripe-node-signatures.json', import.meta.url);
+const out = new URL('../../domain/tests/data/stripe-node-signatures.json', import.meta.url);
 writeFileSync(out, JSON.stringify(vectors, null, 2) + '\n');
 const version = JSON.parse(readFileSync(new URL('node_modules/stripe/package.json', import.meta.url))).version;
 console.log(`wrote ${vectors.length} vectors with stripe-node ${version}`);

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use sqlx::PgExecutor;
 
-use crate::envelope::Envelope;
+use domain::envelope::Envelope;
 
 /// Where an event came from (`ledger.events.source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub enum Source {
     /// A snapshot of Stripe's current object, appended by `replay reconcile --apply`.
     Reconcile,
     /// What Stripe answered when the projector fetched a part an event left out
-    /// (`shared::fetched`); appended by the projector's dispatcher.
+    /// (`domain::fetched`); appended by the projector's dispatcher.
     Fetch,
 }
 
@@ -46,8 +46,8 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Decodes the envelope of `raw_body` and keeps the bytes as they are.
-    pub fn decode(raw_body: Bytes, signature: Option<String>) -> Result<Self, crate::envelope::EnvelopeError> {
-        Ok(Self { envelope: crate::envelope::decode(&raw_body)?, raw_body, signature })
+    pub fn decode(raw_body: Bytes, signature: Option<String>) -> Result<Self, domain::envelope::EnvelopeError> {
+        Ok(Self { envelope: domain::envelope::decode(&raw_body)?, raw_body, signature })
     }
 }
 

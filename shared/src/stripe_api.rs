@@ -7,9 +7,9 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
-/// The Stripe API version every call is made with (`Stripe-Version`): the object shapes the fold
-/// reads (`current_period_end` on the items, `parent` on invoice lines).
-pub const API_VERSION: &str = "2025-03-31.basil";
+/// The Stripe API version every call is made with (`Stripe-Version`), defined beside the model
+/// that reads its shapes.
+pub use domain::stripe::API_VERSION;
 
 /// How often a call that got no usable answer (timeout, connection error, 429, 5xx) is made.
 const ATTEMPTS: u32 = 3;

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use domain::signature::Tolerance;
 use ingest::{Application, IngestSettings};
 use secrecy::SecretString;
-use shared::signature::Tolerance;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 

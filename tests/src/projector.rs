@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use domain::catalog::Catalog;
+use domain::fold::{FoldConfig, Projections};
 use projector::ProjectorSettings;
 use projector::effects::mail::MailConfig;
 use projector::effects::{Clock, EffectSettings, SystemClock};
-use projector::fold::{FoldConfig, Projections};
 use projector::runner::{RunnerSettings, RunnerStatus};
-use shared::catalog::Catalog;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 

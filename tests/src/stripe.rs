@@ -71,7 +71,7 @@ pub fn subscription_updated(id: &str, sequence: u64) -> Vec<u8> {
 
 /// The `Stripe-Signature` header Stripe would send for `body` now.
 pub fn sign(body: &[u8]) -> String {
-    shared::signature::sign_header(SECRET, now(), body)
+    domain::signature::sign_header(SECRET, now(), body)
 }
 
 /// Which API version's object shapes an event is rendered in.

@@ -8,12 +8,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use domain::catalog::{Catalog, Limit, Quota, Tier};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use shared::catalog::{Catalog, Limit, Quota, Tier};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ use super::auth::bearer;
 use super::error::ApiError;
 use super::token::token_key;
 use crate::effects::Clock;
-use crate::usage;
+use domain::usage;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -304,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_live_token_is_granted_at_its_tier_until_the_earliest_thing_that_can_end_it() {
-        let catalog = shared::catalog::Catalog::example().expect("catalog");
+        let catalog = domain::catalog::Catalog::example().expect("catalog");
         let (answer, until) = decide(&token(Some(("professional", "active"))), &catalog, at(0));
         assert_eq!(answer.rank, catalog.rank("professional"));
         let Outcome::Granted(body) = &answer.outcome else { panic!("granted: {answer:?}") };
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn revoked_expired_and_unpaid_tokens_are_denied_with_their_reason() {
-        let catalog = shared::catalog::Catalog::example().expect("catalog");
+        let catalog = domain::catalog::Catalog::example().expect("catalog");
         let result = |t: &TokenState, now| match decide(t, &catalog, now).0.outcome {
             Outcome::Denied(result) => result,
             Outcome::Granted(_) => "granted",

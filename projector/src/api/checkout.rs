@@ -9,9 +9,9 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use domain::catalog::Product;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::catalog::Product;
 use shared::stripe_api::{Form, StripeError};
 use sqlx::PgConnection;
 

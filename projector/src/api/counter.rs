@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
-use shared::catalog::{Catalog, Quota};
+use domain::catalog::{Catalog, Quota};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::access_cache::Notifier;
 use super::error::ApiError;
 use super::usage::{known_customers, live_tiers};
-use crate::usage;
+use domain::usage;
 
 /// Requests counted in one call at most.
 const MAX_BATCH: usize = 64;

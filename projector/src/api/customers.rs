@@ -11,7 +11,7 @@ use super::BillingState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::usage::{CreditAccount, counts, live_tier};
-use crate::usage;
+use domain::usage;
 
 /// Credit transactions listed, newest first.
 const TRANSACTIONS: i64 = 100;
@@ -71,8 +71,8 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
     let used = counts(&mut conn, &id, today).await?;
     let mut usage = usage::today(&state.catalog, tier, &used, today);
     if let Some(object) = usage.as_object_mut() {
-        let credits_today = used.get(shared::catalog::CREDITS_METRIC).copied().unwrap_or(0);
-        object.insert(shared::catalog::CREDITS_METRIC.into(), json!({ "used": credits_today }));
+        let credits_today = used.get(domain::catalog::CREDITS_METRIC).copied().unwrap_or(0);
+        object.insert(domain::catalog::CREDITS_METRIC.into(), json!({ "used": credits_today }));
     }
     Ok(json!({
         "id": id,

@@ -26,8 +26,8 @@ use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use domain::catalog::Catalog;
 use prometheus_client::registry::Registry;
-use shared::catalog::Catalog;
 use shared::stripe_api::{StripeApi, StripeError};
 use sqlx::{PgConnection, PgPool};
 

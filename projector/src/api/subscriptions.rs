@@ -11,9 +11,9 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use domain::catalog::Product;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::catalog::Product;
 use shared::stripe_api::{Answer, Form};
 use sqlx::PgConnection;
 

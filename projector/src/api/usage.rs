@@ -12,13 +12,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
+use domain::catalog::{CREDITS_METRIC, Catalog, Quota, Tier};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::catalog::{CREDITS_METRIC, Catalog, Quota, Tier};
 use sqlx::{PgConnection, PgPool};
 
 use super::access::{AccessState, Answer};
@@ -27,9 +27,9 @@ use super::auth::{Authenticator, Caller};
 use super::commands::idempotency_key;
 use super::counter::{CountRequest, Counter as UsageCounter};
 use super::error::ApiError;
-use crate::credits::{self, Grant};
 use crate::effects::Clock;
-use crate::usage::{self, Count};
+use domain::credits::{self, Grant};
+use domain::usage::{self, Count};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MetricLabel {

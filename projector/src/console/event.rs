@@ -4,9 +4,9 @@
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use domain::signature::{self, Tolerance};
 use maud::{Markup, html};
 use sha2::{Digest, Sha256};
-use shared::signature::{self, Tolerance};
 
 use super::{ConsoleState, layout, urlencode};
 

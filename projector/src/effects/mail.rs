@@ -10,7 +10,7 @@ use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::plan::Verdict;
+use domain::plan::Verdict;
 
 /// How mails leave.
 #[derive(Debug, Clone)]

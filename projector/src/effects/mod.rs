@@ -1,13 +1,12 @@
 //! Effects: the dispatcher carries out what the fold asked for, exactly once (`docs/effects.md`).
 //!
-//! - [`plan`]: pure decisions (what an instance or a token needs now, retry delays, mail texts).
+//! - pure decisions (what an instance or a token needs now, retry delays): `domain::plan`.
 //! - [`provisioner`]: the HTTP client of the Dokku-style provisioner.
 //! - [`mail`]: SMTP (`SMTP_URL`) or `.eml` files (`MAIL_DIR`).
 //! - [`dispatcher`]: the loop: leadership, reconcile, call, journal in `ledger.effects`.
 
 pub mod dispatcher;
 pub mod mail;
-pub mod plan;
 pub mod provisioner;
 
 use std::sync::Mutex;

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use domain::catalog::Limits;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::catalog::Limits;
 use shared::outbound::describe;
 
 /// Where the provisioner is and how to talk to it.

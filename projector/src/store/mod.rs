@@ -11,8 +11,8 @@ use self::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Subscript
 pub use self::tables::{LimitColumns, desired_from};
 use std::collections::BTreeSet;
 
-use crate::fold::{Changes, Intent, Projections};
-use crate::window::Reads;
+use domain::fold::{Changes, Intent, Projections};
+use domain::window::Reads;
 
 /// The tables of the projection schema, in creation order (the checkpoint first).
 pub const TABLES: [&str; 7] = [
@@ -49,7 +49,7 @@ pub async fn load(conn: &mut PgConnection) -> sqlx::Result<Projections> {
 }
 
 /// Reads the rows of `keys`: on the same rows, exactly [`Projections::select`] (the live runner's
-/// per-batch loading, see [`crate::window`]). One statement, one round trip: [`LOAD_KEYS`].
+/// per-batch loading, see [`domain::window`]). One statement, one round trip: [`LOAD_KEYS`].
 pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Projections> {
     let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<String>>();
     let (mut low, mut high, mut unbounded) = (Vec::new(), Vec::new(), Vec::new());

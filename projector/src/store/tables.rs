@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use domain::catalog::{Limit, Limits};
+use domain::stripe::SubscriptionStatus;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shared::catalog::{Limit, Limits};
-use shared::stripe::SubscriptionStatus;
 
-use crate::fold::{
+use domain::fold::{
     Account, Anomaly, Changes, CreditGrant, Desired, Instance, Projections, SubscriptionRow, TokenWant, Version,
 };
 

@@ -93,7 +93,7 @@ async fn deliver(
 ) {
     for attempt in 0..MAX_ATTEMPTS {
         progress.requests.fetch_add(1, Ordering::Relaxed);
-        let signature = shared::signature::sign_header(secret, chrono::Utc::now().timestamp(), &delivery.body);
+        let signature = domain::signature::sign_header(secret, chrono::Utc::now().timestamp(), &delivery.body);
         let sent = client
             .post(url)
             .header("Stripe-Signature", signature)

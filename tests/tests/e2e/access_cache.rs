@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use domain::fold::FoldConfig;
 use ledger_tests::db::TestDb;
 use ledger_tests::projector::{TestProjector, catalog, customer_token};
 use ledger_tests::wait;
-use projector::fold::FoldConfig;
 use projector::rebuild;
 use serde_json::Value;
 

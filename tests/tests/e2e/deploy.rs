@@ -103,3 +103,22 @@ fn the_image_holds_the_binaries_and_migrations_and_checks_health_as_a_non_root_u
     let ignored = file(".dockerignore");
     assert!(ignored.contains("target/") && ignored.contains(".data/") && ignored.contains(".env"));
 }
+
+/// The domain crate stays pure: nothing that does I/O (a database driver, an async runtime, an
+/// HTTP or mail stack) is in its normal dependency tree, however deep.
+#[test]
+fn the_domain_crate_depends_on_no_io_crate() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = std::process::Command::new(cargo)
+        .args(["tree", "--offline", "-p", "domain", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .current_dir(ledger_tests::db::workspace_root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(output.status.success(), "cargo tree: {}", String::from_utf8_lossy(&output.stderr));
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let crates: std::collections::BTreeSet<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(crates.contains("serde_json") && crates.contains("domain"), "the tree was read: {crates:?}");
+    let forbidden = ["sqlx", "tokio", "axum", "hyper", "reqwest", "lettre", "tokio-postgres", "mio", "socket2"];
+    let found: Vec<&&str> = forbidden.iter().filter(|c| crates.contains(**c)).collect();
+    assert!(found.is_empty(), "the domain crate pulls in I/O crates {found:?}: {crates:?}");
+}

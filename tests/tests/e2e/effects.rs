@@ -568,12 +568,12 @@ async fn a_rebuild_with_a_fixed_catalog_performs_exactly_the_missing_effects() {
     assert_eq!(world.instance_status("sub_u").await, None);
     projector.stop().await;
 
-    let fixed = shared::catalog::Catalog::parse(
-        &shared::catalog::EXAMPLE
+    let fixed = domain::catalog::Catalog::parse(
+        &domain::catalog::EXAMPLE
             .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_team_2026\"]"),
     )
     .expect("fixed catalog");
-    let config = projector::fold::FoldConfig::default();
+    let config = domain::fold::FoldConfig::default();
     let folded = projector::rebuild::fold_log(&world.db.pool, &fixed, &config, &mut |_, _| {}).await.expect("fold");
     projector::rebuild::swap_in(&world.db.pool, folded, &fixed, &config, false).await.expect("swap");
     let restarted =

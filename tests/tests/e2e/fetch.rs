@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use domain::fold::FoldConfig;
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{BILLING_KEY, TestProjector, catalog};
 use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
 use ledger_tests::stripe_api::FakeStripe;
 use ledger_tests::wait;
-use projector::fold::FoldConfig;
 use projector::rebuild;
 use serde_json::{Value, json};
 

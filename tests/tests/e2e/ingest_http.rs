@@ -105,7 +105,7 @@ async fn rejected_requests_get_their_status_a_metric_and_no_row() {
     // Missing signature.
     assert_eq!(ingest.post(body.clone(), None).await.status(), 400);
     // Signed with another secret.
-    let forged = shared::signature::sign_header("whsec_attacker", stripe::now(), &body);
+    let forged = domain::signature::sign_header("whsec_attacker", stripe::now(), &body);
     let response = ingest.post(body.clone(), Some(&forged)).await;
     assert_eq!(response.status(), 400);
     let answer: serde_json::Value = response.json().await.expect("json error body");
@@ -117,7 +117,7 @@ async fn rejected_requests_get_their_status_a_metric_and_no_row() {
     tampered[at] = b'y';
     assert_eq!(ingest.post(tampered, Some(&signature)).await.status(), 400);
     // Too old.
-    let old = shared::signature::sign_header(SECRET, stripe::now() - 3600, &body);
+    let old = domain::signature::sign_header(SECRET, stripe::now() - 3600, &body);
     assert_eq!(ingest.post(body.clone(), Some(&old)).await.status(), 400);
     // Authentic but not a Stripe event.
     let not_event = br#"{"id":"cus_123","object":"customer"}"#.to_vec();

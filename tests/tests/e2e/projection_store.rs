@@ -1,10 +1,10 @@
 //! The SQL image of the projections: written batch by batch, it reads back exactly as one full fold.
 
+use domain::fold::{FoldConfig, Projections};
+use domain::window::Reads;
 use ledger_tests::db::TestDb;
 use ledger_tests::lifecycle;
-use projector::fold::{FoldConfig, Projections};
 use projector::store;
-use projector::window::Reads;
 
 use ledger_tests::projector::catalog;
 

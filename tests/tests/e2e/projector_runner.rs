@@ -18,7 +18,7 @@ async fn webhooks_reach_the_projections_exactly_as_one_fold_of_the_log() {
     let tables = load_tables(&db.pool).await;
     assert_eq!(tables, fold_whole_log(&db.pool, &catalog()).await, "live equals a rebuild from position 1");
     assert_eq!(tables.subscriptions.len(), 12);
-    assert!(tables.instances.values().any(|i| i.desired == projector::fold::Desired::Running));
+    assert!(tables.instances.values().any(|i| i.desired == domain::fold::Desired::Running));
     let intents: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.intents").fetch_one(&db.pool).await.expect("n");
     assert!(intents > 12, "instance, token and email intents journaled: {intents}");
     let (status, body) = projector.get("/readyz").await;
@@ -69,8 +69,8 @@ async fn a_projector_with_another_catalog_says_so_in_readyz() {
     first.caught_up(&db.pool).await;
     first.stop().await;
 
-    let changed = shared::catalog::Catalog::parse(
-        &shared::catalog::EXAMPLE.replace("credits_per_cycle = 1000\n", "credits_per_cycle = 1500\n"),
+    let changed = domain::catalog::Catalog::parse(
+        &domain::catalog::EXAMPLE.replace("credits_per_cycle = 1000\n", "credits_per_cycle = 1500\n"),
     )
     .expect("valid");
     let second = TestProjector::start(db.service_pool(4), changed, 50).await;

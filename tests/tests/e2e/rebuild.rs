@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
+use domain::catalog::Catalog;
+use domain::fold::{Desired, FoldConfig};
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{TestProjector, catalog, fold_whole_log, load_tables};
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use ledger_tests::{lifecycle, wait};
-use projector::fold::{Desired, FoldConfig};
 use projector::rebuild;
-use shared::catalog::Catalog;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_carries_on() {
@@ -85,7 +85,7 @@ async fn a_fixed_catalog_and_a_rebuild_repair_an_unknown_price() {
     assert!(broken.anomalies.contains_key("unknown_price:sub_team"));
 
     let fixed = Catalog::parse(
-        &shared::catalog::EXAMPLE
+        &domain::catalog::EXAMPLE
             .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_team_2026\"]"),
     )
     .expect("fixed catalog");

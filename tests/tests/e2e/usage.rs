@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use domain::catalog::{Catalog, EXAMPLE};
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{BILLING_KEY, TestProjector, customer_token};
 use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
 use projector::effects::{Clock as _, ManualClock};
 use serde_json::{Value, json};
-use shared::catalog::{Catalog, EXAMPLE};
 
 /// The example catalog with the free tier's messages cut to 50 a day.
 fn catalog() -> Catalog {
@@ -264,7 +264,7 @@ async fn credits_are_grants_minus_debits_with_the_cap_on_what_is_left_and_surviv
     assert_eq!(customer["usage"]["credits"]["used"], 8_500);
 
     // A rebuild re-folds the grants; the debits stay and the balance is the same.
-    let (catalog, config) = (catalog(), projector::fold::FoldConfig::default());
+    let (catalog, config) = (catalog(), domain::fold::FoldConfig::default());
     let folded =
         projector::rebuild::fold_log(&u.db.pool, &catalog, &config, &mut |_, _| {}).await.expect("fold the log");
     projector::rebuild::swap_in(&u.db.pool, folded, &catalog, &config, false).await.expect("swap");

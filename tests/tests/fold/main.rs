@@ -1,14 +1,14 @@
 //! The pure fold, given/when/then, on Stripe-shaped payloads in both API shapes (no database).
 
+use domain::catalog::{Catalog, Limit, UNKNOWN_TIER};
+use domain::fetched::Part;
+use domain::fold::{Desired, FoldConfig, Intent, Projections};
+use domain::keys::Subject;
+use domain::window;
 use ledger_tests::lifecycle;
 use ledger_tests::projector::without_positions;
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
-use projector::fold::{Desired, FoldConfig, Intent, Projections};
-use projector::keys::Subject;
-use projector::window;
 use proptest::prelude::*;
-use shared::catalog::{Catalog, Limit, UNKNOWN_TIER};
-use shared::fetched::Part;
 
 const SHAPES: [Shape; 2] = [Shape::Legacy, Shape::Basil];
 const T: i64 = 1_750_000_000;
@@ -111,7 +111,7 @@ fn an_unknown_price_is_loud_and_a_fixed_catalog_repairs_it() {
         assert!(!g.intent_keys().iter().any(|k| k.starts_with("email:welcome")));
 
         // Fix the catalog and rebuild from position 0.
-        let fixed = shared::catalog::EXAMPLE
+        let fixed = domain::catalog::EXAMPLE
             .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_new_team_plan\"]");
         let mut rebuilt = Given { catalog: Catalog::parse(&fixed).expect("fixed catalog"), ..Given::new() };
         rebuilt.event(&body);
@@ -266,7 +266,7 @@ fn a_failed_payment_opens_a_grace_period_that_a_payment_closes() {
         let mail = g.intents.iter().find(|i| i.key.to_string() == "email:payment_failed:in_2").expect("intent");
         assert_eq!(
             mail.subject,
-            projector::keys::Subject::Subscription("sub_1".into()),
+            domain::keys::Subject::Subscription("sub_1".into()),
             "the key names the invoice, the intent the subscription"
         );
 
@@ -367,9 +367,9 @@ fn a_session_without_items_asks_for_a_fetch_and_the_fetched_fact_credits_it_once
             g.state.anomalies["checkout_without_items:cs_9"].detail.contains("waiting for fetch:checkout_items:cs_9")
         );
         let items = vec![serde_json::json!({ "id": "li_1", "price": { "id": "price_credits_1000" }, "quantity": 2 })];
-        let fetched = shared::fetched::Fetched { items, requests: vec![] };
+        let fetched = domain::fetched::Fetched { items, requests: vec![] };
         let fact =
-            shared::fetched::event(&original, "fetch:checkout_items:cs_9", Part::CheckoutLineItems, fetched, T + 60)
+            domain::fetched::event(&original, "fetch:checkout_items:cs_9", Part::CheckoutLineItems, fetched, T + 60)
                 .expect("fact");
         g.event(&fact);
         assert_eq!(g.state.granted_balance("cus_9"), 2_000);
@@ -381,7 +381,7 @@ fn a_session_without_items_asks_for_a_fetch_and_the_fetched_fact_credits_it_once
         // A fact that carries no items either: the anomaly stays and says so; no new fetch.
         let mut g = Given::new();
         g.event(&original);
-        let empty = shared::fetched::event(
+        let empty = domain::fetched::event(
             &original,
             "fetch:checkout_items:cs_9",
             Part::CheckoutLineItems,
@@ -414,8 +414,8 @@ fn a_live_snapshot_without_a_period_asks_for_the_subscription_once_per_event() {
 
     let held = serde_json::json!({ "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active",
         "items": { "data": [{ "id": "si_1", "price": { "id": "price_starter_monthly" }, "current_period_end": T + 30 * DAY }] } });
-    let fetched = shared::fetched::Fetched { items: vec![held], requests: vec![] };
-    let fact = shared::fetched::event(&original, &key, Part::SubscriptionPeriod, fetched, T + 5).expect("fact");
+    let fetched = domain::fetched::Fetched { items: vec![held], requests: vec![] };
+    let fact = domain::fetched::event(&original, &key, Part::SubscriptionPeriod, fetched, T + 5).expect("fact");
     g.event(&fact).event(&fact);
     assert_eq!(g.state.subscriptions["sub_1"].current_period_end, Some(T + 30 * DAY));
     assert!(g.state.anomalies.is_empty(), "resolved: {:?}", g.state.anomalies);
@@ -445,9 +445,9 @@ fn a_thin_event_asks_for_its_object_and_the_fact_projects_it() {
 
     let held = serde_json::json!({ "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "past_due",
         "current_period_end": T + 30 * DAY, "items": { "data": [{ "id": "si_1", "price": { "id": "price_starter_monthly" } }] } });
-    let fetched = shared::fetched::Fetched { items: vec![held], requests: vec![] };
+    let fetched = domain::fetched::Fetched { items: vec![held], requests: vec![] };
     let key = format!("fetch:thin_object:{id}");
-    let fact = shared::fetched::event(&thin, &key, Part::ThinObject, fetched, T + 5).expect("fact");
+    let fact = domain::fetched::event(&thin, &key, Part::ThinObject, fetched, T + 5).expect("fact");
     g.event(&fact);
     assert_eq!(g.state.subscriptions["sub_1"].status.as_str(), "past_due");
     assert!(!g.state.anomalies.contains_key(&format!("thin_event:{id}")), "resolved");
@@ -700,9 +700,9 @@ fn extreme_values_saturate_instead_of_overflowing_the_fold() {
         price: "price_starter_monthly",
         period: (T, T + 30 * DAY),
     };
-    g.event(&stripe::invoice_event("invoice.payment_failed", shared::stripe::MAX_TIME, Shape::Basil, &of));
+    g.event(&stripe::invoice_event("invoice.payment_failed", domain::stripe::MAX_TIME, Shape::Basil, &of));
     let grace = g.state.subscriptions["sub_1"].grace_until.expect("a grace deadline");
-    assert!(grace <= shared::stripe::MAX_TIME);
+    assert!(grace <= domain::stripe::MAX_TIME);
 }
 
 /// Events that read more than one customer's lifecycle does: a second subscription of the
@@ -745,7 +745,7 @@ fn extras(n: u64, shape: Shape) -> Vec<Vec<u8>> {
 }
 
 /// The live runner folds each batch over a window of only the rows it reads, loaded from the
-/// tables, with a bounded cache in between (`projector::window`). Under shuffled and repeated
+/// tables, with a bounded cache in between (`domain::window`). Under shuffled and repeated
 /// deliveries, in batches of any size and with caches of any size (none, tiny, unbounded), the
 /// tables it writes and the intents it raises are those of the fold over the whole state.
 #[test]

@@ -1,20 +1,20 @@
 //! Fetches: parts an event left out (`ledger.intents`, kind `fetch`: a Checkout Session's line
 //! items, an invoice's lines beyond the first page, a subscription's period, a thin event's
 //! object), fetched from Stripe (every page of a list) and appended to the log as a fact
-//! (`shared::fetched`, source `fetch`), which the fold then reads like any event. The append comes first and is deduplicated by the fact's id (derived from the key), the
+//! (`domain::fetched`, source `fetch`), which the fold then reads like any event. The append comes first and is deduplicated by the fact's id (derived from the key), the
 //! journal row second: a crash in between re-fetches and appends nothing new.
 
 use chrono::{DateTime, Utc};
+use domain::fetched::{self, Fetched, Request};
 use futures::StreamExt;
 use serde_json::Value;
-use shared::fetched::{self, Fetched, Request};
 use shared::log::{NewEvent, Source, append_events};
 use shared::stripe_api::{Form, StripeApi, StripeError};
 
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
-use crate::effects::plan::{self, Verdict};
-use crate::keys::{EffectKey, EffectKind, FetchKey, Outcome, Subject};
+use domain::keys::{EffectKey, EffectKind, FetchKey, Outcome, Subject};
+use domain::plan::{self, Verdict};
 
 /// Most pages of one list (100 items each): a list longer than this is refused, not truncated.
 const MAX_PAGES: usize = 100;

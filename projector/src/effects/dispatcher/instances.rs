@@ -8,10 +8,10 @@ use futures::StreamExt;
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
 use super::pending::{Due, Pages, Pending, Scope};
-use crate::effects::plan::{self, InstanceOp, InstanceStatus, Observed, Target, Verdict};
 use crate::effects::provisioner::{Provisioned, Provisioner};
-use crate::keys::{EffectKey, Outcome, Subject};
 use crate::store::{LimitColumns, desired_from};
+use domain::keys::{EffectKey, Outcome, Subject};
+use domain::plan::{self, InstanceOp, InstanceStatus, Observed, Target, Verdict};
 
 /// A sweep's page of instances: every target that is not absent.
 const SWEEP: &str = "SELECT stripe_subscription_id FROM projection.instance_targets

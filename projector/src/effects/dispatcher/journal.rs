@@ -5,8 +5,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
-use crate::effects::plan::InstanceStatus;
-use crate::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject};
+use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject};
+use domain::plan::InstanceStatus;
 
 /// One journal row.
 #[derive(Debug, Clone)]

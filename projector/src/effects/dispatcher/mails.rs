@@ -7,8 +7,8 @@ use futures::StreamExt;
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
 use crate::effects::mail::{self, Mail};
-use crate::effects::plan;
-use crate::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject};
+use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject};
+use domain::plan;
 
 /// How long a mail waits for a missing fact before it fails: Stripe retries a webhook for up to
 /// three days, so an address that has not arrived by then will not.

@@ -38,9 +38,10 @@ use self::journal::{Attempt, Failure};
 pub use self::journal::{FailedEffect, Rearmed, failed, rearm, rearm_by};
 use super::mail::Mailer;
 use super::provisioner::Provisioner;
-use super::{Clock, EffectSettings, plan};
-use crate::keys::{EffectKey, Outcome};
+use super::{Clock, EffectSettings};
 use crate::leader::{self, LeaderLock};
+use domain::keys::{EffectKey, Outcome};
+use domain::plan;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EffectLabel {

@@ -8,8 +8,8 @@ use super::journal::{Attempt, Failure};
 use super::pending::{Pages, Pending, Scope};
 use crate::api::token::{new_token, token_hash};
 use crate::effects::mail;
-use crate::effects::plan::{self, LiveToken, TokenOp, Verdict};
-use crate::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject, TokenKey};
+use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject, TokenKey};
+use domain::plan::{self, LiveToken, TokenOp, Verdict};
 
 /// A sweep's page of customers: every token want.
 const SWEEP: &str =

@@ -11,8 +11,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use shared::catalog::Catalog;
-use shared::stripe;
+use crate::catalog::Catalog;
+use crate::stripe;
 
 use crate::fold::{Account, Changes, Decoded, FoldConfig, Instance, Intent, Projections, SubscriptionRow, TokenWant};
 

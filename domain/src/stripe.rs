@@ -80,7 +80,7 @@ pub struct EventMeta {
     pub api_version: Option<String>,
     /// `livemode`.
     pub livemode: bool,
-    /// Set on a fact fetched from Stripe to complete an earlier event (`shared::fetched`), not a
+    /// Set on a fact fetched from Stripe to complete an earlier event (`crate::fetched`), not a
     /// delivery.
     pub fetched: Option<FetchedFrom>,
 }
@@ -146,6 +146,11 @@ pub struct Customer {
     #[serde(default)]
     pub deleted: bool,
 }
+
+/// The Stripe API version the projector's own calls are made with (`Stripe-Version`) and that
+/// fetched facts are recorded under: the object shapes the fold reads (`current_period_end` on
+/// the items, `parent` on invoice lines).
+pub const API_VERSION: &str = "2025-03-31.basil";
 
 /// A subscription status; unknown values are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

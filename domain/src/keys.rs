@@ -20,7 +20,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use shared::fetched::Part;
+use crate::fetched::Part;
 
 /// What an effect acts on: the subscription or the customer it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

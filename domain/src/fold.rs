@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
+use crate::fetched::{self, Part};
 use crate::keys::{EffectKey, FetchKey, IntentKind, MailKey, Subject, TokenKey};
-use crate::window::{Reads, View};
-use shared::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
-use shared::fetched::{self, Part};
-use shared::stripe::{
+use crate::stripe::{
     self, CheckoutSession, Customer, Invoice, Object, Subscription, SubscriptionStatus, ThinReference,
 };
+use crate::window::{Reads, View};
 
 /// Fold settings.
 #[derive(Debug, Clone, Copy)]
@@ -23,16 +23,6 @@ pub struct FoldConfig {
 impl Default for FoldConfig {
     fn default() -> Self {
         Self { grace_period_secs: 7 * 24 * 3600, livemode: None }
-    }
-}
-
-impl FoldConfig {
-    /// The fold settings of the validated config (the projector and `replay` share them).
-    pub fn from_config(config: &shared::config::Config) -> Self {
-        Self {
-            grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX),
-            livemode: config.stripe_livemode,
-        }
     }
 }
 
@@ -507,7 +497,7 @@ struct Folder<'a> {
     position: i64,
     /// The event's id.
     event_id: String,
-    /// For a fact fetched from Stripe (`shared::fetched`): what was fetched and the id of the event
+    /// For a fact fetched from Stripe (`crate::fetched`): what was fetched and the id of the event
     /// it completes. A fact never asks again for what it was fetched for.
     fetched: Option<(Part, String)>,
     delta: Delta,

@@ -166,7 +166,7 @@ fn thin_snapshot(original: &Value, items: Vec<Value>) -> anyhow::Result<(Value, 
         .or_else(|| original["created"].as_i64())
         .ok_or_else(|| anyhow::anyhow!("the thin event's created is unreadable"))?;
     let thin_type = original["type"].as_str().unwrap_or_default();
-    Ok((json!(snapshot_type(thin_type)), json!(crate::stripe_api::API_VERSION), json!(created), object))
+    Ok((json!(snapshot_type(thin_type)), json!(crate::stripe::API_VERSION), json!(created), object))
 }
 
 #[cfg(test)]
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(decoded.meta.event_type, "customer.subscription.updated");
         assert_eq!(
             (decoded.meta.created, decoded.meta.api_version.as_deref()),
-            (1_726_554_052, Some(crate::stripe_api::API_VERSION))
+            (1_726_554_052, Some(crate::stripe::API_VERSION))
         );
         let crate::stripe::Object::Subscription(sub) = decoded.object else { panic!("a subscription") };
         assert_eq!((sub.id.as_str(), sub.customer.as_str(), sub.status.as_str()), ("sub_1", "cus_1", "past_due"));

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::catalog::{Catalog, Quota, Tier};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde_json::{Value, json};
-use shared::catalog::{Catalog, Quota, Tier};
 
 /// The UTC calendar day `now` counts in.
 pub fn day(now: DateTime<Utc>) -> NaiveDate {

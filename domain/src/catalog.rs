@@ -197,10 +197,10 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The catalog the config names (`CATALOG_PATH`), or the shipped example when it is unset
-    /// (with a warning: local development only).
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, CatalogError> {
-        match &config.catalog_path {
+    /// The catalog at `path` (`CATALOG_PATH`), or the shipped example when there is none (with a
+    /// warning: local development only).
+    pub fn from_path(path: Option<&Path>) -> Result<Self, CatalogError> {
+        match path {
             Some(path) => Self::load(path),
             None => {
                 tracing::warn!("CATALOG_PATH is unset: using the example catalog (catalog.example.toml)");

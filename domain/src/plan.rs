@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::catalog::Limits;
 use chrono::{DateTime, Utc};
-use shared::catalog::Limits;
 
 use crate::fold::Desired;
 use crate::keys::{EffectKey, EffectKind, Outcome};
@@ -328,7 +328,7 @@ pub fn plan_token(wanted: Option<&str>, live: Option<&LiveToken>, now: DateTime<
 
 #[cfg(test)]
 mod tests {
-    use shared::catalog::Limit;
+    use crate::catalog::Limit;
 
     use super::*;
 

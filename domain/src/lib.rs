@@ -1,0 +1,29 @@
+//! `domain`: the pure core of stripe-ledger. Decisions live here as functions of their inputs;
+//! the crates around it do the I/O (ingest, the projector's store, runner, dispatcher and API,
+//! `replay`). Its dependency tree has no database driver, async runtime or HTTP stack, and a test
+//! keeps it so (`tests/tests/e2e/deploy.rs`).
+//!
+//! - [`signature`]: Stripe webhook signature verification.
+//! - [`envelope`]: the Stripe event envelope (id, type, created, object ids), what ingest stores.
+//! - [`stripe`]: the typed event model (customers, subscriptions, invoices, checkout sessions)
+//!   read from either API shape, with the subscription status and its predicates.
+//! - [`fetched`]: the format of facts the projector fetches from Stripe into the log.
+//! - [`catalog`]: the price catalog (tiers, limits, quotas, credits, credit packs).
+//! - [`fold`]: the fold `(state, event) -> Delta` and its rows (rules in `docs/projector.md`).
+//! - [`window`]: the fold's per-batch working set and the reads it records.
+//! - [`keys`]: the effect vocabulary: idempotency keys, subjects, kinds and outcomes.
+//! - [`plan`]: what an instance or a token needs now, retry delays.
+//! - [`credits`]: the credit balance rule (grants, debits, rollover caps).
+//! - [`usage`]: the usage day and quota rules.
+
+pub mod catalog;
+pub mod credits;
+pub mod envelope;
+pub mod fetched;
+pub mod fold;
+pub mod keys;
+pub mod plan;
+pub mod signature;
+pub mod stripe;
+pub mod usage;
+pub mod window;
