@@ -15,8 +15,11 @@
 //! - [`plan`]: what an instance or a token needs now, retry delays.
 //! - [`credits`]: the credit balance rule (grants, debits, rollover caps).
 //! - [`usage`]: the usage day and quota rules.
+//! - [`token`]: the API token format: how a token is made and what is stored instead of it.
+//! - [`clock`]: where time comes from ([`clock::ManualClock`] in tests).
 
 pub mod catalog;
+pub mod clock;
 pub mod credits;
 pub mod envelope;
 pub mod fetched;
@@ -25,5 +28,6 @@ pub mod keys;
 pub mod plan;
 pub mod signature;
 pub mod stripe;
+pub mod token;
 pub mod usage;
 pub mod window;

@@ -9,11 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use domain::clock::SystemClock;
+use domain::token::{new_token, token_hash};
 use ledger_tests::bench::load;
 use ledger_tests::db::TestDb;
 use ledger_tests::projector::{TestProjector, catalog, effect_settings, settings};
-use projector::api::token::{new_token, token_hash};
-use projector::effects::SystemClock;
 
 #[tokio::main]
 async fn main() {

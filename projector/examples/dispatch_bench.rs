@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use domain::clock::SystemClock;
 use ledger_tests::db::TestDb;
 use ledger_tests::projector::{TestProjector, catalog, effect_settings};
 use ledger_tests::provisioner::FakeProvisioner;
 use ledger_tests::smtp::SmtpServer;
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use ledger_tests::wait;
-use projector::effects::SystemClock;
 use projector::effects::provisioner::ProvisionerConfig;
 use shared::log::{NewEvent, Source, append_events};
 

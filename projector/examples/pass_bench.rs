@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use domain::clock::SystemClock;
 use ledger_tests::projector::effect_settings;
 use ledger_tests::provisioner::FakeProvisioner;
-use projector::effects::SystemClock;
 use projector::effects::dispatcher::Dispatcher;
 use projector::effects::provisioner::ProvisionerConfig;
 use sqlx::PgPool;

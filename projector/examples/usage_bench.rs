@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use domain::catalog::{Catalog, EXAMPLE};
+use domain::clock::SystemClock;
 use ledger_tests::bench::{Measured, load_accepting};
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{BILLING_KEY, TestProjector};
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
-use projector::effects::SystemClock;
 use serde_json::json;
 
 /// The hot customer's daily quota: reached within the run at the rates this machine does.

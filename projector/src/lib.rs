@@ -6,6 +6,7 @@
 //! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
 //! - [`leader`]: the advisory lock that makes one runner and one dispatcher active.
 //! - [`effects`]: the dispatcher that carries out the intents exactly once.
+//! - [`console`]: the operator console (server-rendered pages).
 //! - [`api`]: the HTTP API on `PROJECTOR_ADDR` (`/healthz`, `/readyz`, `/v1/access`, the billing
 //!   API, usage); `/metrics` and the [`console`] on `PROJECTOR_ADMIN_ADDR`.
 //! - [`settings`]: the one mapping from the config to all of the above.
@@ -34,10 +35,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AccessState, ApiState, UsageState};
-use crate::effects::Clock;
 use crate::effects::dispatcher::Dispatcher;
 use crate::runner::{RunnerSettings, RunnerStatus};
 pub use crate::settings::ProjectorSettings;
+use domain::clock::Clock;
 
 /// A bound projector.
 pub struct Application {

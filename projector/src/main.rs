@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
+use domain::clock::SystemClock;
 use projector::ProjectorSettings;
-use projector::effects::SystemClock;
 use shared::config::Config;
 use shared::db;
 

@@ -331,7 +331,7 @@ pub async fn swap_in(
         sqlx::query(&definition).execute(&mut *tx).await?;
     }
     // Every replica's cached access answers were read from the old tables.
-    sqlx::query("SELECT pg_notify($1, '*')").bind(crate::api::access_cache::CHANNEL).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, '*')").bind(crate::store::ACCESS_CHANNEL).execute(&mut *tx).await?;
     for grant in grants {
         sqlx::query(&grant).execute(&mut *tx).await?;
     }

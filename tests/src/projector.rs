@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use domain::catalog::Catalog;
+use domain::clock::{Clock, SystemClock};
 use domain::fold::{FoldConfig, Projections};
 use projector::ProjectorSettings;
+use projector::effects::EffectSettings;
 use projector::effects::mail::MailConfig;
-use projector::effects::{Clock, EffectSettings, SystemClock};
 use projector::runner::{RunnerSettings, RunnerStatus};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -218,12 +219,12 @@ impl TestProjector {
 
 /// A live API token of `customer`, stored as the dispatcher stores one (only its hash).
 pub async fn customer_token(pool: &PgPool, customer: &str) -> String {
-    let token = projector::api::token::new_token().expect("token");
+    let token = domain::token::new_token().expect("token");
     sqlx::query(
         "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
          VALUES ($1, $2, 'starter', 'token:' || $2 || ':1', now(), now() + interval '1 day')",
     )
-    .bind(projector::api::token::token_hash(&token))
+    .bind(domain::token::token_hash(&token))
     .bind(customer)
     .execute(pool)
     .await

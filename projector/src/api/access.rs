@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::access_cache::{self, AccessCache, CacheMetrics, TokenKey};
+use super::access_cache::{self, AccessCache, CacheMetrics, TokenHash};
 use super::auth::bearer;
 use super::error::ApiError;
-use super::token::token_key;
-use crate::effects::Clock;
+use domain::clock::Clock;
+use domain::token::token_key;
 use domain::usage;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -242,7 +242,7 @@ fn respond(state: &AccessState, answer: Answer, required: Option<usize>) -> Resp
 /// Live is what the fold wrote as `entitled_until` (`SubscriptionRow::entitled_until`: what it
 /// provisions for, up to a grace deadline); the token's own tier is preferred, then the one
 /// without a deadline.
-async fn read(pool: &PgPool, key: &TokenKey, now: DateTime<Utc>) -> sqlx::Result<Option<TokenState>> {
+async fn read(pool: &PgPool, key: &TokenHash, now: DateTime<Utc>) -> sqlx::Result<Option<TokenState>> {
     let row = sqlx::query!(
         r#"SELECT k.stripe_customer_id, k.expires_at, k.revoked_at,
                   s.tier AS "live_tier?", s.status AS "status?",

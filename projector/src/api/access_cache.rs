@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// The channel the triggers notify.
-pub const CHANNEL: &str = "ledger_access";
+pub const CHANNEL: &str = crate::store::ACCESS_CHANNEL;
 
 /// A token's SHA-256: the cache's key.
-pub type TokenKey = [u8; 32];
+pub type TokenHash = [u8; 32];
 
 /// Invalidations remembered for checks in flight; an older ticket stores nothing.
 const RECENT: usize = 4096;
@@ -131,8 +131,8 @@ struct Inner<A> {
     seq: u64,
     /// The last [`RECENT`] invalidations: `(seq, customer)`, `None` for everyone.
     recent: VecDeque<(u64, Option<String>)>,
-    entries: HashMap<TokenKey, Entry<A>>,
-    by_customer: HashMap<String, Vec<TokenKey>>,
+    entries: HashMap<TokenHash, Entry<A>>,
+    by_customer: HashMap<String, Vec<TokenHash>>,
 }
 
 /// Answers by token hash, at most `capacity` of them (emptied when full).
@@ -163,7 +163,7 @@ impl<A: Clone> AccessCache<A> {
     }
 
     /// The answer for `key` if one is stored and still valid at `now`.
-    pub fn get(&self, key: &TokenKey, now: DateTime<Utc>) -> Option<A> {
+    pub fn get(&self, key: &TokenHash, now: DateTime<Utc>) -> Option<A> {
         let mut inner = self.lock();
         let entry = inner.entries.get(key)?;
         if entry.valid.contains(&now) {
@@ -184,7 +184,7 @@ impl<A: Clone> AccessCache<A> {
     pub fn insert(
         &self,
         ticket: Ticket,
-        key: TokenKey,
+        key: TokenHash,
         customer: &str,
         answer: A,
         valid: std::ops::Range<DateTime<Utc>>,
@@ -267,7 +267,7 @@ impl<A> Inner<A> {
                 .all(|(_, named)| named.as_deref().is_some_and(|c| c != customer))
     }
 
-    fn remove(&mut self, key: &TokenKey) {
+    fn remove(&mut self, key: &TokenHash) {
         let Some(entry) = self.entries.remove(key) else { return };
         if let Some(keys) = self.by_customer.get_mut(&entry.customer) {
             keys.retain(|k| k != key);

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq as _;
 
 use super::error::ApiError;
-use super::token::{TOKEN_PREFIX, token_hash};
+use domain::token::{TOKEN_PREFIX, token_hash};
 
 /// Who a request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]

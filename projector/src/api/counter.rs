@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::access_cache::Notifier;
 use super::error::ApiError;
-use super::usage::{known_customers, live_tiers};
+use super::reads::{known_customers, live_tiers};
 use domain::usage;
 
 /// Requests counted in one call at most.
@@ -69,11 +69,11 @@ type Reply = oneshot::Sender<Result<Counted, ApiError>>;
 
 /// The queue's sending side; the writer tasks end when every clone is dropped.
 #[derive(Debug, Clone)]
-pub struct Counter {
+pub struct UsageBatcher {
     queue: mpsc::UnboundedSender<(CountRequest, Reply)>,
 }
 
-impl Counter {
+impl UsageBatcher {
     /// Starts the batcher: at most `writers` batches in flight (one pool connection each); every
     /// customer whose count was written is passed to `notifier`.
     pub fn start(pool: PgPool, catalog: Arc<Catalog>, writers: usize, notifier: Notifier) -> Self {

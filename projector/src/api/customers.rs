@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::BillingState;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::usage::{CreditAccount, counts, live_tier};
+use super::reads::{counts, live_tier};
+use super::usage::CreditAccount;
 use domain::usage;
 
 /// Credit transactions listed, newest first.

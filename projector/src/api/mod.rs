@@ -3,6 +3,12 @@
 //! the projections on the API's own pool; they never write what the fold owns: a command's
 //! result comes back as webhooks through the log. `/metrics` is on the admin listener
 //! ([`admin_router`], `PROJECTOR_ADMIN_ADDR`) with the console.
+//!
+//! - [`access`], [`access_cache`]: `GET /v1/access` and its per-replica cache.
+//! - [`auth`], [`limiter`], [`error`]: who calls, how often, and the one error shape.
+//! - [`commands`]: idempotent, journaled commands; [`checkout`], [`portal`], [`subscriptions`].
+//! - [`usage`], [`counter`]: `POST /v1/usage` and its group-commit batcher.
+//! - [`customers`]: `GET /v1/customers/{id}`; [`reads`]: the projection reads handlers share.
 
 pub mod access;
 pub mod access_cache;
@@ -14,8 +20,8 @@ pub mod customers;
 pub mod error;
 pub mod limiter;
 pub mod portal;
+pub mod reads;
 pub mod subscriptions;
-pub mod token;
 pub mod usage;
 
 use std::sync::Arc;
@@ -33,8 +39,8 @@ use sqlx::{PgConnection, PgPool};
 
 use self::auth::{Authenticator, Caller};
 use self::error::ApiError;
-use crate::effects::Clock;
 use crate::runner::RunnerStatus;
+use domain::clock::Clock;
 
 pub use access::AccessState;
 pub use usage::UsageState;

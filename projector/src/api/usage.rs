@@ -4,7 +4,6 @@
 //! `credits` debits the balance under a per-customer lock. A repeated `idempotency_key` returns the
 //! first answer and counts nothing. The model and the answers: docs/usage.md.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -12,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::catalog::{CREDITS_METRIC, Catalog, Quota, Tier};
+use domain::catalog::{CREDITS_METRIC, Catalog, Quota};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,9 +24,9 @@ use super::access::{AccessState, Answer};
 use super::access_cache::{AccessCache, Dropped, Notifier};
 use super::auth::{Authenticator, Caller};
 use super::commands::idempotency_key;
-use super::counter::{CountRequest, Counter as UsageCounter};
+use super::counter::{CountRequest, UsageBatcher};
 use super::error::ApiError;
-use crate::effects::Clock;
+use domain::clock::Clock;
 use domain::credits::{self, Grant};
 use domain::usage::{self, Count};
 
@@ -57,7 +56,7 @@ pub struct UsageState {
     access_cache: Arc<AccessCache<Answer>>,
     /// Other replicas' access caches are told through it.
     notifier: Notifier,
-    counter: UsageCounter,
+    counter: UsageBatcher,
     recorded: Family<MetricLabel, Counter>,
     rejected: Family<RejectedLabel, Counter>,
 }
@@ -73,7 +72,7 @@ impl UsageState {
         // Half the pool writes batches; the other half stays for access checks and credits.
         let writers = (pool.options().get_max_connections() as usize / 2).max(1);
         let notifier = Notifier::start(pool.clone());
-        let counter = UsageCounter::start(pool.clone(), catalog.clone(), writers, notifier.clone());
+        let counter = UsageBatcher::start(pool.clone(), catalog.clone(), writers, notifier.clone());
         Self { pool, catalog, clock, auth, access_cache: access.cache.clone(), notifier, counter, recorded, rejected }
     }
 }
@@ -179,7 +178,7 @@ fn unknown_customer(customer: &str) -> ApiError {
 }
 
 /// Counts against the day's quota of the customer's highest live tier, with the requests queued
-/// beside it ([`Counter`]: one commit for them all).
+/// beside it ([`UsageBatcher`]: one commit for them all).
 async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     let request = CountRequest {
         customer: usage.customer.clone(),
@@ -268,7 +267,9 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     let mut account = CreditAccount::load(&mut tx, &usage.customer).await?;
     let quantity = u64::try_from(usage.quantity).unwrap_or(u64::MAX);
     let balance = account.balance();
-    if balance < quantity && known_customers(&mut *tx, std::slice::from_ref(&usage.customer)).await?.is_empty() {
+    if balance < quantity
+        && super::reads::known_customers(&mut *tx, std::slice::from_ref(&usage.customer)).await?.is_empty()
+    {
         return Err(unknown_customer(&usage.customer));
     }
     if balance < quantity {
@@ -386,73 +387,6 @@ impl CreditAccount {
         }
         self.last_debit = Some(at);
     }
-}
-
-/// The customer's highest live tier ([`live_tiers`]).
-pub async fn live_tier<'a>(
-    conn: &mut PgConnection,
-    catalog: &'a Catalog,
-    customer: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<&'a Tier>, ApiError> {
-    let live = live_tiers(&mut *conn, &[customer.to_owned()], now).await?;
-    Ok(usage::highest_tier(catalog, live.get(customer).map_or(&[], |t| t)))
-}
-
-/// The tiers of the subscriptions that entitle each customer at `now` (the fold's
-/// `entitled_until`, as `/v1/access` reads it).
-pub async fn live_tiers(
-    executor: impl sqlx::PgExecutor<'_>,
-    customers: &[String],
-    now: DateTime<Utc>,
-) -> Result<HashMap<String, Vec<String>>, ApiError> {
-    let mut live: HashMap<String, Vec<String>> = HashMap::new();
-    for row in sqlx::query!(
-        "SELECT stripe_customer_id AS \"customer!\", tier FROM projection.subscriptions
-         WHERE stripe_customer_id = ANY($1) AND entitled_until > $2",
-        customers,
-        now
-    )
-    .fetch_all(executor)
-    .await?
-    {
-        live.entry(row.customer).or_default().push(row.tier);
-    }
-    Ok(live)
-}
-
-/// Which of `customers` the projections know at all (an account or a subscription names them).
-pub async fn known_customers(
-    executor: impl sqlx::PgExecutor<'_>,
-    customers: &[String],
-) -> Result<HashSet<String>, ApiError> {
-    Ok(sqlx::query_scalar!(
-        r#"SELECT stripe_customer_id AS "customer!" FROM projection.accounts WHERE stripe_customer_id = ANY($1)
-           UNION SELECT stripe_customer_id FROM projection.subscriptions WHERE stripe_customer_id = ANY($1)"#,
-        customers
-    )
-    .fetch_all(executor)
-    .await?
-    .into_iter()
-    .collect())
-}
-
-/// The customer's counts on `day`, by metric.
-pub async fn counts(
-    conn: &mut PgConnection,
-    customer: &str,
-    day: NaiveDate,
-) -> Result<BTreeMap<String, u64>, ApiError> {
-    Ok(sqlx::query!(
-        "SELECT metric, used FROM ledger.usage_counters WHERE stripe_customer_id = $1 AND day = $2",
-        customer,
-        day
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| (r.metric, u64::try_from(r.used).unwrap_or(0)))
-    .collect())
 }
 
 #[cfg(test)]

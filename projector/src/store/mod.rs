@@ -25,6 +25,10 @@ pub const TABLES: [&str; 7] = [
     Anomalies::NAME,
 ];
 
+/// The channel the projection tables' triggers (migration 0021) and a rebuild's swap notify
+/// about writes that can change a `/v1/access` answer; the API's caches listen on it.
+pub const ACCESS_CHANNEL: &str = "ledger_access";
+
 /// Rows per COPY message when a rebuild copies whole tables.
 const COPY_CHUNK: usize = 10_000;
 

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use domain::clock::SystemClock;
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{TestProjector, effect_settings, settings};
 use projector::console::ConsoleSettings;
-use projector::effects::SystemClock;
 use secrecy::SecretString;
 use shared::config::ConsoleAccess;
 

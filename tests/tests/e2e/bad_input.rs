@@ -79,7 +79,7 @@ async fn the_api_refuses_bad_bodies_and_credentials_and_counts_nothing() {
         db.service_pool(8),
         ledger_tests::projector::catalog(),
         None,
-        std::sync::Arc::new(projector::effects::SystemClock),
+        std::sync::Arc::new(domain::clock::SystemClock),
     )
     .await;
     let url = format!("http://{}/v1/usage", projector.addr);

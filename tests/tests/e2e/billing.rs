@@ -25,7 +25,7 @@ impl Billing {
     }
 
     /// [`Self::start`] on a clock the test moves.
-    pub(crate) async fn start_with_clock(clock: std::sync::Arc<projector::effects::ManualClock>) -> Self {
+    pub(crate) async fn start_with_clock(clock: std::sync::Arc<domain::clock::ManualClock>) -> Self {
         let db = TestDb::new().await;
         let stripe = FakeStripeBilling::start().await;
         let projector = TestProjector::start_billing_with(

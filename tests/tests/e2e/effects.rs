@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use domain::clock::{Clock, ManualClock, SystemClock};
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{TestProjector, catalog, effect_settings};
@@ -12,8 +13,8 @@ use ledger_tests::provisioner::{Call, FakeProvisioner};
 use ledger_tests::smtp::SmtpServer;
 use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
 use ledger_tests::wait;
+use projector::effects::EffectSettings;
 use projector::effects::provisioner::ProvisionerConfig;
-use projector::effects::{Clock, EffectSettings, ManualClock, SystemClock};
 use secrecy::SecretString;
 
 const API_KEY: &str = "prov_test_key";
@@ -407,7 +408,7 @@ async fn grace_tears_down_only_after_the_deadline_and_a_payment_in_time_keeps_th
 fn token_in(mail: &ledger_tests::smtp::Received) -> String {
     mail.text()
         .lines()
-        .find_map(|l| l.trim().strip_prefix(projector::api::token::TOKEN_PREFIX).map(|t| format!("sl_{t}")))
+        .find_map(|l| l.trim().strip_prefix(domain::token::TOKEN_PREFIX).map(|t| format!("sl_{t}")))
         .expect("a token in the mail")
 }
 

@@ -28,7 +28,7 @@ impl World {
         let db = TestDb::new().await;
         let stripe = FakeStripe::start(Vec::new()).await;
         let url = with_key.then_some(stripe.url.as_str());
-        let clock = Arc::new(projector::effects::SystemClock);
+        let clock = Arc::new(domain::clock::SystemClock);
         let projector = TestProjector::start_billing_with(db.service_pool(8), catalog(), url, clock).await;
         let ingest = TestIngest::start(db.service_pool(2)).await;
         Self { db, ingest, projector, stripe }

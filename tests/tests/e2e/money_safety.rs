@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use domain::clock::{Clock as _, ManualClock};
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{BILLING_KEY, TestProjector};
 use ledger_tests::stripe::{self, Shape};
 use ledger_tests::stripe_billing::Scripted;
-use projector::effects::{Clock as _, ManualClock};
 use serde_json::{Value, json};
 
 use crate::billing::{Billing, checkout, code, customer_token, subscribed};
@@ -129,7 +129,7 @@ async fn an_answer_that_never_reached_stripe_is_not_final_and_the_retry_under_th
         b.db.service_pool(4),
         ledger_tests::projector::catalog(),
         None,
-        Arc::new(projector::effects::SystemClock),
+        Arc::new(domain::clock::SystemClock),
     )
     .await;
     let response = b

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::catalog::{Catalog, EXAMPLE};
+use domain::clock::{Clock as _, ManualClock};
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{BILLING_KEY, TestProjector, customer_token};
 use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
-use projector::effects::{Clock as _, ManualClock};
 use serde_json::{Value, json};
 
 /// The example catalog with the free tier's messages cut to 50 a day.
@@ -350,14 +350,14 @@ async fn usage_input_that_would_break_a_batch_is_refused_alone_with_400_naming_t
 async fn a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_counted() {
     use futures::FutureExt as _;
     use projector::api::access_cache::Notifier;
-    use projector::api::counter::{CountRequest, Counter};
+    use projector::api::counter::{CountRequest, UsageBatcher};
 
     let u = Usage::start().await;
     u.subscribe("sub_b", "cus_b", "price_starter_monthly", "customer.subscription.created").await;
     let pool = u.db.service_pool(4);
     // One writer: while the first batch waits on a lock the test holds, the rest queue up and
     // then go as one batch.
-    let counter = Counter::start(pool.clone(), Arc::new(catalog()), 1, Notifier::start(pool.clone()));
+    let counter = UsageBatcher::start(pool.clone(), Arc::new(catalog()), 1, Notifier::start(pool.clone()));
     let request = |key: &str| CountRequest {
         customer: "cus_b".into(),
         metric: "api_calls".into(),

@@ -36,10 +36,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::journal::{Attempt, Failure};
 pub use self::journal::{FailedEffect, Rearmed, failed, rearm, rearm_by};
+use super::EffectSettings;
 use super::mail::Mailer;
 use super::provisioner::Provisioner;
-use super::{Clock, EffectSettings};
 use crate::leader::{self, LeaderLock};
+use domain::clock::Clock;
 use domain::keys::{EffectKey, Outcome};
 use domain::plan;
 

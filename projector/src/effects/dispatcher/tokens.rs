@@ -6,10 +6,10 @@ use futures::StreamExt;
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
 use super::pending::{Pages, Pending, Scope};
-use crate::api::token::{new_token, token_hash};
 use crate::effects::mail;
 use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject, TokenKey};
 use domain::plan::{self, LiveToken, TokenOp, Verdict};
+use domain::token::{new_token, token_hash};
 
 /// A sweep's page of customers: every token want.
 const SWEEP: &str =
