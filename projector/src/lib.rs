@@ -51,6 +51,7 @@ pub struct Application {
     dispatcher: Dispatcher,
     api: ApiState,
     console: console::ConsoleState,
+    roles: shared::config::Roles,
 }
 
 impl Application {
@@ -107,6 +108,7 @@ impl Application {
             limiter,
         };
         let readiness = shared::db::Readiness::new(&pool);
+        let roles = settings.roles;
         // The console reads on two connections of its own: a slow page never holds up the API.
         let console = console::ConsoleState::new(
             console::pool(&pool),
@@ -125,8 +127,10 @@ impl Application {
             access,
             billing,
             usage,
+            roles,
+            catalog_hash: catalog.hash().to_owned(),
         };
-        Ok(Self { listener, admin, pool, catalog, settings: settings.runner, status, dispatcher, api, console })
+        Ok(Self { listener, admin, pool, catalog, settings: settings.runner, status, dispatcher, api, console, roles })
     }
 
     /// The bound address.
@@ -154,34 +158,46 @@ impl Application {
         tracing::info!(%addr, %admin_addr, catalog = self.catalog.hash(), "projector listening");
         // Our own child token: a dead task stops this application without touching the caller's.
         let shutdown = shutdown.child_token();
+        let roles = self.roles;
+        tracing::info!(fold = roles.fold, effects = roles.effects, api = roles.api, "projector roles");
         let wake = Arc::new(Notify::new());
-        let runner = tokio::spawn(runner::run(
-            self.pool.clone(),
-            self.catalog.clone(),
-            self.settings.clone(),
-            self.status.clone(),
-            wake.clone(),
-            shutdown.clone(),
-        ));
-        let dispatcher = tokio::spawn(self.dispatcher.run(wake, shutdown.clone()));
+        let mut tasks = Vec::new();
+        if roles.fold {
+            let runner = runner::run(
+                self.pool.clone(),
+                self.catalog.clone(),
+                self.settings.clone(),
+                self.status.clone(),
+                wake.clone(),
+                shutdown.clone(),
+            );
+            tasks.push(("runner", tokio::spawn(runner)));
+        }
+        if roles.effects {
+            // Without a runner beside it, the dispatcher finds new intents by polling.
+            tasks.push(("dispatcher", tokio::spawn(self.dispatcher.run(wake, shutdown.clone()))));
+        }
         // Without it nothing is cached: checks read the database (it retries on its own).
-        let access_listener = self.api.access.listen(self.pool.clone(), shutdown.clone());
+        let access_listener = roles.api.then(|| self.api.access.listen(self.pool.clone(), shutdown.clone()));
         let admin = tokio::spawn(shared::server::serve(
             self.admin,
             api::admin_router(self.api.clone()).merge(console::router(self.console)),
             shared::server::Limits::default(),
             shutdown.clone(),
         ));
+        let public = if roles.api { api::router(self.api) } else { api::probe_router(self.api) };
         let serve = tokio::spawn(shared::server::serve(
             self.listener,
-            api::router(self.api),
+            public,
             shared::server::Limits::default(),
             shutdown.clone(),
         ));
-        let supervised = supervise(vec![("runner", runner), ("dispatcher", dispatcher)], &shutdown, &self.status).await;
+        let supervised = supervise(tasks, &shutdown, &self.status).await;
         serve.await.context("HTTP server task")?;
         admin.await.context("admin HTTP server task")?;
-        access_listener.await.context("access cache listener")?;
+        if let Some(listener) = access_listener {
+            listener.await.context("access cache listener")?;
+        }
         supervised
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use domain::catalog::Catalog;
 use secrecy::SecretString;
-use shared::config::{Config, ProjectorConfig};
+use shared::config::{Config, ProjectorConfig, Roles};
 use shared::db::PoolSettings;
 
 use crate::console::ConsoleSettings;
@@ -45,6 +45,8 @@ pub struct ProjectorSettings {
     pub billing: BillingSettings,
     /// The operator console.
     pub console: ConsoleSettings,
+    /// `PROJECTOR_ROLES`: what this process runs.
+    pub roles: Roles,
 }
 
 /// The billing API's settings.
@@ -113,6 +115,7 @@ impl ProjectorSettings {
                 access: projector.console.clone(),
                 webhook_secrets: config.webhook_secrets.clone(),
             },
+            roles: projector.roles,
         })
     }
 }

@@ -44,6 +44,7 @@ pub fn settings(catalog: Catalog, batch_size: usize, effects: EffectSettings) ->
         access_cache_rows: ACCESS_CACHE_ROWS,
         billing: projector::settings::BillingSettings::default(),
         console: projector::console::ConsoleSettings::default(),
+        roles: shared::config::Roles::default(),
     }
 }
 
@@ -133,6 +134,7 @@ impl TestProjector {
                 ..Default::default()
             },
             console: projector::console::ConsoleSettings::default(),
+            roles: shared::config::Roles::default(),
         };
         let mut projector = Self::start_settings(settings, pool, clock).await;
         projector._mail_dir = Some(dir);

@@ -62,6 +62,11 @@ pub struct ApiState {
     pub usage: UsageState,
     /// Requests refused for a body above [`BODY_LIMIT`].
     pub too_large: prometheus_client::metrics::counter::Counter,
+    /// What this process runs (`PROJECTOR_ROLES`): `/readyz` reads the fold's state from the
+    /// database when this process does not fold.
+    pub roles: shared::config::Roles,
+    /// This process's catalog, compared with the one the projections were built with.
+    pub catalog_hash: String,
 }
 
 /// Largest request body the API reads (every body it expects is a small JSON object).
@@ -207,6 +212,17 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The public listener of a process without the `api` role: the probes only, and the one error
+/// shape for everything else.
+pub fn probe_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
 /// The admin listener's part of the API (`PROJECTOR_ADMIN_ADDR`): `/metrics` and `/healthz`;
 /// the console is merged beside it.
 pub fn admin_router(state: ApiState) -> Router {
@@ -255,11 +271,31 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         tracing::warn!(%error, "not ready");
         return not_ready("unavailable", "database unavailable");
     }
-    if state.status.catalog_mismatch.load(Ordering::Relaxed) {
+    if catalog_mismatch(&state).await {
         return not_ready("catalog_mismatch", "projections were built with another catalog: run `replay rebuild`");
     }
-    let role = if state.status.leader.load(Ordering::Relaxed) { "active" } else { "standby" };
+    let role = match state.roles.fold {
+        true if state.status.leader.load(Ordering::Relaxed) => "active",
+        true => "standby",
+        false => "no fold here",
+    };
     (StatusCode::OK, format!("ready ({role})")).into_response()
+}
+
+/// Whether the projections were built with another catalog than this process's: the runner's
+/// finding where this process folds, else the checkpoint's catalog hash as the database holds it
+/// (an API-only replica reads no other process's memory).
+async fn catalog_mismatch(state: &ApiState) -> bool {
+    if state.roles.fold {
+        return state.status.catalog_mismatch.load(Ordering::Relaxed);
+    }
+    let built_with = sqlx::query_scalar!(
+        "SELECT catalog_hash FROM projection.checkpoint WHERE name = $1",
+        crate::runner::CHECKPOINT
+    )
+    .fetch_optional(&state.access.pool)
+    .await;
+    matches!(built_with, Ok(Some(hash)) if hash != state.catalog_hash)
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

@@ -12,7 +12,7 @@ mod ingest;
 mod projector;
 
 pub use ingest::IngestConfig;
-pub use projector::{ConsoleAccess, MIN_CONSOLE_PASSWORD_LEN, ProjectorConfig, RedirectOrigins};
+pub use projector::{ConsoleAccess, MIN_CONSOLE_PASSWORD_LEN, ProjectorConfig, RedirectOrigins, Roles};
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -434,6 +434,18 @@ mod tests {
         for name in ["DATABASE_URL", "INGEST_APPENDERS", "EFFECT_CONCURRENCY", "BILLING_REDIRECT_ORIGINS", "LOG_FORMAT"]
         {
             assert!(everything.contains(name), "{name} is listed for the README and .env.example");
+        }
+    }
+
+    #[test]
+    fn roles_are_a_comma_list_of_fold_effects_and_api_all_by_default() {
+        assert_eq!(config(&[]).expect("valid").projector.roles, Roles::default());
+        let api = config(&[("PROJECTOR_ROLES", "api")]).expect("valid").projector.roles;
+        assert_eq!(api, Roles { fold: false, effects: false, api: true });
+        let leader = config(&[("PROJECTOR_ROLES", " effects , fold ")]).expect("valid").projector.roles;
+        assert_eq!(leader, Roles { fold: true, effects: true, api: false });
+        for bad in ["worker", ",", "api,console"] {
+            assert_eq!(config(&[("PROJECTOR_ROLES", bad)]).expect_err(bad).var, "PROJECTOR_ROLES");
         }
     }
 

@@ -23,12 +23,56 @@ pub enum ConsoleAccess {
     Off,
 }
 
+/// What one projector process runs (`PROJECTOR_ROLES`, a comma list of `fold`, `effects`, `api`;
+/// default all three): API-only replicas beside one fold+effects leader, for example. Each role
+/// that needs leadership (the fold, the dispatcher) still takes its own lock: several processes
+/// with the same role are one active and hot standbys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The runner: folds the log into the projections.
+    pub fold: bool,
+    /// The dispatcher: carries out the intents.
+    pub effects: bool,
+    /// The product API (`/v1/...` on `PROJECTOR_ADDR`).
+    pub api: bool,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Self { fold: true, effects: true, api: true }
+    }
+}
+
+impl Roles {
+    /// Parses `fold,effects,api` (any non-empty subset, any order).
+    pub fn parse(list: &str) -> Result<Self, ConfigError> {
+        let mut roles = Self { fold: false, effects: false, api: false };
+        for role in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match role {
+                "fold" => roles.fold = true,
+                "effects" => roles.effects = true,
+                "api" => roles.api = true,
+                other => {
+                    let reason = format!("`{other}` is not a role (fold, effects, api)");
+                    return Err(ConfigError::new("PROJECTOR_ROLES", reason));
+                }
+            }
+        }
+        if roles == (Self { fold: false, effects: false, api: false }) {
+            return Err(ConfigError::new("PROJECTOR_ROLES", "names no role (fold, effects, api)"));
+        }
+        Ok(roles)
+    }
+}
+
 /// Shortest `CONSOLE_PASSWORD` accepted.
 pub const MIN_CONSOLE_PASSWORD_LEN: usize = 16;
 
 /// The projector's own variables.
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
+    /// `PROJECTOR_ROLES` (default `fold,effects,api`).
+    pub roles: Roles,
     /// `PROJECTOR_ADDR` (default 127.0.0.1:3006): the public API.
     pub projector_addr: SocketAddr,
     /// `PROJECTOR_ADMIN_ADDR` (default 127.0.0.1:3007): the console and `/metrics`.
@@ -118,6 +162,7 @@ impl ProjectorConfig {
         let backoff_ms: u64 = vars.number("EFFECT_BACKOFF_MS", 1000, 0..=u64::MAX, "")?;
         let sweep_secs: u64 = vars.number("EFFECT_SWEEP_SECS", 300, 0..=86_400, "must be at most 86400")?;
         Ok(Self {
+            roles: vars.get("PROJECTOR_ROLES").map_or(Ok(Roles::default()), Roles::parse)?,
             projector_addr,
             projector_admin_addr,
             billing_api_keys,

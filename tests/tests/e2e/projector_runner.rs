@@ -146,3 +146,57 @@ async fn one_event_the_tables_refuse_is_quarantined_and_everyone_else_is_project
     assert!(metrics.contains(r#"projector_anomalies{kind="quarantined"} 1"#), "{metrics}");
     projector.stop().await;
 }
+
+/// `PROJECTOR_ROLES`: an API-only replica serves the API and folds nothing; a fold+effects
+/// leader folds and serves no API; an API replica learns of a catalog mismatch from the
+/// database, not from another process's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_split_the_projector_into_api_replicas_and_a_fold_and_effects_leader() {
+    use domain::clock::SystemClock;
+    use shared::config::Roles;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let with_roles = |catalog: domain::catalog::Catalog, roles: Roles| {
+        let mut settings =
+            ledger_tests::projector::settings(catalog, 20, ledger_tests::projector::effect_settings(dir.path()));
+        settings.roles = roles;
+        settings
+    };
+    let api_only = Roles { fold: false, effects: false, api: true };
+    let api =
+        TestProjector::start_settings(with_roles(catalog(), api_only), db.service_pool(4), Arc::new(SystemClock)).await;
+    let leader_roles = Roles { fold: true, effects: true, api: false };
+    let leader =
+        TestProjector::start_settings(with_roles(catalog(), leader_roles), db.service_pool(4), Arc::new(SystemClock))
+            .await;
+    lifecycle::post(&ingest, 0..3, 9).await;
+    leader.caught_up(&db.pool).await;
+    assert_eq!(api.status.checkpoint.load(Ordering::Relaxed), 0, "the API replica folded nothing");
+    assert!(!api.is_leader());
+    let (status, body) = api.get("/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready (no fold here)"));
+    let (status, body) = api.get_json("/v1/access", "sl_not_a_token").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "the API answers here");
+    let (status, body) = leader.get_json("/v1/access", "sl_not_a_token").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "and not on the leader");
+    assert_eq!(leader.get("/readyz").await.0, 200);
+    assert!(leader.admin_get("/metrics").await.1.contains("projector_leader 1"));
+
+    let changed = domain::catalog::Catalog::parse(
+        &domain::catalog::EXAMPLE.replace("credits_per_cycle = 1000\n", "credits_per_cycle = 1500\n"),
+    )
+    .expect("valid");
+    let stale =
+        TestProjector::start_settings(with_roles(changed, api_only), db.service_pool(4), Arc::new(SystemClock)).await;
+    let (status, body) = stale.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("catalog_mismatch"), "read from the checkpoint in the database: {body}");
+    stale.stop().await;
+    api.stop().await;
+    leader.stop().await;
+    ingest.stop().await.expect("stop");
+}
