@@ -13,6 +13,7 @@
 //! - [`window`]: the fold's per-batch working set and the reads it records.
 //! - [`keys`]: the effect vocabulary: idempotency keys, subjects, kinds and outcomes.
 //! - [`plan`]: what an instance or a token needs now, retry delays.
+//! - [`mail`]: what the mails say.
 //! - [`credits`]: the credit balance rule (grants, debits, rollover caps).
 //! - [`usage`]: the usage day and quota rules.
 //! - [`token`]: the API token format: how a token is made and what is stored instead of it.
@@ -25,6 +26,7 @@ pub mod envelope;
 pub mod fetched;
 pub mod fold;
 pub mod keys;
+pub mod mail;
 pub mod plan;
 pub mod signature;
 pub mod stripe;

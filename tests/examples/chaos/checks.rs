@@ -124,7 +124,7 @@ async fn mail_outcomes(pool: &PgPool) -> HashMap<String, String> {
     .fetch_all(pool)
     .await
     .expect("mail journal");
-    rows.into_iter().map(|(key, outcome)| (projector::effects::mail::message_id(&key), outcome)).collect()
+    rows.into_iter().map(|(key, outcome)| (domain::mail::message_id(&key), outcome)).collect()
 }
 
 /// Effects left failed for good. Every fault here is transient, so the only failures allowed are

@@ -6,8 +6,8 @@ use futures::StreamExt;
 
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
-use crate::effects::mail::{self, Mail};
 use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject};
+use domain::mail::Mail;
 use domain::plan;
 
 /// How long a mail waits for a missing fact before it fails: Stripe retries a webhook for up to
@@ -170,7 +170,7 @@ impl Dispatcher {
             }
             Compose::Ready(mail) => mail,
         };
-        let mail::Delivery { verdict, error } = self.mailer.send(&key.to_string(), &mail).await;
+        let crate::effects::mail::Delivery { verdict, error } = self.mailer.send(&key.to_string(), &mail).await;
         let attempt = u32::try_from(done).unwrap_or(u32::MAX).saturating_add(1);
         let outcome = plan::outcome(verdict, attempt, self.settings.max_attempts);
         let detail = format!("mail {key} failed: {}", error.as_deref().unwrap_or("-"));
@@ -186,7 +186,7 @@ impl Dispatcher {
     async fn compose(&self, p: &PendingMail) -> anyhow::Result<Compose> {
         if let MailKey::Alert { failed, .. } = &p.key {
             return Ok(match &self.settings.admin_email {
-                Some(admin) => Compose::Ready(mail::alert(admin, &failed.to_string(), &p.detail)),
+                Some(admin) => Compose::Ready(domain::mail::alert(admin, &failed.to_string(), &p.detail)),
                 None => {
                     tracing::error!(failed = %failed, detail = p.detail, "ADMIN_EMAIL is unset: this alert goes to the log only");
                     Compose::Skip("ADMIN_EMAIL is unset".to_owned())
@@ -223,12 +223,12 @@ impl Dispatcher {
                 } else if self.provisioner.is_some() && !running {
                     Compose::Wait // the welcome carries the instance URL
                 } else {
-                    Compose::Ready(mail::welcome(&to, &row.tier, row.url.as_deref()))
+                    Compose::Ready(domain::mail::welcome(&to, &row.tier, row.url.as_deref()))
                 }
             }
             MailKey::PaymentFailed { .. } if row.grace_until.is_none() => Compose::Skip("paid since".to_owned()),
-            MailKey::PaymentFailed { .. } => Compose::Ready(mail::payment_failed(&to, row.grace_until)),
-            MailKey::Canceled { .. } => Compose::Ready(mail::canceled(&to, sub_id)),
+            MailKey::PaymentFailed { .. } => Compose::Ready(domain::mail::payment_failed(&to, row.grace_until)),
+            MailKey::Canceled { .. } => Compose::Ready(domain::mail::canceled(&to, sub_id)),
             MailKey::Token(_) | MailKey::Alert { .. } => Compose::Skip("not a mail intent".to_owned()),
         })
     }

@@ -6,7 +6,6 @@ use futures::StreamExt;
 use super::Dispatcher;
 use super::journal::{Attempt, Failure};
 use super::pending::{Pages, Pending, Scope};
-use crate::effects::mail;
 use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject, TokenKey};
 use domain::plan::{self, LiveToken, TokenOp, Verdict};
 use domain::token::{new_token, token_hash};
@@ -203,8 +202,8 @@ impl Dispatcher {
         tx.commit().await?;
 
         let mail_key = EffectKey::Mail(MailKey::Token(token));
-        let mail::Delivery { verdict, error } =
-            self.mailer.send(&mail_key.to_string(), &mail::token(email, tier, &plaintext, expires_at)).await;
+        let crate::effects::mail::Delivery { verdict, error } =
+            self.mailer.send(&mail_key.to_string(), &domain::mail::token(email, tier, &plaintext, expires_at)).await;
         drop(plaintext);
         let attempt = failures + 1;
         let outcome = plan::outcome(verdict, attempt, self.settings.max_attempts);
