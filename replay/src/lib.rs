@@ -203,40 +203,27 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let pool = || db::connect_lazy(&url, settings);
+    // Every command that reads the database first checks (or applies) the migrations.
+    let prepared = || async {
+        let pool = pool()?;
+        db::prepare(&pool, config.migrate_on_start).await?;
+        anyhow::Ok(pool)
+    };
     match cli.command {
         Command::Migrate => {
-            let pool = pool()?;
-            db::migrate(&pool).await?;
+            db::migrate(&pool()?).await?;
             println!("migrations applied");
         }
         Command::DatabaseUrl => println!("{}", url.expose_secret()),
         Command::Rebuild { dry_run, yes, keep_old } => {
-            let pool = pool()?;
-            db::prepare(&pool, config.migrate_on_start).await?;
-            rebuild(&pool, &config, dry_run, yes, keep_old).await?;
+            rebuild(&prepared().await?, &config, dry_run, yes, keep_old).await?
         }
         Command::Verify { signatures, expect_head } => {
-            let pool = pool()?;
-            db::prepare(&pool, config.migrate_on_start).await?;
             let secrets = if signatures { Some(config.require_webhook_secrets()?.to_vec()) } else { None };
-            return verify_cmd(&pool, secrets, expect_head.as_deref()).await;
+            return verify_cmd(&prepared().await?, secrets, expect_head.as_deref()).await;
         }
-        Command::PortalConfig { apply } => {
-            let settings = projector_settings(&config)?;
-            let (base, key) = settings.billing.stripe.context("STRIPE_API_KEY is required for portal-config")?;
-            let stripe = shared::stripe_api::StripeApi::new(&base, key, settings.billing.stripe_timeout)?;
-            let form = portal::form(&stripe, &settings.catalog).await?;
-            for (key, value) in form.pairs() {
-                println!("{key}={value}");
-            }
-            if apply {
-                let id = portal::apply(&stripe, &settings.catalog, &form).await?;
-                println!("created portal configuration {id}: set STRIPE_PORTAL_CONFIGURATION={id}");
-            }
-        }
+        Command::PortalConfig { apply } => portal_config_cmd(&config, apply).await?,
         Command::Backfill { since, types, restart } => {
-            let pool = pool()?;
-            db::prepare(&pool, config.migrate_on_start).await?;
             let api_key = config.stripe_api_key.clone().ok_or_else(|| {
                 anyhow::anyhow!("STRIPE_API_KEY is required for backfill (a restricted key with read access to events)")
             })?;
@@ -247,11 +234,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
                 page_size: 100,
                 restart,
             };
-            backfill_cmd(&pool, &settings).await?;
+            backfill_cmd(&prepared().await?, &settings).await?;
         }
         Command::Reconcile { apply, since, mut objects, restart, requests_per_second } => {
-            let pool = pool()?;
-            db::prepare(&pool, config.migrate_on_start).await?;
             objects.sort();
             objects.dedup();
             let mut read = read_settings(&config, stripe_key(&config, "reconcile")?);
@@ -259,71 +244,99 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             let since = since.as_deref().map(parse_time).transpose()?;
             let settings = reconcile::Settings { read, objects, since, apply, page_size: 100, restart };
             let catalog = projector_settings(&config)?.catalog;
-            return reconcile_cmd(&pool, &settings, &catalog).await;
+            return reconcile_cmd(&prepared().await?, &settings, &catalog).await;
         }
-        Command::CheckCatalog => {
-            let catalog = projector_settings(&config)?.catalog;
-            let mut reader = stripe_read::Reader::new(read_settings(&config, stripe_key(&config, "check-catalog")?))?;
-            let findings = check_catalog::run(&mut reader, &catalog, &mut |line| eprintln!("{line}")).await?;
-            for finding in &findings {
-                println!("{}", finding.line);
-            }
-            let errors = findings.iter().filter(|f| f.error).count();
-            println!("catalog {}: {errors} errors, {} warnings", catalog.hash(), findings.len() - errors);
-            return Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-        }
+        Command::CheckCatalog => return check_catalog_cmd(&config).await,
         Command::Timeline { id } => {
             if !(id.starts_with("cus_") || id.starts_with("sub_")) {
                 anyhow::bail!("timeline takes a customer (cus_...) or subscription (sub_...) id, not `{id}`");
             }
-            let pool = pool()?;
-            db::prepare(&pool, config.migrate_on_start).await?;
             let projector = projector_settings(&config)?;
-            let lines = audit::timeline(&pool, &id, &projector.catalog, &projector.runner.fold).await?;
+            let lines = audit::timeline(&prepared().await?, &id, &projector.catalog, &projector.runner.fold).await?;
             let mut out = std::io::stdout().lock();
             for line in lines {
                 writeln!(out, "{line}")?;
             }
         }
-        Command::Effects { action } => {
-            let pool = pool()?;
-            db::prepare(&pool, config.migrate_on_start).await?;
-            let mut out = std::io::stdout().lock();
-            match action {
-                EffectsAction::Failed => {
-                    let failed = projector::effects::dispatcher::failed(&pool).await?;
-                    for f in &failed {
-                        let error = f.error.as_deref().unwrap_or("-");
-                        writeln!(out, "{}  {}  attempt {}  {}  {error}", f.at.to_rfc3339(), f.key, f.attempt, f.kind)?;
-                    }
-                    writeln!(out, "{} failed effects", failed.len())?;
-                }
-                EffectsAction::Retry { key } => {
-                    let what = projector::effects::dispatcher::rearm(&pool, &key).await?;
-                    writeln!(out, "{key} re-armed ({what:?}): the active dispatcher retries it with the same key")?;
-                }
-            }
-        }
+        Command::Effects { action } => effects_cmd(&prepared().await?, action).await?,
         Command::Export { format, from, to, customer, output } => {
-            let pool = pool()?;
-            db::prepare(&pool, config.migrate_on_start).await?;
             let filter = audit::Filter {
                 from: from.as_deref().map(parse_time).transpose()?,
                 to: to.as_deref().map(parse_time).transpose()?,
                 customer,
             };
-            let n = match output {
-                Some(path) => {
-                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-                    let mut out = std::io::BufWriter::new(file);
-                    audit::export(&pool, &filter, format, &mut out).await?
-                }
-                None => audit::export(&pool, &filter, format, &mut std::io::stdout().lock()).await?,
-            };
-            eprintln!("exported {n} events");
+            export_cmd(&prepared().await?, &filter, format, output).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `replay portal-config [--apply]`.
+async fn portal_config_cmd(config: &Config, apply: bool) -> anyhow::Result<()> {
+    let settings = projector_settings(config)?;
+    let (base, key) = settings.billing.stripe.context("STRIPE_API_KEY is required for portal-config")?;
+    let stripe = shared::stripe_api::StripeApi::new(&base, key, settings.billing.stripe_timeout)?;
+    let form = portal::form(&stripe, &settings.catalog).await?;
+    for (key, value) in form.pairs() {
+        println!("{key}={value}");
+    }
+    if apply {
+        let id = portal::apply(&stripe, &settings.catalog, &form).await?;
+        println!("created portal configuration {id}: set STRIPE_PORTAL_CONFIGURATION={id}");
+    }
+    Ok(())
+}
+
+/// `replay check-catalog`: exit 1 when an error is found.
+async fn check_catalog_cmd(config: &Config) -> anyhow::Result<ExitCode> {
+    let catalog = projector_settings(config)?.catalog;
+    let mut reader = stripe_read::Reader::new(read_settings(config, stripe_key(config, "check-catalog")?))?;
+    let findings = check_catalog::run(&mut reader, &catalog, &mut |line| eprintln!("{line}")).await?;
+    for finding in &findings {
+        println!("{}", finding.line);
+    }
+    let errors = findings.iter().filter(|f| f.error).count();
+    println!("catalog {}: {errors} errors, {} warnings", catalog.hash(), findings.len() - errors);
+    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `replay effects failed|retry`.
+async fn effects_cmd(pool: &sqlx::PgPool, action: EffectsAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        EffectsAction::Failed => {
+            let failed = projector::effects::dispatcher::failed(pool).await?;
+            for f in &failed {
+                let error = f.error.as_deref().unwrap_or("-");
+                writeln!(out, "{}  {}  attempt {}  {}  {error}", f.at.to_rfc3339(), f.key, f.attempt, f.kind)?;
+            }
+            writeln!(out, "{} failed effects", failed.len())?;
+        }
+        EffectsAction::Retry { key } => {
+            let what = projector::effects::dispatcher::rearm(pool, &key).await?;
+            writeln!(out, "{key} re-armed ({what:?}): the active dispatcher retries it with the same key")?;
+        }
+    }
+    Ok(())
+}
+
+/// `replay export`: to `output`, or stdout.
+async fn export_cmd(
+    pool: &sqlx::PgPool,
+    filter: &audit::Filter,
+    format: audit::Format,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let n = match output {
+        Some(path) => {
+            let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            audit::export(pool, filter, format, &mut out).await?
+        }
+        None => audit::export(pool, filter, format, &mut std::io::stdout().lock()).await?,
+    };
+    eprintln!("exported {n} events");
+    Ok(())
 }
 
 async fn verify_cmd(
