@@ -87,7 +87,7 @@ impl CommandLimiter {
             let n = slots.entry(customer.clone()).or_default();
             if *n >= IN_FLIGHT {
                 drop(slots);
-                return Err(self.refuse(customer, 0, 1, format!("at most {IN_FLIGHT} commands in flight at once")));
+                return Err(self.refuse(customer, 1, format!("at most {IN_FLIGHT} commands in flight at once")));
             }
             *n += 1;
         }
@@ -102,18 +102,19 @@ impl CommandLimiter {
                 let wait = not_until.wait_time_from(self.buckets.clock().now());
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let message = format!("at most {} commands a minute per customer token", self.per_minute);
-                Err(self.refuse(customer, 0, seconds.max(1), message))
+                Err(self.refuse(customer, seconds.max(1), message))
             }
         }
     }
 
-    fn refuse(&self, customer: &str, remaining: u32, retry_after: u64, message: String) -> ApiError {
+    /// 429 with nothing left until `retry_after` seconds from now.
+    fn refuse(&self, customer: &str, retry_after: u64, message: String) -> ApiError {
         self.refused.inc();
         tracing::info!(customer, retry_after, "command refused: rate limited");
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
             .header("retry-after", retry_after.to_string())
             .header("ratelimit-policy", format!("\"{POLICY}\";q={};w=60", self.per_minute))
-            .header("ratelimit", format!("\"{POLICY}\";r={remaining};t={retry_after}"))
+            .header("ratelimit", format!("\"{POLICY}\";r=0;t={retry_after}"))
     }
 }
 

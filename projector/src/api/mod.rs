@@ -193,9 +193,7 @@ pub fn stripe_error(error: StripeError) -> ApiError {
 
 /// Every route of the API.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    let api = probes()
         .route("/v1/access", get(access::check))
         .route("/v1/checkout/sessions", post(checkout::create))
         .route("/v1/portal/sessions", post(portal::create))
@@ -204,9 +202,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/subscriptions/{id}/preview", post(subscriptions::preview))
         .route("/v1/subscriptions/{id}/change", post(subscriptions::change))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
-        .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .route("/v1/subscriptions/{id}/resume", post(subscriptions::resume));
+    with_error_fallbacks(api)
         .layer(axum::middleware::from_fn_with_state(state.clone(), body_limit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -215,12 +212,18 @@ pub fn router(state: ApiState) -> Router {
 /// The public listener of a process without the `api` role: the probes only, and the one error
 /// shape for everything else.
 pub fn probe_router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+    with_error_fallbacks(probes()).with_state(state)
+}
+
+/// What every public listener serves: the probes.
+fn probes() -> Router<ApiState> {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz))
+}
+
+/// The one error shape for a path or method `routes` does not serve. Called once every route is
+/// in: axum gives the 405 fallback to the routes that exist when it is set.
+fn with_error_fallbacks(routes: Router<ApiState>) -> Router<ApiState> {
+    routes.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
 }
 
 /// The admin listener's part of the API (`PROJECTOR_ADMIN_ADDR`): `/metrics` and `/healthz`;

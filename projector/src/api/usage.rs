@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::catalog::{CREDITS_METRIC, Catalog, Quota};
@@ -122,12 +122,7 @@ pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: B
         Err(error) => {
             tracing::info!(metric, code = error.code, status = error.status.as_u16(), "usage refused");
             state.rejected.get_or_create(&RejectedLabel { metric, reason: error.code }).inc();
-            let retry = (error.code == "quota_exceeded").then(|| usage::retry_after(state.clock.now()));
-            let mut response = error.into_response();
-            if let Some(seconds) = retry {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            }
-            response
+            error.into_response()
         }
     }
 }
@@ -203,7 +198,8 @@ async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
             "quota_exceeded",
             format!("the daily quota of {} is used up; it resets at 00:00 UTC", usage.metric),
         )
-        .with(answer.count().json())),
+        .with(answer.count().json())
+        .header("retry-after", usage::retry_after(state.clock.now()).to_string())),
         _ => Ok(answer.count().json()),
     }
 }
