@@ -200,7 +200,16 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
         .click()
         .await
         .expect("click");
-    let flash = client.find(Locator::Css("p.flash")).await.expect("flash").text().await.expect("text");
+    // The click submits a form: wait for the page it leads to, not the one still shown.
+    let flash = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("p.flash"))
+        .await
+        .expect("flash")
+        .text()
+        .await
+        .expect("text");
     assert!(flash.contains(&format!("Re-armed {failed_key}")), "{flash}");
     let retry: (i32, String, String) = sqlx::query_as(
         "SELECT attempt, outcome, request FROM ledger.effects WHERE key = $1 AND attempt = 0 ORDER BY id DESC LIMIT 1",
