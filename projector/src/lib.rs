@@ -1,30 +1,23 @@
-//! `projector`: folds the event log, in position order, into the projection tables, with the
-//! pure fold, keys and plan of the `domain` crate.
+//! `projector`: the service. It folds the event log, in position order, into the projection
+//! tables (the pure fold of the `domain` crate, written through the `store` crate), carries out
+//! the effects the fold asks for, and serves the `api` crate's routers, each per
+//! `PROJECTOR_ROLES`.
 //!
-//! - [`store`]: the SQL image of the projections, the intents outbox and the checkpoint.
-//! - [`runner`]: leadership, batches and wake-ups.
-//! - [`rebuild`]: the same fold from position 1 into a new schema, swapped in atomically.
-//! - [`leader`]: the advisory lock that makes one runner and one dispatcher active.
-//! - [`effects`]: the dispatcher that carries out the intents exactly once.
-//! - [`console`]: the operator console (server-rendered pages).
-//! - [`api`]: the HTTP API on `PROJECTOR_ADDR` (`/healthz`, `/readyz`, `/v1/access`, the billing
-//!   API, usage); `/metrics` and the [`console`] on `PROJECTOR_ADMIN_ADDR`.
+//! - [`runner`]: leadership, batches and wake-ups of the fold.
+//! - [`effects`]: the dispatcher that carries out the intents exactly once (provisioner, tokens,
+//!   mails, fetches).
 //! - [`settings`]: the one mapping from the config to all of the above.
 //!
-//! [`Application`] serves the API and runs the runner and the dispatcher until shutdown.
+//! [`Application`] runs the roles this process has until shutdown: the runner (`fold`), the
+//! dispatcher (`effects`), the product API (`api`: `/v1/...` on `PROJECTOR_ADDR`); the probes,
+//! `/metrics` and the console are served whatever the roles.
 
-pub mod api;
-pub mod console;
 pub mod effects;
-pub mod leader;
-pub mod rebuild;
 pub mod runner;
 pub mod settings;
-pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use domain::catalog::Catalog;
@@ -34,10 +27,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AccessState, ApiState, UsageState};
 use crate::effects::dispatcher::Dispatcher;
 use crate::runner::{RunnerSettings, RunnerStatus};
 pub use crate::settings::ProjectorSettings;
+use api::health::Health;
+use api::{AccessState, ApiState, UsageState, console};
 use domain::clock::Clock;
 
 /// A bound projector.
@@ -51,6 +45,7 @@ pub struct Application {
     dispatcher: Dispatcher,
     api: ApiState,
     console: console::ConsoleState,
+    health: Health,
     roles: shared::config::Roles,
 }
 
@@ -85,8 +80,9 @@ impl Application {
             .map(|(base, key)| shared::stripe_api::StripeApi::new(&base, key, billing.stripe_timeout))
             .transpose()?;
         // The same key fetches what events leave out (a session's line items, an invoice's lines).
-        let dispatcher =
-            Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?.with_stripe(stripe.clone());
+        let dispatcher = Dispatcher::new(pool.clone(), settings.effects, clock.clone(), &mut registry)?
+            .with_stripe(stripe.clone())
+            .with_session(status.session.clone());
         let auth = api::auth::Authenticator::new(&billing.api_keys, &mut registry);
         let portal_configuration = billing.portal_configuration;
         if billing.redirects.origins.is_empty() && !billing.redirects.local {
@@ -109,28 +105,35 @@ impl Application {
         };
         let readiness = shared::db::Readiness::new(&pool);
         let roles = settings.roles;
+        let health = Health::new(api_pool, catalog.hash().to_owned(), status.session.clone());
         // The console reads on two connections of its own: a slow page never holds up the API.
-        let console = console::ConsoleState::new(
-            console::pool(&pool),
-            settings.console,
-            catalog.hash().to_owned(),
-            status.clone(),
-            readiness.clone(),
-        )?;
+        let console =
+            console::ConsoleState::new(console::pool(&pool), settings.console, health.clone(), readiness.clone())?;
         let too_large = prometheus_client::metrics::counter::Counter::default();
         registry.register("api_body_too_large", "API requests refused for a body above 2 MiB", too_large.clone());
         let api = ApiState {
             too_large,
             readiness,
             registry: Arc::new(registry),
-            status: status.clone(),
+            health: health.clone(),
             access,
             billing,
             usage,
             roles,
-            catalog_hash: catalog.hash().to_owned(),
         };
-        Ok(Self { listener, admin, pool, catalog, settings: settings.runner, status, dispatcher, api, console, roles })
+        Ok(Self {
+            listener,
+            admin,
+            pool,
+            catalog,
+            settings: settings.runner,
+            status,
+            dispatcher,
+            api,
+            console,
+            health,
+            roles,
+        })
     }
 
     /// The bound address.
@@ -145,7 +148,7 @@ impl Application {
         self.admin.local_addr().expect("bound listener has an address")
     }
 
-    /// What the runner reports (leader, checkpoint, catalog mismatch).
+    /// What this process's runner reports (leader, checkpoint, catalog mismatch).
     pub fn status(&self) -> Arc<RunnerStatus> {
         self.status.clone()
     }
@@ -192,7 +195,7 @@ impl Application {
             shared::server::Limits::default(),
             shutdown.clone(),
         ));
-        let supervised = supervise(tasks, &shutdown, &self.status).await;
+        let supervised = supervise(tasks, &shutdown, &self.health).await;
         serve.await.context("HTTP server task")?;
         admin.await.context("admin HTTP server task")?;
         if let Some(listener) = access_listener {
@@ -203,12 +206,12 @@ impl Application {
 }
 
 /// Waits until `shutdown`, then for every task to finish. A task that ends before `shutdown`
-/// (it panicked, or returned by mistake) marks the process dead for `/readyz`, cancels
+/// (it panicked, or returned by mistake) marks the process stopping for `/readyz`, cancels
 /// `shutdown` so the others stop, and makes this an error naming it.
 pub async fn supervise(
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
     shutdown: &CancellationToken,
-    status: &RunnerStatus,
+    health: &Health,
 ) -> anyhow::Result<()> {
     use futures::StreamExt as _;
     let mut joins: futures::stream::FuturesUnordered<_> =
@@ -222,7 +225,7 @@ pub async fn supervise(
                 Ok(()) => "returned".to_owned(),
             };
             tracing::error!(task = name, cause, "a projector task ended on its own: stopping the process");
-            status.dead.store(true, Ordering::Relaxed);
+            health.set_stopping();
             shutdown.cancel();
             died = Some((name, cause));
         }
@@ -237,10 +240,16 @@ pub async fn supervise(
 mod tests {
     use super::*;
 
+    /// Health over a pool that never connects: the supervisor only marks it stopping.
+    fn health() -> Health {
+        let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://127.0.0.1:1/none").expect("lazy pool");
+        Health::new(pool, "catalog".to_owned(), store::leader::Session::new())
+    }
+
     #[tokio::test]
     async fn a_task_that_dies_stops_the_others_fails_readiness_and_is_named() {
         let shutdown = CancellationToken::new();
-        let status = RunnerStatus::default();
+        let health = health();
         let waiting = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { shutdown.cancelled().await })
@@ -249,24 +258,24 @@ mod tests {
             let values: Vec<u8> = Vec::new();
             let _ = values[1]; // a bug: an index out of bounds
         });
-        let error = supervise(vec![("runner", waiting), ("dispatcher", dying)], &shutdown, &status)
+        let error = supervise(vec![("runner", waiting), ("dispatcher", dying)], &shutdown, &health)
             .await
             .expect_err("a task died");
         assert_eq!(error.to_string(), "the dispatcher task panicked; the projector stopped");
         assert!(shutdown.is_cancelled(), "the other task was told to stop, and did");
-        assert!(status.dead.load(Ordering::Relaxed));
+        assert!(health.is_stopping());
     }
 
     #[tokio::test]
     async fn tasks_that_end_on_shutdown_are_a_clean_stop() {
         let shutdown = CancellationToken::new();
-        let status = RunnerStatus::default();
+        let health = health();
         let task = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { shutdown.cancelled().await })
         };
         shutdown.cancel();
-        supervise(vec![("runner", task)], &shutdown, &status).await.expect("clean");
-        assert!(!status.dead.load(Ordering::Relaxed));
+        supervise(vec![("runner", task)], &shutdown, &health).await.expect("clean");
+        assert!(!health.is_stopping());
     }
 }

@@ -24,13 +24,11 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::leader::{self, LeaderLock};
-use crate::store;
 use domain::fold::FoldConfig;
 use domain::window::{Batch, Cache, Folded};
+use store::CHECKPOINT;
+use store::leader::{self, LeaderLock};
 
-/// The checkpoint row of the live projections.
-pub const CHECKPOINT: &str = "main";
 /// How often standbys retry leadership and the leader polls without a notification.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -47,10 +45,10 @@ struct KindLabel {
 /// What the runner reports, shared with the HTTP handlers.
 #[derive(Debug, Default)]
 pub struct RunnerStatus {
+    /// The name this projector's leader sessions carry.
+    pub session: leader::Session,
     /// This instance holds leadership.
     pub leader: AtomicBool,
-    /// A supervised task (runner, dispatcher) ended on its own: `/readyz` fails, the process stops.
-    pub dead: AtomicBool,
     /// The projections were built with another catalog (a rebuild settles it).
     pub catalog_mismatch: AtomicBool,
     /// Last committed checkpoint.
@@ -148,7 +146,7 @@ async fn lead(
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let Some(mut lock) = LeaderLock::try_acquire(pool, leader::RUNNER).await? else {
+    let Some(mut lock) = LeaderLock::try_acquire(pool, leader::RUNNER, &status.session).await? else {
         return Ok(()); // standby: the caller retries after POLL_INTERVAL
     };
     set_leader(status, true);

@@ -1,24 +1,20 @@
-//! One way from the validated [`Config`] to everything the projector needs: the binary, `replay`
-//! (which folds with the same catalog and rules) and the tests build it here.
+//! One way from the validated [`Config`] to everything the projector needs: the binary and the
+//! tests build it here (the catalog and the fold's rules come from [`Config`] itself, so `replay`
+//! folds alike without the projector's settings).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use domain::catalog::Catalog;
 use secrecy::SecretString;
 use shared::config::{Config, ProjectorConfig, Roles};
 use shared::db::PoolSettings;
 
-use crate::console::ConsoleSettings;
 use crate::effects::EffectSettings;
 use crate::effects::mail::{self, MailConfig};
 use crate::effects::provisioner::ProvisionerConfig;
 use crate::runner::RunnerSettings;
-use domain::fold::FoldConfig;
-
-/// How long one Stripe API call may take before it is retried (with the same idempotency key).
-pub const STRIPE_TIMEOUT: Duration = Duration::from_secs(15);
+use api::console::ConsoleSettings;
 
 /// The projector's settings.
 #[derive(Debug, Clone)]
@@ -72,7 +68,7 @@ impl Default for BillingSettings {
         Self {
             api_keys: Vec::new(),
             stripe: None,
-            stripe_timeout: STRIPE_TIMEOUT,
+            stripe_timeout: shared::stripe_api::TIMEOUT,
             portal_configuration: None,
             redirects: shared::config::RedirectOrigins::default(),
             token_commands_per_minute: 30,
@@ -84,7 +80,7 @@ impl ProjectorSettings {
     /// The settings of `config` and `projector`; fails when the catalog cannot be read or is
     /// invalid.
     pub fn from_config(config: &Config, projector: &ProjectorConfig) -> anyhow::Result<Self> {
-        let catalog = Catalog::from_path(config.catalog_path.as_deref()).context("invalid CATALOG_PATH")?;
+        let catalog = config.catalog()?;
         Ok(Self {
             addr: projector.projector_addr,
             admin_addr: projector.projector_admin_addr,
@@ -92,7 +88,7 @@ impl ProjectorSettings {
             runner: RunnerSettings {
                 batch_size: projector.projector_batch_size,
                 cache_rows: projector.projector_cache_rows,
-                fold: fold_config(config),
+                fold: config.fold_config(),
             },
             effects: effect_settings(projector),
             pool: PoolSettings {
@@ -106,7 +102,7 @@ impl ProjectorSettings {
             billing: BillingSettings {
                 api_keys: projector.billing_api_keys.clone(),
                 stripe: config.stripe_api_key.clone().map(|key| (config.stripe_api_base.clone(), key)),
-                stripe_timeout: STRIPE_TIMEOUT,
+                stripe_timeout: shared::stripe_api::TIMEOUT,
                 portal_configuration: projector.stripe_portal_configuration.clone(),
                 redirects: projector.redirect_origins.clone(),
                 token_commands_per_minute: projector.token_commands_per_minute,
@@ -117,14 +113,6 @@ impl ProjectorSettings {
             },
             roles: projector.roles,
         })
-    }
-}
-
-/// The fold settings of the validated config (the projector and `replay` share them).
-pub fn fold_config(config: &Config) -> FoldConfig {
-    FoldConfig {
-        grace_period_secs: i64::try_from(config.grace_period.as_secs()).unwrap_or(i64::MAX),
-        livemode: config.stripe_livemode,
     }
 }
 

@@ -6,7 +6,7 @@
 //! - `backfill` ([`backfill`]): events the log lacks, from Stripe's `GET /v1/events`.
 //! - `timeline`, `export` ([`audit`]): one customer's story; events as JSON Lines or CSV.
 //! - `effects failed|retry`: effects that failed for good, and an operator's re-arm of one
-//!   (`projector::effects::dispatcher::journal`).
+//!   (`store::journal`).
 //! - `portal-config` ([`portal`]): the Customer Portal configuration generated from the catalog.
 //! - `migrate` (apply migrations with the owner role), `database-url`.
 
@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use projector::ProjectorSettings;
 use std::io::Write as _;
 
 use secrecy::ExposeSecret;
@@ -186,13 +185,6 @@ pub fn parse_time(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         .with_context(|| format!("`{text}` is neither RFC 3339 nor unix seconds"))
 }
 
-/// The projector's settings, for the commands that fold, rebuild or dispatch as it does: its
-/// variables are read (and validated) only by them.
-fn projector_settings(config: &Config) -> anyhow::Result<ProjectorSettings> {
-    let projector = shared::config::ProjectorConfig::from_env(config)?;
-    ProjectorSettings::from_config(config, &projector)
-}
-
 /// Runs one command; the exit code is non-zero when `verify` finds a break.
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     let url = db::resolve_url(&config).await?;
@@ -243,7 +235,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             read.requests_per_second = requests_per_second;
             let since = since.as_deref().map(parse_time).transpose()?;
             let settings = reconcile::Settings { read, objects, since, apply, page_size: 100, restart };
-            let catalog = projector_settings(&config)?.catalog;
+            let catalog = config.catalog()?;
             return reconcile_cmd(&prepared().await?, &settings, &catalog).await;
         }
         Command::CheckCatalog => return check_catalog_cmd(&config).await,
@@ -251,8 +243,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             if !(id.starts_with("cus_") || id.starts_with("sub_")) {
                 anyhow::bail!("timeline takes a customer (cus_...) or subscription (sub_...) id, not `{id}`");
             }
-            let projector = projector_settings(&config)?;
-            let lines = audit::timeline(&prepared().await?, &id, &projector.catalog, &projector.runner.fold).await?;
+            let lines = audit::timeline(&prepared().await?, &id, &config.catalog()?, &config.fold_config()).await?;
             let mut out = std::io::stdout().lock();
             for line in lines {
                 writeln!(out, "{line}")?;
@@ -273,15 +264,15 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
 
 /// `replay portal-config [--apply]`.
 async fn portal_config_cmd(config: &Config, apply: bool) -> anyhow::Result<()> {
-    let settings = projector_settings(config)?;
-    let (base, key) = settings.billing.stripe.context("STRIPE_API_KEY is required for portal-config")?;
-    let stripe = shared::stripe_api::StripeApi::new(&base, key, settings.billing.stripe_timeout)?;
-    let form = portal::form(&stripe, &settings.catalog).await?;
+    let key = config.stripe_api_key.clone().context("STRIPE_API_KEY is required for portal-config")?;
+    let stripe = shared::stripe_api::StripeApi::new(&config.stripe_api_base, key, shared::stripe_api::TIMEOUT)?;
+    let catalog = config.catalog()?;
+    let form = portal::form(&stripe, &catalog).await?;
     for (key, value) in form.pairs() {
         println!("{key}={value}");
     }
     if apply {
-        let id = portal::apply(&stripe, &settings.catalog, &form).await?;
+        let id = portal::apply(&stripe, &catalog, &form).await?;
         println!("created portal configuration {id}: set STRIPE_PORTAL_CONFIGURATION={id}");
     }
     Ok(())
@@ -289,7 +280,7 @@ async fn portal_config_cmd(config: &Config, apply: bool) -> anyhow::Result<()> {
 
 /// `replay check-catalog`: exit 1 when an error is found.
 async fn check_catalog_cmd(config: &Config) -> anyhow::Result<ExitCode> {
-    let catalog = projector_settings(config)?.catalog;
+    let catalog = config.catalog()?;
     let mut reader = stripe_read::Reader::new(read_settings(config, stripe_key(config, "check-catalog")?))?;
     let findings = check_catalog::run(&mut reader, &catalog, &mut |line| eprintln!("{line}")).await?;
     for finding in &findings {
@@ -305,7 +296,7 @@ async fn effects_cmd(pool: &sqlx::PgPool, action: EffectsAction) -> anyhow::Resu
     let mut out = std::io::stdout().lock();
     match action {
         EffectsAction::Failed => {
-            let failed = projector::effects::dispatcher::failed(pool).await?;
+            let failed = store::journal::failed(pool).await?;
             for f in &failed {
                 let error = f.error.as_deref().unwrap_or("-");
                 writeln!(out, "{}  {}  attempt {}  {}  {error}", f.at.to_rfc3339(), f.key, f.attempt, f.kind)?;
@@ -313,7 +304,7 @@ async fn effects_cmd(pool: &sqlx::PgPool, action: EffectsAction) -> anyhow::Resu
             writeln!(out, "{} failed effects", failed.len())?;
         }
         EffectsAction::Retry { key } => {
-            let what = projector::effects::dispatcher::rearm(pool, &key).await?;
+            let what = store::journal::rearm(pool, &key).await?;
             writeln!(out, "{key} re-armed ({what:?}): the active dispatcher retries it with the same key")?;
         }
     }
@@ -458,8 +449,8 @@ async fn backfill_cmd(pool: &sqlx::PgPool, settings: &backfill::Settings) -> any
 }
 
 async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool, keep_old: bool) -> anyhow::Result<()> {
-    use projector::rebuild;
-    let ProjectorSettings { catalog, runner, .. } = projector_settings(config)?;
+    use store::rebuild;
+    let catalog = config.catalog()?;
     if !dry_run && !yes {
         anyhow::bail!(
             "`replay rebuild` replaces the live projections with a fold of the whole log using catalog {}; \
@@ -467,7 +458,7 @@ async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool,
             catalog.hash()
         );
     }
-    let fold = runner.fold;
+    let fold = config.fold_config();
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
@@ -489,7 +480,7 @@ async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool,
     );
     if dry_run {
         let mut conn = pool.acquire().await?;
-        let live = projector::store::load(&mut conn).await?;
+        let live = store::load(&mut conn).await?;
         drop(conn);
         let diffs = rebuild::diff(&live, &folded.state);
         print!("{}", rebuild::render_diff(&diffs));

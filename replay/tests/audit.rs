@@ -173,8 +173,8 @@ async fn the_auditor_reads_audit_only_never_token_hashes_and_writes_nothing() {
         .expect("an operator's view");
     let pool = db.service_pool(2);
     let config = domain::fold::FoldConfig::default();
-    let folded = projector::rebuild::fold_log(&pool, &catalog(), &config, &mut |_, _| {}).await.expect("fold");
-    projector::rebuild::swap_in(&pool, folded, &catalog(), &config, false).await.expect("swap");
+    let folded = store::rebuild::fold_log(&pool, &catalog(), &config, &mut |_, _| {}).await.expect("fold");
+    store::rebuild::swap_in(&pool, folded, &catalog(), &config, false).await.expect("swap");
     let mut tx = db.pool.begin().await.expect("tx");
     sqlx::query("SET LOCAL ROLE ledger_auditor").execute(&mut *tx).await.expect("role");
     let status: String =

@@ -5,7 +5,7 @@
 //!   embedded defaults, validated once.
 //! - [`log`]: the one append path into `ledger.events` (group commit, dedupe, hash chain).
 //! - [`outbound`]: the HTTPS client for Stripe and the provisioner, and failure causes in words.
-//! - [`server`]: the HTTP server with connection, header, body and request limits.
+//! - `server` (feature `server`): the HTTP server with connection, header, body and request limits.
 //! - [`db`]: the connection pool, the one migrator and the database URL resolution.
 //! - [`embedded`]: the local PostgreSQL cluster under `./.data/` used when `DATABASE_URL` is unset.
 //! - [`telemetry`]: the tracing subscriber.
@@ -16,6 +16,7 @@ pub mod db;
 pub mod embedded;
 pub mod log;
 pub mod outbound;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod shutdown;
 pub mod stripe_api;

@@ -84,6 +84,9 @@ pub struct StripeApi {
     backoff: Duration,
 }
 
+/// How long one Stripe API call may take before it is retried (with the same idempotency key).
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
 impl StripeApi {
     /// A client of `base` (`STRIPE_API_BASE`) with `key` (`STRIPE_API_KEY`); each attempt gives
     /// up after `timeout`.

@@ -43,7 +43,7 @@ pub fn settings(catalog: Catalog, batch_size: usize, effects: EffectSettings) ->
         api_connections: 4,
         access_cache_rows: ACCESS_CACHE_ROWS,
         billing: projector::settings::BillingSettings::default(),
-        console: projector::console::ConsoleSettings::default(),
+        console: api::console::ConsoleSettings::default(),
         roles: shared::config::Roles::default(),
     }
 }
@@ -133,7 +133,7 @@ impl TestProjector {
                 redirects: redirect_origins(),
                 ..Default::default()
             },
-            console: projector::console::ConsoleSettings::default(),
+            console: api::console::ConsoleSettings::default(),
             roles: shared::config::Roles::default(),
         };
         let mut projector = Self::start_settings(settings, pool, clock).await;
@@ -269,5 +269,5 @@ pub fn without_positions(p: &Projections) -> Projections {
 /// The projection tables as they are.
 pub async fn load_tables(pool: &PgPool) -> Projections {
     let mut conn = pool.acquire().await.expect("connection");
-    projector::store::load(&mut conn).await.expect("load")
+    store::load(&mut conn).await.expect("load")
 }

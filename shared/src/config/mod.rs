@@ -194,6 +194,20 @@ impl Config {
         }
         Ok(&self.webhook_secrets)
     }
+
+    /// The price catalog (`CATALOG_PATH`, or the shipped example), read and checked.
+    pub fn catalog(&self) -> anyhow::Result<domain::catalog::Catalog> {
+        use anyhow::Context as _;
+        domain::catalog::Catalog::from_path(self.catalog_path.as_deref()).context("invalid CATALOG_PATH")
+    }
+
+    /// The fold's rules (`GRACE_PERIOD`, `STRIPE_LIVEMODE`): the projector and `replay` fold alike.
+    pub fn fold_config(&self) -> domain::fold::FoldConfig {
+        domain::fold::FoldConfig {
+            grace_period_secs: i64::try_from(self.grace_period.as_secs()).unwrap_or(i64::MAX),
+            livemode: self.stripe_livemode,
+        }
+    }
 }
 
 /// The variables as given, and every name asked for on the way ([`Config::variables`]).

@@ -7,8 +7,8 @@ use domain::fold::FoldConfig;
 use ledger_tests::db::TestDb;
 use ledger_tests::projector::{TestProjector, catalog, customer_token};
 use ledger_tests::wait;
-use projector::rebuild;
 use serde_json::Value;
+use store::rebuild;
 
 /// A projector, and a token of `cus_c` with a live starter subscription (written as the fold and
 /// the dispatcher would, straight into the tables: no log behind them).

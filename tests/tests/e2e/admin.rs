@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use api::console::ConsoleSettings;
 use domain::clock::SystemClock;
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{TestProjector, effect_settings, settings};
-use projector::console::ConsoleSettings;
 use secrecy::SecretString;
 use shared::config::ConsoleAccess;
 

@@ -104,21 +104,45 @@ fn the_image_holds_the_binaries_and_migrations_and_checks_health_as_a_non_root_u
     assert!(ignored.contains("target/") && ignored.contains(".data/") && ignored.contains(".env"));
 }
 
-/// The domain crate stays pure: nothing that does I/O (a database driver, an async runtime, an
-/// HTTP or mail stack) is in its normal dependency tree, however deep.
-#[test]
-fn the_domain_crate_depends_on_no_io_crate() {
+/// The crates of `package`'s normal dependency tree, however deep (`cargo tree`, offline).
+fn normal_dependencies(package: &str) -> std::collections::BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = std::process::Command::new(cargo)
-        .args(["tree", "--offline", "-p", "domain", "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .args(["tree", "--offline", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}"])
         .current_dir(ledger_tests::db::workspace_root())
         .output()
         .expect("cargo tree runs");
     assert!(output.status.success(), "cargo tree: {}", String::from_utf8_lossy(&output.stderr));
     let tree = String::from_utf8_lossy(&output.stdout);
-    let crates: std::collections::BTreeSet<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert!(crates.contains("serde_json") && crates.contains("domain"), "the tree was read: {crates:?}");
+    let crates: std::collections::BTreeSet<String> =
+        tree.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect();
+    assert!(crates.contains("serde_json") && crates.contains(package), "the tree was read: {crates:?}");
+    crates
+}
+
+/// The domain crate stays pure: nothing that does I/O (a database driver, an async runtime, an
+/// HTTP or mail stack) is in its normal dependency tree, however deep.
+#[test]
+fn the_domain_crate_depends_on_no_io_crate() {
+    let crates = normal_dependencies("domain");
     let forbidden = ["sqlx", "tokio", "axum", "hyper", "reqwest", "lettre", "tokio-postgres", "mio", "socket2"];
     let found: Vec<&&str> = forbidden.iter().filter(|c| crates.contains(**c)).collect();
     assert!(found.is_empty(), "the domain crate pulls in I/O crates {found:?}: {crates:?}");
+}
+
+/// Each crate pulls in only the stacks of its job (docs/architecture.md): the tooling and the
+/// store serve no HTTP, render no HTML and send no mail; the API sends no mail and reaches
+/// neither the projector's runner nor its dispatcher.
+#[test]
+fn each_crate_pulls_in_only_the_stacks_of_its_job() {
+    let rules: [(&str, &[&str]); 3] = [
+        ("store", &["axum", "maud", "lettre", "api", "projector"]),
+        ("replay", &["axum", "maud", "lettre", "api", "projector"]),
+        ("api", &["lettre", "projector"]),
+    ];
+    for (package, forbidden) in rules {
+        let crates = normal_dependencies(package);
+        let found: Vec<&&str> = forbidden.iter().filter(|c| crates.contains(**c)).collect();
+        assert!(found.is_empty(), "{package} pulls in {found:?}");
+    }
 }

@@ -206,10 +206,8 @@ async fn a_lifecycle_makes_each_provisioner_call_once_with_its_keys_and_a_rebuil
     let sent_before = world.smtp.received().len();
     let projector = world.projector.take().expect("running");
     let pool = world.db.service_pool(4);
-    let folded =
-        projector::rebuild::fold_log(&pool, &catalog(), &Default::default(), &mut |_, _| {}).await.expect("fold");
-    let swapped =
-        projector::rebuild::swap_in(&pool, folded, &catalog(), &Default::default(), false).await.expect("swap");
+    let folded = store::rebuild::fold_log(&pool, &catalog(), &Default::default(), &mut |_, _| {}).await.expect("fold");
+    let swapped = store::rebuild::swap_in(&pool, folded, &catalog(), &Default::default(), false).await.expect("swap");
     assert_eq!(swapped.new_intents, 0);
     projector.caught_up(&world.db.pool).await;
     // Three dispatcher passes over the rebuilt tables, then look again.
@@ -277,8 +275,8 @@ async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_lo
     // anomaly goes, no second alert.
     world.provisioner.always(200);
     let key = world.provisioner.calls().last().and_then(|c| c.idempotency_key.clone()).expect("key");
-    let rearmed = projector::effects::dispatcher::rearm(&world.db.pool, &key).await.expect("re-armed");
-    assert_eq!(rearmed, projector::effects::dispatcher::Rearmed::Instance);
+    let rearmed = store::journal::rearm(&world.db.pool, &key).await.expect("re-armed");
+    assert_eq!(rearmed, store::journal::Rearmed::Instance);
     world.wait_status("sub_f", "running").await;
     let last = world.provisioner.calls().last().cloned().expect("call");
     assert_eq!(last.idempotency_key.as_deref(), Some(key.as_str()));
@@ -290,7 +288,7 @@ async fn transient_failures_are_retried_under_one_key_and_permanent_ones_fail_lo
             .expect("journal");
     assert_eq!(journal, vec![(1, "succeeded".into()), (0, "retry".into())]);
     assert_eq!(world.scalar("SELECT count(*) FROM audit.anomalies WHERE kind = 'effect_failed'").await, 0);
-    assert!(projector::effects::dispatcher::rearm(&world.db.pool, &key).await.is_err(), "only a failed key");
+    assert!(store::journal::rearm(&world.db.pool, &key).await.is_err(), "only a failed key");
     assert_eq!(world.received_by("ops@ledger.test").len(), 1);
 }
 
@@ -319,14 +317,14 @@ async fn a_mail_that_failed_for_good_is_sent_after_the_address_is_fixed_and_it_i
 
     world.post(stripe::customer_event("customer.updated", t + 60, Shape::Basil, "cus_m", "m@example.com")).await;
     world.projector.as_ref().expect("running").caught_up(&world.db.pool).await;
-    let rearmed = projector::effects::dispatcher::rearm(&world.db.pool, "email:welcome:sub_m").await.expect("re-armed");
-    assert_eq!(rearmed, projector::effects::dispatcher::Rearmed::Mail);
-    let failed = projector::effects::dispatcher::failed(&world.db.pool).await.expect("failed effects");
+    let rearmed = store::journal::rearm(&world.db.pool, "email:welcome:sub_m").await.expect("re-armed");
+    assert_eq!(rearmed, store::journal::Rearmed::Mail);
+    let failed = store::journal::failed(&world.db.pool).await.expect("failed effects");
     let keys: Vec<&str> = failed.iter().map(|f| f.key.as_str()).collect();
     assert_eq!(keys.len(), 1, "the welcome is re-armed, the token mail still failed: {keys:?}");
     let token_key = keys[0].to_owned();
     assert!(token_key.starts_with("email:token:cus_m:"), "{token_key}");
-    projector::effects::dispatcher::rearm(&world.db.pool, &token_key).await.expect("token mail re-armed");
+    store::journal::rearm(&world.db.pool, &token_key).await.expect("token mail re-armed");
     world.wait_mail("m@example.com", "Welcome").await;
     world.wait_mail("m@example.com", "Your API token").await;
     world.mails_settled().await;
@@ -575,8 +573,8 @@ async fn a_rebuild_with_a_fixed_catalog_performs_exactly_the_missing_effects() {
     )
     .expect("fixed catalog");
     let config = domain::fold::FoldConfig::default();
-    let folded = projector::rebuild::fold_log(&world.db.pool, &fixed, &config, &mut |_, _| {}).await.expect("fold");
-    projector::rebuild::swap_in(&world.db.pool, folded, &fixed, &config, false).await.expect("swap");
+    let folded = store::rebuild::fold_log(&world.db.pool, &fixed, &config, &mut |_, _| {}).await.expect("fold");
+    store::rebuild::swap_in(&world.db.pool, folded, &fixed, &config, false).await.expect("swap");
     let restarted =
         TestProjector::start_with(world.db.service_pool(6), fixed, 50, world.settings.clone(), Arc::new(SystemClock))
             .await;
@@ -730,7 +728,7 @@ async fn a_token_whose_delivery_a_crash_interrupted_is_kept_alerted_and_replaced
     assert_eq!(token_mails(&world, "cus_k@example.com", 1).await.len(), 1, "no second token on its own");
 
     // The customer never got it: the operator re-arms; the kept token goes, a new one is mailed.
-    projector::effects::dispatcher::rearm(&world.db.pool, &format!("email:{key}")).await.expect("re-armed");
+    store::journal::rearm(&world.db.pool, &format!("email:{key}")).await.expect("re-armed");
     let tokens = token_mails(&world, "cus_k@example.com", 2).await;
     assert_eq!(access(&projector, Some(&token), "").await.0, 401, "the kept token is revoked");
     assert_eq!(access(&projector, Some(&tokens[1]), "").await.0, 200);

@@ -12,8 +12,8 @@ use ledger_tests::projector::{BILLING_KEY, TestProjector, catalog};
 use ledger_tests::stripe::{self, InvoiceOf, Shape, SubSnapshot};
 use ledger_tests::stripe_api::FakeStripe;
 use ledger_tests::wait;
-use projector::rebuild;
 use serde_json::{Value, json};
+use store::rebuild;
 
 struct World {
     db: TestDb,

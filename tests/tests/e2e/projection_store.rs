@@ -4,7 +4,6 @@ use domain::fold::{FoldConfig, Projections};
 use domain::window::Reads;
 use ledger_tests::db::TestDb;
 use ledger_tests::lifecycle;
-use projector::store;
 
 use ledger_tests::projector::catalog;
 

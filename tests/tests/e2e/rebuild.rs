@@ -9,7 +9,7 @@ use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{TestProjector, catalog, fold_whole_log, load_tables};
 use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use ledger_tests::{lifecycle, wait};
-use projector::rebuild;
+use store::rebuild;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_carries_on() {

@@ -265,9 +265,8 @@ async fn credits_are_grants_minus_debits_with_the_cap_on_what_is_left_and_surviv
 
     // A rebuild re-folds the grants; the debits stay and the balance is the same.
     let (catalog, config) = (catalog(), domain::fold::FoldConfig::default());
-    let folded =
-        projector::rebuild::fold_log(&u.db.pool, &catalog, &config, &mut |_, _| {}).await.expect("fold the log");
-    projector::rebuild::swap_in(&u.db.pool, folded, &catalog, &config, false).await.expect("swap");
+    let folded = store::rebuild::fold_log(&u.db.pool, &catalog, &config, &mut |_, _| {}).await.expect("fold the log");
+    store::rebuild::swap_in(&u.db.pool, folded, &catalog, &config, false).await.expect("swap");
     assert_eq!(u.customer("cus_c").await["credits"]["balance"], 3_000);
     assert_eq!(u.rows("cus_c").await, 1);
 
@@ -348,9 +347,9 @@ async fn usage_input_that_would_break_a_batch_is_refused_alone_with_400_naming_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_counted() {
+    use api::access_cache::Notifier;
+    use api::counter::{CountRequest, UsageBatcher};
     use futures::FutureExt as _;
-    use projector::api::access_cache::Notifier;
-    use projector::api::counter::{CountRequest, UsageBatcher};
 
     let u = Usage::start().await;
     u.subscribe("sub_b", "cus_b", "price_starter_monthly", "customer.subscription.created").await;

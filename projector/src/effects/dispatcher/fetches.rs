@@ -12,9 +12,9 @@ use shared::log::{NewEvent, Source, append_events};
 use shared::stripe_api::{Form, StripeApi, StripeError};
 
 use super::Dispatcher;
-use super::journal::{Attempt, Failure};
 use domain::keys::{EffectKey, EffectKind, FetchKey, Outcome, Subject};
 use domain::plan::{self, Verdict};
+use store::journal::{Attempt, Failure};
 
 /// Most pages of one list (100 items each): a list longer than this is refused, not truncated.
 const MAX_PAGES: usize = 100;

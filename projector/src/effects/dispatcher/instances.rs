@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::Dispatcher;
-use super::journal::{Attempt, Failure};
 use super::pending::{Due, Pages, Pending, Scope};
 use crate::effects::provisioner::{Provisioned, Provisioner};
-use crate::store::{LimitColumns, desired_from};
 use domain::keys::{EffectKey, Outcome, Subject};
 use domain::plan::{self, InstanceOp, InstanceStatus, Observed, Target, Verdict};
+use store::journal::{Attempt, Failure};
+use store::{LimitColumns, desired_from};
 
 /// A sweep's page of instances: every target that is not absent.
 const SWEEP: &str = "SELECT stripe_subscription_id FROM projection.instance_targets

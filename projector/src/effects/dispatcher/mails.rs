@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::Dispatcher;
-use super::journal::{Attempt, Failure};
 use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject};
 use domain::mail::Mail;
 use domain::plan;
+use store::journal::{Attempt, Failure};
 
 /// How long a mail waits for a missing fact before it fails: Stripe retries a webhook for up to
 /// three days, so an address that has not arrived by then will not.

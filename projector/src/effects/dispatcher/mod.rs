@@ -11,12 +11,11 @@
 //! - [`tokens`]: issuing, mailing, renewing and revoking API tokens.
 //! - [`mails`]: the mails the fold asked for and the admin alerts.
 //! - [`fetches`]: parts events left out, fetched from Stripe and appended to the log as facts.
-//! - [`journal`]: `ledger.effects` and `ledger.alerts`, and the operator's view of them
-//!   (`replay effects failed|retry`).
+//! - `store::journal` (in the `store` crate, shared with the console and `replay`):
+//!   `ledger.effects` and `ledger.alerts`, and the operator's view of them.
 
 mod fetches;
 mod instances;
-pub mod journal;
 mod mails;
 mod pending;
 mod tokens;
@@ -34,15 +33,14 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use self::journal::{Attempt, Failure};
-pub use self::journal::{FailedEffect, Rearmed, failed, rearm, rearm_by};
 use super::EffectSettings;
 use super::mail::Mailer;
 use super::provisioner::Provisioner;
-use crate::leader::{self, LeaderLock};
 use domain::clock::Clock;
 use domain::keys::{EffectKey, Outcome};
 use domain::plan;
+use store::journal::{self, Attempt, Failure};
+use store::leader::{self, LeaderLock};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EffectLabel {
@@ -110,6 +108,8 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     /// The last full sweep under this leadership.
     sweep: Arc<std::sync::Mutex<Option<Sweep>>>,
+    /// The name its leader session carries.
+    session: leader::Session,
 }
 
 impl Dispatcher {
@@ -127,7 +127,23 @@ impl Dispatcher {
         let mailer = Mailer::new(&settings.mail)?;
         let metrics = Arc::new(Metrics::default());
         metrics.register(registry);
-        Ok(Self { pool, settings, provisioner, mailer, stripe: None, clock, metrics, sweep: Default::default() })
+        Ok(Self {
+            pool,
+            settings,
+            provisioner,
+            mailer,
+            stripe: None,
+            clock,
+            metrics,
+            sweep: Default::default(),
+            session: leader::Session::new(),
+        })
+    }
+
+    /// Names its leader session `session` (the projector's, beside its runner's).
+    pub fn with_session(mut self, session: leader::Session) -> Self {
+        self.session = session;
+        self
     }
 
     /// Fetches what events left out from Stripe with `stripe` (`STRIPE_API_KEY`).
@@ -153,7 +169,7 @@ impl Dispatcher {
     }
 
     async fn lead(&self, wake: &Notify, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let Some(mut lock) = LeaderLock::try_acquire(&self.pool, leader::DISPATCHER).await? else {
+        let Some(mut lock) = LeaderLock::try_acquire(&self.pool, leader::DISPATCHER, &self.session).await? else {
             return Ok(()); // standby
         };
         self.metrics.leader.set(1);
@@ -210,13 +226,11 @@ impl Dispatcher {
     /// under this leadership, the last one is `sweep_interval` old, or the projections were
     /// rebuilt since; else what is pending. Also the projections' build.
     async fn scope(&self) -> anyhow::Result<(pending::Scope, String)> {
-        let build: String = sqlx::query_scalar!(
-            "SELECT build_id FROM projection.checkpoint WHERE name = $1",
-            crate::runner::CHECKPOINT
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .unwrap_or_default();
+        let build: String =
+            sqlx::query_scalar!("SELECT build_id FROM projection.checkpoint WHERE name = $1", store::CHECKPOINT)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or_default();
         let now = self.clock.now();
         let last = self.sweep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let sweep = last.is_none_or(|(at, swept_build)| {

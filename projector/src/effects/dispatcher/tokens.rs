@@ -4,11 +4,11 @@
 use futures::StreamExt;
 
 use super::Dispatcher;
-use super::journal::{Attempt, Failure};
 use super::pending::{Pages, Pending, Scope};
 use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject, TokenKey};
 use domain::plan::{self, LiveToken, TokenOp, Verdict};
 use domain::token::{new_token, token_hash};
+use store::journal::{Attempt, Failure};
 
 /// A sweep's page of customers: every token want.
 const SWEEP: &str =

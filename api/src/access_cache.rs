@@ -1,5 +1,5 @@
 //! The `/v1/access` cache: each replica keeps the answers it gave, by token hash, until a write
-//! that can change one commits. Writes name their customers on channel [`crate::store::ACCESS_CHANNEL`] (triggers of
+//! that can change one commits. Writes name their customers on channel [`store::ACCESS_CHANNEL`] (triggers of
 //! migration 0021); a replica drops those customers' answers when the notification arrives, all
 //! answers when its listening connection breaks, and caches nothing while it is not listening
 //! (docs/access.md).
@@ -87,7 +87,7 @@ impl Notifier {
                 }
                 let customers: Vec<String> = customers.into_iter().collect();
                 let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(crate::store::ACCESS_CHANNEL)
+                    .bind(store::ACCESS_CHANNEL)
                     .bind(Dropped::payload(&customers))
                     .execute(&pool)
                     .await;
@@ -311,7 +311,7 @@ impl CacheMetrics {
     }
 }
 
-/// Keeps `cache` fed with the notifications of [`crate::store::ACCESS_CHANNEL`] until `shutdown`: listens on a
+/// Keeps `cache` fed with the notifications of [`store::ACCESS_CHANNEL`] until `shutdown`: listens on a
 /// connection of `pool`'s (held for as long as it listens), and when that breaks, stops caching
 /// and listens again (with backoff).
 pub async fn keep_listening<A: Clone>(
@@ -354,7 +354,7 @@ pub async fn keep_listening<A: Clone>(
 
 async fn subscribe(pool: &PgPool) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(crate::store::ACCESS_CHANNEL).await?;
+    listener.listen(store::ACCESS_CHANNEL).await?;
     Ok(listener)
 }
 

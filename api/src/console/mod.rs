@@ -35,7 +35,7 @@ use shared::config::ConsoleAccess;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq as _;
 
-use crate::runner::RunnerStatus;
+use crate::health::Health;
 
 /// The HTTP Basic user of the console.
 pub const OPERATOR: &str = "operator";
@@ -69,8 +69,7 @@ pub struct ConsoleState {
     csrf: Arc<String>,
     /// Failed logins per address.
     logins: Arc<logins::Logins>,
-    catalog_hash: String,
-    status: Arc<RunnerStatus>,
+    health: Health,
     readiness: shared::db::Readiness,
 }
 
@@ -79,8 +78,7 @@ impl ConsoleState {
     pub fn new(
         pool: PgPool,
         settings: ConsoleSettings,
-        catalog_hash: String,
-        status: Arc<RunnerStatus>,
+        health: Health,
         readiness: shared::db::Readiness,
     ) -> anyhow::Result<Self> {
         let csrf = csrf_token(&settings.access)?;
@@ -90,8 +88,7 @@ impl ConsoleState {
             webhook_secrets: Arc::new(settings.webhook_secrets),
             csrf: Arc::new(csrf),
             logins: Arc::default(),
-            catalog_hash,
-            status,
+            health,
             readiness,
         })
     }

@@ -25,8 +25,8 @@ use domain::catalog::Catalog;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
-use crate::runner::CHECKPOINT;
-use crate::store;
+use crate as store;
+use crate::CHECKPOINT;
 use domain::fold::{Decoded, FoldConfig, Intent, Projections};
 
 /// Events read per page while folding the log.
@@ -331,7 +331,7 @@ pub async fn swap_in(
         sqlx::query(&definition).execute(&mut *tx).await?;
     }
     // Every replica's cached access answers were read from the old tables.
-    sqlx::query("SELECT pg_notify($1, '*')").bind(crate::store::ACCESS_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, '*')").bind(crate::ACCESS_CHANNEL).execute(&mut *tx).await?;
     for grant in grants {
         sqlx::query(&grant).execute(&mut *tx).await?;
     }

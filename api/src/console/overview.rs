@@ -1,8 +1,6 @@
 //! Overview: the log head, lag, this instance's role, readiness, the catalog, the last 24 hours of
 //! events (by type and per hour), open anomalies, failed effects, commands and usage today.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -35,8 +33,9 @@ pub async fn page(State(state): State<ConsoleState>) -> Response {
 async fn render(state: &ConsoleState) -> anyhow::Result<Markup> {
     let o = read(state).await?;
     let ready = state.readiness.check().await;
-    let leader = state.status.leader.load(Ordering::Relaxed);
-    let mismatch = state.status.catalog_mismatch.load(Ordering::Relaxed);
+    let fold = state.health.fold().await?;
+    let hash = state.health.catalog_hash();
+    let short_hash = &hash[..12.min(hash.len())];
     let head = o.head.map_or(0, |(p, _)| p);
     let lag_events = (head - o.checkpoint).max(0);
     let lag_seconds = o.oldest_waiting.map_or(0, |at| (chrono::Utc::now().timestamp() - at).max(0));
@@ -47,14 +46,20 @@ async fn render(state: &ConsoleState) -> anyhow::Result<Markup> {
                 div.v class=(if lag_events == 0 { "ok" } else { "bad" }) { (lag_events) " events" }
                 div.l { "projector lag · " (lag_seconds) " s · checkpoint " (o.checkpoint) }
             }
-            div.card { div.v { (if leader { "active" } else { "standby" }) } div.l { "this projector instance" } }
+            div.card {
+                @match (&fold.leader, fold.leads_here) {
+                    (Some(_), true) => { div.v.ok { "active" } div.l { "this instance folds" } }
+                    (Some(holder), false) => { div.v { "standby" } div.l { "folding: " code { (holder) } } }
+                    (None, _) => { div.v.bad { "no leader" } div.l { "no projector folds the log" } }
+                }
+            }
             div.card {
                 @match &ready {
-                    Ok(()) if !mismatch => { div.v.ok { "ready" } }
+                    Ok(()) if !fold.catalog_mismatch => { div.v.ok { "ready" } }
                     Ok(()) => { div.v.bad { "another catalog" } }
                     Err(_) => { div.v.bad { "not ready" } }
                 }
-                div.l { "/readyz · catalog " code { (&state.catalog_hash[..12.min(state.catalog_hash.len())]) } }
+                div.l { "/readyz · catalog " code { (short_hash) } }
             }
             div.card {
                 div.v class=(if o.failed_effects == 0 { "ok" } else { "bad" }) { a href="/console/effects" { (o.failed_effects) } }

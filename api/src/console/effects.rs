@@ -85,7 +85,7 @@ pub async fn retry(State(state): State<ConsoleState>, Form(form): Form<Retry>) -
         tracing::warn!("console: a retry without this console's CSRF token was refused");
         return (StatusCode::FORBIDDEN, "this form did not come from this console").into_response();
     }
-    let target = match crate::effects::dispatcher::rearm_by(&state.pool, &form.key, OPERATOR).await {
+    let target = match store::journal::rearm_by(&state.pool, &form.key, OPERATOR).await {
         Ok(rearmed) => {
             tracing::info!(key = form.key, ?rearmed, actor = OPERATOR, "console: effect re-armed");
             format!("/console/effects?retried={}", urlencode(&form.key))

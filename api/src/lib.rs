@@ -9,15 +9,19 @@
 //! - [`commands`]: idempotent, journaled commands; [`checkout`], [`portal`], [`subscriptions`].
 //! - [`usage`], [`counter`]: `POST /v1/usage` and its group-commit batcher.
 //! - [`customers`]: `GET /v1/customers/{id}`; [`reads`]: the projection reads handlers share.
+//! - [`health`]: what `/readyz` and the console say about the fold, read from the database.
+//! - [`console`]: the operator console on the admin listener.
 
 pub mod access;
 pub mod access_cache;
 pub mod auth;
 pub mod checkout;
 pub mod commands;
+pub mod console;
 pub mod counter;
 pub mod customers;
 pub mod error;
+pub mod health;
 pub mod limiter;
 pub mod portal;
 pub mod reads;
@@ -25,7 +29,6 @@ pub mod subscriptions;
 pub mod usage;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{FromRef, State};
@@ -39,7 +42,6 @@ use sqlx::{PgConnection, PgPool};
 
 use self::auth::{Authenticator, Caller};
 use self::error::ApiError;
-use crate::runner::RunnerStatus;
 use domain::clock::Clock;
 
 pub use access::AccessState;
@@ -52,8 +54,8 @@ pub struct ApiState {
     pub readiness: shared::db::Readiness,
     /// Every metric of the process.
     pub registry: Arc<Registry>,
-    /// What the runner and the supervisor report.
-    pub status: Arc<RunnerStatus>,
+    /// This process stopping, the fold as the database shows it.
+    pub health: health::Health,
     /// `/v1/access`.
     pub access: AccessState,
     /// The billing commands.
@@ -62,11 +64,8 @@ pub struct ApiState {
     pub usage: UsageState,
     /// Requests refused for a body above [`BODY_LIMIT`].
     pub too_large: prometheus_client::metrics::counter::Counter,
-    /// What this process runs (`PROJECTOR_ROLES`): `/readyz` reads the fold's state from the
-    /// database when this process does not fold.
+    /// What this process runs (`PROJECTOR_ROLES`).
     pub roles: shared::config::Roles,
-    /// This process's catalog, compared with the one the projections were built with.
-    pub catalog_hash: String,
 }
 
 /// Largest request body the API reads (every body it expects is a small JSON object).
@@ -267,38 +266,29 @@ async fn method_not_allowed() -> Response {
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     let not_ready = |code, message: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
-    if state.status.dead.load(Ordering::Relaxed) {
+    if state.health.is_stopping() {
         return not_ready("stopping", "a projector task died: the process is stopping");
     }
     if let Err(error) = state.readiness.check().await {
         tracing::warn!(%error, "not ready");
         return not_ready("unavailable", "database unavailable");
     }
-    if catalog_mismatch(&state).await {
+    let fold = match state.health.fold().await {
+        Ok(fold) => fold,
+        Err(error) => {
+            tracing::warn!(error = format!("{error:#}"), "not ready");
+            return not_ready("unavailable", "database unavailable");
+        }
+    };
+    if fold.catalog_mismatch {
         return not_ready("catalog_mismatch", "projections were built with another catalog: run `replay rebuild`");
     }
     let role = match state.roles.fold {
-        true if state.status.leader.load(Ordering::Relaxed) => "active",
+        true if fold.leads_here => "active",
         true => "standby",
         false => "no fold here",
     };
     (StatusCode::OK, format!("ready ({role})")).into_response()
-}
-
-/// Whether the projections were built with another catalog than this process's: the runner's
-/// finding where this process folds, else the checkpoint's catalog hash as the database holds it
-/// (an API-only replica reads no other process's memory).
-async fn catalog_mismatch(state: &ApiState) -> bool {
-    if state.roles.fold {
-        return state.status.catalog_mismatch.load(Ordering::Relaxed);
-    }
-    let built_with = sqlx::query_scalar!(
-        "SELECT catalog_hash FROM projection.checkpoint WHERE name = $1",
-        crate::runner::CHECKPOINT
-    )
-    .fetch_optional(&state.access.pool)
-    .await;
-    matches!(built_with, Ok(Some(hash)) if hash != state.catalog_hash)
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
