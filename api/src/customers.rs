@@ -11,7 +11,6 @@ use super::BillingState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::reads::{counts, live_tier};
-use super::usage::CreditAccount;
 use domain::usage;
 
 /// Credit transactions listed, newest first.
@@ -89,7 +88,7 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
 
 /// `{balance, transactions}`: grants (with their cause) and debits (with their key), newest first.
 async fn credits(conn: &mut sqlx::PgConnection, id: &str) -> Result<Value, ApiError> {
-    let balance = CreditAccount::load(&mut *conn, id).await?.balance();
+    let balance = super::reads::credit_account(&mut *conn, id).await?.balance();
     let rows = sqlx::query!(
         r#"(SELECT 'grant' AS "kind!", key AS "reference!", credits AS "credits!", granted_for AS "at!",
                    rollover_cap IS NOT NULL AS "cycle!", NULL::bigint AS balance_after

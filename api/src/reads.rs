@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::catalog::{Catalog, Tier};
+use domain::credits::{CreditAccount, Grant};
 use domain::usage;
 use sqlx::PgConnection;
 
@@ -76,4 +77,42 @@ pub async fn counts(
     .into_iter()
     .map(|r| (r.metric, u64::try_from(r.used).unwrap_or(0)))
     .collect())
+}
+
+/// A customer's credit account: one row per grant (its consumption an index probe), one for the
+/// latest debit.
+pub async fn credit_account(conn: &mut PgConnection, customer: &str) -> Result<CreditAccount, ApiError> {
+    let grants = sqlx::query!(
+        r#"SELECT g.key, g.granted_for, g.credits, g.rollover_cap,
+                  COALESCE((SELECT u.consumed_after FROM ledger.usage u
+                            WHERE u.stripe_customer_id = g.stripe_customer_id AND u.metric = 'credits'
+                              AND u.applies_at < g.granted_for
+                            ORDER BY u.applies_at DESC, u.consumed_after DESC LIMIT 1), 0) AS "consumed_before!"
+           FROM projection.credit_grants g WHERE g.stripe_customer_id = $1"#,
+        customer
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|g| Grant {
+        key: g.key,
+        at: g.granted_for,
+        credits: u64::try_from(g.credits).unwrap_or(0),
+        rollover_cap: g.rollover_cap.map(|c| u64::try_from(c).unwrap_or(0)),
+        consumed_before: u64::try_from(g.consumed_before).unwrap_or(0),
+    })
+    .collect();
+    let last = sqlx::query!(
+        r#"SELECT consumed_after AS "consumed!", applies_at AS "applies_at!" FROM ledger.usage
+           WHERE stripe_customer_id = $1 AND metric = 'credits'
+           ORDER BY applies_at DESC, consumed_after DESC LIMIT 1"#,
+        customer
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(CreditAccount {
+        grants,
+        consumed: last.as_ref().map_or(0, |l| u64::try_from(l.consumed).unwrap_or(0)),
+        last_debit: last.map(|l| l.applies_at),
+    })
 }

@@ -18,16 +18,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
-use super::access::{AccessState, Answer};
+use super::access::AccessState;
 use super::access_cache::{AccessCache, Dropped, Notifier};
 use super::auth::{Authenticator, Caller};
 use super::commands::idempotency_key;
 use super::counter::{CountRequest, UsageBatcher};
 use super::error::ApiError;
+use domain::access::Answer;
 use domain::clock::Clock;
-use domain::credits::{self, Grant};
 use domain::usage::{self, Count};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -260,7 +260,7 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
         let stored = Stored { metric: p.metric, quantity: p.quantity, day: p.day, used: p.used_after, quota: p.quota };
         return stored.replayed(usage, p.balance_after);
     }
-    let mut account = CreditAccount::load(&mut tx, &usage.customer).await?;
+    let mut account = super::reads::credit_account(&mut tx, &usage.customer).await?;
     let quantity = u64::try_from(usage.quantity).unwrap_or(u64::MAX);
     let balance = account.balance();
     if balance < quantity
@@ -312,77 +312,6 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     tx.commit().await?;
     state.notifier.changed(&usage.customer);
     Ok(credits_answer(used, i64::try_from(balance_after).unwrap_or(i64::MAX)))
-}
-
-/// A customer's grants with the consumption before each, and its debits so far.
-pub struct CreditAccount {
-    /// Grants, each with what was consumed before it.
-    pub grants: Vec<Grant>,
-    /// Every credit consumed.
-    pub consumed: u64,
-    /// Where the latest debit sits among the grants.
-    pub last_debit: Option<DateTime<Utc>>,
-}
-
-impl CreditAccount {
-    /// Reads it: one row per grant (its consumption an index probe), one for the latest debit.
-    pub async fn load(conn: &mut PgConnection, customer: &str) -> Result<Self, ApiError> {
-        let grants = sqlx::query!(
-            r#"SELECT g.key, g.granted_for, g.credits, g.rollover_cap,
-                      COALESCE((SELECT u.consumed_after FROM ledger.usage u
-                                WHERE u.stripe_customer_id = g.stripe_customer_id AND u.metric = 'credits'
-                                  AND u.applies_at < g.granted_for
-                                ORDER BY u.applies_at DESC, u.consumed_after DESC LIMIT 1), 0) AS "consumed_before!"
-               FROM projection.credit_grants g WHERE g.stripe_customer_id = $1"#,
-            customer
-        )
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|g| Grant {
-            key: g.key,
-            at: g.granted_for,
-            credits: u64::try_from(g.credits).unwrap_or(0),
-            rollover_cap: g.rollover_cap.map(|c| u64::try_from(c).unwrap_or(0)),
-            consumed_before: u64::try_from(g.consumed_before).unwrap_or(0),
-        })
-        .collect();
-        let last = sqlx::query!(
-            r#"SELECT consumed_after AS "consumed!", applies_at AS "applies_at!" FROM ledger.usage
-               WHERE stripe_customer_id = $1 AND metric = 'credits'
-               ORDER BY applies_at DESC, consumed_after DESC LIMIT 1"#,
-            customer
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(Self {
-            grants,
-            consumed: last.as_ref().map_or(0, |l| u64::try_from(l.consumed).unwrap_or(0)),
-            last_debit: last.map(|l| l.applies_at),
-        })
-    }
-
-    /// The balance now ([`credits::balance`]).
-    pub fn balance(&self) -> u64 {
-        credits::balance(&self.grants, self.consumed)
-    }
-
-    /// Where a debit made at `now` sits among the grants: at `now`, but never before the previous
-    /// debit (the curve only grows, even if the clock steps back) nor before a grant this balance
-    /// counted (a debit spends what it was checked against, even a grant dated ahead).
-    fn applies_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let latest_grant = self.grants.iter().map(|g| g.at).max();
-        [Some(now), self.last_debit, latest_grant].into_iter().flatten().max().unwrap_or(now)
-    }
-
-    /// Adds a debit at `at` (from [`Self::applies_at`]): grants dated after it see it before them.
-    fn add_debit(&mut self, at: DateTime<Utc>, quantity: u64) {
-        self.consumed = self.consumed.saturating_add(quantity);
-        for grant in self.grants.iter_mut().filter(|g| g.at > at) {
-            grant.consumed_before = self.consumed;
-        }
-        self.last_debit = Some(at);
-    }
 }
 
 #[cfg(test)]

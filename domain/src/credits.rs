@@ -46,6 +46,42 @@ pub fn balance(grants: &[Grant], consumed_total: u64) -> u64 {
     left.saturating_sub(consumed_total.saturating_sub(consumed))
 }
 
+/// A customer's grants with the consumption before each, and its debits so far (the API reads it
+/// from `projection.credit_grants` and `ledger.usage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditAccount {
+    /// Grants, each with what was consumed before it.
+    pub grants: Vec<Grant>,
+    /// Every credit consumed.
+    pub consumed: u64,
+    /// Where the latest debit sits among the grants.
+    pub last_debit: Option<DateTime<Utc>>,
+}
+
+impl CreditAccount {
+    /// The balance now ([`balance`]).
+    pub fn balance(&self) -> u64 {
+        balance(&self.grants, self.consumed)
+    }
+
+    /// Where a debit made at `now` sits among the grants: at `now`, but never before the previous
+    /// debit (the curve only grows, even if the clock steps back) nor before a grant this balance
+    /// counted (a debit spends what it was checked against, even a grant dated ahead).
+    pub fn applies_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let latest_grant = self.grants.iter().map(|g| g.at).max();
+        [Some(now), self.last_debit, latest_grant].into_iter().flatten().max().unwrap_or(now)
+    }
+
+    /// Adds a debit at `at` (from [`Self::applies_at`]): grants dated after it see it before them.
+    pub fn add_debit(&mut self, at: DateTime<Utc>, quantity: u64) {
+        self.consumed = self.consumed.saturating_add(quantity);
+        for grant in self.grants.iter_mut().filter(|g| g.at > at) {
+            grant.consumed_before = self.consumed;
+        }
+        self.last_debit = Some(at);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -55,6 +91,34 @@ mod tests {
 
     fn at(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(seconds, 0).single().expect("time")
+    }
+
+    #[test]
+    fn a_debit_never_sits_before_the_last_debit_or_a_counted_grant_and_later_grants_see_it() {
+        let grant = |key: &str, t, credits| Grant {
+            key: key.to_owned(),
+            at: at(t),
+            credits,
+            rollover_cap: None,
+            consumed_before: 0,
+        };
+        let mut account = CreditAccount {
+            grants: vec![grant("a", 100, 50), grant("b", 300, 20)],
+            consumed: 0,
+            last_debit: Some(at(200)),
+        };
+        assert_eq!(account.balance(), 70);
+        // The clock stepped back to 150: the debit still sits after the grant dated ahead (300).
+        assert_eq!(account.applies_at(at(150)), at(300));
+        account.last_debit = Some(at(400));
+        assert_eq!(account.applies_at(at(350)), at(400), "never before the previous debit");
+        assert_eq!(account.applies_at(at(500)), at(500));
+        // A debit at 200 comes before grant b: b sees it as consumed before it.
+        account.add_debit(at(200), 30);
+        assert_eq!((account.consumed, account.last_debit), (30, Some(at(200))));
+        assert_eq!(account.grants[1].consumed_before, 30);
+        assert_eq!(account.grants[0].consumed_before, 0);
+        assert_eq!(account.balance(), 40);
     }
 
     /// What the walk must equal: every grant and debit merged in time order (debits of the same

@@ -9,16 +9,20 @@
 //!   read from either API shape, with the subscription status and its predicates.
 //! - [`fetched`]: the format of facts the projector fetches from Stripe into the log.
 //! - [`catalog`]: the price catalog (tiers, limits, quotas, credits, credit packs).
-//! - [`fold`]: the fold `(state, event) -> Delta` and its rows (rules in `docs/projector.md`).
-//! - [`window`]: the fold's per-batch working set and the reads it records.
+//! - [`state`]: the fold's state: the projections' rows, `Delta`, the reads, the view the fold
+//!   reads through, and the entitlement rule of a subscription row.
+//! - [`fold`]: the fold `(state, event) -> Delta` (rules in `docs/projector.md`).
+//! - [`window`]: the live projector's per-batch working set (window, cache, batch).
 //! - [`keys`]: the effect vocabulary: idempotency keys, subjects, kinds and outcomes.
 //! - [`plan`]: what an instance or a token needs now, retry delays.
 //! - [`mail`]: what the mails say.
 //! - [`credits`]: the credit balance rule (grants, debits, rollover caps).
 //! - [`usage`]: the usage day and quota rules.
 //! - [`token`]: the API token format: how a token is made and what is stored instead of it.
+//! - [`access`]: what a customer's API token is granted, and until when.
 //! - [`clock`]: where time comes from ([`clock::ManualClock`] in tests).
 
+pub mod access;
 pub mod catalog;
 pub mod clock;
 pub mod credits;
@@ -29,6 +33,7 @@ pub mod keys;
 pub mod mail;
 pub mod plan;
 pub mod signature;
+pub mod state;
 pub mod stripe;
 pub mod token;
 pub mod usage;

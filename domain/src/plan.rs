@@ -5,8 +5,8 @@ use std::time::Duration;
 use crate::catalog::Limits;
 use chrono::{DateTime, Utc};
 
-use crate::fold::Desired;
 use crate::keys::{EffectKey, EffectKind, Outcome};
+use crate::state::Desired;
 
 /// Longest wait between two attempts of one effect.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);

@@ -12,7 +12,8 @@ use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use domain::catalog::Catalog;
-use domain::fold::{self, Delta, FoldConfig, Projections};
+use domain::fold::{self, FoldConfig};
+use domain::state::{Delta, Projections};
 use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::PgPool;

@@ -27,7 +27,8 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use crate as store;
 use crate::CHECKPOINT;
-use domain::fold::{Decoded, FoldConfig, Intent, Projections};
+use domain::fold::{Decoded, FoldConfig};
+use domain::state::{Intent, Projections};
 
 /// Events read per page while folding the log.
 const PAGE: i64 = 5_000;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use domain::catalog::Catalog;
 use domain::clock::{Clock, SystemClock};
-use domain::fold::{FoldConfig, Projections};
+use domain::fold::FoldConfig;
+use domain::state::Projections;
 use projector::ProjectorSettings;
 use projector::effects::EffectSettings;
 use projector::effects::mail::MailConfig;

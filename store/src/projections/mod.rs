@@ -11,8 +11,8 @@ use self::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Subscript
 pub use self::tables::{LimitColumns, desired_from};
 use std::collections::BTreeSet;
 
-use domain::fold::{Changes, Intent, Projections};
-use domain::window::Reads;
+use domain::state::Reads;
+use domain::state::{Changes, Intent, Projections};
 
 /// The tables of the projection schema, in creation order (the checkpoint first).
 pub const TABLES: [&str; 7] = [

@@ -10,7 +10,7 @@ use domain::stripe::SubscriptionStatus;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use domain::fold::{
+use domain::state::{
     Account, Anomaly, Changes, CreditGrant, Desired, Instance, Projections, SubscriptionRow, TokenWant, Version,
 };
 

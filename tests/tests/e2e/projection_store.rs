@@ -1,7 +1,9 @@
 //! The SQL image of the projections: written batch by batch, it reads back exactly as one full fold.
 
-use domain::fold::{FoldConfig, Projections};
-use domain::window::Reads;
+use domain::fold::FoldConfig;
+
+use domain::state::Projections;
+use domain::state::Reads;
 use ledger_tests::db::TestDb;
 use ledger_tests::lifecycle;
 

@@ -18,7 +18,7 @@ async fn webhooks_reach_the_projections_exactly_as_one_fold_of_the_log() {
     let tables = load_tables(&db.pool).await;
     assert_eq!(tables, fold_whole_log(&db.pool, &catalog()).await, "live equals a rebuild from position 1");
     assert_eq!(tables.subscriptions.len(), 12);
-    assert!(tables.instances.values().any(|i| i.desired == domain::fold::Desired::Running));
+    assert!(tables.instances.values().any(|i| i.desired == domain::state::Desired::Running));
     let intents: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.intents").fetch_one(&db.pool).await.expect("n");
     assert!(intents > 12, "instance, token and email intents journaled: {intents}");
     let (status, body) = projector.get("/readyz").await;

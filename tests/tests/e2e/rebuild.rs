@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use domain::catalog::Catalog;
-use domain::fold::{Desired, FoldConfig};
+use domain::fold::FoldConfig;
+use domain::state::Desired;
 use ledger_tests::db::TestDb;
 use ledger_tests::ingest::TestIngest;
 use ledger_tests::projector::{TestProjector, catalog, fold_whole_log, load_tables};

@@ -2,8 +2,9 @@
 
 use domain::catalog::{Catalog, Limit, UNKNOWN_TIER};
 use domain::fetched::Part;
-use domain::fold::{Desired, FoldConfig, Intent, Projections};
+use domain::fold::FoldConfig;
 use domain::keys::Subject;
+use domain::state::{Desired, Intent, Projections};
 use domain::window;
 use ledger_tests::lifecycle;
 use ledger_tests::projector::without_positions;
