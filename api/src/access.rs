@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::catalog::Catalog;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::access_cache::{self, AccessCache, CacheMetrics, TokenHash};
 use super::auth::bearer;
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use domain::access::{Answer, Outcome, TokenState, decide};
 use domain::clock::Clock;
 use domain::token::token_key;
@@ -67,22 +67,17 @@ impl AccessState {
     }
 }
 
-/// A refusal in the API's one error shape: `code` by status (`unauthorized`, `tier_too_low`,
+/// A refusal in the API's one error shape (`unauthorized`, `tier_too_low`,
 /// `invalid_request`), the `reason` of a 401 beside it (`missing`, `unknown`, `expired`,
 /// `revoked`, `no_live_subscription`).
-fn deny(state: &AccessState, status: StatusCode, result: &'static str, message: &str) -> Response {
+fn deny(state: &AccessState, code: Code, result: &'static str, message: &str) -> Response {
     state.checks.get_or_create(&ResultLabel { result }).inc();
     tracing::info!(result, "access denied");
-    let error = match status {
-        StatusCode::UNAUTHORIZED => ApiError::new(status, "unauthorized", message).with(json!({ "reason": result })),
-        StatusCode::FORBIDDEN => ApiError::new(status, "tier_too_low", message),
-        _ => ApiError::new(status, "invalid_request", message),
-    };
-    let mut response = error.into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    let mut error = ApiError::new(code, message);
+    if code == Code::Unauthorized {
+        error = error.with(json!({ "reason": result })).header("www-authenticate", "Bearer".to_owned());
     }
-    response
+    error.into_response()
 }
 
 /// `GET /v1/access[?tier=<minimum>]` with `Authorization: Bearer <token>`: 200 with the customer,
@@ -94,13 +89,13 @@ pub async fn check(
     headers: HeaderMap,
 ) -> Response {
     let Some(token) = bearer(&headers) else {
-        return deny(&state, StatusCode::UNAUTHORIZED, "missing", "an Authorization: Bearer token is required");
+        return deny(&state, Code::Unauthorized, "missing", "an Authorization: Bearer token is required");
     };
     let required = match query.get("tier") {
         None => None,
         Some(tier) => match state.catalog.rank(tier) {
             Some(rank) => Some(rank),
-            None => return deny(&state, StatusCode::BAD_REQUEST, "bad_request", "unknown tier in ?tier="),
+            None => return deny(&state, Code::InvalidRequest, "bad_request", "unknown tier in ?tier="),
         },
     };
     let key = token_key(token);
@@ -115,7 +110,7 @@ pub async fn check(
             let ticket = state.cache.ticket();
             let token = match read(&state.pool, &key, now).await {
                 Ok(Some(token)) => token,
-                Ok(None) => return deny(&state, StatusCode::UNAUTHORIZED, "unknown", "invalid token"),
+                Ok(None) => return deny(&state, Code::Unauthorized, "unknown", "invalid token"),
                 Err(error) => {
                     tracing::error!(%error, "access check: database unavailable");
                     state.checks.get_or_create(&ResultLabel { result: "unavailable" }).inc();
@@ -134,13 +129,13 @@ pub async fn check(
 
 fn respond(state: &AccessState, answer: Answer, required: Option<usize>) -> Response {
     let body = match answer.outcome {
-        Outcome::Denied(result) => return deny(state, StatusCode::UNAUTHORIZED, result, "invalid token"),
+        Outcome::Denied(result) => return deny(state, Code::Unauthorized, result, "invalid token"),
         Outcome::Granted(body) => body,
     };
     if let Some(required) = required
         && answer.rank.is_none_or(|rank| rank < required)
     {
-        return deny(state, StatusCode::FORBIDDEN, "tier_too_low", "this token's tier is too low");
+        return deny(state, Code::TierTooLow, "tier_too_low", "this token's tier is too low");
     }
     state.checks.get_or_create(&ResultLabel { result: "ok" }).inc();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()

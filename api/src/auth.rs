@@ -2,7 +2,7 @@
 //! customer) or a customer with its own API token (may act only for itself). Keys are compared
 //! in constant time; every refusal is logged (never the key) and counted.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq as _;
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use domain::token::{TOKEN_PREFIX, token_hash};
 
 /// Who a request acts as.
@@ -52,7 +52,7 @@ impl Caller {
 }
 
 fn forbidden() -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token acts only for its own customer")
+    ApiError::new(Code::Forbidden, "this token acts only for its own customer")
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,7 +111,7 @@ impl Authenticator {
     fn refuse(&self, reason: &'static str) -> ApiError {
         self.refusals.get_or_create(&ReasonLabel { reason }).inc();
         tracing::info!(reason, "billing API: request refused");
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid Authorization: Bearer key is required")
+        ApiError::new(Code::Unauthorized, "a valid Authorization: Bearer key is required")
     }
 }
 
@@ -143,8 +143,8 @@ mod tests {
         let customer = Caller::Customer("cus_1".into());
         assert_eq!(customer.customer(None), Ok(Some("cus_1".into())));
         assert_eq!(customer.customer(Some("cus_1")), Ok(Some("cus_1".into())));
-        assert_eq!(customer.customer(Some("cus_2")).map_err(|e| e.code), Err("forbidden"));
-        assert_eq!(customer.may_act_for(Some("cus_2")).map_err(|e| e.code), Err("forbidden"));
+        assert_eq!(customer.customer(Some("cus_2")).map_err(|e| e.code), Err(Code::Forbidden));
+        assert_eq!(customer.may_act_for(Some("cus_2")).map_err(|e| e.code), Err(Code::Forbidden));
         assert_eq!(Caller::Backend.customer(Some("cus_2")), Ok(Some("cus_2".into())));
         assert_eq!(Caller::Backend.customer(None), Ok(None));
         assert!(Caller::Backend.may_act_for(None).is_ok());

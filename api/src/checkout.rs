@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 
 use super::BillingState;
 use super::commands::{self, Command, Incoming, Reply};
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 
 const ENDPOINT: &str = "POST /v1/checkout/sessions";
 /// Sessions one customer (or one email) may create per window: card testers create many.
@@ -66,19 +66,19 @@ async fn checkout(
     let (mode, entry) = match state.catalog.product(&req.price) {
         Some(Product::Tier { tier, .. }) if !tier.sellable => {
             let message = format!("the {} tier is not sold through checkout: contact sales", tier.name);
-            return Err(ApiError::unprocessable("not_sellable", message));
+            return Err(ApiError::new(Code::NotSellable, message));
         }
         Some(Product::Tier { tier, .. }) if quantity == 1 => ("subscription", ("tier", tier.name.clone())),
-        Some(Product::Tier { .. }) => return Err(ApiError::unprocessable("invalid_quantity", "a tier is bought once")),
+        Some(Product::Tier { .. }) => return Err(ApiError::new(Code::InvalidQuantity, "a tier is bought once")),
         Some(Product::CreditPack(pack)) if (1..=MAX_PACKS).contains(&quantity) => {
             ("payment", ("pack", pack.name.clone()))
         }
         Some(Product::CreditPack(_)) => {
-            return Err(ApiError::unprocessable("invalid_quantity", format!("1 to {MAX_PACKS} packs at once")));
+            return Err(ApiError::new(Code::InvalidQuantity, format!("1 to {MAX_PACKS} packs at once")));
         }
         None => {
             let message = format!("price {} is neither a tier nor a credit pack of the catalog", req.price);
-            return Err(ApiError::unprocessable("unknown_price", message));
+            return Err(ApiError::new(Code::UnknownPrice, message));
         }
     };
     state.redirect_allowed("success_url", &req.success_url)?;
@@ -89,8 +89,7 @@ async fn checkout(
         // No ids: whoever holds this email is not the caller's business. The backend signs its
         // user in and names the `customer`.
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "customer_exists",
+            Code::CustomerExists,
             "a customer with this email exists: sign them in and name the customer",
         ));
     }
@@ -99,8 +98,7 @@ async fn checkout(
         && let Some(subscription) = super::live_subscription(conn, customer).await?
     {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "already_subscribed",
+            Code::AlreadySubscribed,
             format!("{customer} already has a live subscription: change its plan or open the portal"),
         )
         .with(json!({ "subscription": subscription })));
@@ -151,7 +149,7 @@ impl Buyer {
             (Some(customer), _) => Self::Customer(customer.to_owned()),
             (None, Some(email)) if email.contains('@') && email.len() <= 512 => Self::Email(email.to_lowercase()),
             (None, Some(_)) => {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "email is not an email address"));
+                return Err(ApiError::new(Code::InvalidRequest, "email is not an email address"));
             }
             (None, None) => Self::Anonymous,
         })
@@ -238,8 +236,7 @@ async fn expire(state: &BillingState, session: &str, stripe_key: &str) -> Result
             let read = stripe.get(&format!("/v1/checkout/sessions/{session}"), &Form::new()).await;
             match read.map_err(super::stripe_error)?.body["status"].as_str() {
                 Some("complete") => Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "already_subscribed",
+                    Code::AlreadySubscribed,
                     "a checkout of this customer has completed: its subscription is on its way",
                 )),
                 _ => Ok(()),
@@ -280,8 +277,7 @@ async fn rate_limit(state: &BillingState, conn: &mut PgConnection, buyer: &Buyer
     };
     if recent >= SESSIONS_PER_WINDOW {
         return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             format!(
                 "at most {SESSIONS_PER_WINDOW} checkout sessions per customer every {} minutes",
                 WINDOW.num_minutes()

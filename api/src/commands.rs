@@ -18,7 +18,7 @@ use sqlx::PgPool;
 
 use super::BillingState;
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 
 /// A command's answer.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ pub async fn incoming<T: DeserializeOwned>(
     let slot = state.limiter.admit(&caller)?;
     let key = idempotency_key(headers)?;
     let invalid = |error: serde_json::Error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("the body is not a valid request: {error}"))
+        ApiError::new(Code::InvalidRequest, format!("the body is not a valid request: {error}"))
     };
     let request: Value = if body.is_empty() {
         Value::Object(Default::default())
@@ -114,8 +114,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default();
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "idempotency_key_required",
+            Code::IdempotencyKeyRequired,
             "every POST needs an Idempotency-Key header of 1 to 255 characters",
         ));
     }
@@ -150,8 +149,8 @@ where
     .await?;
     if let Some(stored) = stored {
         if stored.request_sha256 != request_sha256 {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
+            return Err(ApiError::new(
+                Code::IdempotencyKeyReused,
                 "this Idempotency-Key was used with another endpoint, subscription or body",
             ));
         }

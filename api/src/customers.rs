@@ -3,13 +3,13 @@
 //! usage.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::BillingState;
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::reads::{counts, live_tier};
 use domain::usage;
 
@@ -29,7 +29,7 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
     let id = match (&caller, id) {
         (Caller::Customer(own), "me") => own.clone(),
         (Caller::Backend, "me") => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "`me` is for a customer's token"));
+            return Err(ApiError::new(Code::CustomerRequired, "`me` is for a customer's token"));
         }
         (caller, id) => {
             caller.may_act_for(Some(id))?;
@@ -40,9 +40,7 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
         sqlx::query!("SELECT email, name, deleted FROM projection.accounts WHERE stripe_customer_id = $1", id)
             .fetch_optional(&state.pool)
             .await?
-            .ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {id} is known"))
-            })?;
+            .ok_or_else(|| ApiError::new(Code::UnknownCustomer, format!("no customer {id} is known")))?;
     let subscriptions: Vec<Value> = sqlx::query!(
         "SELECT s.stripe_subscription_id, s.tier, s.status, s.price_id, s.current_period_end, s.cancel_at_period_end,
                 s.grace_until, i.desired AS \"desired?\", i.status AS \"instance_status?\", i.frontend_url

@@ -41,7 +41,7 @@ use shared::stripe_api::{StripeApi, StripeError};
 use sqlx::{PgConnection, PgPool};
 
 use self::auth::{Authenticator, Caller};
-use self::error::ApiError;
+use self::error::{ApiError, Code};
 use domain::clock::Clock;
 
 pub use access::AccessState;
@@ -119,9 +119,7 @@ impl BillingState {
     /// The Stripe client, or 503 when none is configured.
     pub fn stripe(&self) -> Result<&StripeApi, ApiError> {
         self.stripe.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stripe_not_configured",
+            ApiError::new(Code::StripeNotConfigured,
                 "the billing API cannot reach Stripe: set STRIPE_API_KEY (and STRIPE_API_BASE if not https://api.stripe.com) for the projector",
             )
         })
@@ -133,8 +131,8 @@ impl BillingState {
         if self.redirects.allows(url) {
             return Ok(());
         }
-        Err(ApiError::unprocessable(
-            "redirect_not_allowed",
+        Err(ApiError::new(
+            Code::RedirectNotAllowed,
             format!("{field} must be on an origin listed in BILLING_REDIRECT_ORIGINS"),
         ))
     }
@@ -176,16 +174,12 @@ pub fn stripe_error(error: StripeError) -> ApiError {
     match error {
         StripeError::Refused { status, code, message, request_id } => {
             tracing::info!(status, ?code, ?request_id, "Stripe refused a command");
-            ApiError::unprocessable("stripe_error", message)
+            ApiError::new(Code::StripeError, message)
                 .with(serde_json::json!({ "stripe_code": code, "stripe_status": status }))
         }
         StripeError::Unavailable(why) => {
             tracing::warn!(why, "Stripe unavailable for a command");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "stripe_unavailable",
-                "Stripe did not answer; retry with the same Idempotency-Key",
-            )
+            ApiError::new(Code::StripeUnavailable, "Stripe did not answer; retry with the same Idempotency-Key")
         }
     }
 }
@@ -243,45 +237,39 @@ async fn body_limit(
     if let Some(length) = announced.filter(|l| *l > BODY_LIMIT as u64) {
         tracing::warn!(path = request.uri().path(), length, limit = BODY_LIMIT, "request refused: body too large");
         state.too_large.inc();
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("bodies are at most {BODY_LIMIT} bytes"),
-        )
-        .into_response();
+        return ApiError::new(Code::BodyTooLarge, format!("bodies are at most {BODY_LIMIT} bytes")).into_response();
     }
     next.run(request).await
 }
 
 /// 404 for a path the API does not serve, in the one error shape.
 async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+    ApiError::new(Code::NotFound, "no such endpoint").into_response()
 }
 
 /// 405 for a method the path does not take, in the one error shape.
 async fn method_not_allowed() -> Response {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
-        .into_response()
+    ApiError::new(Code::MethodNotAllowed, "this endpoint does not take that method").into_response()
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    let not_ready = |code, message: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message).into_response();
+    let not_ready = |code, message: &str| ApiError::new(code, message).into_response();
     if state.health.is_stopping() {
-        return not_ready("stopping", "a projector task died: the process is stopping");
+        return not_ready(Code::Stopping, "a projector task died: the process is stopping");
     }
     if let Err(error) = state.readiness.check().await {
         tracing::warn!(%error, "not ready");
-        return not_ready("unavailable", "database unavailable");
+        return not_ready(Code::Unavailable, "database unavailable");
     }
     let fold = match state.health.fold().await {
         Ok(fold) => fold,
         Err(error) => {
             tracing::warn!(error = format!("{error:#}"), "not ready");
-            return not_ready("unavailable", "database unavailable");
+            return not_ready(Code::Unavailable, "database unavailable");
         }
     };
     if fold.catalog_mismatch {
-        return not_ready("catalog_mismatch", "projections were built with another catalog: run `replay rebuild`");
+        return not_ready(Code::CatalogMismatch, "projections were built with another catalog: run `replay rebuild`");
     }
     let role = match state.roles.fold {
         true if fold.leads_here => "active",

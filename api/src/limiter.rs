@@ -10,7 +10,6 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
@@ -19,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 
 /// Commands one customer token may have in flight at once.
 pub const IN_FLIGHT: usize = 2;
@@ -111,7 +110,7 @@ impl CommandLimiter {
     fn refuse(&self, customer: &str, retry_after: u64, message: String) -> ApiError {
         self.refused.inc();
         tracing::info!(customer, retry_after, "command refused: rate limited");
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        ApiError::new(Code::RateLimited, message)
             .header("retry-after", retry_after.to_string())
             .header("ratelimit-policy", format!("\"{POLICY}\";q={};w=60", self.per_minute))
             .header("ratelimit", format!("\"{POLICY}\";r=0;t={retry_after}"))
@@ -134,7 +133,7 @@ mod tests {
             drop(limiter.admit(&token).expect("within the minute's quota"));
         }
         let refused = limiter.admit(&token).expect_err("the fourth in a minute");
-        assert_eq!((refused.status, refused.code), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert_eq!((refused.status, refused.code), (axum::http::StatusCode::TOO_MANY_REQUESTS, Code::RateLimited));
         let retry: u64 = header(&refused, "retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
         assert!((1..=20).contains(&retry), "a cell comes back every 20 s: {retry}");
         assert_eq!(header(&refused, "ratelimit-policy"), Some("\"commands\";q=3;w=60"));
@@ -151,7 +150,7 @@ mod tests {
         let token = Caller::Customer("cus_1".into());
         let first = limiter.admit(&token).expect("first");
         let _second = limiter.admit(&token).expect("second");
-        assert_eq!(limiter.admit(&token).map_err(|e| e.code).err(), Some("rate_limited"));
+        assert_eq!(limiter.admit(&token).map_err(|e| e.code).err(), Some(Code::RateLimited));
         drop(first);
         assert!(limiter.admit(&token).is_ok(), "a slot came back");
     }

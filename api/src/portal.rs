@@ -1,7 +1,7 @@
 //! `POST /v1/portal/sessions`: a Stripe Customer Portal session for the customer.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -9,7 +9,7 @@ use shared::stripe_api::Form;
 
 use super::BillingState;
 use super::commands::{self, Command, Incoming, Reply};
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 
 const ENDPOINT: &str = "POST /v1/portal/sessions";
 
@@ -28,9 +28,9 @@ pub async fn create(State(state): State<BillingState>, headers: HeaderMap, body:
 async fn run(state: &BillingState, headers: &HeaderMap, body: &[u8]) -> Result<Reply, ApiError> {
     let Incoming { caller, key, request, parsed, slot: _slot } =
         commands::incoming::<PortalRequest>(state, headers, body).await?;
-    let customer = caller.customer(parsed.customer.as_deref())?.ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "name the customer whose portal to open")
-    })?;
+    let customer = caller
+        .customer(parsed.customer.as_deref())?
+        .ok_or_else(|| ApiError::new(Code::CustomerRequired, "name the customer whose portal to open"))?;
     let command = Command { caller: &caller, endpoint: ENDPOINT, request: &request, customer: Some(&customer) };
     let allowed = state.redirect_allowed("return_url", &parsed.return_url);
     let form = Form::new()

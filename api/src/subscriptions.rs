@@ -9,7 +9,7 @@
 //! and pay the cheaper price for the month they used (docs/security.md).
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use domain::catalog::Product;
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 
 use super::BillingState;
 use super::commands::{self, Command, Incoming, Reply};
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 
 /// What the projections know of a subscription.
 struct Known {
@@ -125,8 +125,7 @@ fn endpoint(id: &str, verb: &str) -> String {
 }
 
 async fn known(state: &BillingState, id: &str) -> Result<Known, ApiError> {
-    let unknown =
-        || ApiError::new(StatusCode::NOT_FOUND, "unknown_subscription", format!("no subscription {id} is known"));
+    let unknown = || ApiError::new(Code::UnknownSubscription, format!("no subscription {id} is known"));
     if !super::is_stripe_id(id) {
         return Err(unknown());
     }
@@ -143,12 +142,12 @@ async fn known(state: &BillingState, id: &str) -> Result<Known, ApiError> {
 /// The target tier of a price, or 422 `unknown_price` or `not_sellable` (no Stripe call).
 fn target_tier<'a>(state: &'a BillingState, price: &str) -> Result<(&'a str, usize), ApiError> {
     match state.catalog.product(price) {
-        Some(Product::Tier { tier, .. }) if !tier.sellable => Err(ApiError::unprocessable(
-            "not_sellable",
+        Some(Product::Tier { tier, .. }) if !tier.sellable => Err(ApiError::new(
+            Code::NotSellable,
             format!("the {} tier is not sold through plan changes: contact sales", tier.name),
         )),
         Some(Product::Tier { tier, rank }) => Ok((tier.name.as_str(), rank)),
-        _ => Err(ApiError::unprocessable("unknown_price", format!("price {price} is not a tier of the catalog"))),
+        _ => Err(ApiError::new(Code::UnknownPrice, format!("price {price} is not a tier of the catalog"))),
     }
 }
 
@@ -156,8 +155,7 @@ fn target_tier<'a>(state: &'a BillingState, price: &str) -> Result<(&'a str, usi
 fn changeable(known: &Known) -> Result<(), ApiError> {
     if matches!(known.status.as_str(), "incomplete" | "incomplete_expired" | "canceled" | "unknown") {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "subscription_not_changeable",
+            Code::SubscriptionNotChangeable,
             format!("a {} subscription cannot change plan", known.status),
         ));
     }
@@ -177,9 +175,10 @@ fn direction(state: &BillingState, from: &str, to_rank: usize) -> &'static str {
 async fn item_id(state: &BillingState, id: &str) -> Result<String, ApiError> {
     let answer =
         state.stripe()?.get(&format!("/v1/subscriptions/{id}"), &Form::new()).await.map_err(super::stripe_error)?;
-    answer.body["items"]["data"][0]["id"].as_str().map(str::to_owned).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_GATEWAY, "stripe_unavailable", format!("Stripe's {id} has no item"))
-    })
+    answer.body["items"]["data"][0]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::new(Code::StripeUnavailable, format!("Stripe's {id} has no item")))
 }
 
 fn stripe_of(answer: &Answer) -> (Option<String>, u16) {
@@ -215,8 +214,8 @@ async fn issued_proration_date(
     date: i64,
 ) -> Result<(), ApiError> {
     let invalid = |why: &str| {
-        ApiError::unprocessable(
-            "invalid_proration_date",
+        ApiError::new(
+            Code::InvalidProrationDate,
             format!(
                 "proration_date {date} {why}: pass the one a preview of this change returned, within {} minutes, or none",
                 PRORATION_DATE_TTL_SECS / 60
@@ -318,7 +317,7 @@ impl Action for CancelRequest {
         let (id, known, stripe_key) = (cx.id, &cx.known, cx.stripe_key);
         let stripe = state.stripe()?;
         if matches!(known.status.as_str(), "canceled" | "incomplete_expired") {
-            return Err(ApiError::new(StatusCode::CONFLICT, "subscription_not_changeable", "it has ended already"));
+            return Err(ApiError::new(Code::SubscriptionNotChangeable, "it has ended already"));
         }
         let answer = if self.at_period_end {
             let form = Form::new().set("cancel_at_period_end", true);

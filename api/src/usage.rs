@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::catalog::{CREDITS_METRIC, Catalog, Quota};
@@ -25,7 +25,7 @@ use super::access_cache::{AccessCache, Dropped, Notifier};
 use super::auth::{Authenticator, Caller};
 use super::commands::idempotency_key;
 use super::counter::{CountRequest, UsageBatcher};
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use domain::access::Answer;
 use domain::clock::Clock;
 use domain::usage::{self, Count};
@@ -120,8 +120,8 @@ pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: B
             axum::Json(answer).into_response()
         }
         Err(error) => {
-            tracing::info!(metric, code = error.code, status = error.status.as_u16(), "usage refused");
-            state.rejected.get_or_create(&RejectedLabel { metric, reason: error.code }).inc();
+            tracing::info!(metric, code = error.code.as_str(), status = error.status.as_u16(), "usage refused");
+            state.rejected.get_or_create(&RejectedLabel { metric, reason: error.code.as_str() }).inc();
             error.into_response()
         }
     }
@@ -133,17 +133,16 @@ pub const MAX_QUANTITY: i64 = 1_000_000_000;
 
 async fn checked(state: &UsageState, headers: &HeaderMap, body: &[u8]) -> Result<Usage, ApiError> {
     let caller = state.auth.caller(&state.pool, headers, state.clock.now()).await?;
-    let request: UsageRequest = serde_json::from_slice(body).map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("the body is not a valid request: {error}"))
-    })?;
-    let customer = caller.customer(request.customer.as_deref())?.ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "customer_required", "the backend names the `customer` it counts for")
-    })?;
+    let request: UsageRequest = serde_json::from_slice(body)
+        .map_err(|error| ApiError::new(Code::InvalidRequest, format!("the body is not a valid request: {error}")))?;
+    let customer = caller
+        .customer(request.customer.as_deref())?
+        .ok_or_else(|| ApiError::new(Code::CustomerRequired, "the backend names the `customer` it counts for"))?;
     if !super::is_stripe_id(&customer) {
         return Err(unknown_customer(&customer));
     }
     if !state.catalog.knows_metric(&request.metric) {
-        return Err(ApiError::unprocessable("unknown_metric", format!("the catalog has no metric {}", request.metric)));
+        return Err(ApiError::new(Code::UnknownMetric, format!("the catalog has no metric {}", request.metric)));
     }
     if !(1..=MAX_QUANTITY).contains(&request.quantity) {
         return Err(invalid_request(format!("quantity must be from 1 to {MAX_QUANTITY}")));
@@ -165,11 +164,11 @@ fn is_usage_key(key: &str) -> bool {
 }
 
 fn invalid_request(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    ApiError::new(Code::InvalidRequest, message)
 }
 
 fn unknown_customer(customer: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "unknown_customer", format!("no customer {customer} is known"))
+    ApiError::new(Code::UnknownCustomer, format!("no customer {customer} is known"))
 }
 
 /// Counts against the day's quota of the customer's highest live tier, with the requests queued
@@ -188,14 +187,9 @@ async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     match row.outcome.as_str() {
         "replayed" => answer.replayed(usage, row.balance),
         "unknown_customer" => Err(unknown_customer(&usage.customer)),
-        "no_live_subscription" => Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "no_live_subscription",
-            "the customer has no live subscription",
-        )),
+        "no_live_subscription" => Err(ApiError::new(Code::NoLiveSubscription, "the customer has no live subscription")),
         "refused" => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "quota_exceeded",
+            Code::QuotaExceeded,
             format!("the daily quota of {} is used up; it resets at 00:00 UTC", usage.metric),
         )
         .with(answer.count().json())
@@ -222,8 +216,8 @@ impl Stored {
     /// The first answer under this key, or 422 when the key came with another request.
     fn replayed(&self, usage: &Usage, balance: Option<i64>) -> Result<Value, ApiError> {
         if self.metric != usage.metric || self.quantity != usage.quantity {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
+            return Err(ApiError::new(
+                Code::IdempotencyKeyReused,
                 "this idempotency_key was used with another metric or quantity",
             ));
         }
@@ -270,8 +264,7 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     }
     if balance < quantity {
         return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_credits",
+            Code::InsufficientCredits,
             format!("the balance is {balance} credits, {quantity} were asked for"),
         )
         .with(json!({ "balance": balance })));

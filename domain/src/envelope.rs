@@ -11,7 +11,7 @@
 
 use serde::Deserialize;
 
-use crate::stripe::Expandable;
+use crate::stripe::{Expandable, THIN_EVENT, thin_created};
 
 /// Why a body is not a Stripe event.
 #[derive(Debug, thiserror::Error)]
@@ -92,14 +92,6 @@ struct RawRelated {
 enum Created {
     Seconds(i64),
     Time(String),
-}
-
-/// Marks a thin event (`object` of an event destination's `v2` payloads).
-pub const THIN_EVENT: &str = "v2.core.event";
-
-/// `created` of a thin event (`2024-09-17T06:20:52.246Z`) in Unix seconds; None if unreadable.
-pub fn thin_created(time: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(time).ok().map(|t| t.timestamp())
 }
 
 #[derive(Deserialize)]

@@ -162,7 +162,7 @@ fn thin_snapshot(original: &Value, items: Vec<Value>) -> anyhow::Result<(Value, 
     let object = items.into_iter().next().ok_or_else(|| anyhow::anyhow!("Stripe answered no object"))?;
     let created = original["created"]
         .as_str()
-        .and_then(crate::envelope::thin_created)
+        .and_then(crate::stripe::thin_created)
         .or_else(|| original["created"].as_i64())
         .ok_or_else(|| anyhow::anyhow!("the thin event's created is unreadable"))?;
     let thin_type = original["type"].as_str().unwrap_or_default();

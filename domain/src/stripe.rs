@@ -365,6 +365,14 @@ pub struct DecodeError {
     pub source: serde_json::Error,
 }
 
+/// Marks a thin event (`object` of an event destination's `v2` payloads).
+pub const THIN_EVENT: &str = "v2.core.event";
+
+/// `created` of a thin event (`2024-09-17T06:20:52.246Z`) in Unix seconds; None if unreadable.
+pub fn thin_created(time: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(time).ok().map(|t| t.timestamp())
+}
+
 // ---- wire shapes (private): every field optional or defaulted, unknown fields ignored ----
 
 /// The latest time PostgreSQL and chrono both hold, and that Stripe could send: 9999-12-31T23:59:59Z.
@@ -604,14 +612,14 @@ pub fn decode(body: &[u8]) -> Result<Event, DecodeError> {
         serde_json::from_slice(&body).map_err(|source| DecodeError { what: "the event envelope", source })?;
     let created = match wire.created {
         WireCreated::Seconds(seconds) => Some(seconds),
-        WireCreated::Time(ref time) => crate::envelope::thin_created(time),
+        WireCreated::Time(ref time) => thin_created(time),
     };
     let Some(created) = created.filter(|c| (0..=MAX_TIME).contains(c)) else {
         let source = <serde_json::Error as serde::de::Error>::custom("created is unreadable or out of range");
         return Err(DecodeError { what: "the event envelope", source });
     };
     let object = match (wire.object.as_deref(), wire.data) {
-        (Some(crate::envelope::THIN_EVENT), _) => Object::Thin(wire.related_object.unwrap_or_default()),
+        (Some(THIN_EVENT), _) => Object::Thin(wire.related_object.unwrap_or_default()),
         (_, Some(data)) => data_object(data.object)?,
         (_, None) => {
             let source = <serde_json::Error as serde::de::Error>::missing_field("data");

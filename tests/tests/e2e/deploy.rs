@@ -146,3 +146,92 @@ fn each_crate_pulls_in_only_the_stacks_of_its_job() {
         assert!(found.is_empty(), "{package} pulls in {found:?}");
     }
 }
+
+/// The modules of crate `dir` (`a::b` for `src/a/b.rs` or `src/a/b/mod.rs`) and the modules of
+/// the same crate each one names (`crate::x::...`, `super::x`), outside comments and tests.
+fn module_imports(dir: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = workspace_root().join(dir).join("src");
+    let mut paths = Vec::new();
+    files(&src, &mut paths);
+    let mut sources = std::collections::BTreeMap::new();
+    for path in paths {
+        let relative = path.strip_prefix(&src).expect("under src").with_extension("");
+        let mut parts: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+            parts.pop();
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        let code: Vec<&str> = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
+        sources.insert(parts.join("::"), code.join("\n"));
+    }
+    let known: BTreeSet<String> = sources.keys().cloned().collect();
+    let word = |s: &str| {
+        s.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect::<String>()
+    };
+    let mut imports = std::collections::BTreeMap::new();
+    for (module, code) in &sources {
+        let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
+        let mut targets = BTreeSet::new();
+        for (i, _) in code.match_indices("crate::") {
+            let path: String = code[i + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':')
+                .collect();
+            let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+            if let Some(target) = (1..=parts.len()).rev().map(|k| parts[..k].join("::")).find(|t| known.contains(t)) {
+                targets.insert(target);
+            }
+        }
+        for (i, _) in code.match_indices("super::") {
+            let name = word(&code[i + 7..]);
+            let target = if parent.is_empty() { name } else { format!("{parent}::{name}") };
+            if known.contains(&target) {
+                targets.insert(target);
+            }
+        }
+        // A module naming its own parent or child is no circle between files of one concern.
+        targets.retain(|t| {
+            t != module && !module.starts_with(&format!("{t}::")) && !t.starts_with(&format!("{module}::"))
+        });
+        imports.insert(module.clone(), targets);
+    }
+    imports
+}
+
+/// No two files of a crate import each other, directly or through others (issue 28): each
+/// concern builds on the ones below it.
+#[test]
+fn no_crate_has_an_import_circle_between_its_files() {
+    for dir in ["domain", "shared", "store", "api", "projector", "replay", "ingest"] {
+        let imports = module_imports(dir);
+        assert!(imports.len() > 3, "{dir}: modules were read: {imports:?}");
+        for start in imports.keys() {
+            let mut stack = vec![vec![start.clone()]];
+            while let Some(path) = stack.pop() {
+                let last = path.last().expect("a path");
+                for next in imports.get(last).into_iter().flatten() {
+                    assert!(next != start, "{dir}: import circle {} -> {start}", path.join(" -> "));
+                    if !path.contains(next) {
+                        stack.push([path.clone(), vec![next.clone()]].concat());
+                    }
+                }
+            }
+        }
+    }
+}

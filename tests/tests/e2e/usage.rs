@@ -398,7 +398,9 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_coun
     let answers = futures::future::join_all(queued).await;
     for (key, answer) in keys.iter().zip(&answers) {
         match key.as_str() {
-            "bad\u{0}key" => assert_eq!(answer.as_ref().map_err(|e| e.code).err(), Some("internal"), "{answer:?}"),
+            "bad\u{0}key" => {
+                assert_eq!(answer.as_ref().map_err(|e| e.code.as_str()).err(), Some("internal"), "{answer:?}")
+            }
             _ => assert_eq!(answer.as_ref().map(|a| a.outcome.as_str()).ok(), Some("counted"), "{key}: {answer:?}"),
         }
     }
