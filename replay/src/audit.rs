@@ -180,6 +180,9 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
         format!("SELECT {columns} FROM audit.events e WHERE e.customer_id = $1 ORDER BY e.position")
     };
     let events: Vec<EventRow> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
+    if events.is_empty() {
+        anyhow::bail!("no event in the log names {id}: unknown id");
+    }
     let effects: Vec<EffectRow> = sqlx::query_as(
         "SELECT key, kind, attempt, request, response_status, outcome, error, at FROM audit.effects
          WHERE stripe_subscription_id = $1 OR stripe_customer_id = $1 OR stripe_subscription_id IN (

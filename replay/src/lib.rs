@@ -14,6 +14,7 @@ pub mod audit;
 pub mod backfill;
 pub mod check_catalog;
 pub mod portal;
+mod progress;
 pub mod reconcile;
 pub mod stripe_read;
 pub mod verify;
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write as _;
 
 use secrecy::ExposeSecret;
@@ -39,6 +39,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command's output is data another program reads (`$(replay database-url)`, an
+    /// export, a timeline): it logs nothing below warn unless `RUST_LOG` says otherwise.
+    pub fn output_is_data(&self) -> bool {
+        matches!(self.command, Command::DatabaseUrl | Command::Export { .. } | Command::Timeline { .. })
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -48,9 +56,13 @@ pub enum Command {
     DatabaseUrl,
     /// Rebuild the projections from position 1 with the configured catalog (CATALOG_PATH).
     Rebuild {
-        /// Print per table what would be added, changed and removed, with examples; change nothing.
+        /// Print what would change, and change nothing: counts per table, then one line per row
+        /// with only its changed columns, old -> new.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: the difference as one JSON document on stdout, for scripts.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
         /// Confirm the swap (the live projections are replaced).
         #[arg(long)]
         yes: bool,
@@ -207,8 +219,13 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             println!("migrations applied");
         }
         Command::DatabaseUrl => println!("{}", url.expose_secret()),
-        Command::Rebuild { dry_run, yes, keep_old } => {
-            rebuild(&prepared().await?, &config, dry_run, yes, keep_old).await?
+        Command::Rebuild { dry_run, json, yes, keep_old } => {
+            let mode = match (dry_run, json) {
+                (true, true) => Rebuild::DryRunJson,
+                (true, false) => Rebuild::DryRun,
+                (false, _) => Rebuild::Swap { yes, keep_old },
+            };
+            rebuild(&prepared().await?, &config, mode).await?
         }
         Command::Verify { signatures, expect_head } => {
             let secrets = if signatures { Some(config.require_webhook_secrets()?.to_vec()) } else { None };
@@ -337,11 +354,8 @@ async fn verify_cmd(
 ) -> anyhow::Result<ExitCode> {
     let total: i64 =
         sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "n!" FROM ledger.events"#).fetch_one(pool).await?;
-    let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress::bar("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}");
+    bar.set_length(u64::try_from(total).unwrap_or(0));
     let started = Instant::now();
     let with_signatures = secrets.is_some();
     let report = verify::walk(pool, secrets, &mut |at| bar.set_position(u64::try_from(at).unwrap_or(0))).await?;
@@ -394,13 +408,9 @@ async fn reconcile_cmd(
     settings: &reconcile::Settings,
     catalog: &domain::catalog::Catalog,
 ) -> anyhow::Result<ExitCode> {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = progress::spinner();
     let report = reconcile::Report {
-        line: &mut |line| bar.println(line),
+        line: &mut |line| progress::report(&bar, &line),
         progress: &mut |s| {
             bar.set_message(format!("compared {}  drifted {}  appended {}", s.compared, s.drifted, s.appended))
         },
@@ -423,16 +433,12 @@ async fn reconcile_cmd(
 }
 
 async fn backfill_cmd(pool: &sqlx::PgPool, settings: &backfill::Settings) -> anyhow::Result<()> {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = progress::spinner();
     let summary = backfill::run(
         pool,
         settings,
         &mut |s| bar.set_message(format!("fetched {}  new {}  already present {}", s.fetched, s.appended, s.present)),
-        &mut |line| bar.println(line),
+        &mut |line| progress::report(&bar, &line),
     )
     .await;
     bar.finish_and_clear();
@@ -448,22 +454,31 @@ async fn backfill_cmd(pool: &sqlx::PgPool, settings: &backfill::Settings) -> any
     Ok(())
 }
 
-async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool, keep_old: bool) -> anyhow::Result<()> {
+/// What `replay rebuild` does once the log is folded.
+#[derive(Debug, Clone, Copy)]
+enum Rebuild {
+    /// Print the difference, change nothing.
+    DryRun,
+    /// The difference as JSON on stdout, change nothing.
+    DryRunJson,
+    /// Swap the fold in (only with `yes`).
+    Swap { yes: bool, keep_old: bool },
+}
+
+async fn rebuild(pool: &sqlx::PgPool, config: &Config, mode: Rebuild) -> anyhow::Result<()> {
     use store::rebuild;
     let catalog = config.catalog()?;
-    if !dry_run && !yes {
-        anyhow::bail!(
+    let keep_old = match mode {
+        Rebuild::Swap { yes: false, .. } => anyhow::bail!(
             "`replay rebuild` replaces the live projections with a fold of the whole log using catalog {}; \
              run it with --dry-run to see the differences, or with --yes to do it",
             catalog.hash()
-        );
-    }
+        ),
+        Rebuild::Swap { keep_old, .. } => keep_old,
+        Rebuild::DryRun | Rebuild::DryRunJson => false,
+    };
     let fold = config.fold_config();
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress::bar("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}");
     let started = Instant::now();
     let folded = rebuild::fold_log(pool, &catalog, &fold, &mut |at, head| {
         bar.set_length(u64::try_from(head).unwrap_or(0));
@@ -472,21 +487,30 @@ async fn rebuild(pool: &sqlx::PgPool, config: &Config, dry_run: bool, yes: bool,
     .await?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    println!(
+    let folded_line = format!(
         "folded {} events in {seconds:.2}s ({:.0} events/s) with catalog {}",
         folded.position,
         folded.position as f64 / seconds.max(1e-9),
         catalog.hash()
     );
-    if dry_run {
+    if matches!(mode, Rebuild::DryRun | Rebuild::DryRunJson) {
         let mut conn = pool.acquire().await?;
         let live = store::load(&mut conn).await?;
         drop(conn);
-        let diffs = rebuild::diff(&live, &folded.state);
-        print!("{}", rebuild::render_diff(&diffs));
-        println!("dry run: nothing was changed");
+        let diff = store::diff::diff(&live, &folded.state);
+        let mut out = std::io::stdout().lock();
+        if matches!(mode, Rebuild::DryRunJson) {
+            eprintln!("{folded_line}");
+            serde_json::to_writer_pretty(&mut out, &diff)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{folded_line}")?;
+            write!(out, "{}", diff.render())?;
+            writeln!(out, "dry run: nothing was changed")?;
+        }
         return Ok(());
     }
+    println!("{folded_line}");
     let swapped = rebuild::swap_in(pool, folded, &catalog, &fold, keep_old).await?;
     println!(
         "swapped in {} at position {} in {:.2}s; {} new intents journaled{}",

@@ -216,9 +216,13 @@ async fn customers_drift_by_email_and_a_deleted_customer_is_fetched_by_id() {
     a["email"] = json!("a@new.test");
     w.api.put(a);
     w.api.put(json!({ "id": "cus_d", "object": "customer", "deleted": true }));
-    let (code, out) = replay_reconcile(&w, &["--objects", "customers"]).await;
-    assert_eq!(code, Some(1), "drift found: {out}");
+    let (code, out, err) = replay_reconcile_piped(&w, &["--objects", "customers"]).await;
+    assert_eq!(code, Some(1), "drift found: {out}{err}");
     assert!(out.contains("drifted 2 (deleted 1, email 1), appended 0"), "{out}");
+    // Through a pipe the report names every drifted object on stdout, and no progress is drawn.
+    assert!(out.contains("customer cus_a: email: ours a@old.test, Stripe a@new.test\n"), "{out}");
+    assert!(out.contains("customer cus_d: deleted: ours false, Stripe true\n"), "{out}");
+    assert!(!err.contains("compared"), "no progress on a pipe: {err}");
     let (found, lines) = w.reconcile(vec![Kind::Customers], true).await;
     assert_eq!(found.drifted, 2, "{lines:#?}");
     assert!(lines.contains(&"customer cus_a: email: ours a@old.test, Stripe a@new.test".to_owned()), "{lines:#?}");
@@ -231,8 +235,9 @@ async fn customers_drift_by_email_and_a_deleted_customer_is_fetched_by_id() {
     w.projector.stop().await;
 }
 
-/// The real binary, as deployed, against the fake: (exit code, stdout and stderr).
-async fn replay_reconcile(w: &World, args: &[&str]) -> (Option<i32>, String) {
+/// The real binary, as deployed, against the fake, its output through pipes (as from a script or
+/// cron): (exit code, stdout, stderr).
+async fn replay_reconcile_piped(w: &World, args: &[&str]) -> (Option<i32>, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_replay"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -244,8 +249,14 @@ async fn replay_reconcile(w: &World, args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .expect("replay runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code(), text)
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), out.into_owned(), err.into_owned())
+}
+
+/// [`replay_reconcile_piped`] with stdout and stderr together.
+async fn replay_reconcile(w: &World, args: &[&str]) -> (Option<i32>, String) {
+    let (code, out, err) = replay_reconcile_piped(w, args).await;
+    (code, out + &err)
 }
 
 fn price(id: &str, kind: &str, active: bool) -> Value {

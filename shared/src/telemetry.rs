@@ -10,7 +10,13 @@ const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=warn";
 /// Installs the global subscriber: JSON lines or human-readable text, filtered by `RUST_LOG`.
 /// Safe to call more than once (later calls are ignored), so tests can call it freely.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    init_with(format, DEFAULT_FILTER);
+}
+
+/// [`init`] with `default_filter` when `RUST_LOG` is unset (`warn` for a command whose output is
+/// data: nothing on stderr unless something is wrong).
+pub fn init_with(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Logs go to stderr: stdout belongs to command output (`replay database-url`, the dev banner).
     // Colours only on a terminal: a log file or a pipe gets plain text.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -16,8 +16,7 @@
 //!    a new `build_id`, empties its cache and reads the new tables.
 //! 3. Drop the old schema (unless asked to keep it).
 
-use std::collections::BTreeMap;
-use std::fmt::{Debug, Write as _};
+use std::fmt::Debug;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -169,67 +168,6 @@ async fn read_decoded(pool: PgPool, head: i64, pages: tokio::sync::mpsc::Sender<
         }
     }
     fetcher.abort();
-}
-
-/// How one table would change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableDiff {
-    /// Table name.
-    pub table: &'static str,
-    /// Rows only in the rebuild.
-    pub added: usize,
-    /// Rows in both, different.
-    pub changed: usize,
-    /// Rows only in the live tables.
-    pub removed: usize,
-    /// A few examples, one line each.
-    pub examples: Vec<String>,
-}
-
-fn diff_map<T: PartialEq + Debug>(
-    table: &'static str,
-    live: &BTreeMap<String, T>,
-    rebuilt: &BTreeMap<String, T>,
-) -> TableDiff {
-    let mut d = TableDiff { table, added: 0, changed: 0, removed: 0, examples: Vec::new() };
-    let mut example = |line: String| {
-        if d.examples.len() < 3 {
-            d.examples.push(line);
-        }
-    };
-    for (key, new) in rebuilt {
-        match live.get(key) {
-            None => {
-                d.added += 1;
-                example(format!("+ {key}: {new:?}"));
-            }
-            Some(old) if old != new => {
-                d.changed += 1;
-                example(format!("~ {key}: {old:?} -> {new:?}"));
-            }
-            Some(_) => {}
-        }
-    }
-    for (key, old) in live {
-        if !rebuilt.contains_key(key) {
-            d.removed += 1;
-            example(format!("- {key}: {old:?}"));
-        }
-    }
-    d
-}
-
-/// Per table: what replacing `live` by `rebuilt` would add, change and remove. Snapshot versions
-/// are compared too: positions are stable, so a rebuild of an unchanged log changes nothing.
-pub fn diff(live: &Projections, rebuilt: &Projections) -> Vec<TableDiff> {
-    vec![
-        diff_map("accounts", &live.accounts, &rebuilt.accounts),
-        diff_map("subscriptions", &live.subscriptions, &rebuilt.subscriptions),
-        diff_map("instances", &live.instances, &rebuilt.instances),
-        diff_map("tokens", &live.tokens, &rebuilt.tokens),
-        diff_map("credit_grants", &live.credit_grants, &rebuilt.credit_grants),
-        diff_map("anomalies", &live.anomalies, &rebuilt.anomalies),
-    ]
 }
 
 /// The outcome of a swap.
@@ -401,17 +339,4 @@ async fn index_like_live(conn: &mut PgConnection) -> sqlx::Result<()> {
         sqlx::query(&statement).execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-/// Prints a diff as the CLI shows it.
-pub fn render_diff(diffs: &[TableDiff]) -> String {
-    let mut out = String::new();
-    for d in diffs {
-        let _ = writeln!(out, "{:<14} +{:<7} ~{:<7} -{:<7}", d.table, d.added, d.changed, d.removed);
-        for e in &d.examples {
-            let line: String = e.chars().take(220).collect();
-            let _ = writeln!(out, "    {line}");
-        }
-    }
-    out
 }

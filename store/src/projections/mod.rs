@@ -2,6 +2,7 @@
 //! rebuild's schema, the intents and the checkpoint. The runner calls these inside one
 //! transaction per batch. Each table is described once, in [`tables`].
 
+pub mod diff;
 mod tables;
 
 use serde::Serialize;

@@ -170,7 +170,7 @@ fn run_replay(env: &[(String, String)], args: &[&str]) -> (bool, String) {
     ledger_tests::bin::run("replay", &env, args)
 }
 
-const TABLES: [&str; 6] = ["accounts", "subscriptions", "instances", "tokens", "credit_grants", "anomalies"];
+const TABLES: [&str; 6] = ["accounts", "subscriptions", "instance_targets", "tokens", "credit_grants", "anomalies"];
 
 fn is_table_line(line: &str) -> bool {
     line.split_whitespace().next().is_some_and(|first| TABLES.contains(&first))

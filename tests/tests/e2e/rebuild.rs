@@ -27,8 +27,8 @@ async fn a_rebuild_of_an_unchanged_log_changes_nothing_and_the_live_projector_ca
     assert!(grants_before.iter().any(|g| g == "ledger_auditor SELECT anomalies"), "{grants_before:?}");
 
     let folded = rebuild::fold_log(&db.pool, &catalog(), &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
-    let diffs = rebuild::diff(&before, &folded.state);
-    assert!(diffs.iter().all(|d| d.added + d.changed + d.removed == 0), "{}", rebuild::render_diff(&diffs));
+    let diff = store::diff::diff(&before, &folded.state);
+    assert!(diff.is_empty(), "{}", diff.render());
 
     // Swap while webhooks keep arriving and the live projector keeps running.
     let head = folded.position;
@@ -91,15 +91,59 @@ async fn a_fixed_catalog_and_a_rebuild_repair_an_unknown_price() {
     )
     .expect("fixed catalog");
     let folded = rebuild::fold_log(&db.pool, &fixed, &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
-    let diffs = rebuild::diff(&broken, &folded.state);
+    let diff = store::diff::diff(&broken, &folded.state);
     let by_table =
-        |t: &str| diffs.iter().find(|d| d.table == t).map(|d| (d.added, d.changed, d.removed)).expect("table");
+        |t: &str| diff.tables.iter().find(|d| d.table == t).map(|d| (d.added, d.changed, d.removed)).expect("table");
     assert_eq!(by_table("subscriptions"), (0, 1, 0));
-    assert_eq!(by_table("instances"), (0, 1, 0));
+    assert_eq!(by_table("instance_targets"), (0, 1, 0));
     assert_eq!(by_table("tokens"), (0, 1, 0));
     assert_eq!(by_table("anomalies"), (0, 0, 1));
-    assert!(rebuild::render_diff(&diffs).contains("price_team_2026"));
     assert_eq!(load_tables(&db.pool).await, broken, "a dry run changes nothing");
+
+    // What the operator reads: the real binary, through a pipe, one line per changed row with only
+    // its changed columns; and the same as JSON for scripts.
+    let dir = tempfile::tempdir().expect("dir");
+    let catalog_path = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog_path,
+        domain::catalog::EXAMPLE
+            .replace("\"price_professional_yearly\"]", "\"price_professional_yearly\", \"price_team_2026\"]"),
+    )
+    .expect("catalog file");
+    let url = db.url().await;
+    let replay = |args: &[&str]| {
+        let out = std::process::Command::new(ledger_tests::bin::path("replay"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &url)
+            .env("CATALOG_PATH", &catalog_path)
+            .args(args)
+            .output()
+            .expect("replay runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (text, _) = replay(&["rebuild", "--dry-run"]);
+    let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).unwrap_or_default().to_owned();
+    let sub = line("~ subscription sub_team: ");
+    assert!(sub.contains("tier unknown -> professional"), "{text}");
+    assert!(!sub.contains("price_id") && !sub.contains("status"), "only the changed columns: {sub}");
+    assert!(line("~ instance_target sub_team: ").contains("desired absent -> running"), "{text}");
+    assert!(line("- anomaly unknown_price:sub_team: ").contains("kind unknown_price"), "{text}");
+    assert!(line("subscriptions ").contains("~1"), "{text}");
+    assert!(!text.contains("SubscriptionRow {"), "no Debug dumps: {text}");
+    let (json, _) = replay(&["rebuild", "--dry-run", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("stdout is one JSON document");
+    let row = json["rows"].as_array().expect("rows").iter().find(|r| r["table"] == "subscriptions").expect("a row");
+    assert_eq!(row["change"], "changed");
+    assert!(
+        row["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .any(|c| c["name"] == "tier" && c["old"] == "unknown" && c["new"] == "professional")
+    );
+    assert_eq!(load_tables(&db.pool).await, broken, "neither dry run changed anything");
 
     let intents_before: i64 =
         sqlx::query_scalar("SELECT count(*) FROM ledger.intents").fetch_one(&db.pool).await.expect("n");
