@@ -2,9 +2,9 @@
 //!
 //! Every binary loads [`Config`] (what more than one binary reads: the database, the catalog and
 //! fold rules, Stripe, transport policy, logs) and its own section: [`IngestConfig`] for ingest,
-//! [`ProjectorConfig`] for the projector (and `replay`, which folds and rebuilds as it does). A
-//! binary validates only what it reads, so a bad `INGEST_APPENDERS` stops ingest, not the
-//! projector. Each variable has an embedded default so the binaries run with no configuration at
+//! [`ProjectorConfig`] for the projector (`replay` needs only [`Config`]: the catalog and the fold
+//! rules are there). A binary validates only what it reads, so a bad `INGEST_APPENDERS` stops
+//! ingest, not the projector or `replay`. Each variable has an embedded default so the binaries run with no configuration at
 //! all; a value that is set but invalid stops start-up with an error naming the variable.
 //! Secrets are [`SecretString`]s and print as `[REDACTED]` in `Debug` output.
 

@@ -235,3 +235,80 @@ fn no_crate_has_an_import_circle_between_its_files() {
         }
     }
 }
+
+/// `(variable, default)` pairs a document states, where the default is a literal a variable can
+/// be set to (a number, a boolean, an address): the README's tables (`| `A` / `B` | `1` / `2` |`)
+/// and `.env.example`'s comments (`(default 1)`, `(defaults 1 / 2)` for the variables below).
+fn stated_defaults() -> Vec<(String, String, &'static str)> {
+    let literal = |v: &str| {
+        !v.is_empty()
+            && (v == "true" || v == "false" || v.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b':'))
+    };
+    let mut out = Vec::new();
+    for line in file("README.md").lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').collect();
+        let ticked = |cell: &str| cell.split('`').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>();
+        let names: Vec<String> = ticked(cells[1]).into_iter().filter(|w| is_variable(w)).collect();
+        let values = ticked(cells.get(2).copied().unwrap_or_default());
+        if names.len() == values.len() {
+            out.extend(names.into_iter().zip(values).filter(|(_, v)| literal(v)).map(|(n, v)| (n, v, "README.md")));
+        }
+    }
+    let example = file(".env.example");
+    let lines: Vec<&str> = example.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let mut comment = String::new();
+        while i < lines.len() && lines[i].starts_with('#') {
+            comment += lines[i];
+            comment += " ";
+            i += 1;
+        }
+        let mut names = Vec::new();
+        while i < lines.len() && !lines[i].starts_with('#') && !lines[i].trim().is_empty() {
+            names.extend(lines[i].split_once('=').map(|(n, _)| n.trim().to_owned()));
+            i += 1;
+        }
+        i += usize::from(names.is_empty());
+        let mut values = Vec::new();
+        for (at, _) in comment.match_indices("(default") {
+            let rest = comment[at..].trim_start_matches("(defaults").trim_start_matches("(default").trim_start();
+            let stated = rest.split([')', ';']).next().unwrap_or_default();
+            values.extend(stated.split([' ', '/']).filter(|w| !w.is_empty() && *w != "and").map(str::to_owned));
+            if stated.split_whitespace().next().is_some_and(|w| !literal(w.trim_end_matches(','))) {
+                values.push(String::new()); // not a literal: this block is not checked
+            }
+        }
+        if names.len() == values.len() {
+            out.extend(names.into_iter().zip(values).filter(|(_, v)| literal(v)).map(|(n, v)| (n, v, ".env.example")));
+        }
+    }
+    out
+}
+
+/// Every default the README and `.env.example` state is the one the config applies: setting a
+/// variable to its stated default changes nothing in any binary's config.
+#[test]
+fn every_stated_default_is_the_configs_default() {
+    let base = [("DATABASE_URL", "postgres://u@h/d"), ("STRIPE_WEBHOOK_SECRET", "whsec_x")];
+    let configs = |extra: Option<(&str, &str)>| {
+        let vars: Vec<(&str, &str)> = base.iter().copied().chain(extra).collect();
+        let common = shared::config::Config::from_vars(vars.clone()).map_err(|e| e.to_string())?;
+        let ingest = shared::config::IngestConfig::from_vars(vars.clone(), &common).map_err(|e| e.to_string())?;
+        let projector = shared::config::ProjectorConfig::from_vars(vars, &common).map_err(|e| e.to_string())?;
+        Ok::<_, String>(format!("{common:?} {ingest:?} {projector:?}"))
+    };
+    let defaults = configs(None).expect("the defaults are valid");
+    let stated = stated_defaults();
+    for name in ["INGEST_APPENDERS", "INGEST_MAX_BATCH", "PROJECTOR_BATCH_SIZE", "DATABASE_MAX_CONNECTIONS"] {
+        for source in ["README.md", ".env.example"] {
+            assert!(stated.iter().any(|(n, _, s)| n == name && *s == source), "{name} in {source}: {stated:?}");
+        }
+    }
+    let wrong: Vec<String> = stated
+        .iter()
+        .filter(|(name, value, _)| configs(Some((name, value))).as_deref() != Ok(defaults.as_str()))
+        .map(|(name, value, source)| format!("{source}: {name} = {value}"))
+        .collect();
+    assert!(wrong.is_empty(), "stated defaults the config does not apply: {wrong:?}");
+}
