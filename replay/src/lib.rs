@@ -5,8 +5,8 @@
 //! - `verify` ([`verify`]): dense positions, body hashes, the hash chain, optionally signatures.
 //! - `backfill` ([`backfill`]): events the log lacks, from Stripe's `GET /v1/events`.
 //! - `timeline`, `export` ([`audit`]): one customer's story; events as JSON Lines or CSV.
-//! - `effects failed|retry`: effects that failed for good, and an operator's re-arm of one
-//!   (`store::journal`).
+//! - `effects failed|retry|settle`: effects that failed for good, an operator's re-arm of one,
+//!   and a token delivery the customer confirmed (`store::journal`).
 //! - `portal-config` ([`portal`]): the Customer Portal configuration generated from the catalog.
 //! - `migrate` (apply migrations with the owner role), `database-url`.
 
@@ -167,6 +167,12 @@ pub enum EffectsAction {
         /// Its key, as `replay effects failed` prints it.
         key: String,
     },
+    /// A token whose delivery a crash interrupted did reach the customer: mark it delivered (its
+    /// mail journaled as settled by an operator), so it is no longer flagged.
+    Settle {
+        /// The token mail's key (`email:token:...`), as `replay effects failed` prints it.
+        key: String,
+    },
 }
 
 /// How the operators' commands read Stripe: the configured base and key, 8 attempts per request,
@@ -308,7 +314,7 @@ async fn check_catalog_cmd(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// `replay effects failed|retry`.
+/// `replay effects failed|retry|settle`.
 async fn effects_cmd(pool: &sqlx::PgPool, action: EffectsAction) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match action {
@@ -323,6 +329,10 @@ async fn effects_cmd(pool: &sqlx::PgPool, action: EffectsAction) -> anyhow::Resu
         EffectsAction::Retry { key } => {
             let what = store::journal::rearm(pool, &key).await?;
             writeln!(out, "{key} re-armed ({what:?}): the active dispatcher retries it with the same key")?;
+        }
+        EffectsAction::Settle { key } => {
+            store::journal::settle(pool, &key, "an operator").await?;
+            writeln!(out, "{key} settled: its token is marked delivered and no longer flagged")?;
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! The journal (`ledger.effects`: one row per attempt, append-only), admin alerts
-//! (`ledger.alerts`) and the operator's commands on them (`replay effects failed|retry`).
+//! (`ledger.alerts`) and the operator's commands on them (`replay effects failed|retry|settle`).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -191,6 +191,50 @@ pub async fn rearm_by(pool: &PgPool, key: &str, actor: &str) -> anyhow::Result<R
     write(&mut tx, &row).await?;
     tx.commit().await?;
     Ok(rearmed)
+}
+
+/// An operator's word that a token whose delivery a crash interrupted did reach its customer
+/// (`replay effects settle email:<token key>`): the kept token is marked delivered and its mail
+/// journaled `succeeded` (attempt 0, "settled by <actor>"), so it is no longer a failure and no
+/// later leader flags it again. Refuses anything but a failed token mail whose token is kept.
+pub async fn settle(pool: &PgPool, key: &str, actor: &str) -> anyhow::Result<()> {
+    let parsed: EffectKey = key.parse().with_context(|| format!("`{key}` is not an effect key"))?;
+    let EffectKey::Mail(MailKey::Token(token)) = &parsed else {
+        anyhow::bail!("{key} is not a token mail: only a token's interrupted delivery is settled (others are retried)");
+    };
+    let mut tx = pool.begin().await?;
+    let last = sqlx::query!(
+        "SELECT outcome, subject_type, subject FROM ledger.effects WHERE key = $1 ORDER BY id DESC LIMIT 1 FOR UPDATE",
+        key
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(last) = last.filter(|l| l.outcome == Outcome::Failed.as_str()) else {
+        anyhow::bail!("{key} has not failed (its last journal row is not `failed`): nothing to settle");
+    };
+    let delivered = sqlx::query!(
+        "UPDATE ledger.api_tokens SET delivered_at = now() WHERE key = $1 AND revoked_at IS NULL AND delivered_at IS NULL",
+        EffectKey::Token(token.clone()).to_string()
+    )
+    .execute(&mut *tx)
+    .await?;
+    if delivered.rows_affected() == 0 {
+        anyhow::bail!("{key}: no kept, undelivered token to settle (revoked or replaced since)");
+    }
+    let subject = Subject::from_columns(&last.subject_type, last.subject).context("journal subject")?;
+    let row = Attempt {
+        key: &parsed,
+        subject: &subject,
+        kind: EffectKind::Email,
+        attempt: 0,
+        request: format!("settled by {actor}: the customer has the token"),
+        status: None,
+        outcome: Outcome::Succeeded,
+        error: None,
+    };
+    write(&mut tx, &row).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// A mail intent or an alert is simply pending again; a token mail is not an intent: re-armed,

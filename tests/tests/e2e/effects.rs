@@ -691,15 +691,15 @@ async fn one_broken_instance_blocks_neither_the_other_instances_nor_tokens_nor_m
     assert!(!metrics.contains("dispatcher_pass_errors_total 0"), "the broken unit is counted: {metrics}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_whose_delivery_a_crash_interrupted_is_kept_alerted_and_replaced_only_on_request() {
-    let mut world = World::start(Arc::new(SystemClock)).await;
+/// A customer whose token mail a crash interrupted (not marked delivered), and a new projector
+/// that found it at takeover: (the projector, the token, the token's key).
+async fn with_an_interrupted_token_delivery(world: &mut World) -> (TestProjector, String, String) {
     let t = stripe::now();
     world.post(customer(t, "cus_k")).await;
     world
         .post(sub_event("customer.subscription.created", t, "sub_k", "cus_k", "price_starter_monthly", "active"))
         .await;
-    let token = token_mails(&world, "cus_k@example.com", 1).await.remove(0);
+    let token = token_mails(world, "cus_k@example.com", 1).await.remove(0);
     // The state a crash between sending the mail and recording it leaves: not marked delivered.
     world.projector.take().expect("running").stop().await;
     sqlx::query("UPDATE ledger.api_tokens SET delivered_at = NULL WHERE stripe_customer_id = 'cus_k'")
@@ -715,12 +715,19 @@ async fn a_token_whose_delivery_a_crash_interrupted_is_kept_alerted_and_replaced
     )
     .await;
     projector.dispatcher_passes(2).await;
-    // Kept: the customer may hold it.
-    assert_eq!(access(&projector, Some(&token), "").await.0, 200, "the token still works");
     let key: String = sqlx::query_scalar("SELECT key FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_k'")
         .fetch_one(&world.db.pool)
         .await
         .expect("key");
+    (projector, token, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_delivery_a_crash_interrupted_is_kept_alerted_and_replaced_only_on_request() {
+    let mut world = World::start(Arc::new(SystemClock)).await;
+    let (projector, token, key) = with_an_interrupted_token_delivery(&mut world).await;
+    // Kept: the customer may hold it.
+    assert_eq!(access(&projector, Some(&token), "").await.0, 200, "the token still works");
     let anomalies =
         world.scalar(&format!("SELECT count(*) FROM audit.anomalies WHERE key = 'effect_failed:email:{key}'")).await;
     assert_eq!(anomalies, 1, "an operator is told");
@@ -732,6 +739,56 @@ async fn a_token_whose_delivery_a_crash_interrupted_is_kept_alerted_and_replaced
     let tokens = token_mails(&world, "cus_k@example.com", 2).await;
     assert_eq!(access(&projector, Some(&token), "").await.0, 401, "the kept token is revoked");
     assert_eq!(access(&projector, Some(&tokens[1]), "").await.0, 200);
+    projector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_token_delivery_the_customer_confirms_is_settled_and_flagged_no_more() {
+    let mut world = World::start(Arc::new(SystemClock)).await;
+    let (projector, token, key) = with_an_interrupted_token_delivery(&mut world).await;
+    let mail_key = format!("email:{key}");
+    let failed = || async { store::journal::failed(&world.db.pool).await.expect("failed").into_iter().map(|f| f.key) };
+    assert!(failed().await.any(|k| k == mail_key), "flagged");
+    assert!(
+        store::journal::settle(&world.db.pool, "email:welcome:sub_k", "an operator").await.is_err(),
+        "not a token mail"
+    );
+
+    // The customer has it: `replay effects settle`, as an operator runs it.
+    let url = world.db.url().await;
+    let (settled, output) =
+        ledger_tests::bin::run("replay", &[("DATABASE_URL", url.as_str())], &["effects", "settle", &mail_key]);
+    assert!(settled && output.contains("settled"), "{output}");
+    assert!(!failed().await.any(|k| k == mail_key), "no longer a failure");
+    let journaled: (i32, String, String) =
+        sqlx::query_as("SELECT attempt, outcome, request FROM ledger.effects WHERE key = $1 ORDER BY id DESC LIMIT 1")
+            .bind(&mail_key)
+            .fetch_one(&world.db.pool)
+            .await
+            .expect("the settling row");
+    assert_eq!(journaled.0, 0);
+    assert_eq!(journaled.1, "succeeded");
+    assert!(journaled.2.contains("settled by an operator"), "{journaled:?}");
+    assert_eq!(
+        world.scalar(&format!("SELECT count(*) FROM audit.anomalies WHERE key = 'effect_failed:{mail_key}'")).await,
+        0
+    );
+    assert!(store::journal::settle(&world.db.pool, &mail_key, "an operator").await.is_err(), "settled once");
+
+    // The next leader finds nothing to flag, and the customer keeps the token.
+    projector.stop().await;
+    let projector = TestProjector::start_with(
+        world.db.service_pool(6),
+        catalog(),
+        50,
+        world.settings.clone(),
+        Arc::new(SystemClock),
+    )
+    .await;
+    projector.dispatcher_passes(2).await;
+    assert!(!failed().await.any(|k| k == mail_key), "not flagged again at takeover");
+    assert_eq!(access(&projector, Some(&token), "").await.0, 200);
+    assert_eq!(token_mails(&world, "cus_k@example.com", 1).await.len(), 1, "no new token");
     projector.stop().await;
 }
 
