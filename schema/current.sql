@@ -1805,7 +1805,8 @@ CREATE TABLE projection.checkpoint (
     "position" bigint NOT NULL,
     catalog_hash text NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    build_id text DEFAULT 'live'::text NOT NULL
+    build_id text DEFAULT 'live'::text NOT NULL,
+    fold_settings_hash text DEFAULT ''::text NOT NULL
 );
 
 
@@ -1828,6 +1829,13 @@ COMMENT ON COLUMN projection.checkpoint.catalog_hash IS 'Catalog the rows were b
 --
 
 COMMENT ON COLUMN projection.checkpoint.build_id IS '''live'' or the id of the rebuild that produced these tables.';
+
+
+--
+-- Name: COLUMN checkpoint.fold_settings_hash; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.checkpoint.fold_settings_hash IS 'SHA-256 of the fold settings the rows were built with (FoldConfig::hash); '''' until a runner records it.';
 
 
 --

@@ -66,6 +66,8 @@ pub enum Code {
     StripeUnavailable,
     /// `catalog_mismatch` (service unavailable).
     CatalogMismatch,
+    /// `rebuild_needed` (service unavailable).
+    RebuildNeeded,
     /// `stopping` (service unavailable).
     Stopping,
     /// `stripe_not_configured` (service unavailable).
@@ -107,6 +109,7 @@ impl Code {
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::StripeUnavailable => StatusCode::BAD_GATEWAY,
             Code::CatalogMismatch => StatusCode::SERVICE_UNAVAILABLE,
+            Code::RebuildNeeded => StatusCode::SERVICE_UNAVAILABLE,
             Code::Stopping => StatusCode::SERVICE_UNAVAILABLE,
             Code::StripeNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -145,6 +148,7 @@ impl Code {
             Code::Internal => "internal",
             Code::StripeUnavailable => "stripe_unavailable",
             Code::CatalogMismatch => "catalog_mismatch",
+            Code::RebuildNeeded => "rebuild_needed",
             Code::Stopping => "stopping",
             Code::StripeNotConfigured => "stripe_not_configured",
             Code::Unavailable => "unavailable",

@@ -16,6 +16,9 @@ pub struct FoldState {
     pub leads_here: bool,
     /// The projections were built with another catalog than this process's.
     pub catalog_mismatch: bool,
+    /// The projections were built with other fold settings than this process's
+    /// (`STRIPE_LIVEMODE`, `GRACE_PERIOD_DAYS`): a rebuild is needed.
+    pub settings_mismatch: bool,
 }
 
 /// Health of this process and of the fold.
@@ -23,15 +26,16 @@ pub struct FoldState {
 pub struct Health {
     pool: PgPool,
     catalog_hash: String,
+    settings_hash: String,
     session: store::leader::Session,
     stopping: Arc<AtomicBool>,
 }
 
 impl Health {
-    /// Reads on `pool`; `catalog_hash` is this process's catalog, `session` the name its leader
-    /// sessions carry.
-    pub fn new(pool: PgPool, catalog_hash: String, session: store::leader::Session) -> Self {
-        Self { pool, catalog_hash, session, stopping: Arc::default() }
+    /// Reads on `pool`; `catalog_hash` and `settings_hash` are this process's catalog and fold
+    /// settings, `session` the name its leader sessions carry.
+    pub fn new(pool: PgPool, catalog_hash: String, settings_hash: String, session: store::leader::Session) -> Self {
+        Self { pool, catalog_hash, settings_hash, session, stopping: Arc::default() }
     }
 
     /// This process's catalog hash.
@@ -49,18 +53,24 @@ impl Health {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Who folds and with which catalog, as the database holds it.
+    /// Who folds, and with which catalog and fold settings, as the database holds it.
     pub async fn fold(&self) -> anyhow::Result<FoldState> {
         let mut conn = self.pool.acquire().await?;
         let leader = store::leader::holder(&mut conn, store::leader::RUNNER).await?;
-        let built_with =
-            sqlx::query_scalar!("SELECT catalog_hash FROM projection.checkpoint WHERE name = $1", store::CHECKPOINT)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let built_with = sqlx::query!(
+            "SELECT catalog_hash, fold_settings_hash FROM projection.checkpoint WHERE name = $1",
+            store::CHECKPOINT
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
         Ok(FoldState {
             leads_here: leader.as_deref() == Some(self.session.name()),
             leader,
-            catalog_mismatch: matches!(built_with, Some(hash) if hash != self.catalog_hash),
+            catalog_mismatch: built_with.as_ref().is_some_and(|b| b.catalog_hash != self.catalog_hash),
+            // '' is a checkpoint of before the hash was recorded: the next runner adopts its own.
+            settings_mismatch: built_with
+                .as_ref()
+                .is_some_and(|b| !b.fold_settings_hash.is_empty() && b.fold_settings_hash != self.settings_hash),
         })
     }
 }

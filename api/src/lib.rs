@@ -271,6 +271,12 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     if fold.catalog_mismatch {
         return not_ready(Code::CatalogMismatch, "projections were built with another catalog: run `replay rebuild`");
     }
+    if fold.settings_mismatch {
+        return not_ready(
+            Code::RebuildNeeded,
+            "rebuild needed: projections were built with other fold settings (STRIPE_LIVEMODE, GRACE_PERIOD_DAYS): run `replay rebuild`",
+        );
+    }
     let role = match state.roles.fold {
         true if fold.leads_here => "active",
         true => "standby",

@@ -23,6 +23,21 @@ pub struct FoldConfig {
     pub livemode: Option<bool>,
 }
 
+impl FoldConfig {
+    /// What the checkpoint records of these settings (hex SHA-256 of their canonical text): the
+    /// rows were folded by other rules when it differs, and a rebuild is needed.
+    pub fn hash(&self) -> String {
+        use sha2::Digest as _;
+        let livemode = match self.livemode {
+            None => "any",
+            Some(true) => "live",
+            Some(false) => "test",
+        };
+        let text = format!("fold settings v1; grace_period_secs={}; livemode={livemode}", self.grace_period_secs);
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    }
+}
+
 impl Default for FoldConfig {
     fn default() -> Self {
         Self { grace_period_secs: 7 * 24 * 3600, livemode: None }

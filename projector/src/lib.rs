@@ -105,7 +105,8 @@ impl Application {
         };
         let readiness = shared::db::Readiness::new(&pool);
         let roles = settings.roles;
-        let health = Health::new(api_pool, catalog.hash().to_owned(), status.session.clone());
+        let health =
+            Health::new(api_pool, catalog.hash().to_owned(), settings.runner.fold.hash(), status.session.clone());
         // The console reads on two connections of its own: a slow page never holds up the API.
         let console =
             console::ConsoleState::new(console::pool(&pool), settings.console, health.clone(), readiness.clone())?;
@@ -243,7 +244,7 @@ mod tests {
     /// Health over a pool that never connects: the supervisor only marks it stopping.
     fn health() -> Health {
         let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://127.0.0.1:1/none").expect("lazy pool");
-        Health::new(pool, "catalog".to_owned(), store::leader::Session::new())
+        Health::new(pool, "catalog".to_owned(), "settings".to_owned(), store::leader::Session::new())
     }
 
     #[tokio::test]

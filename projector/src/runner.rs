@@ -51,6 +51,8 @@ pub struct RunnerStatus {
     pub leader: AtomicBool,
     /// The projections were built with another catalog (a rebuild settles it).
     pub catalog_mismatch: AtomicBool,
+    /// The projections were built with other fold settings (a rebuild settles it).
+    pub settings_mismatch: AtomicBool,
     /// Last committed checkpoint.
     pub checkpoint: AtomicI64,
     lag_events: Gauge,
@@ -300,15 +302,26 @@ async fn batch(
     state: &mut Option<(Cache, i64, String)>,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
+    let settings_hash = settings.fold.hash();
     sqlx::query!(
-        "INSERT INTO projection.checkpoint (name, position, catalog_hash) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO projection.checkpoint (name, position, catalog_hash, fold_settings_hash) VALUES ($1, 0, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET fold_settings_hash = EXCLUDED.fold_settings_hash
+         WHERE projection.checkpoint.fold_settings_hash = ''",
         CHECKPOINT,
-        catalog.hash()
+        catalog.hash(),
+        settings_hash
     )
     .execute(&mut *tx)
     .await?;
-    let store::Checkpoint { position: checkpoint, catalog_hash: built_with, build_id } =
+    let store::Checkpoint { position: checkpoint, catalog_hash: built_with, build_id, fold_settings_hash } =
         store::lock_checkpoint(&mut tx, CHECKPOINT).await?.context("checkpoint row")?;
+    if fold_settings_hash != settings_hash && !status.settings_mismatch.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            built_with = fold_settings_hash,
+            configured = settings_hash,
+            "the projections were built with other fold settings (STRIPE_LIVEMODE, GRACE_PERIOD_DAYS): run `replay rebuild`"
+        );
+    }
     let mismatch = built_with != catalog.hash();
     if mismatch && !status.catalog_mismatch.swap(true, Ordering::Relaxed) {
         tracing::error!(

@@ -218,12 +218,14 @@ pub async fn swap_in(
     store::copy_all(&mut tx, "projection_build", &folded.state).await?;
     index_like_live(&mut tx).await?;
     sqlx::query(
-        "INSERT INTO projection_build.checkpoint (name, position, catalog_hash, build_id) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO projection_build.checkpoint (name, position, catalog_hash, build_id, fold_settings_hash)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(CHECKPOINT)
     .bind(folded.position)
     .bind(catalog.hash())
     .bind(&build_id)
+    .bind(config.hash())
     .execute(&mut *tx)
     .await?;
     let new_intents = match staged.as_mut() {

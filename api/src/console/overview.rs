@@ -55,8 +55,9 @@ async fn render(state: &ConsoleState) -> anyhow::Result<Markup> {
             }
             div.card {
                 @match &ready {
-                    Ok(()) if !fold.catalog_mismatch => { div.v.ok { "ready" } }
-                    Ok(()) => { div.v.bad { "another catalog" } }
+                    Ok(()) if fold.catalog_mismatch => { div.v.bad { "another catalog" } }
+                    Ok(()) if fold.settings_mismatch => { div.v.bad { "rebuild needed" } }
+                    Ok(()) => { div.v.ok { "ready" } }
                     Err(_) => { div.v.bad { "not ready" } }
                 }
                 div.l { "/readyz · catalog " code { (short_hash) } }

@@ -366,6 +366,8 @@ pub struct Checkpoint {
     pub catalog_hash: String,
     /// `live`, or the rebuild that produced the tables.
     pub build_id: String,
+    /// Fold settings the rows were built with (`FoldConfig::hash`; '' before it was recorded).
+    pub fold_settings_hash: String,
 }
 
 /// The checkpoint `name`, locked for this transaction so a second projector cannot fold the same
@@ -373,7 +375,7 @@ pub struct Checkpoint {
 pub async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> sqlx::Result<Option<Checkpoint>> {
     let row = sqlx::query_as!(
         Checkpoint,
-        "SELECT position, catalog_hash, build_id FROM projection.checkpoint WHERE name = $1 FOR UPDATE",
+        "SELECT position, catalog_hash, build_id, fold_settings_hash FROM projection.checkpoint WHERE name = $1 FOR UPDATE",
         name
     )
     .fetch_optional(&mut *conn)

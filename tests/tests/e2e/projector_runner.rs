@@ -84,6 +84,49 @@ async fn a_projector_with_another_catalog_says_so_in_readyz() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_with_other_fold_settings_says_rebuild_needed_until_a_rebuild() {
+    use domain::fold::FoldConfig;
+    use std::sync::Arc;
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let first = TestProjector::start(db.service_pool(4), catalog(), 50).await;
+    lifecycle::post(&ingest, 0..2, 4).await;
+    first.caught_up(&db.pool).await;
+    assert_eq!(first.get("/readyz").await.0, 200);
+    first.stop().await;
+
+    // The same catalog, a shorter grace period: the rows were folded by other rules.
+    let three_days = FoldConfig { grace_period_secs: 3 * 24 * 3600, ..FoldConfig::default() };
+    let dir = tempfile::tempdir().expect("mail dir");
+    let mut settings =
+        ledger_tests::projector::settings(catalog(), 50, ledger_tests::projector::effect_settings(dir.path()));
+    settings.runner.fold = three_days;
+    let clock = Arc::new(domain::clock::SystemClock);
+    let second = TestProjector::start_settings(settings.clone(), db.service_pool(4), clock.clone()).await;
+    let mut api_only = settings;
+    api_only.roles = shared::config::Roles { fold: false, effects: false, api: true };
+    let replica = TestProjector::start_settings(api_only, db.service_pool(4), clock).await;
+    for projector in [&second, &replica] {
+        let (status, body) = projector.get("/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("rebuild_needed") && body.contains("GRACE_PERIOD_DAYS"), "{body}");
+    }
+
+    // A rebuild with these settings records them: ready again, on the folding process and the replica.
+    let folded = store::rebuild::fold_log(&db.pool, &catalog(), &three_days, &mut |_, _| {}).await.expect("fold");
+    store::rebuild::swap_in(&db.pool, folded, &catalog(), &three_days, false).await.expect("swap");
+    for projector in [&second, &replica] {
+        wait::until(Duration::from_secs(10), "ready after the rebuild", || async {
+            (projector.get("/readyz").await.0 == 200).then_some(())
+        })
+        .await;
+    }
+    second.stop().await;
+    replica.stop().await;
+    ingest.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_the_tables_refuse_is_quarantined_and_everyone_else_is_projected() {
     use ledger_tests::stripe::{self, Shape};
     let db = TestDb::new().await;
