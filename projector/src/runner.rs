@@ -287,8 +287,7 @@ async fn quarantine_next(pool: &PgPool, catalog: &Catalog, error: &str) -> anyho
     Ok(())
 }
 
-/// Anomaly kind of an event the projector could not write and passed over.
-pub const QUARANTINED: &str = "quarantined";
+pub use store::QUARANTINED;
 
 /// Folds one batch of at most `limit` events in one transaction; returns how many it folded. A
 /// panic in the fold is an error of this batch (and its event can be quarantined), not the end of

@@ -69,6 +69,10 @@ pub enum Command {
         /// Keep the replaced schema as projection_old_<time> instead of dropping it.
         #[arg(long)]
         keep_old: bool,
+        /// Fold the events the live projector quarantined too (their cause fixed); by default a
+        /// rebuild passes over them with the same anomaly, as the live projector did.
+        #[arg(long)]
+        retry_quarantined: bool,
     },
     /// Check the whole log: dense positions, body hashes, the hash chain; print the head.
     Verify {
@@ -225,13 +229,13 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             println!("migrations applied");
         }
         Command::DatabaseUrl => println!("{}", url.expose_secret()),
-        Command::Rebuild { dry_run, json, yes, keep_old } => {
+        Command::Rebuild { dry_run, json, yes, keep_old, retry_quarantined } => {
             let mode = match (dry_run, json) {
                 (true, true) => Rebuild::DryRunJson,
                 (true, false) => Rebuild::DryRun,
                 (false, _) => Rebuild::Swap { yes, keep_old },
             };
-            rebuild(&prepared().await?, &config, mode).await?
+            rebuild(&prepared().await?, &config, mode, retry_quarantined).await?
         }
         Command::Verify { signatures, expect_head } => {
             let secrets = if signatures { Some(config.require_webhook_secrets()?.to_vec()) } else { None };
@@ -475,7 +479,7 @@ enum Rebuild {
     Swap { yes: bool, keep_old: bool },
 }
 
-async fn rebuild(pool: &sqlx::PgPool, config: &Config, mode: Rebuild) -> anyhow::Result<()> {
+async fn rebuild(pool: &sqlx::PgPool, config: &Config, mode: Rebuild, retry_quarantined: bool) -> anyhow::Result<()> {
     use store::rebuild;
     let catalog = config.catalog()?;
     let keep_old = match mode {
@@ -490,11 +494,14 @@ async fn rebuild(pool: &sqlx::PgPool, config: &Config, mode: Rebuild) -> anyhow:
     let fold = config.fold_config();
     let bar = progress::bar("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}");
     let started = Instant::now();
-    let folded = rebuild::fold_log(pool, &catalog, &fold, &mut |at, head| {
+    let mut progress = |at: i64, head: i64| {
         bar.set_length(u64::try_from(head).unwrap_or(0));
         bar.set_position(u64::try_from(at).unwrap_or(0));
-    })
-    .await?;
+    };
+    let folded = match retry_quarantined {
+        false => rebuild::fold_log(pool, &catalog, &fold, &mut progress).await?,
+        true => rebuild::fold_log_retrying_quarantined(pool, &catalog, &fold, &mut progress).await?,
+    };
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let folded_line = format!(

@@ -16,6 +16,7 @@
 //!    a new `build_id`, empties its cache and reads the new tables.
 //! 3. Drop the old schema (unless asked to keep it).
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use anyhow::Context;
@@ -27,7 +28,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use crate as store;
 use crate::CHECKPOINT;
 use domain::fold::{Decoded, FoldConfig};
-use domain::state::{Intent, Projections};
+use domain::state::{Anomaly, Intent, Projections};
 
 /// Events read per page while folding the log.
 const PAGE: i64 = 5_000;
@@ -49,6 +50,11 @@ pub struct Folded {
     pub intents: Vec<(i64, Intent)>,
     /// Where the other intents are: a connection's temporary table (`store::stage_intents`).
     stage: Option<Stage>,
+    /// Events the live projector quarantined, by position: passed over here too, with the same
+    /// anomaly, so a rebuild neither fails on them nor differs from the live tables.
+    quarantined: BTreeMap<i64, Anomaly>,
+    /// Fold the quarantined events like any other (their cause was fixed).
+    retry_quarantined: bool,
 }
 
 #[derive(Debug)]
@@ -61,8 +67,38 @@ struct Stage {
 impl Folded {
     /// Nothing folded yet.
     fn empty() -> Self {
-        Self { state: Projections::default(), position: 0, intents: Vec::new(), stage: None }
+        Self {
+            state: Projections::default(),
+            position: 0,
+            intents: Vec::new(),
+            stage: None,
+            quarantined: BTreeMap::new(),
+            retry_quarantined: false,
+        }
     }
+
+    /// Keeps the events of `quarantined` out of the fold and their anomalies in the state
+    /// (unless they are retried).
+    fn quarantine(&mut self, quarantined: Vec<Anomaly>) {
+        if self.retry_quarantined {
+            return;
+        }
+        for anomaly in quarantined {
+            self.state.anomalies.insert(anomaly.key.clone(), anomaly.clone());
+            self.quarantined.insert(anomaly.position, anomaly);
+        }
+    }
+}
+
+/// The events the live projector quarantined (`quarantined` anomalies), with their anomalies.
+async fn quarantined(executor: impl sqlx::PgExecutor<'_>) -> sqlx::Result<Vec<Anomaly>> {
+    let rows = sqlx::query!(
+        "SELECT key, kind, detail, position FROM projection.anomalies WHERE kind = $1 ORDER BY position",
+        crate::QUARANTINED
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows.into_iter().map(|r| Anomaly { key: r.key, kind: r.kind, detail: r.detail, position: r.position }).collect())
 }
 
 /// Folds events `(after, upto]` onto `folded`, reporting progress as (position, upto).
@@ -77,8 +113,9 @@ pub async fn fold_more(
     while folded.position < upto {
         let rows = page(&mut *conn, folded.position, upto).await?;
         let Some(last) = rows.last().map(|(position, _)| *position) else { break };
+        let kept = rows.iter().filter(|(position, _)| !folded.quarantined.contains_key(position));
         let (_, intents) =
-            folded.state.fold_batch(rows.iter().map(|(position, raw)| (*position, raw.as_slice())), catalog, config);
+            folded.state.fold_batch(kept.map(|(position, raw)| (*position, raw.as_slice())), catalog, config);
         folded.intents.extend(intents);
         folded.position = last;
         progress(last, upto);
@@ -99,12 +136,35 @@ async fn page(executor: impl sqlx::PgExecutor<'_>, after: i64, upto: i64) -> sql
     Ok(rows.into_iter().map(|r| (r.position, r.raw_body)).collect())
 }
 
-/// Folds the whole log as it is now: a reader task fetches and decodes pages (on its own
-/// connection) while this one folds.
+/// Folds the whole log as it is now, passing over the events the live projector quarantined
+/// ([`fold_log_retrying_quarantined`] folds them too).
 pub async fn fold_log(
     pool: &PgPool,
     catalog: &Catalog,
     config: &FoldConfig,
+    progress: &mut dyn FnMut(i64, i64),
+) -> anyhow::Result<Folded> {
+    fold_whole_log(pool, catalog, config, false, progress).await
+}
+
+/// [`fold_log`] folding the quarantined events like any other, once their cause is fixed
+/// (`replay rebuild --retry-quarantined`): a row the tables still refuse fails the swap.
+pub async fn fold_log_retrying_quarantined(
+    pool: &PgPool,
+    catalog: &Catalog,
+    config: &FoldConfig,
+    progress: &mut dyn FnMut(i64, i64),
+) -> anyhow::Result<Folded> {
+    fold_whole_log(pool, catalog, config, true, progress).await
+}
+
+/// Folds the whole log as it is now: a reader task fetches and decodes pages (on its own
+/// connection) while this one folds.
+async fn fold_whole_log(
+    pool: &PgPool,
+    catalog: &Catalog,
+    config: &FoldConfig,
+    retry_quarantined: bool,
     progress: &mut dyn FnMut(i64, i64),
 ) -> anyhow::Result<Folded> {
     let head: i64 = sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM ledger.events"#)
@@ -123,9 +183,12 @@ pub async fn fold_log(
     let (pages, mut received) = tokio::sync::mpsc::channel(READ_AHEAD);
     let reader = tokio::spawn(read_decoded(pool.clone(), head, pages));
     let mut folded = Folded::empty();
+    folded.retry_quarantined = retry_quarantined;
+    folded.quarantine(quarantined(pool).await?);
     while let Some(page) = received.recv().await {
         let page: Vec<(i64, Decoded)> = page?;
         let Some(last) = page.last().map(|(position, _)| *position) else { break };
+        let page = page.into_iter().filter(|(position, _)| !folded.quarantined.contains_key(position));
         let (_, intents) = folded.state.fold_decoded_batch(page, catalog, config);
         folded.intents.extend(intents);
         // A stager that failed has dropped its end: its error is reported below.
@@ -205,6 +268,8 @@ pub async fn swap_in(
     let head: i64 = sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM ledger.events"#)
         .fetch_one(&mut *tx)
         .await?;
+    // Events the live projector quarantined since the fold began are passed over too.
+    folded.quarantine(quarantined(&mut *tx).await?);
     fold_more(&mut tx, &mut folded, head, catalog, config, &mut |_, _| {}).await?;
 
     sqlx::query("DROP SCHEMA IF EXISTS projection_build CASCADE").execute(&mut *tx).await?;

@@ -26,6 +26,10 @@ pub const TABLES: [&str; 7] = [
     Anomalies::NAME,
 ];
 
+/// Anomaly kind of an event the live projector could not write and passed over; a rebuild passes
+/// over the same events (`rebuild`).
+pub const QUARANTINED: &str = "quarantined";
+
 /// The channel the projection tables' triggers (migration 0021) and a rebuild's swap notify
 /// about writes that can change a `/v1/access` answer; the API's caches listen on it.
 pub const ACCESS_CHANNEL: &str = "ledger_access";
