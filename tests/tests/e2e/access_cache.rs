@@ -126,6 +126,49 @@ async fn a_rebuild_drops_every_cached_answer_and_its_tables_notify_as_before() {
     projector.stop().await;
 }
 
+/// `replay rebuild --keep-old` renames the replaced schema instead of dropping it: the API's
+/// long-lived connections and their prepared statements must read the new tables, not the
+/// renamed old ones (a plan bound to the old tables' OIDs would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rebuild_that_keeps_the_old_tables_the_api_reads_the_new_ones() {
+    let (db, projector, token) = started().await;
+    // A check reads the tables (preparing its statement on a pooled connection), then the cache.
+    for _ in 0..8 {
+        assert_eq!(projector.get_json("/v1/access", &token).await.0, 200);
+    }
+    let folded = rebuild::fold_log(&db.pool, &catalog(), &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
+    let swapped = rebuild::swap_in(&db.pool, folded, &catalog(), &FoldConfig::default(), true).await.expect("swap");
+    let old = swapped.old_schema.expect("the old tables are kept");
+    let kept: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {old}.subscriptions WHERE stripe_subscription_id = 'sub_c'"))
+            .fetch_one(&db.pool)
+            .await
+            .expect("old tables");
+    assert_eq!(kept, 1, "the old table still grants access");
+    // The new (empty) tables: every connection answers from them, repeatedly.
+    changes(&projector, &token, "the rebuilt tables' answer", |s, _| s == 401).await;
+    for _ in 0..8 {
+        assert_eq!(projector.get_json("/v1/access", &token).await.0, 401, "never the renamed old table");
+    }
+    db.execute(
+        "INSERT INTO projection.subscriptions (stripe_subscription_id, stripe_customer_id, tier, status,
+           cancel_at_period_end, deleted, live, entitled_until)
+         VALUES ('sub_c', 'cus_c', 'starter', 'active', false, false, true, '9999-12-31T23:59:59Z')",
+    )
+    .await;
+    changes(&projector, &token, "the new table's write", |s, _| s == 200).await;
+    // A write to the old table (its triggers still notify: the cache is dropped and read again).
+    db.execute(&format!("DELETE FROM {old}.subscriptions")).await;
+    let read_again = wait::until(Duration::from_secs(10), "a check that reads the tables again", || async {
+        let misses = lookups(&projector, "miss").await;
+        let (status, _) = projector.get_json("/v1/access", &token).await;
+        (lookups(&projector, "miss").await > misses).then_some(status)
+    })
+    .await;
+    assert_eq!(read_again, 200, "the old table is not read");
+    projector.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_loses_its_listening_connection_listens_again() {
     let (db, projector, token) = started().await;
