@@ -1311,7 +1311,7 @@ CREATE VIEW projection.instances AS
     t.limit_cpu,
     COALESCE(o.status,
         CASE
-            WHEN (t.desired = 'running'::text) THEN 'provisioning'::text
+            WHEN (t.desired = 'running'::text) THEN 'waiting_for_provisioner'::text
             ELSE NULL::text
         END) AS status,
     o.app_name,

@@ -26,16 +26,19 @@ fn day(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-/// Welcome, on a subscription's first activation.
-pub fn welcome(to: &str, tier: &str, url: Option<&str>) -> Mail {
-    let where_ = match url {
-        Some(url) => format!("Your instance is running at {url}."),
-        None => "Your instance is being prepared; we will not mail again, so bookmark your dashboard.".to_owned(),
+/// Welcome, on a subscription's first activation: the instance's address once it runs, and the
+/// product's dashboard (`DASHBOARD_URL`) when there is one.
+pub fn welcome(to: &str, tier: &str, url: Option<&str>, dashboard: Option<&str>) -> Mail {
+    let where_ = match (url, dashboard) {
+        (Some(url), _) => format!("Your instance is running at {url}."),
+        (None, Some(_)) => "Your instance is being prepared; follow it on your dashboard.".to_owned(),
+        (None, None) => "Your instance is being prepared.".to_owned(),
     };
+    let link = dashboard.map(|d| format!("\nYour dashboard: {d}\n")).unwrap_or_default();
     Mail {
         to: to.to_owned(),
         subject: format!("Welcome to the {tier} plan"),
-        body: format!("Welcome aboard!\n\nYou are on the {tier} plan. {where_}\n"),
+        body: format!("Welcome aboard!\n\nYou are on the {tier} plan. {where_}\n{link}"),
     }
 }
 
@@ -93,8 +96,12 @@ mod tests {
 
     #[test]
     fn texts_carry_what_the_customer_needs() {
-        let m = welcome("a@example.com", "professional", Some("https://x.example.com"));
+        let m = welcome("a@example.com", "professional", Some("https://x.example.com"), None);
         assert!(m.subject.contains("professional") && m.body.contains("https://x.example.com"));
+        assert!(!m.body.contains("dashboard"), "no dashboard link without DASHBOARD_URL: {}", m.body);
+        let waiting = welcome("a@example.com", "starter", None, Some("https://app.example.com/dashboard"));
+        assert!(waiting.body.contains("being prepared") && waiting.body.contains("https://app.example.com/dashboard"));
+        assert!(!welcome("a@example.com", "starter", None, None).body.contains("dashboard"));
         let deadline = DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
         assert!(payment_failed("a@example.com", Some(deadline)).body.contains("2023-11-14 22:13 UTC"));
         assert!(token("a@example.com", "basic", "sl_secret", deadline).body.contains("sl_secret"));

@@ -129,6 +129,7 @@ fn effect_settings(config: &ProjectorConfig) -> EffectSettings {
             dir: config.mail_dir.clone(),
         },
         admin_email: config.admin_email.clone(),
+        dashboard_url: config.dashboard_url.clone(),
         max_attempts: config.effect_max_attempts,
         backoff: config.effect_backoff,
         concurrency: config.effect_concurrency,

@@ -73,6 +73,7 @@ pub fn effect_settings(dir: &std::path::Path) -> EffectSettings {
         provisioner: None,
         mail: MailConfig { smtp_url: None, from: "billing@ledger.test".to_owned(), dir: dir.to_path_buf() },
         admin_email: Some("ops@ledger.test".to_owned()),
+        dashboard_url: None,
         max_attempts: 4,
         backoff: Duration::from_millis(20),
         concurrency: 4,

@@ -17,6 +17,9 @@ struct Overview {
     per_hour: Vec<(i64, i64)>,
     anomalies: Vec<(String, i64)>,
     failed_effects: i64,
+    /// Instances wanted running that no provisioner call has touched (none without
+    /// `PROVISIONER_URL` ever will).
+    waiting_instances: i64,
     commands_today: i64,
     usage_today: Vec<(String, i64)>,
     since: i64,
@@ -65,6 +68,10 @@ async fn render(state: &ConsoleState) -> anyhow::Result<Markup> {
             div.card {
                 div.v class=(if o.failed_effects == 0 { "ok" } else { "bad" }) { a href="/console/effects" { (o.failed_effects) } }
                 div.l { "effects failed for good" }
+            }
+            div.card {
+                div.v class=(if o.waiting_instances == 0 { "ok" } else { "bad" }) { (o.waiting_instances) }
+                div.l { "instances waiting for a provisioner" }
             }
             div.card { div.v { (o.commands_today) } div.l { "billing commands today (UTC)" } }
         }
@@ -129,6 +136,10 @@ async fn read(state: &ConsoleState) -> anyhow::Result<Overview> {
         .fetch_all(pool)
         .await?;
     let failed_effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.effect_failures").fetch_one(pool).await?;
+    let waiting_instances: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM projection.instances WHERE status = 'waiting_for_provisioner'")
+            .fetch_one(pool)
+            .await?;
     let commands_today: i64 =
         sqlx::query_scalar("SELECT count(*) FROM ledger.commands WHERE at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'")
             .fetch_one(pool)
@@ -147,6 +158,7 @@ async fn read(state: &ConsoleState) -> anyhow::Result<Overview> {
         per_hour,
         anomalies,
         failed_effects,
+        waiting_instances,
         commands_today,
         usage_today,
         since,

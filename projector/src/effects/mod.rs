@@ -20,6 +20,8 @@ pub struct EffectSettings {
     pub mail: mail::MailConfig,
     /// Where admin alerts go (None: logged and journaled as skipped).
     pub admin_email: Option<String>,
+    /// `DASHBOARD_URL`, linked from the welcome mail (None: no link).
+    pub dashboard_url: Option<String>,
     /// Attempts before an effect is failed.
     pub max_attempts: u32,
     /// First retry delay (doubles per attempt, at most [`plan::MAX_BACKOFF`]).

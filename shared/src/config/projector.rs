@@ -110,6 +110,9 @@ pub struct ProjectorConfig {
     pub mail_from: Option<String>,
     /// `ADMIN_EMAIL`.
     pub admin_email: Option<String>,
+    /// `DASHBOARD_URL`: where customers follow their instance, linked from the welcome mail
+    /// (unset: no link).
+    pub dashboard_url: Option<String>,
     /// `MAIL_DIR` (default `./.data/mail`): where mails go as `.eml` files when `SMTP_URL` is unset.
     pub mail_dir: PathBuf,
     /// `EFFECT_MAX_ATTEMPTS` (default 6): attempts before an effect is failed and an admin alerted.
@@ -154,6 +157,10 @@ impl ProjectorConfig {
         if let Some(url) = &provisioner_url {
             check_http_url("PROVISIONER_URL", url, insecure_http)?;
         }
+        let dashboard_url = vars.get("DASHBOARD_URL").map(str::to_owned);
+        if let Some(url) = &dashboard_url {
+            check_http_url("DASHBOARD_URL", url, insecure_http)?;
+        }
         let smtp_url = vars.get("SMTP_URL");
         if let Some(url) = smtp_url {
             check_smtp_url(url, common.is_local() || common.allow_insecure_smtp)?;
@@ -197,6 +204,7 @@ impl ProjectorConfig {
             smtp_url: smtp_url.map(|v| SecretString::from(v.to_owned())),
             mail_from: vars.get("MAIL_FROM").map(str::to_owned),
             admin_email: vars.get("ADMIN_EMAIL").map(str::to_owned),
+            dashboard_url,
             mail_dir: vars.get("MAIL_DIR").map_or_else(|| PathBuf::from(".data/mail"), PathBuf::from),
             effect_max_attempts: vars.number("EFFECT_MAX_ATTEMPTS", 6, 1..=100, "must be between 1 and 100")?,
             effect_backoff: Duration::from_millis(backoff_ms),

@@ -872,3 +872,44 @@ async fn between_sweeps_a_pass_checks_only_what_is_pending_and_the_next_sweep_ch
     clock.set(at(t) + chrono::Duration::from_std(world.settings.sweep_interval).expect("interval"));
     world.wait_status("sub_s", "deprovisioned").await;
 }
+
+/// Without `PROVISIONER_URL` an instance the projections want says it waits for a provisioner
+/// (the view, the console), not that it is being provisioned; the welcome mail links the
+/// product's dashboard when `DASHBOARD_URL` is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_provisioner_instances_wait_visibly_and_the_welcome_links_the_dashboard() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(4)).await;
+    let mails = tempfile::tempdir().expect("mail dir");
+    let mut effects = effect_settings(mails.path());
+    effects.dashboard_url = Some("https://app.test/dashboard".to_owned());
+    let mut settings = ledger_tests::projector::settings(catalog(), 50, effects);
+    settings.console.access = shared::config::ConsoleAccess::Open;
+    let projector = TestProjector::start_settings(settings, db.service_pool(6), Arc::new(SystemClock)).await;
+    let t = stripe::now();
+    let snap = SubSnapshot::new("sub_d", "cus_d", "price_starter_monthly", "active", (t, t + 2_592_000));
+    for body in [
+        stripe::customer_event("customer.created", t, Shape::Basil, "cus_d", "d@example.com"),
+        stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap),
+    ] {
+        assert_eq!(ingest.post_signed(&body).await.status(), 200);
+    }
+    projector.caught_up(&db.pool).await;
+    let welcome = wait::until(Duration::from_secs(20), "the welcome mail", || async {
+        let files = std::fs::read_dir(mails.path()).ok()?;
+        files.flatten().filter_map(|f| std::fs::read_to_string(f.path()).ok()).find(|m| m.contains("Subject: Welcome"))
+    })
+    .await;
+    assert!(welcome.contains("https://app.test/dashboard") && welcome.contains("being prepared"), "{welcome}");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM projection.instances WHERE stripe_subscription_id = 'sub_d'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("instance");
+    assert_eq!(status, "waiting_for_provisioner");
+    let (code, page) = projector.admin_get("/console").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("waiting for a provisioner"), "the overview says so");
+    projector.stop().await;
+    ingest.stop().await.expect("stop");
+}

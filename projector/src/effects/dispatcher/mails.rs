@@ -223,7 +223,12 @@ impl Dispatcher {
                 } else if self.provisioner.is_some() && !running {
                     Compose::Wait // the welcome carries the instance URL
                 } else {
-                    Compose::Ready(domain::mail::welcome(&to, &row.tier, row.url.as_deref()))
+                    Compose::Ready(domain::mail::welcome(
+                        &to,
+                        &row.tier,
+                        row.url.as_deref(),
+                        self.settings.dashboard_url.as_deref(),
+                    ))
                 }
             }
             MailKey::PaymentFailed { .. } if row.grace_until.is_none() => Compose::Skip("paid since".to_owned()),
