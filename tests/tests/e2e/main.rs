@@ -14,6 +14,7 @@ mod least_privilege;
 mod limits;
 mod migrations;
 mod money_safety;
+mod newcomer;
 mod ordering;
 mod outage;
 mod outbound;
