@@ -444,7 +444,7 @@ BEGIN
   -- Nested: a record's field is resolved when its expression is planned, and only effects rows
   -- have an outcome.
   IF TG_TABLE_NAME = 'effects' THEN
-    IF NEW.outcome <> 'retry' THEN
+    IF NEW.outcome NOT IN ('retry', 'sending') THEN
       DELETE FROM ledger.pending_effects WHERE key = NEW.key;
       RETURN NULL;
     END IF;
@@ -590,7 +590,7 @@ CREATE TABLE ledger.effects (
     subject_type text NOT NULL,
     subject text NOT NULL,
     CONSTRAINT effects_kind_known CHECK ((kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text, 'token'::text, 'email'::text, 'alert'::text, 'fetch'::text]))),
-    CONSTRAINT effects_outcome_known CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'retry'::text, 'failed'::text, 'skipped'::text]))),
+    CONSTRAINT effects_outcome_known CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'retry'::text, 'failed'::text, 'skipped'::text, 'sending'::text]))),
     CONSTRAINT effects_subject_type_known CHECK ((subject_type = ANY (ARRAY['subscription'::text, 'customer'::text, 'event'::text])))
 );
 

@@ -139,6 +139,9 @@ text_enum!(
         Failed => "failed",
         /// Not needed any more; ends the effect.
         Skipped => "skipped",
+        /// A mail handed to SMTP, its answer not recorded yet: the latest row only when the
+        /// dispatcher stopped in between (delivery unknown). Keeps the effect pending.
+        Sending => "sending",
     }
 );
 

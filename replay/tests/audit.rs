@@ -69,7 +69,7 @@ async fn logged() -> Logged {
     projector.caught_up(&db.pool).await;
     wait::until(Duration::from_secs(30), "the cancellation mail and the revocation", || async {
         let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM ledger.effects WHERE key = 'email:canceled:sub_x')
+            "SELECT (SELECT count(*) FROM ledger.effects WHERE key = 'email:canceled:sub_x' AND outcome = 'succeeded')
                   + (SELECT count(*) FROM ledger.api_tokens WHERE revoked_at IS NOT NULL)",
         )
         .fetch_one(&db.pool)

@@ -39,6 +39,7 @@ pub struct SmtpServer {
     /// `smtp://127.0.0.1:<port>` (no TLS, no auth).
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
+    stall: Arc<Mutex<Option<String>>>,
 }
 
 fn address(arg: &str) -> String {
@@ -57,18 +58,25 @@ impl SmtpServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let server = Self { url: format!("smtp://127.0.0.1:{port}"), received: Arc::default() };
-        let received = server.received.clone();
+        let server = Self { url: format!("smtp://127.0.0.1:{port}"), received: Arc::default(), stall: Arc::default() };
+        let (received, stall) = (server.received.clone(), server.stall.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let _ = stream.set_nodelay(true);
-                let received = received.clone();
+                let (received, stall) = (received.clone(), stall.clone());
                 tokio::spawn(async move {
-                    let _ = session(stream, received).await;
+                    let _ = session(stream, received, stall).await;
                 });
             }
         });
         server
+    }
+
+    /// While set, a message whose data contains `text` is taken (it counts as received) and
+    /// never answered: its sender cannot know whether it was delivered, as when it dies between
+    /// the answer and its record. Other messages are answered as usual.
+    pub fn stall_messages_containing(&self, text: Option<&str>) {
+        *self.stall.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = text.map(str::to_owned);
     }
 
     /// What it accepted so far.
@@ -77,7 +85,11 @@ impl SmtpServer {
     }
 }
 
-async fn session(stream: tokio::net::TcpStream, received: Arc<Mutex<Vec<Received>>>) -> std::io::Result<()> {
+async fn session(
+    stream: tokio::net::TcpStream,
+    received: Arc<Mutex<Vec<Received>>>,
+    stall: Arc<Mutex<Option<String>>>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     write.write_all(b"220 ledger-tests ESMTP\r\n").await?;
@@ -108,7 +120,15 @@ async fn session(stream: tokio::net::TcpStream, received: Arc<Mutex<Vec<Received
                 data.push('\n');
             }
             let message = Received { from: std::mem::take(&mut from), to: std::mem::take(&mut to), data };
+            let stalls = stall
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_deref()
+                .is_some_and(|text| message.data.contains(text));
             received.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
+            if stalls {
+                std::future::pending::<()>().await;
+            }
             b"250 queued\r\n"
         } else if upper.starts_with("QUIT") {
             write.write_all(b"221 bye\r\n").await?;

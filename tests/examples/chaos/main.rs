@@ -284,10 +284,11 @@ impl Deployment {
     }
 }
 
-/// At the head, journal rows so far, keys whose latest attempt asks for a retry.
+/// At the head, journal rows so far, keys whose latest attempt asks for a retry (or is a mail
+/// still being sent).
 const SETTLED: &str = "
 SELECT (SELECT coalesce(max(position), 0) FROM ledger.events)
          = (SELECT coalesce(max(position), 0) FROM projection.checkpoint),
        (SELECT count(*) FROM ledger.effects),
        (SELECT count(*) FROM (SELECT DISTINCT ON (key) outcome FROM ledger.effects ORDER BY key, id DESC) l
-         WHERE outcome = 'retry')";
+         WHERE outcome IN ('retry', 'sending'))";

@@ -83,7 +83,8 @@ impl World {
             let pending = self
                 .scalar(
                     "SELECT count(*) FROM ledger.intents i WHERE kind = 'email'
-                     AND NOT EXISTS (SELECT 1 FROM ledger.effects e WHERE e.key = i.key AND e.outcome <> 'retry')",
+                     AND NOT EXISTS (SELECT 1 FROM ledger.effects e WHERE e.key = i.key
+                                     AND e.outcome NOT IN ('retry', 'sending'))",
                 )
                 .await;
             (pending == 0).then_some(())

@@ -8,7 +8,7 @@ use super::Dispatcher;
 use domain::keys::{EffectKey, EffectKind, MailKey, Outcome, Subject};
 use domain::mail::Mail;
 use domain::plan;
-use store::journal::{Attempt, Failure};
+use store::journal::{self, Attempt, Failure};
 
 /// How long a mail waits for a missing fact before it fails: Stripe retries a webhook for up to
 /// three days, so an address that has not arrived by then will not.
@@ -24,6 +24,9 @@ struct PendingMail {
     attempts: i64,
     last_at: Option<DateTime<Utc>>,
     recorded_at: DateTime<Utc>,
+    /// Its latest journal row is `sending`: a dispatcher stopped between the SMTP call and its
+    /// answer's row, and nobody knows whether it went out.
+    interrupted: bool,
 }
 
 /// What one pending mail did in a pass.
@@ -105,16 +108,18 @@ impl Dispatcher {
                  FROM ledger.pending_effects p JOIN ledger.alerts a ON a.key = p.key)
                SELECT m.key AS "key!", m.detail AS "detail!", m.position AS "position!",
                       m.recorded_at AS "recorded_at!", m.subject_type AS "subject_type!", m.subject AS "subject!",
-                      a.attempts AS "attempts!", a.last_at
+                      a.attempts AS "attempts!", a.last_at, coalesce(l.outcome, 'retry') = 'sending' AS "interrupted!"
                FROM mails m
+               LEFT JOIN LATERAL (SELECT e.outcome FROM ledger.effects e WHERE e.key = m.key ORDER BY e.id DESC LIMIT 1) l
+                 ON true
                CROSS JOIN LATERAL (
-                 SELECT count(*) FILTER (WHERE e.attempt > 0) AS attempts,
+                 SELECT count(*) FILTER (WHERE e.attempt > 0 AND e.outcome <> 'sending') AS attempts,
                         max(e.at) FILTER (WHERE e.attempt > 0) AS last_at
                  FROM ledger.effects e
                  WHERE e.key = m.key AND e.id > coalesce(
-                   (SELECT max(t.id) FROM ledger.effects t WHERE t.key = m.key AND t.outcome <> 'retry'), 0)) a
-               WHERE coalesce((SELECT e.outcome FROM ledger.effects e WHERE e.key = m.key ORDER BY e.id DESC LIMIT 1),
-                              'retry') = 'retry'
+                   (SELECT max(t.id) FROM ledger.effects t
+                    WHERE t.key = m.key AND t.outcome NOT IN ('retry', 'sending')), 0)) a
+               WHERE coalesce(l.outcome, 'retry') IN ('retry', 'sending')
                ORDER BY m.position, m.key"#
         )
         .fetch_all(&self.pool)
@@ -128,9 +133,9 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let (detail, position, attempts, last_at, recorded_at) =
-                (r.detail, r.position, r.attempts, r.last_at, r.recorded_at);
-            pending.push(PendingMail { key, subject, detail, position, attempts, last_at, recorded_at });
+            let (detail, position, attempts, last_at, recorded_at, interrupted) =
+                (r.detail, r.position, r.attempts, r.last_at, r.recorded_at, r.interrupted);
+            pending.push(PendingMail { key, subject, detail, position, attempts, last_at, recorded_at, interrupted });
         }
         Ok(pending)
     }
@@ -138,6 +143,9 @@ impl Dispatcher {
     /// One pending mail: composes, sends and journals it if due.
     async fn mail(&self, p: PendingMail) -> anyhow::Result<MailStep> {
         let key = EffectKey::Mail(p.key.clone());
+        if p.interrupted {
+            return self.delivery_unknown(&p, &key).await;
+        }
         let done = i32::try_from(p.attempts).unwrap_or(i32::MAX);
         if let Some(last_at) = p.last_at
             && !self.due(last_at, done, &key)
@@ -170,6 +178,10 @@ impl Dispatcher {
             }
             Compose::Ready(mail) => mail,
         };
+        // Journaled before the call: if this process dies before the answer's row, the next leader
+        // knows the mail may have gone out.
+        let sending = p.attempt(&key, format!("mail {key} to its recipient"), Outcome::Sending, None);
+        journal::write(&mut *self.pool.acquire().await?, &sending).await?;
         let crate::effects::mail::Delivery { verdict, error } = self.mailer.send(&key.to_string(), &mail).await;
         let attempt = u32::try_from(done).unwrap_or(u32::MAX).saturating_add(1);
         let outcome = plan::outcome(verdict, attempt, self.settings.max_attempts);
@@ -179,6 +191,20 @@ impl Dispatcher {
         self.journal_outcome(&mut tx, &row, Failure { detail: &detail, position: p.position }).await?;
         tx.commit().await?;
         tracing::info!(key = %key, outcome = outcome.as_str(), attempt, "mail");
+        Ok(MailStep::Attempted)
+    }
+
+    /// A mail a stopped dispatcher was sending: it may or may not have reached its recipient, and
+    /// sending it again could send it twice. Failed for good with an admin alert, never judged
+    /// "no longer needed"; `replay effects retry` sends it again if it did not arrive.
+    async fn delivery_unknown(&self, p: &PendingMail, key: &EffectKey) -> anyhow::Result<MailStep> {
+        let error = "delivery unknown: the previous dispatcher stopped while sending it".to_owned();
+        let detail = format!("mail {key} may or may not have gone out; if it did not, `replay effects retry {key}`");
+        let row = p.attempt(key, format!("mail {key} (interrupted by a restart)"), Outcome::Failed, Some(error));
+        let mut tx = self.pool.begin().await?;
+        self.journal_outcome(&mut tx, &row, Failure { detail: &detail, position: p.position }).await?;
+        tx.commit().await?;
+        tracing::warn!(key = %key, "a mail whose sending was interrupted: delivery unknown, admin alerted");
         Ok(MailStep::Attempted)
     }
 
