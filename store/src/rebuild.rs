@@ -272,27 +272,7 @@ pub async fn swap_in(
     folded.quarantine(quarantined(&mut *tx).await?);
     fold_more(&mut tx, &mut folded, head, catalog, config, &mut |_, _| {}).await?;
 
-    sqlx::query("DROP SCHEMA IF EXISTS projection_build CASCADE").execute(&mut *tx).await?;
-    sqlx::query("CREATE SCHEMA projection_build").execute(&mut *tx).await?;
-    for table in store::TABLES {
-        let table = quoted(table);
-        let sql =
-            format!("CREATE TABLE projection_build.{table} (LIKE projection.{table} INCLUDING ALL EXCLUDING INDEXES)");
-        sqlx::query(&sql).execute(&mut *tx).await?;
-    }
-    store::copy_all(&mut tx, "projection_build", &folded.state).await?;
-    index_like_live(&mut tx).await?;
-    sqlx::query(
-        "INSERT INTO projection_build.checkpoint (name, position, catalog_hash, build_id, fold_settings_hash)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(CHECKPOINT)
-    .bind(folded.position)
-    .bind(catalog.hash())
-    .bind(&build_id)
-    .bind(config.hash())
-    .execute(&mut *tx)
-    .await?;
+    build_tables(&mut tx, &folded, catalog, config, &build_id).await?;
     let new_intents = match staged.as_mut() {
         Some(ord) => {
             store::stage_intents(&mut tx, &folded.intents, ord).await?;
@@ -372,6 +352,39 @@ async fn live_grants(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
     )
     .fetch_all(&mut *conn)
     .await
+}
+
+/// Creates `projection_build` like the live schema and fills it with `folded`: the rows, their
+/// indexes, and a checkpoint recording the catalog, the fold settings and `build_id`.
+async fn build_tables(
+    tx: &mut PgConnection,
+    folded: &Folded,
+    catalog: &Catalog,
+    config: &FoldConfig,
+    build_id: &str,
+) -> anyhow::Result<()> {
+    sqlx::query("DROP SCHEMA IF EXISTS projection_build CASCADE").execute(&mut *tx).await?;
+    sqlx::query("CREATE SCHEMA projection_build").execute(&mut *tx).await?;
+    for table in store::TABLES {
+        let table = quoted(table);
+        let sql =
+            format!("CREATE TABLE projection_build.{table} (LIKE projection.{table} INCLUDING ALL EXCLUDING INDEXES)");
+        sqlx::query(&sql).execute(&mut *tx).await?;
+    }
+    store::copy_all(&mut *tx, "projection_build", &folded.state).await?;
+    index_like_live(&mut *tx).await?;
+    sqlx::query(
+        "INSERT INTO projection_build.checkpoint (name, position, catalog_hash, build_id, fold_settings_hash)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(CHECKPOINT)
+    .bind(folded.position)
+    .bind(catalog.hash())
+    .bind(build_id)
+    .bind(config.hash())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// `name` as a quoted SQL identifier, as PostgreSQL's `quote_ident` writes one (an embedded `"`
