@@ -104,6 +104,23 @@ fn effect_line(e: &EffectRow) -> String {
     format!("effect {} #{} {}: {}{status} at {}{error}", e.kind, e.attempt, e.outcome, e.request, time(e.at))
 }
 
+/// The journal without the `sending` rows an outcome row followed (that row tells the attempt); a
+/// `sending` row left last (its sender stopped: delivery unknown) stays.
+fn without_answered_sending(effects: Vec<EffectRow>) -> Vec<EffectRow> {
+    let mut answered = std::collections::HashSet::new();
+    let mut kept: Vec<EffectRow> = effects
+        .into_iter()
+        .rev()
+        .filter(|e| {
+            let keep = e.outcome != "sending" || !answered.contains(&e.key);
+            answered.insert(e.key.clone());
+            keep
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
 /// A billing API command as the timeline shows it.
 #[derive(Debug, sqlx::FromRow)]
 struct CommandRow {
@@ -192,6 +209,7 @@ pub async fn timeline(pool: &PgPool, id: &str, catalog: &Catalog, config: &FoldC
     .bind(id)
     .fetch_all(pool)
     .await?;
+    let effects = without_answered_sending(effects);
     let facts = product_facts(pool, id).await?;
     let mut facts = facts.into_iter().peekable();
     let mut by_key: BTreeMap<&str, Vec<&EffectRow>> = BTreeMap::new();

@@ -220,6 +220,7 @@ async fn timeline_and_export_tell_the_known_story_with_byte_identical_bodies() {
         find("revoke the token of cus_x"),
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in this order: {order:?}\n{timeline}");
+    assert!(!timeline.contains(" sending: "), "a delivered mail's `sending` row is not shown: {timeline}");
     assert!(!timeline.contains("cus_y"), "{timeline}");
     let by_sub = replay(&db, &["timeline", "sub_x"]).await;
     assert!(by_sub.starts_with("timeline of sub_x: 0 commands and debits, 3 events"), "{by_sub}");
