@@ -53,6 +53,12 @@ impl World {
         Self { db, ingest, projector: Some(projector), provisioner, smtp, settings, _mail_dir: mail_dir }
     }
 
+    /// A projector of this world's settings beside (or after) its own, folding with `catalog`.
+    async fn another_projector(&self, catalog: domain::catalog::Catalog) -> TestProjector {
+        TestProjector::start_with(self.db.service_pool(6), catalog, 50, self.settings.clone(), Arc::new(SystemClock))
+            .await
+    }
+
     async fn post(&self, body: Vec<u8>) {
         assert_eq!(self.ingest.post_signed(&body).await.status(), 200);
     }
@@ -576,9 +582,7 @@ async fn a_rebuild_with_a_fixed_catalog_performs_exactly_the_missing_effects() {
     let config = domain::fold::FoldConfig::default();
     let folded = store::rebuild::fold_log(&world.db.pool, &fixed, &config, &mut |_, _| {}).await.expect("fold");
     store::rebuild::swap_in(&world.db.pool, folded, &fixed, &config, false).await.expect("swap");
-    let restarted =
-        TestProjector::start_with(world.db.service_pool(6), fixed, 50, world.settings.clone(), Arc::new(SystemClock))
-            .await;
+    let restarted = world.another_projector(fixed).await;
     world.wait_status("sub_u", "running").await;
     world.wait_mail("cus_u@example.com", "Welcome to the professional plan").await;
     world.mails_settled().await;
@@ -707,14 +711,7 @@ async fn with_an_interrupted_token_delivery(world: &mut World) -> (TestProjector
         .execute(&world.db.pool)
         .await
         .expect("undelivered");
-    let projector = TestProjector::start_with(
-        world.db.service_pool(6),
-        catalog(),
-        50,
-        world.settings.clone(),
-        Arc::new(SystemClock),
-    )
-    .await;
+    let projector = world.another_projector(catalog()).await;
     projector.dispatcher_passes(2).await;
     let key: String = sqlx::query_scalar("SELECT key FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_k'")
         .fetch_one(&world.db.pool)
@@ -778,14 +775,7 @@ async fn an_interrupted_token_delivery_the_customer_confirms_is_settled_and_flag
 
     // The next leader finds nothing to flag, and the customer keeps the token.
     projector.stop().await;
-    let projector = TestProjector::start_with(
-        world.db.service_pool(6),
-        catalog(),
-        50,
-        world.settings.clone(),
-        Arc::new(SystemClock),
-    )
-    .await;
+    let projector = world.another_projector(catalog()).await;
     projector.dispatcher_passes(2).await;
     assert!(!failed().await.any(|k| k == mail_key), "not flagged again at takeover");
     assert_eq!(access(&projector, Some(&token), "").await.0, 200);
