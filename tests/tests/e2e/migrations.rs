@@ -135,3 +135,123 @@ async fn schema_current_sql_is_what_the_migrations_make_today() {
         panic!("schema/current.sql is not what the migrations make ({line}): run scripts/schema-dump");
     }
 }
+
+/// What `ledger.effect_failures` listed before 0028, computed from the whole journal: the
+/// reference the kept table must always equal.
+const FAILURES_FROM_THE_WHOLE_JOURNAL: &str = "
+    SELECT f.key, f.id
+    FROM (SELECT DISTINCT ON (key) * FROM ledger.effects ORDER BY key, id DESC) f
+    WHERE f.outcome = 'failed'
+      AND NOT (f.kind IN ('provision', 'update', 'deprovision') AND EXISTS (
+        SELECT 1 FROM ledger.effects s
+        WHERE s.subject = f.subject AND s.subject_type = f.subject_type AND s.id > f.id
+          AND s.kind IN ('provision', 'update', 'deprovision') AND s.outcome = 'succeeded'))
+    ORDER BY key";
+
+/// Rows of `ledger.effects` the plan of `sql` read (every scan node on it, times its loops).
+async fn journal_rows_read(db: &TestDb, sql: &str) -> i64 {
+    fn walk(node: &serde_json::Value) -> i64 {
+        let own = if node["Relation Name"] == "effects" {
+            node["Actual Rows"].as_i64().unwrap_or(0) * node["Actual Loops"].as_i64().unwrap_or(1)
+        } else {
+            0
+        };
+        own + node["Plans"].as_array().map_or(0, |plans| plans.iter().map(walk).sum())
+    }
+    let plan: serde_json::Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))
+        .fetch_one(&db.pool)
+        .await
+        .expect("explain");
+    walk(&plan[0]["Plan"])
+}
+
+/// Issue 29, item 12: failures are kept as the journal grows (a trigger), equal to what the whole
+/// journal says at every step, and reading them reads no journal row at all.
+#[tokio::test]
+async fn failed_effects_are_kept_as_written_and_read_without_scanning_the_journal() {
+    let db = TestDb::new().await;
+    // A random journal, in rounds (each round one statement, its rows in random order): 300 keys
+    // of every kind, instance calls sharing 40 subjects, every outcome, failures most often.
+    db.execute("SELECT setseed(0.29)").await;
+    for round in 0..6 {
+        db.execute(
+            "INSERT INTO ledger.effects (key, kind, attempt, request, outcome, subject_type, subject)
+             SELECT 'k' || k, (ARRAY['provision','update','deprovision','email','token','alert','fetch'])[k % 7 + 1],
+                    1, 'r', (ARRAY['failed','failed','succeeded','retry','skipped','sending'])[1 + floor(random() * 6)::int],
+                    'subscription', 'sub_' || (k % 40)
+             FROM (SELECT floor(random() * 300)::int AS k FROM generate_series(1, 500) ORDER BY random()) r",
+        )
+        .await;
+        let kept: Vec<(String, i64)> = sqlx::query_as("SELECT key, id FROM ledger.effect_failures ORDER BY key")
+            .fetch_all(&db.pool)
+            .await
+            .expect("kept");
+        let reference: Vec<(String, i64)> =
+            sqlx::query_as(FAILURES_FROM_THE_WHOLE_JOURNAL).fetch_all(&db.pool).await.expect("reference");
+        assert!(!reference.is_empty(), "round {round}: the journal has open failures");
+        assert_eq!(kept, reference, "round {round}");
+    }
+    let settled_by_a_later_call: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT DISTINCT ON (key) * FROM ledger.effects ORDER BY key, id DESC) f
+         WHERE f.outcome = 'failed' AND f.key NOT IN (SELECT key FROM ledger.effect_failures)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert!(settled_by_a_later_call > 0, "the journal exercised instance failures settled by another call");
+
+    let journal: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.effects").fetch_one(&db.pool).await.expect("n");
+    let failures: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger.effect_failures").fetch_one(&db.pool).await.expect("n");
+    for read in [
+        "SELECT count(*) FROM ledger.effect_failures",
+        "SELECT * FROM ledger.effect_failures ORDER BY id DESC LIMIT 50",
+    ] {
+        let rows = journal_rows_read(&db, read).await;
+        assert_eq!(rows, 0, "{read}: read {rows} journal rows for {failures} failures (journal {journal})");
+    }
+}
+
+/// Issue 29, item 7: accounts folded before 0029 learn when Stripe created the customer from the
+/// customer objects in the log (what a rebuild writes); one known only from references stays
+/// unknown.
+#[tokio::test]
+async fn accounts_folded_before_0029_learn_when_stripe_created_them_from_the_log() {
+    let db = TestDb::unmigrated().await;
+    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join("migrations"))
+        .expect("migrations dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let (before, after): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| f.as_str() < "0029");
+    for file in &before {
+        apply(&db, file).await;
+    }
+    let mut customer = ledger_tests::stripe::customer("cus_old");
+    customer["created"] = serde_json::json!(1_690_000_000);
+    let event = ledger_tests::stripe::event("evt_old_1", "customer.created", 1_700_000_000, customer);
+    sqlx::query(
+        "SELECT * FROM ledger.append_events(ARRAY['evt_old_1'], ARRAY['customer.created'], ARRAY['2025-03-31.basil'],
+           ARRAY[false], ARRAY[1700000000::bigint], ARRAY['customer'], ARRAY['cus_old'], ARRAY['cus_old'],
+           ARRAY[NULL::text], ARRAY[$1::bytea], ARRAY['t=1,v1=00'], 'webhook', 'test')",
+    )
+    .bind(serde_json::to_vec(&event).expect("json"))
+    .execute(&db.pool)
+    .await
+    .expect("append");
+    db.execute(
+        "INSERT INTO projection.accounts (stripe_customer_id, email, deleted) VALUES ('cus_old', 'old@example.com', false),
+           ('cus_referenced', NULL, false)",
+    )
+    .await;
+    for file in &after {
+        apply(&db, file).await;
+    }
+    let created: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT stripe_customer_id, extract(epoch FROM created)::bigint FROM projection.accounts ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("accounts");
+    assert_eq!(created, [("cus_old".to_owned(), Some(1_690_000_000)), ("cus_referenced".to_owned(), None)]);
+}
