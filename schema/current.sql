@@ -433,6 +433,34 @@ END $$;
 
 
 --
+-- Name: track_open_failure(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.track_open_failure() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF NEW.outcome = 'failed' THEN
+    INSERT INTO ledger.open_failures (key, id, kind, subject_type, subject, attempt, error, at)
+    VALUES (NEW.key, NEW.id, NEW.kind, NEW.subject_type, NEW.subject, NEW.attempt, NEW.error, NEW.at)
+    ON CONFLICT (key) DO UPDATE
+      SET id = EXCLUDED.id, kind = EXCLUDED.kind, subject_type = EXCLUDED.subject_type, subject = EXCLUDED.subject,
+          attempt = EXCLUDED.attempt, error = EXCLUDED.error, at = EXCLUDED.at
+      WHERE ledger.open_failures.id < EXCLUDED.id;
+  ELSE
+    DELETE FROM ledger.open_failures WHERE key = NEW.key AND id < NEW.id;
+  END IF;
+  IF NEW.outcome = 'succeeded' AND NEW.kind IN ('provision', 'update', 'deprovision') THEN
+    DELETE FROM ledger.open_failures
+    WHERE subject = NEW.subject AND subject_type = NEW.subject_type AND id < NEW.id
+      AND kind IN ('provision', 'update', 'deprovision');
+  END IF;
+  RETURN NULL;
+END $$;
+
+
+--
 -- Name: track_pending_effect(); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
@@ -514,7 +542,8 @@ CREATE TABLE projection.accounts (
     deleted boolean NOT NULL,
     version_created bigint,
     version_rank smallint,
-    version_position bigint
+    version_position bigint,
+    created timestamp with time zone
 );
 
 
@@ -523,6 +552,13 @@ CREATE TABLE projection.accounts (
 --
 
 COMMENT ON COLUMN projection.accounts.version_created IS 'Version (created, rank, position) of the applied snapshot; NULL while the customer is only known from references.';
+
+
+--
+-- Name: COLUMN accounts.created; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.accounts.created IS 'When Stripe created the customer (the customer object''s created); NULL while only known from references. Written by the fold.';
 
 
 --
@@ -574,46 +610,26 @@ CREATE VIEW audit.alerts AS
 
 
 --
--- Name: effects; Type: TABLE; Schema: ledger; Owner: -
+-- Name: open_failures; Type: TABLE; Schema: ledger; Owner: -
 --
 
-CREATE TABLE ledger.effects (
-    id bigint NOT NULL,
+CREATE TABLE ledger.open_failures (
     key text NOT NULL,
+    id bigint NOT NULL,
     kind text NOT NULL,
-    attempt integer NOT NULL,
-    request text NOT NULL,
-    response_status integer,
-    outcome text NOT NULL,
-    error text,
-    at timestamp with time zone DEFAULT now() NOT NULL,
     subject_type text NOT NULL,
     subject text NOT NULL,
-    CONSTRAINT effects_kind_known CHECK ((kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text, 'token'::text, 'email'::text, 'alert'::text, 'fetch'::text]))),
-    CONSTRAINT effects_outcome_known CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'retry'::text, 'failed'::text, 'skipped'::text, 'sending'::text]))),
-    CONSTRAINT effects_subject_type_known CHECK ((subject_type = ANY (ARRAY['subscription'::text, 'customer'::text, 'event'::text])))
+    attempt integer NOT NULL,
+    error text,
+    at timestamp with time zone NOT NULL
 );
 
 
 --
--- Name: TABLE effects; Type: COMMENT; Schema: ledger; Owner: -
+-- Name: TABLE open_failures; Type: COMMENT; Schema: ledger; Owner: -
 --
 
-COMMENT ON TABLE ledger.effects IS 'Every attempt of every effect, under the idempotency key sent with it. Append-only. succeeded, failed and skipped end an effect; retry is followed by another attempt.';
-
-
---
--- Name: COLUMN effects.request; Type: COMMENT; Schema: ledger; Owner: -
---
-
-COMMENT ON COLUMN ledger.effects.request IS 'What was asked (method, path, subject); never a token or a secret.';
-
-
---
--- Name: COLUMN effects.subject; Type: COMMENT; Schema: ledger; Owner: -
---
-
-COMMENT ON COLUMN ledger.effects.subject IS 'The subscription or customer (subject_type) the effect acts on.';
+COMMENT ON TABLE ledger.open_failures IS 'Effects failed for good and not settled since: a copy of the failing journal row per key. Kept by a trigger on ledger.effects; derived, never written by a service.';
 
 
 --
@@ -621,30 +637,15 @@ COMMENT ON COLUMN ledger.effects.subject IS 'The subscription or customer (subje
 --
 
 CREATE VIEW ledger.effect_failures AS
- SELECT f.key,
-    f.kind,
-    f.subject_type,
-    f.subject,
-    f.attempt,
-    f.error,
-    f.at,
-    f.id
-   FROM ( SELECT DISTINCT ON (effects.key) effects.id,
-            effects.key,
-            effects.kind,
-            effects.attempt,
-            effects.request,
-            effects.response_status,
-            effects.outcome,
-            effects.error,
-            effects.at,
-            effects.subject_type,
-            effects.subject
-           FROM ledger.effects
-          ORDER BY effects.key, effects.id DESC) f
-  WHERE ((f.outcome = 'failed'::text) AND (NOT ((f.kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text])) AND (EXISTS ( SELECT 1
-           FROM ledger.effects s
-          WHERE ((s.subject = f.subject) AND (s.subject_type = f.subject_type) AND (s.id > f.id) AND (s.kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text])) AND (s.outcome = 'succeeded'::text)))))));
+ SELECT open_failures.key,
+    open_failures.kind,
+    open_failures.subject_type,
+    open_failures.subject,
+    open_failures.attempt,
+    open_failures.error,
+    open_failures.at,
+    open_failures.id
+   FROM ledger.open_failures;
 
 
 --
@@ -1161,6 +1162,49 @@ CREATE VIEW audit.customer_timeline AS
 --
 
 COMMENT ON VIEW audit.customer_timeline IS 'Events per customer, in log order (ORDER BY position).';
+
+
+--
+-- Name: effects; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.effects (
+    id bigint NOT NULL,
+    key text NOT NULL,
+    kind text NOT NULL,
+    attempt integer NOT NULL,
+    request text NOT NULL,
+    response_status integer,
+    outcome text NOT NULL,
+    error text,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    subject_type text NOT NULL,
+    subject text NOT NULL,
+    CONSTRAINT effects_kind_known CHECK ((kind = ANY (ARRAY['provision'::text, 'update'::text, 'deprovision'::text, 'token'::text, 'email'::text, 'alert'::text, 'fetch'::text]))),
+    CONSTRAINT effects_outcome_known CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'retry'::text, 'failed'::text, 'skipped'::text, 'sending'::text]))),
+    CONSTRAINT effects_subject_type_known CHECK ((subject_type = ANY (ARRAY['subscription'::text, 'customer'::text, 'event'::text])))
+);
+
+
+--
+-- Name: TABLE effects; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.effects IS 'Every attempt of every effect, under the idempotency key sent with it. Append-only. succeeded, failed and skipped end an effect; retry is followed by another attempt.';
+
+
+--
+-- Name: COLUMN effects.request; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.effects.request IS 'What was asked (method, path, subject); never a token or a secret.';
+
+
+--
+-- Name: COLUMN effects.subject; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON COLUMN ledger.effects.subject IS 'The subscription or customer (subject_type) the effect acts on.';
 
 
 --
@@ -1953,6 +1997,14 @@ ALTER TABLE ONLY ledger.intents
 
 
 --
+-- Name: open_failures open_failures_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.open_failures
+    ADD CONSTRAINT open_failures_pkey PRIMARY KEY (key);
+
+
+--
 -- Name: pending_effects pending_effects_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
 --
 
@@ -2163,10 +2215,31 @@ CREATE INDEX intents_subject_idx ON ledger.intents USING btree (kind, subject, "
 
 
 --
+-- Name: open_failures_id_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX open_failures_id_idx ON ledger.open_failures USING btree (id);
+
+
+--
+-- Name: open_failures_subject_idx; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX open_failures_subject_idx ON ledger.open_failures USING btree (subject, subject_type);
+
+
+--
 -- Name: usage_credits_idx; Type: INDEX; Schema: ledger; Owner: -
 --
 
 CREATE INDEX usage_credits_idx ON ledger.usage USING btree (stripe_customer_id, applies_at, consumed_after) WHERE (metric = 'credits'::text);
+
+
+--
+-- Name: accounts_created_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX accounts_created_idx ON projection.accounts USING btree (COALESCE(created, '-infinity'::timestamp with time zone), stripe_customer_id);
 
 
 --
@@ -2316,6 +2389,13 @@ ALTER TABLE ledger.effects ENABLE ALWAYS TRIGGER effects_no_truncate;
 CREATE TRIGGER effects_no_update_delete BEFORE DELETE OR UPDATE ON ledger.effects FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
 
 ALTER TABLE ledger.effects ENABLE ALWAYS TRIGGER effects_no_update_delete;
+
+
+--
+-- Name: effects effects_open_failures; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER effects_open_failures AFTER INSERT ON ledger.effects FOR EACH ROW EXECUTE FUNCTION ledger.track_open_failure();
 
 
 --
@@ -2539,6 +2619,13 @@ REVOKE ALL ON FUNCTION ledger.notify_access() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION track_open_failure(); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.track_open_failure() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION track_pending_effect(); Type: ACL; Schema: ledger; Owner: -
 --
 
@@ -2588,13 +2675,6 @@ GRANT SELECT,INSERT ON TABLE ledger.alerts TO ledger_projector;
 --
 
 GRANT SELECT ON TABLE audit.alerts TO ledger_auditor;
-
-
---
--- Name: TABLE effects; Type: ACL; Schema: ledger; Owner: -
---
-
-GRANT SELECT,INSERT ON TABLE ledger.effects TO ledger_projector;
 
 
 --
@@ -2694,6 +2774,13 @@ GRANT SELECT ON TABLE ledger.events TO ledger_replay;
 --
 
 GRANT SELECT ON TABLE audit.customer_timeline TO ledger_auditor;
+
+
+--
+-- Name: TABLE effects; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE ledger.effects TO ledger_projector;
 
 
 --

@@ -283,6 +283,7 @@ impl Folder<'_> {
                 email: None,
                 name: None,
                 deleted: false,
+                created: None,
                 version: None,
             })
         })
@@ -329,6 +330,7 @@ impl Folder<'_> {
         account.email = customer.email.or(account.email.take().filter(|_| deleted));
         account.name = customer.name.or(account.name.take().filter(|_| deleted));
         account.deleted = deleted;
+        account.created = customer.created.or(account.created);
         account.version = Some(version);
         self.delta.accounts.push(account);
     }

@@ -33,6 +33,8 @@ pub struct Account {
     pub name: Option<String>,
     /// Deleted in Stripe (sticky).
     pub deleted: bool,
+    /// When Stripe created the customer (Unix seconds; `None` until a snapshot says).
+    pub created: Option<i64>,
     /// Version of the applied snapshot (`None`: only known from references so far).
     pub version: Option<Version>,
 }

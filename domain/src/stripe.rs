@@ -145,6 +145,9 @@ pub struct Customer {
     /// True on a deleted-customer stub.
     #[serde(default)]
     pub deleted: bool,
+    /// When the customer was created in Stripe (Unix seconds; absent on a deleted stub).
+    #[serde(default)]
+    pub created: Option<i64>,
 }
 
 /// The Stripe API version the projector's own calls are made with (`Stripe-Version`) and that

@@ -96,7 +96,7 @@ impl Application {
         let billing = api::BillingState {
             pool: commands_pool,
             catalog: catalog.clone(),
-            clock,
+            clock: clock.clone(),
             auth,
             stripe,
             portal_configuration,
@@ -108,8 +108,9 @@ impl Application {
         let health =
             Health::new(api_pool, catalog.hash().to_owned(), settings.runner.fold.hash(), status.session.clone());
         // The console reads on two connections of its own: a slow page never holds up the API.
-        let console =
-            console::ConsoleState::new(console::pool(&pool), settings.console, health.clone(), readiness.clone())?;
+        let shared =
+            console::Shared { health: health.clone(), readiness: readiness.clone(), catalog: catalog.clone(), clock };
+        let console = console::ConsoleState::new(console::pool(&pool), settings.console, shared)?;
         let too_large = prometheus_client::metrics::counter::Counter::default();
         registry.register("api_body_too_large", "API requests refused for a body above 2 MiB", too_large.clone());
         let api = ApiState {

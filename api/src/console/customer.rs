@@ -1,6 +1,8 @@
-//! Customer: found by `cus_`, `sub_`, email or event id; the account, subscriptions, credits and
-//! today's usage, then the customer's events in log order (with the intents and anomalies each
-//! raised), the effects on the customer and its subscriptions, and the billing commands.
+//! Customer: found by `cus_`, `sub_`, email or event id; the account, its subscriptions with
+//! their instances and the provisioner's last answer, its API tokens (never the token), the credit
+//! balance (the API's one credit rule), today's usage against each limit, then its events in log
+//! order (what each raised, the body pretty-printed, the exact bytes a click away), the effects on
+//! the customer and its subscriptions, and the billing commands.
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -8,7 +10,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::{ConsoleState, PAGE, layout, urlencode};
+use super::{ConsoleState, layout, parts, urlencode};
 
 /// `?q=<cus_|sub_|evt_|email>&after=<position>`.
 #[derive(Debug, Default, Deserialize)]
@@ -16,9 +18,6 @@ pub struct Params {
     q: Option<String>,
     after: Option<i64>,
 }
-
-/// One event of the timeline: position, id, type, created, source, and what it raised.
-type EventRow = (i64, String, String, i64, String, Vec<String>, Vec<String>);
 
 /// `GET /console/customer`.
 pub async fn page(State(state): State<ConsoleState>, Query(params): Query<Params>) -> Response {
@@ -37,7 +36,7 @@ async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> 
             " " button type="submit" { "Find" }
         }
         @match (&found, q.is_empty()) {
-            (Some(customer), _) => { (customer_story(&state.pool, customer, params.after.unwrap_or(0)).await?) }
+            (Some(customer), _) => { (customer_story(state, customer, params.after.unwrap_or(0)).await?) }
             (None, false) => { p.bad { "No customer found for " code { (q) } "." } }
             (None, true) => {}
         }
@@ -63,12 +62,15 @@ async fn find(pool: &PgPool, q: &str) -> sqlx::Result<Option<String>> {
     Ok(sqlx::query_scalar::<_, Option<String>>(sql).bind(q).fetch_optional(pool).await?.flatten())
 }
 
-async fn customer_story(pool: &PgPool, customer: &str, after: i64) -> anyhow::Result<Markup> {
-    let account: Option<(Option<String>, Option<String>, bool)> =
-        sqlx::query_as("SELECT email, name, deleted FROM projection.accounts WHERE stripe_customer_id = $1")
-            .bind(customer)
-            .fetch_optional(pool)
-            .await?;
+async fn customer_story(state: &ConsoleState, customer: &str, after: i64) -> anyhow::Result<Markup> {
+    let pool = &state.pool;
+    type AccountRow = (Option<String>, Option<String>, bool, Option<i64>);
+    let account: Option<AccountRow> = sqlx::query_as(
+        "SELECT email, name, deleted, extract(epoch FROM created)::bigint FROM projection.accounts WHERE stripe_customer_id = $1",
+    )
+    .bind(customer)
+    .fetch_optional(pool)
+    .await?;
     let subscriptions: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(
         "SELECT s.stripe_subscription_id, s.status, s.tier, extract(epoch FROM s.current_period_end)::bigint
          FROM projection.subscriptions s WHERE s.stripe_customer_id = $1 ORDER BY 1",
@@ -76,116 +78,118 @@ async fn customer_story(pool: &PgPool, customer: &str, after: i64) -> anyhow::Re
     .bind(customer)
     .fetch_all(pool)
     .await?;
-    let events = timeline(pool, customer, after).await?;
-    let next = (events.len() as i64 == PAGE).then(|| events.last().map(|e| e.0)).flatten();
+    let events = parts::timeline(pool, customer, None, after).await?;
+    let mut subjects: Vec<String> = subscriptions.iter().map(|s| s.0.clone()).collect();
+    subjects.push(customer.to_owned());
     Ok(html! {
         h2 { "Account" }
         @match &account {
-            Some((email, name, deleted)) => {
+            Some((email, name, deleted, created)) => {
                 p { b { (name.as_deref().unwrap_or("(no name)")) } " · " (email.as_deref().unwrap_or("(no email)"))
+                    @if let Some(created) = created { " · created " (super::time(*created)) }
                     @if *deleted { " · " span.bad { "deleted" } } }
             }
             None => { p.muted { "No account row (no customer event seen yet)." } }
         }
-        h2 { "Subscriptions" }
-        table { tr { th { "subscription" } th { "status" } th { "tier" } th { "period end" } }
+        h2 { "Subscriptions and instances" }
+        div.wrap { table.subscriptions {
+            tr { th { "subscription" } th { "tier" } th { "status" } th { "period end" } th { "instance" } }
             @for (id, status, tier, end) in &subscriptions {
-                tr { td { code { (id) } } td { (status) } td { (tier) } td { @if let Some(end) = end { (super::time(*end)) } } }
-            }
-            @if subscriptions.is_empty() { tr { td.muted colspan="4" { "none" } } }
-        }
-        (credits_and_usage(pool, customer).await?)
-        h2 { "Events, in log order" }
-        div.wrap { table {
-            tr { th { "position" } th { "created" } th { "type" } th { "source" } th { "what it raised" } th {} }
-            @for (position, id, kind, created, source, intents, anomalies) in &events {
                 tr {
-                    td.n { (layout::event_link(*position)) }
-                    td { (super::time(*created)) }
-                    td { code { (kind) } br; span.muted { (id) } }
-                    td { (source) }
-                    td {
-                        @for key in intents { code { (key) } br; }
-                        @for key in anomalies { span.bad { "anomaly " code { (key) } } br; }
-                    }
-                    td { a href={ "/console/event/" (position) "/raw" } { "raw" } }
+                    td { (layout::subscription_link(id)) }
+                    td { (tier) }
+                    td class=(parts::status_class(status)) { (status) }
+                    td { @if let Some(end) = end { (super::time(*end)) } }
+                    td { (parts::instance(pool, id).await?) }
                 }
             }
-            @if events.is_empty() { tr { td.muted colspan="6" { "no event" } } }
+            @if subscriptions.is_empty() { tr { td.muted colspan="5" { "none" } } }
         } }
-        @if let Some(position) = next {
-            p.more { a href={ "/console/customer?q=" (urlencode(customer)) "&after=" (position) } { "later events →" } }
-        }
-        (effects(pool, customer).await?)
+        (tokens(pool, customer).await?)
+        (credits_and_usage(state, customer).await?)
+        (parts::events_table(&events, &format!("/console/customer?q={}&", urlencode(customer))))
+        (parts::effects(pool, &subjects).await?)
         (commands(pool, customer).await?)
     })
 }
 
-async fn timeline(pool: &PgPool, customer: &str, after: i64) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as(
-        "SELECT e.position, e.stripe_event_id, e.event_type, extract(epoch FROM e.created)::bigint, e.source,
-                coalesce((SELECT array_agg(i.key ORDER BY i.key) FROM ledger.intents i WHERE i.position = e.position), '{}'),
-                coalesce((SELECT array_agg(a.key ORDER BY a.key) FROM projection.anomalies a WHERE a.position = e.position), '{}')
-         FROM ledger.events e WHERE e.customer_id = $1 AND e.position > $2 ORDER BY e.position LIMIT $3",
+/// The customer's API tokens: tier, issued, expires, delivered, revoked (never the token, which
+/// only the mail held, nor its hash).
+async fn tokens(pool: &PgPool, customer: &str) -> sqlx::Result<Markup> {
+    type Token = (String, i64, i64, Option<i64>, Option<i64>, bool);
+    let rows: Vec<Token> = sqlx::query_as(
+        "SELECT tier, extract(epoch FROM issued_at)::bigint, extract(epoch FROM expires_at)::bigint,
+                extract(epoch FROM delivered_at)::bigint, extract(epoch FROM revoked_at)::bigint, expires_at <= now()
+         FROM ledger.api_tokens WHERE stripe_customer_id = $1 ORDER BY issued_at DESC LIMIT 10",
     )
     .bind(customer)
-    .bind(after)
-    .bind(PAGE)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(html! {
+        h2 { "API tokens (latest 10)" }
+        table.tokens { tr { th { "state" } th { "tier" } th { "issued" } th { "expires" } th { "delivered" } th { "revoked" } }
+            @for (tier, issued, expires, delivered, revoked, expired) in &rows {
+                @let (state, class) = match (revoked, expired, delivered) {
+                    (Some(_), _, _) => ("revoked", "muted"),
+                    (None, true, _) => ("expired", "muted"),
+                    (None, false, None) => ("not delivered", "bad"),
+                    (None, false, Some(_)) => ("active", "ok"),
+                };
+                tr { td class=(class) { (state) } td { (tier) } td { (super::time(*issued)) } td { (super::time(*expires)) }
+                     td { @if let Some(t) = delivered { (super::time(*t)) } } td { @if let Some(t) = revoked { (super::time(*t)) } } }
+            }
+            @if rows.is_empty() { tr { td.muted colspan="6" { "none issued" } } }
+        }
+    })
 }
 
-async fn credits_and_usage(pool: &PgPool, customer: &str) -> sqlx::Result<Markup> {
+/// The credit balance (the API's credit rule), the latest grants, and today's usage against
+/// each limit of the customer's tier (a metric at its quota highlighted).
+async fn credits_and_usage(state: &ConsoleState, customer: &str) -> anyhow::Result<Markup> {
+    let mut conn = state.pool.acquire().await?;
+    let balance = crate::reads::credit_account(&mut conn, customer).await.map_err(read_failed)?.balance();
+    let now = state.clock.now();
+    let tier = crate::reads::live_tier(&mut conn, &state.catalog, customer, now).await.map_err(read_failed)?;
+    let day = domain::usage::day(now);
+    let used = crate::reads::counts(&mut conn, customer, day).await.map_err(read_failed)?;
     let grants: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT key, credits, extract(epoch FROM granted_for)::bigint FROM projection.credit_grants
          WHERE stripe_customer_id = $1 ORDER BY granted_for DESC, key LIMIT 20",
     )
     .bind(customer)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
-    let usage: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT metric, used FROM ledger.usage_counters
-         WHERE stripe_customer_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date ORDER BY 1",
-    )
-    .bind(customer)
-    .fetch_all(pool)
-    .await?;
+    let usage = domain::usage::today(&state.catalog, tier, &used, day);
+    let metrics = usage.as_object().cloned().unwrap_or_default();
     Ok(html! {
-        h2 { "Credits granted (latest 20) and usage today" }
+        h2 { "Credits and usage today (UTC)" }
         div.cards {
-            table { tr { th { "grant" } th { "credits" } th { "at" } }
-                @for (key, credits, at) in &grants { tr { td { code { (key) } } td.n { (credits) } td { (super::time(*at)) } } }
-                @if grants.is_empty() { tr { td.muted colspan="3" { "none" } } }
+            div {
+                p { "Balance " b.balance { (balance) } " credits" }
+                table { tr { th { "grant (latest 20)" } th { "credits" } th { "at" } }
+                    @for (key, credits, at) in &grants { tr { td { code { (key) } } td.n { (credits) } td { (super::time(*at)) } } }
+                    @if grants.is_empty() { tr { td.muted colspan="3" { "none" } } }
+                }
             }
-            table { tr { th { "metric" } th { "used today" } }
-                @for (metric, used) in &usage { tr { td { code { (metric) } } td.n { (used) } } }
-                @if usage.is_empty() { tr { td.muted colspan="2" { "none" } } }
+            table { tr { th { "metric" } th { "used today" } th { "limit (" (tier.map_or("no live tier", |t| t.name.as_str())) ")" } th { "remaining" } }
+                @for (metric, count) in &metrics {
+                    @let at_quota = count["remaining"].as_u64() == Some(0);
+                    tr class=(if at_quota { "at-quota" } else { "" }) {
+                        td { code { (metric) } @if at_quota { " " span.bad { "at quota" } } }
+                        td.n { (count["used"]) }
+                        td.n { @match count["limit"].as_u64() { Some(l) => (l), None => "unlimited" } }
+                        td.n { @match count["remaining"].as_u64() { Some(r) => (r), None => "-" } }
+                    }
+                }
+                @if metrics.is_empty() { tr { td.muted colspan="4" { "the catalog has no quota" } } }
             }
         }
-        p.muted { "The balance (grants minus debits, rollover caps in time order) is " code { "GET /v1/customers/{id}" } "." }
     })
 }
 
-async fn effects(pool: &PgPool, customer: &str) -> sqlx::Result<Markup> {
-    let rows: Vec<(String, String, i32, String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT key, kind, attempt, outcome, error, extract(epoch FROM at)::bigint FROM ledger.effects
-         WHERE subject = $1 OR subject IN (SELECT stripe_subscription_id FROM projection.subscriptions WHERE stripe_customer_id = $1)
-         ORDER BY id DESC LIMIT 50",
-    )
-    .bind(customer)
-    .fetch_all(pool)
-    .await?;
-    Ok(html! {
-        h2 { "Effects (latest 50)" }
-        div.wrap { table { tr { th { "key" } th { "kind" } th { "attempt" } th { "outcome" } th { "error" } th { "at" } }
-            @for (key, kind, attempt, outcome, error, at) in &rows {
-                tr { td { code { (key) } } td { (kind) } td.n { (attempt) }
-                     td class=(if outcome == "failed" { "bad" } else { "" }) { (outcome) }
-                     td { (error.as_deref().unwrap_or("")) } td { (super::time(*at)) } }
-            }
-            @if rows.is_empty() { tr { td.muted colspan="6" { "none" } } }
-        } }
-    })
+/// A failed read of the API's (its message: the database's error).
+fn read_failed(error: crate::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}", error.message)
 }
 
 async fn commands(pool: &PgPool, customer: &str) -> sqlx::Result<Markup> {

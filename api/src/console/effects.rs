@@ -26,7 +26,7 @@ pub struct Retry {
     csrf: String,
 }
 
-type Row = (i64, String, String, String, i32, Option<String>, i64, i64);
+type Row = (i64, String, String, String, String, i32, Option<String>, i64, i64);
 
 /// `GET /console/effects`.
 pub async fn page(State(state): State<ConsoleState>, Query(params): Query<Params>) -> Response {
@@ -38,7 +38,7 @@ pub async fn page(State(state): State<ConsoleState>, Query(params): Query<Params
 
 async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT f.id, f.key, f.kind, f.subject, f.attempt, f.error, extract(epoch FROM f.at)::bigint,
+        "SELECT f.id, f.key, f.kind, f.subject_type, f.subject, f.attempt, f.error, extract(epoch FROM f.at)::bigint,
                 (SELECT count(*) FROM ledger.effects e WHERE e.key = f.key AND e.attempt > 0)
          FROM ledger.effect_failures f WHERE f.id < $1 ORDER BY f.id DESC LIMIT $2",
     )
@@ -55,11 +55,11 @@ async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> 
         p.muted { "Fix the cause first (the provisioner, the address, the key), then retry: the same call under the same idempotency key, journaled as re-armed by " (OPERATOR) "." }
         div.wrap { table {
             tr { th { "key" } th { "kind" } th { "subject" } th { "attempts" } th { "last error" } th { "failed at" } th {} }
-            @for (_, key, kind, subject, _, error, at, attempts) in &rows {
+            @for (_, key, kind, subject_type, subject, _, error, at, attempts) in &rows {
                 tr {
                     td { code { (key) } }
                     td { (kind) }
-                    td { a href={ "/console/customer?q=" (urlencode(subject)) } { code { (subject) } } }
+                    td { (layout::subject_link(subject_type, subject)) }
                     td.n { (attempts) }
                     td { (error.as_deref().unwrap_or("-")) }
                     td { (super::time(*at)) }

@@ -8,7 +8,7 @@ use domain::signature::{self, Tolerance};
 use maud::{Markup, html};
 use sha2::{Digest, Sha256};
 
-use super::{ConsoleState, layout, urlencode};
+use super::{ConsoleState, layout};
 
 /// The stored row.
 #[derive(sqlx::FromRow)]
@@ -24,6 +24,7 @@ struct Stored {
     object_type: Option<String>,
     object_id: Option<String>,
     customer_id: Option<String>,
+    subscription_id: Option<String>,
     raw_body: Vec<u8>,
     stripe_signature: Option<String>,
     chain_hash: Vec<u8>,
@@ -33,7 +34,7 @@ async fn stored(state: &ConsoleState, position: i64) -> sqlx::Result<Option<Stor
     sqlx::query_as(
         "SELECT stripe_event_id, event_type, api_version, livemode, extract(epoch FROM created)::bigint AS created,
                 extract(epoch FROM received_at)::bigint AS received_at, source, received_by, object_type, object_id,
-                customer_id, raw_body, stripe_signature, chain_hash
+                customer_id, subscription_id, raw_body, stripe_signature, chain_hash
          FROM ledger.events WHERE position = $1",
     )
     .bind(position)
@@ -72,13 +73,13 @@ async fn render(state: &ConsoleState, position: i64) -> anyhow::Result<Option<Ma
             .bind(position)
             .fetch_all(&state.pool)
             .await?;
-    let body_text = String::from_utf8_lossy(&e.raw_body);
     let body = html! {
         table {
             tr { th { "event" } td { code { (e.stripe_event_id) } } }
             tr { th { "type" } td { code { (e.event_type) } } }
             tr { th { "object" } td { (e.object_type.as_deref().unwrap_or("-")) " " code { (e.object_id.as_deref().unwrap_or("")) } } }
-            tr { th { "customer" } td { @if let Some(c) = &e.customer_id { a href={ "/console/customer?q=" (urlencode(c)) } { code { (c) } } } } }
+            tr { th { "customer" } td { @if let Some(c) = &e.customer_id { (layout::customer_link(c)) } } }
+            tr { th { "subscription" } td { @if let Some(s) = &e.subscription_id { (layout::subscription_link(s)) } } }
             tr { th { "created (Stripe)" } td { (super::time(e.created)) } }
             tr { th { "received" } td { (super::time(e.received_at)) " by " (e.received_by) " · source " b { (e.source) } } }
             tr { th { "API version, mode" } td { (e.api_version.as_deref().unwrap_or("-")) " · " (if e.livemode { "live" } else { "test" }) } }
@@ -95,8 +96,8 @@ async fn render(state: &ConsoleState, position: i64) -> anyhow::Result<Option<Ma
                 tr { td.muted colspan="3" { "no intent and no open anomaly (row changes are in the projections: a rebuild folds the same)" } }
             }
         }
-        h2 { "Body" }
-        pre { (body_text) }
+        h2 { "Body (pretty-printed; " a href={ "/console/event/" (position) "/raw" } { "the exact bytes" } ")" }
+        pre { (layout::pretty_json(&e.raw_body)) }
     };
     Ok(Some(layout::page(state, &format!("Event {position}"), body).await?))
 }

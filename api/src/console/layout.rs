@@ -16,12 +16,16 @@ th{background:#eef0f3;font-weight:600} td.n{text-align:right;font-variant-numeri
 code,pre{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace}
 pre{background:#fff;border:1px solid #e3e6ea;padding:.7rem;overflow:auto;white-space:pre-wrap;word-break:break-all}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:.7rem}
+.panels{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:.7rem 1.2rem}
 .card{background:#fff;border:1px solid #e3e6ea;border-radius:6px;padding:.6rem .8rem}
 .card .v{font-size:1.35rem;font-weight:600} .card .l{color:#5b6472;font-size:.8rem}
-.ok{color:#17803d} .bad{color:#b42318} .muted{color:#6b7280}
+.ok{color:#17803d} .bad{color:#b42318} .bad a{color:inherit} .muted{color:#6b7280}
 .wrap{overflow-x:auto} form.inline{display:inline} button{font:inherit;padding:.2rem .7rem;cursor:pointer}
 input[type=search]{font:inherit;padding:.3rem .5rem;width:min(28rem,70vw)}
 .more{margin:.8rem 0} .flash{background:#e8f5ec;border:1px solid #b7e1c3;padding:.5rem .8rem;margin-bottom:1rem}
+tr.at-quota{background:#fdecea} tr.bad td{background:#fff6f5}
+details summary{cursor:pointer;color:#3b6fd8;font-size:.8rem} details pre{max-height:28rem}
+form{margin:.6rem 0}
 ";
 
 /// The log head: position and when it was received (None on an empty log).
@@ -49,9 +53,9 @@ pub async fn page(state: &ConsoleState, title: &str, body: Markup) -> anyhow::Re
                 header {
                     b { "stripe-ledger" }
                     a href="/console" { "Overview" }
+                    a href="/console/customers" { "Customers" }
                     a href="/console/anomalies" { "Anomalies" }
                     a href="/console/effects" { "Failed effects" }
-                    a href="/console/customer" { "Customer" }
                     span.head {
                         @match head {
                             Some((position, at)) => { "log head " (position) " · " (super::time(at)) }
@@ -68,4 +72,50 @@ pub async fn page(state: &ConsoleState, title: &str, body: Markup) -> anyhow::Re
 /// A link to the event at `position`.
 pub fn event_link(position: i64) -> Markup {
     html! { a href={ "/console/event/" (position) } { (position) } }
+}
+
+/// A link to the customer page of `id`.
+pub fn customer_link(id: &str) -> Markup {
+    html! { a href={ "/console/customer?q=" (super::urlencode(id)) } { code { (id) } } }
+}
+
+/// A link to the subscription page of `id`.
+pub fn subscription_link(id: &str) -> Markup {
+    html! { a href={ "/console/subscription/" (super::urlencode(id)) } { code { (id) } } }
+}
+
+/// A link to the page of `subject` (`subject_type` `customer` or `subscription`; an event's id is
+/// shown as text).
+pub fn subject_link(subject_type: &str, subject: &str) -> Markup {
+    match subject_type {
+        "customer" => customer_link(subject),
+        "subscription" => subscription_link(subject),
+        _ => html! { code { (subject) } },
+    }
+}
+
+/// `body` (JSON) pretty-printed, its keys in their order; as stored when it is not JSON.
+pub fn pretty_json(body: &[u8]) -> String {
+    let mut out = Vec::with_capacity(body.len() * 2);
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let mut writer = serde_json::Serializer::pretty(&mut out);
+    match serde_transcode::transcode(&mut reader, &mut writer) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_indented_in_their_own_key_order_and_non_json_is_kept() {
+        let pretty = pretty_json(br#"{"id":"evt_1","data":{"object":{"z":1,"a":[true,null]}}}"#);
+        assert_eq!(
+            pretty,
+            "{\n  \"id\": \"evt_1\",\n  \"data\": {\n    \"object\": {\n      \"z\": 1,\n      \"a\": [\n        true,\n        null\n      ]\n    }\n  }\n}"
+        );
+        assert_eq!(pretty_json(b"not json {"), "not json {");
+    }
 }

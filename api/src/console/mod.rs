@@ -5,18 +5,22 @@
 //! writes is an operator's retry of a failed effect (a journal row, as `replay effects retry`).
 //!
 //! - [`layout`]: the page around every page (name, log head, navigation, style).
-//! - [`overview`], [`anomalies`], [`effects`], [`customer`], [`event`]: one page each.
+//! - [`overview`], [`customers`], [`customer`], [`subscription`], [`anomalies`], [`effects`],
+//!   [`event`]: one page each; [`parts`]: fragments several of them show.
 //!
 //! Every value from Stripe or a customer goes through maud's escaping; no page runs a script
 //! (`Content-Security-Policy` forbids them); lists page by position or id, never by `OFFSET`.
 
 mod anomalies;
 mod customer;
+mod customers;
 mod effects;
 mod event;
 mod layout;
 mod logins;
 mod overview;
+mod parts;
+mod subscription;
 
 use std::sync::Arc;
 
@@ -36,6 +40,8 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq as _;
 
 use crate::health::Health;
+use domain::catalog::Catalog;
+use domain::clock::Clock;
 
 /// The HTTP Basic user of the console.
 pub const OPERATOR: &str = "operator";
@@ -71,16 +77,26 @@ pub struct ConsoleState {
     logins: Arc<logins::Logins>,
     health: Health,
     readiness: shared::db::Readiness,
+    /// The product's tiers: a customer's limits beside its usage.
+    catalog: Arc<Catalog>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What the console shares with the API: the database's health, the catalog and the clock.
+pub struct Shared {
+    /// Who folds, and whether the catalog or the fold settings differ.
+    pub health: Health,
+    /// The database check of `/readyz`.
+    pub readiness: shared::db::Readiness,
+    /// The catalog in force.
+    pub catalog: Arc<Catalog>,
+    /// The clock (today's usage).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ConsoleState {
     /// The console of this projector: `pool` is a small pool of its own.
-    pub fn new(
-        pool: PgPool,
-        settings: ConsoleSettings,
-        health: Health,
-        readiness: shared::db::Readiness,
-    ) -> anyhow::Result<Self> {
+    pub fn new(pool: PgPool, settings: ConsoleSettings, shared: Shared) -> anyhow::Result<Self> {
         let csrf = csrf_token(&settings.access)?;
         Ok(Self {
             pool,
@@ -88,8 +104,10 @@ impl ConsoleState {
             webhook_secrets: Arc::new(settings.webhook_secrets),
             csrf: Arc::new(csrf),
             logins: Arc::default(),
-            health,
-            readiness,
+            health: shared.health,
+            readiness: shared.readiness,
+            catalog: shared.catalog,
+            clock: shared.clock,
         })
     }
 }
@@ -127,6 +145,8 @@ pub fn pool(main: &PgPool) -> PgPool {
 pub fn router(state: ConsoleState) -> Router {
     Router::new()
         .route("/console", get(overview::page))
+        .route("/console/customers", get(customers::page))
+        .route("/console/subscription/{id}", get(subscription::page))
         .route("/console/anomalies", get(anomalies::page))
         .route("/console/effects", get(effects::page))
         .route("/console/effects/retry", post(effects::retry))

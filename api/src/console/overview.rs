@@ -1,5 +1,6 @@
 //! Overview: the log head, lag, this instance's role, readiness, the catalog, the last 24 hours of
-//! events (by type and per hour), open anomalies, failed effects, commands and usage today.
+//! events (by type and per hour, charted), open anomalies, failed effects, commands today by
+//! outcome and usage today; a search that leads to any customer.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,8 @@ struct Overview {
     /// Instances wanted running that no provisioner call has touched (none without
     /// `PROVISIONER_URL` ever will).
     waiting_instances: i64,
-    commands_today: i64,
+    /// Billing commands today: our status, the error code (`ok` for a success), how many.
+    commands_today: Vec<(i32, String, i64)>,
     usage_today: Vec<(String, i64)>,
     since: i64,
 }
@@ -46,7 +48,7 @@ async fn render(state: &ConsoleState) -> anyhow::Result<Markup> {
         div.cards {
             div.card { div.v { (head) } div.l { "log head" @if let Some((_, at)) = o.head { " · " (super::time(at)) } } }
             div.card {
-                div.v class=(if lag_events == 0 { "ok" } else { "bad" }) { (lag_events) " events" }
+                div.v.ok[lag_events == 0].bad[lag_events != 0] { (lag_events) " events" }
                 div.l { "projector lag · " (lag_seconds) " s · checkpoint " (o.checkpoint) }
             }
             div.card {
@@ -66,18 +68,26 @@ async fn render(state: &ConsoleState) -> anyhow::Result<Markup> {
                 div.l { "/readyz · catalog " code { (short_hash) } }
             }
             div.card {
-                div.v class=(if o.failed_effects == 0 { "ok" } else { "bad" }) { a href="/console/effects" { (o.failed_effects) } }
+                div.v.ok[o.failed_effects == 0].bad[o.failed_effects != 0] { a href="/console/effects" { (o.failed_effects) } }
                 div.l { "effects failed for good" }
             }
             div.card {
-                div.v class=(if o.waiting_instances == 0 { "ok" } else { "bad" }) { (o.waiting_instances) }
+                div.v.ok[o.waiting_instances == 0].bad[o.waiting_instances != 0] { (o.waiting_instances) }
                 div.l { "instances waiting for a provisioner" }
             }
-            div.card { div.v { (o.commands_today) } div.l { "billing commands today (UTC)" } }
+            @let open_anomalies: i64 = o.anomalies.iter().map(|(_, n)| n).sum();
+            div.card {
+                div.v.ok[open_anomalies == 0].bad[open_anomalies != 0] { a href="/console/anomalies" { (open_anomalies) } }
+                div.l { "open anomalies" }
+            }
+        }
+        form method="get" action="/console/customers" {
+            input type="search" name="q" placeholder="find a customer: cus_…, sub_…, evt_…, an email or a name";
+            " " button type="submit" { "Find" } " " a href="/console/customers" { "all customers, newest first" }
         }
         h2 { "Events per hour, last 24 h (by Stripe's created)" }
         (chart(&o.per_hour, o.since))
-        div.cards {
+        div.panels {
             div {
                 h2 { "Events by type, last 24 h" }
                 table { tr { th { "type" } th { "events" } }
@@ -88,8 +98,17 @@ async fn render(state: &ConsoleState) -> anyhow::Result<Markup> {
             div {
                 h2 { a href="/console/anomalies" { "Open anomalies" } }
                 table { tr { th { "kind" } th { "open" } }
-                    @for (k, n) in &o.anomalies { tr { td { code { (k) } } td.n { (n) } } }
+                    @for (k, n) in &o.anomalies { tr.bad { td { code { (k) } } td.n { (n) } } }
                     @if o.anomalies.is_empty() { tr { td.muted colspan="2" { "none" } } }
+                }
+            }
+            div {
+                h2 { "Billing commands today (UTC)" }
+                table.commands { tr { th { "answer" } th { "outcome" } th { "commands" } }
+                    @for (status, code, n) in &o.commands_today {
+                        tr class=(if *status >= 500 { "bad" } else { "" }) { td.n { (status) } td { code { (code) } } td.n { (n) } }
+                    }
+                    @if o.commands_today.is_empty() { tr { td.muted colspan="3" { "none" } } }
                 }
             }
             div {
@@ -140,10 +159,12 @@ async fn read(state: &ConsoleState) -> anyhow::Result<Overview> {
         sqlx::query_scalar("SELECT count(*) FROM projection.instances WHERE status = 'waiting_for_provisioner'")
             .fetch_one(pool)
             .await?;
-    let commands_today: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM ledger.commands WHERE at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'")
-            .fetch_one(pool)
-            .await?;
+    let commands_today = sqlx::query_as(
+        "SELECT response_status, coalesce(response #>> '{error,code}', 'ok'), count(*) FROM ledger.commands
+         WHERE at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
     let usage_today = sqlx::query_as(
         "SELECT metric, sum(used)::bigint FROM ledger.usage_counters
          WHERE day = (now() AT TIME ZONE 'UTC')::date GROUP BY 1 ORDER BY 1",
@@ -165,7 +186,8 @@ async fn read(state: &ConsoleState) -> anyhow::Result<Overview> {
     })
 }
 
-/// 24 bars, one per hour, as inline SVG (no script, no image request).
+/// 24 bars, one per hour, as inline SVG (no script, no image request) spanning the page: the
+/// count on the y axis (0, half, the top), the UTC hour on the x axis, both titled.
 fn chart(per_hour: &[(i64, i64)], since: i64) -> Markup {
     let mut counts = [0i64; 24];
     for (hour, n) in per_hour {
@@ -173,17 +195,60 @@ fn chart(per_hour: &[(i64, i64)], since: i64) -> Markup {
             *slot += n;
         }
     }
-    let max = counts.iter().copied().max().unwrap_or(0).max(1);
-    let (w, h) = (24 * 20, 110);
+    let top = nice_top(counts.iter().copied().max().unwrap_or(0));
+    let (left, width, height, slot) = (64i64, 960i64, 160i64, 37i64);
+    let y = |n: i64| 10 + height - n * height / top;
     html! {
-        svg width="100%" height="140" viewBox={ "0 0 " (w) " " (h + 30) } role="img" aria-label="events per hour" {
-            @for (i, n) in counts.iter().enumerate() {
-                @let bar = (*n * h / max).max(if *n > 0 { 1 } else { 0 });
-                rect x=(i * 20 + 2) y=(h - bar) width="16" height=(bar) fill="#3b6fd8" { title { (n) " events" } }
+        svg width="100%" viewBox={ "0 0 " (width) " " (height + 70) } role="img" aria-label="events per hour, last 24 hours" {
+            @for tick in [0, top / 2, top] {
+                line x1=(left) y1=(y(tick)) x2=(width) y2=(y(tick)) stroke="#e3e6ea" {}
+                text x=(left - 6) y=(y(tick) + 4) font-size="12" fill="#5b6472" text-anchor="end" { (tick) }
             }
-            line x1="0" y1=(h) x2=(w) y2=(h) stroke="#9aa3b2" {}
-            text x="0" y=(h + 22) font-size="11" fill="#5b6472" { (super::time(since)) }
-            text x=(w) y=(h + 22) font-size="11" fill="#5b6472" text-anchor="end" { "now · max " (max) "/h" }
+            @for (i, n) in counts.iter().enumerate() {
+                @let x = left + 4 + i as i64 * slot;
+                @let bar = (*n * height / top).max(i64::from(*n > 0));
+                rect x=(x) y=(10 + height - bar) width=(slot - 8) height=(bar) fill="#3b6fd8" { title { (n) " events" } }
+                @if i % 3 == 0 {
+                    text x=(x) y=(height + 30) font-size="12" fill="#5b6472" { (hour_label(since + i as i64 * 3600)) }
+                }
+            }
+            line x1=(left) y1=(10 + height) x2=(width) y2=(10 + height) stroke="#9aa3b2" {}
+            line x1=(left) y1="10" x2=(left) y2=(10 + height) stroke="#9aa3b2" {}
+            text x=(left + (width - left) / 2) y=(height + 60) font-size="13" fill="#1d2330" text-anchor="middle" {
+                "hour (UTC) the events were created in Stripe, from " (super::time(since)) " to now"
+            }
+            text x="14" y=(10 + height / 2) font-size="13" fill="#1d2330" text-anchor="middle"
+                transform={ "rotate(-90 14 " (10 + height / 2) ")" } { "events per hour" }
         }
+    }
+}
+
+/// The axis's top: the largest count rounded up to 2, 4 or 10 times a power of ten (even, so
+/// the middle tick is a whole number too).
+fn nice_top(max: i64) -> i64 {
+    let mut step = 1i64;
+    loop {
+        for m in [2, 4, 10] {
+            if m * step >= max {
+                return m * step;
+            }
+        }
+        step = step.saturating_mul(10);
+    }
+}
+
+/// `14:00` for the hour starting at `unix`.
+fn hour_label(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).map_or_else(String::new, |t| t.format("%H:%M").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_axis_top_is_a_round_number_at_or_above_the_largest_count() {
+        let tops: Vec<i64> = [0, 1, 2, 3, 7, 10, 11, 499, 501, 12_345].into_iter().map(nice_top).collect();
+        assert_eq!(tops, [2, 2, 2, 4, 10, 10, 20, 1_000, 1_000, 20_000]);
     }
 }

@@ -185,6 +185,7 @@ mod tests {
             email: Some(email.to_owned()),
             name: Some("Ada".to_owned()),
             deleted: false,
+            created: Some(1_700_000_000),
             version: Some(Version { created: 10, rank: 0, position: 3 }),
         }
     }

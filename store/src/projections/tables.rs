@@ -168,6 +168,7 @@ pub(super) struct AccountImage {
     email: Option<String>,
     name: Option<String>,
     deleted: bool,
+    created: Option<DateTime<Utc>>,
     #[serde(flatten)]
     version: VersionColumns,
 }
@@ -179,6 +180,7 @@ impl From<(&str, &Account)> for AccountImage {
             email: a.email.clone(),
             name: a.name.clone(),
             deleted: a.deleted,
+            created: ts(a.created),
             version: a.version.into(),
         }
     }
@@ -191,6 +193,7 @@ impl From<AccountImage> for (String, Account) {
             email: r.email,
             name: r.name,
             deleted: r.deleted,
+            created: secs(r.created),
             version: r.version.into(),
         };
         (r.stripe_customer_id, account)

@@ -19,6 +19,7 @@ use ledger_tests::{bin, wait};
 use serde_json::json;
 
 const PASSWORD: &str = "console-test-password-0123";
+const BILLING_KEY: &str = ledger_tests::projector::BILLING_KEY;
 const SCRIPT_NAME: &str = "<script>alert('owned')</script>";
 
 /// chromedriver and Chromium, or None (with a note) when they are not installed.
@@ -83,8 +84,24 @@ async fn browser(driver: &PathBuf, chromium: &PathBuf) -> (Driver, Client) {
 async fn screenshot(client: &Client, name: &str) {
     let dir = ledger_tests::db::workspace_root().join("target").join("console-screenshots");
     std::fs::create_dir_all(&dir).expect("dir");
+    // The whole page: the window as tall as the document (WebDriver shoots the viewport).
+    let height = client.execute("return document.documentElement.scrollHeight", vec![]).await.expect("height");
+    let height = height.as_u64().map_or(900, |h| u32::try_from(h).unwrap_or(900).clamp(900, 4000));
+    client.set_window_size(1280, height + 140).await.expect("resize");
     let png = client.screenshot().await.expect("screenshot");
+    client.set_window_size(1280, 900).await.expect("resize");
     std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+/// Clicks the first element `css` selects and waits for the page it leads to.
+async fn click(client: &Client, css: &str) {
+    let before = client.current_url().await.expect("url");
+    client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.expect("click");
+    wait::until(Duration::from_secs(10), "the click to lead to another page", || async {
+        (client.current_url().await.expect("url") != before).then_some(())
+    })
+    .await;
+    client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("main h1")).await.expect("the page");
 }
 
 /// The texts of the elements `css` selects.
@@ -111,6 +128,7 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
         ("MIGRATE_ON_START", "false"),
         ("STRIPE_WEBHOOK_SECRET", stripe::SECRET),
         ("CONSOLE_PASSWORD", PASSWORD),
+        ("BILLING_API_KEY", BILLING_KEY),
         ("PROVISIONER_URL", provisioner.url.as_str()),
         ("ALLOW_INSECURE_HTTP", "true"),
         ("EFFECT_MAX_ATTEMPTS", "2"),
@@ -127,10 +145,16 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
     let mut customer = stripe::customer("cus_console");
     customer["name"] = json!(SCRIPT_NAME);
     customer["email"] = json!("console@example.com");
+    customer["created"] = json!(t);
     let created = stripe::event(&stripe::event_id(), "customer.created", t, customer);
     let snap = SubSnapshot::new("sub_console", "cus_console", "price_starter_monthly", "active", (t, t + 2_592_000));
     let mystery = SubSnapshot::new("sub_mystery", "cus_console", "price_mystery", "active", (t, t + 2_592_000));
+    // An older customer (Stripe created it a day earlier): listed after the console customer.
+    let mut older = stripe::customer("cus_older");
+    older["created"] = json!(t - 86_400);
+    older["email"] = json!("older@example.com");
     let bodies = [
+        serde_json::to_vec(&stripe::event(&stripe::event_id(), "customer.created", t - 10, older)).expect("json"),
         serde_json::to_vec(&created).expect("json"),
         stripe::subscription_event("customer.subscription.created", t, Shape::Basil, &snap),
         stripe::subscription_event("customer.subscription.created", t + 1, Shape::Legacy, &mystery),
@@ -138,7 +162,7 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
     for body in &bodies {
         assert_eq!(ingest.post_signed(body).await.status(), 200);
     }
-    let failed_key = "instance:sub_console:2";
+    let failed_key = "instance:sub_console:3";
     wait::until(Duration::from_secs(60), "the provision to fail for good", || async {
         let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.effect_failures WHERE key = $1")
             .bind(failed_key)
@@ -148,6 +172,49 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
         (failed == 1).then_some(())
     })
     .await;
+    wait::until(Duration::from_secs(60), "the starter token to be mailed", || async {
+        let delivered: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_console' AND delivered_at IS NOT NULL",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("tokens");
+        (delivered == 1).then_some(())
+    })
+    .await;
+    // The day's messages used up (starter: 1,000 a day), and what the API says of the credits.
+    let http = reqwest::Client::new();
+    let usage = http
+        .post(format!("{}/v1/usage", projector.url))
+        .bearer_auth(BILLING_KEY)
+        .json(&json!({ "customer": "cus_console", "metric": "messages", "quantity": 1000, "idempotency_key": "console-1" }))
+        .send()
+        .await
+        .expect("usage");
+    assert_eq!(usage.status(), 200);
+    let api: serde_json::Value = http
+        .get(format!("{}/v1/customers/cus_console", projector.url))
+        .bearer_auth(BILLING_KEY)
+        .send()
+        .await
+        .expect("customer")
+        .json()
+        .await
+        .expect("json");
+    let balance = api["credits"]["balance"].as_i64().expect("a balance");
+    // A billing command refused before Stripe (the customer already has the starter tier): one
+    // outcome in today's commands.
+    let checkout = http
+        .post(format!("{}/v1/checkout/sessions", projector.url))
+        .bearer_auth(BILLING_KEY)
+        .header("Idempotency-Key", "console-checkout-1")
+        .json(&json!({ "price": "price_starter_monthly", "customer": "cus_console",
+                       "success_url": "http://localhost/ok", "cancel_url": "http://localhost/no" }))
+        .send()
+        .await
+        .expect("checkout");
+    let refusal: serde_json::Value = checkout.json().await.expect("json");
+    let refusal = refusal["error"]["code"].as_str().expect("a refusal").to_owned();
 
     // Without the password: 401, and nothing of the console.
     let public = reqwest::get(format!("{}/console", projector.url)).await.expect("request");
@@ -166,13 +233,35 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
         client.source().await.expect("source")
     );
     assert!(
-        client.find(Locator::Css("header")).await.expect("header").text().await.expect("text").contains("log head 3")
+        client.find(Locator::Css("header")).await.expect("header").text().await.expect("text").contains("log head 4")
     );
+    let axes = texts(&client, "svg text").await.join(" | ");
+    assert!(axes.contains("events per hour") && axes.contains("hour (UTC)"), "both axes titled: {axes}");
+    let commands = texts(&client, "table.commands tr td").await.join(" ");
+    assert!(commands.contains(&refusal), "today's commands by outcome ({refusal}): {commands}");
+    let anomalies = texts(&client, ".card .v.bad").await.join(" | ");
+    assert!(anomalies.contains('1'), "the open anomaly is highlighted: {anomalies}");
     screenshot(&client, "overview").await;
 
     let base = projector.admin_url.clone();
-    client.goto(&format!("{base}/console/customer?q=console@example.com")).await.expect("customer");
-    let types: Vec<String> = texts(&client, "table tr td:nth-child(3) code").await;
+    // Two clicks from the overview: Customers, then the customer (or one of its subscriptions).
+    click(&client, "header a[href='/console/customers']").await;
+    let listed = texts(&client, "table tr td:first-child code").await;
+    assert_eq!(listed, ["cus_console", "cus_older"], "newest first (by Stripe's created)");
+    screenshot(&client, "customers").await;
+    let search = client.find(Locator::Css("input[name=q]")).await.expect("search box");
+    search.send_keys("OLDER@example").await.expect("type");
+    click(&client, "form button[type=submit]").await;
+    assert_eq!(texts(&client, "table tr td:first-child code").await, ["cus_older"], "searched by part of an email");
+    client.back().await.expect("back");
+    click(&client, "a[href='/console/subscription/sub_console']").await;
+    let subscription = texts(&client, "main").await.join(" ");
+    assert!(subscription.contains("Subscription sub_console") && subscription.contains("HTTP 500"), "{subscription}");
+    screenshot(&client, "subscription").await;
+    client.back().await.expect("back");
+    click(&client, "table a[href='/console/customer?q=cus_console']").await;
+
+    let types: Vec<String> = texts(&client, "table.events tr td:nth-child(3) > code").await;
     assert_eq!(
         types,
         ["customer.created", "customer.subscription.created", "customer.subscription.created"],
@@ -182,6 +271,18 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
     assert_eq!(account, SCRIPT_NAME, "the name renders as text");
     assert!(client.source().await.expect("source").contains("&lt;script&gt;alert('owned')&lt;/script&gt;"));
     assert!(client.get_alert_text().await.is_err(), "no script ran");
+    let page = texts(&client, "main").await.join(" ");
+    assert!(page.contains("failed") && page.contains("HTTP 500"), "the instance and the provisioner's answer: {page}");
+    let tokens = texts(&client, "table.tokens tr td:first-child").await;
+    assert_eq!(tokens, ["active"], "the token's state, never the token");
+    let shown = client.find(Locator::Css("b.balance")).await.expect("balance").text().await.expect("text");
+    assert_eq!(shown, balance.to_string(), "the balance the API computes");
+    let at_quota = texts(&client, "tr.at-quota td:first-child").await;
+    assert_eq!(at_quota, ["messages at quota"], "the used-up metric highlighted");
+    let body =
+        client.find(Locator::Css("table.events details pre")).await.expect("a body").html(true).await.expect("html");
+    assert!(body.contains("\n  \"id\": \"evt_") && body.contains("\"object\": \"customer\""), "pretty-printed: {body}");
+    client.find(Locator::Css("table.events summary")).await.expect("summary").click().await.expect("open a body");
     screenshot(&client, "customer").await;
 
     client.goto(&format!("{base}/console/anomalies")).await.expect("anomalies");

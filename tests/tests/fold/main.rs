@@ -70,6 +70,9 @@ fn customers_are_created_updated_and_deleted_for_good() {
         let account = &g.state.accounts["cus_1"];
         assert!(account.deleted, "{shape:?}");
         assert_eq!(account.email.as_deref(), Some("b@example.com"), "the deleted stub keeps the last known email");
+        let created = stripe::customer("cus_1")["created"].as_i64();
+        assert!(created.is_some());
+        assert_eq!(account.created, created, "when Stripe created it, kept through the stub that omits it");
     }
 }
 
