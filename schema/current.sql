@@ -1439,6 +1439,69 @@ COMMENT ON VIEW audit.intents IS 'Effects the fold asked for, with the log posit
 
 
 --
+-- Name: prices; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.prices (
+    price_id text NOT NULL,
+    product text,
+    unit_amount bigint,
+    currency text,
+    "interval" text,
+    interval_count integer,
+    usage_type text,
+    active boolean NOT NULL,
+    version_created bigint,
+    version_rank smallint,
+    version_position bigint
+);
+
+
+--
+-- Name: TABLE prices; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.prices IS 'What each price charges, as Stripe''s newest price (or plan) object says. Written by the fold.';
+
+
+--
+-- Name: COLUMN prices.unit_amount; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.prices.unit_amount IS 'Per unit, in the currency''s minor unit (a plan''s amount); NULL for tiered prices.';
+
+
+--
+-- Name: COLUMN prices."interval"; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.prices."interval" IS 'day, week, month or year; NULL for a one-time price.';
+
+
+--
+-- Name: COLUMN prices.active; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.prices.active IS 'Sellable in Stripe: false once archived or deleted.';
+
+
+--
+-- Name: prices; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.prices AS
+ SELECT prices.price_id,
+    prices.product,
+    prices.unit_amount,
+    prices.currency,
+    prices."interval",
+    prices.interval_count,
+    prices.usage_type,
+    prices.active
+   FROM projection.prices;
+
+
+--
 -- Name: reconcile_runs; Type: TABLE; Schema: ledger; Owner: -
 --
 
@@ -2098,6 +2161,14 @@ ALTER TABLE ONLY projection.credit_grants
 
 ALTER TABLE ONLY projection.instance_targets
     ADD CONSTRAINT instance_targets_pkey PRIMARY KEY (stripe_subscription_id);
+
+
+--
+-- Name: prices prices_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.prices
+    ADD CONSTRAINT prices_pkey PRIMARY KEY (price_id);
 
 
 --
@@ -2830,6 +2901,21 @@ GRANT SELECT ON TABLE audit.instances TO ledger_auditor;
 --
 
 GRANT SELECT ON TABLE audit.intents TO ledger_auditor;
+
+
+--
+-- Name: TABLE prices; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.prices TO ledger_projector;
+GRANT SELECT ON TABLE projection.prices TO ledger_replay;
+
+
+--
+-- Name: TABLE prices; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.prices TO ledger_auditor;
 
 
 --

@@ -86,7 +86,7 @@ pub fn decide(token: &TokenState, catalog: &Catalog, now: DateTime<Utc>) -> (Ans
 
 /// Every limit of `tier` as the catalog writes it: the instance's (`agents`, `memory_mb`, `cpu`)
 /// and every quota (`<metric>_per_day`), whole numbers as JSON integers, `-1` unlimited.
-fn limits(tier: &Tier) -> Value {
+pub fn limits(tier: &Tier) -> Value {
     let number = |limit: Limit| match limit {
         Limit::Unlimited => json!(-1),
         Limit::Max(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => json!(v as i64),

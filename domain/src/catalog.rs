@@ -125,6 +125,10 @@ pub struct Tier {
     /// bought, not what the fold makes of what was bought, so flipping it needs no rebuild.
     #[serde(skip)]
     pub sellable: bool,
+    /// What the pricing page calls it (`display_name`, default: the name with a capital). Not in
+    /// the hash either: the fold never reads it.
+    #[serde(skip)]
+    pub display_name: String,
 }
 
 /// A tier as written: `limits` may be missing, which validation refuses.
@@ -140,6 +144,8 @@ struct TierEntry {
     rollover_cap: u64,
     #[serde(default = "yes")]
     sellable: bool,
+    #[serde(default)]
+    display_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -261,6 +267,7 @@ impl Catalog {
                 credits_per_cycle: tier.credits_per_cycle,
                 rollover_cap: tier.rollover_cap,
                 sellable: tier.sellable,
+                display_name: tier.display_name.clone().unwrap_or_else(|| capitalized(&tier.name)),
             });
         }
         for (i, pack) in file.credit_packs.iter().enumerate() {
@@ -337,6 +344,12 @@ impl Catalog {
     pub fn hash(&self) -> &str {
         &self.hash
     }
+}
+
+/// `starter` -> `Starter`.
+fn capitalized(name: &str) -> String {
+    let mut chars = name.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// Splits a tier's written limits into the instance's [`Limits`] and its daily quotas.

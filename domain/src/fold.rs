@@ -6,11 +6,11 @@ use crate::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
 use crate::fetched::{self, Part};
 use crate::keys::{EffectKey, FetchKey, MailKey, Subject};
 use crate::state::{
-    Account, Anomaly, Changes, CreditGrant, Delta, Desired, Instance, Intent, Projections, Reads, SubscriptionRow,
-    TokenWant, Version, View, desired_instance,
+    Account, Anomaly, Changes, CreditGrant, Delta, Desired, Instance, Intent, PriceRow, Projections, Reads,
+    SubscriptionRow, TokenWant, Version, View, desired_instance,
 };
 use crate::stripe::{
-    self, CheckoutSession, Customer, Invoice, Object, Subscription, SubscriptionStatus, ThinReference,
+    self, CheckoutSession, Customer, Invoice, Object, Price, Subscription, SubscriptionStatus, ThinReference,
 };
 
 /// Fold settings.
@@ -175,6 +175,7 @@ fn fold_viewed(state: &View<'_>, position: i64, decoded: Decoded, catalog: &Cata
                 Object::Subscription(s) => f.subscription(&event.meta.event_type, created, s),
                 Object::Invoice(i) => f.invoice(&event.meta.event_type, created, i),
                 Object::CheckoutSession(cs) => f.checkout(&event.meta.event_type, created, cs),
+                Object::Price(p) => f.price(&event.meta.event_type, created, p),
                 Object::Thin(reference) => f.thin(&event.meta.event_type, reference),
                 Object::Other => {}
             }
@@ -225,6 +226,8 @@ fn projected(event_type: &str) -> bool {
             | "invoice.payment_failed"
             | "checkout.session.completed"
     ) || event_type.starts_with("customer.subscription.")
+        || event_type.starts_with("price.")
+        || event_type.starts_with("plan.")
 }
 
 /// Rank of a `customer.subscription.deleted` snapshot: above every status.
@@ -335,7 +338,30 @@ impl Folder<'_> {
         self.delta.accounts.push(account);
     }
 
+    /// A price event: the price as Stripe describes it now (`*.deleted`: no longer sellable).
+    fn price(&mut self, event_type: &str, created: i64, mut price: Price) {
+        let deleted = event_type.ends_with(".deleted");
+        price.active &= !deleted;
+        let version = self.version(created, if deleted { 2 } else { 1 });
+        self.put_price(price, version);
+    }
+
+    /// Keeps `price` unless a newer snapshot of it is known. Prices embedded in other objects rank
+    /// below a price event of the same second.
+    fn put_price(&mut self, price: Price, version: Version) {
+        let known = self.delta.prices.iter().rev().find(|p| p.price.id == price.id).map(|p| p.version);
+        let known = known.or_else(|| self.state.price(&price.id).map(|p| p.version));
+        if known.is_some_and(|v| v >= version) {
+            return;
+        }
+        self.delta.prices.push(PriceRow { price, version });
+    }
+
     fn subscription(&mut self, event_type: &str, created: i64, sub: Subscription) {
+        for price in sub.items.iter().filter_map(|item| item.price.clone()) {
+            let version = self.version(created, 0);
+            self.put_price(price, version);
+        }
         let deleted = event_type == "customer.subscription.deleted";
         let rank = if deleted { DELETED_RANK } else { subscription_rank(&sub.status) };
         let version = self.version(created, rank);

@@ -22,6 +22,16 @@ pub struct Version {
     pub position: i64,
 }
 
+/// `projection.prices`: what a price charges, from Stripe's own objects (price events and the
+/// prices embedded in subscriptions), never typed by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceRow {
+    /// The price as the newest snapshot describes it.
+    pub price: stripe::Price,
+    /// Version of that snapshot.
+    pub version: Version,
+}
+
 /// `projection.accounts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -221,6 +231,8 @@ pub struct Projections {
     pub credit_grants: BTreeMap<String, CreditGrant>,
     /// By anomaly key.
     pub anomalies: BTreeMap<String, Anomaly>,
+    /// By price id.
+    pub prices: BTreeMap<String, PriceRow>,
     /// Index: subscription ids by customer (derived; kept by [`Projections::apply`]).
     pub subscriptions_by_customer: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Index: grant keys by customer (derived; kept by [`Projections::apply`]).
@@ -242,6 +254,8 @@ pub struct Delta {
     pub credit_grants: Vec<CreditGrant>,
     /// Anomalies to upsert.
     pub anomalies: Vec<Anomaly>,
+    /// Price rows to upsert.
+    pub prices: Vec<PriceRow>,
     /// Anomaly keys resolved.
     pub resolved: Vec<String>,
     /// Intents to journal.
@@ -263,6 +277,7 @@ impl Reads {
         self.credit_grants.extend(delta.credit_grants.iter().map(|g| g.key.clone()));
         self.anomalies.extend(delta.anomalies.iter().map(|a| a.key.clone()));
         self.anomalies.extend(delta.resolved.iter().cloned());
+        self.prices.extend(delta.prices.iter().map(|p| p.price.id.clone()));
     }
 }
 
@@ -318,6 +333,9 @@ impl Projections {
         }
         for anomaly in delta.anomalies {
             self.anomalies.insert(anomaly.key.clone(), anomaly);
+        }
+        for row in delta.prices {
+            self.prices.insert(row.price.id.clone(), row);
         }
     }
 
@@ -393,6 +411,8 @@ pub struct Reads {
     pub anomalies: BTreeSet<String>,
     /// Anomalies whose key starts with one of these.
     pub anomaly_prefixes: BTreeSet<String>,
+    /// Prices, by id.
+    pub prices: BTreeSet<String>,
 }
 
 /// One set of [`Reads`].
@@ -414,11 +434,13 @@ pub enum Kind {
     Anomaly,
     /// [`Reads::anomaly_prefixes`].
     AnomalyPrefix,
+    /// [`Reads::prices`].
+    Price,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Account,
         Kind::Subscription,
         Kind::CustomerSubscriptions,
@@ -427,6 +449,7 @@ impl Kind {
         Kind::CreditGrant,
         Kind::Anomaly,
         Kind::AnomalyPrefix,
+        Kind::Price,
     ];
 }
 
@@ -442,6 +465,7 @@ impl Reads {
             Kind::CreditGrant => &self.credit_grants,
             Kind::Anomaly => &self.anomalies,
             Kind::AnomalyPrefix => &self.anomaly_prefixes,
+            Kind::Price => &self.prices,
         }
     }
 
@@ -455,6 +479,7 @@ impl Reads {
             Kind::CreditGrant => &mut self.credit_grants,
             Kind::Anomaly => &mut self.anomalies,
             Kind::AnomalyPrefix => &mut self.anomaly_prefixes,
+            Kind::Price => &mut self.prices,
         }
     }
 
@@ -551,6 +576,12 @@ impl<'a> View<'a> {
         self.rows.anomalies.contains_key(key)
     }
 
+    /// A price row.
+    pub fn price(&self, id: &str) -> Option<&'a PriceRow> {
+        self.note(Kind::Price, id);
+        self.rows.prices.get(id)
+    }
+
     /// The keys of the open anomalies that start with `prefix`.
     pub fn anomalies_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.note(Kind::AnomalyPrefix, prefix);
@@ -586,6 +617,7 @@ impl Projections {
         for prefix in &keys.anomaly_prefixes {
             out.anomalies.extend(with_prefix(&self.anomalies, prefix).map(|(k, v)| (k.clone(), v.clone())));
         }
+        copy(&self.prices, &mut out.prices, &keys.prices);
         out.reindex();
         out
     }
@@ -598,6 +630,7 @@ impl Projections {
         self.tokens.extend(other.tokens);
         self.credit_grants.extend(other.credit_grants);
         self.anomalies.extend(other.anomalies);
+        self.prices.extend(other.prices);
         self.reindex();
     }
 
@@ -614,6 +647,7 @@ impl Projections {
             + self.tokens.len()
             + self.credit_grants.len()
             + self.anomalies.len()
+            + self.prices.len()
     }
 }
 

@@ -67,6 +67,110 @@ impl<'de> Deserialize<'de> for Expandable {
     }
 }
 
+/// A price as an item names it: its id, or the whole price (or legacy plan) object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PriceRef {
+    Id(String),
+    Price(Price),
+}
+
+impl PriceRef {
+    fn id(&self) -> &str {
+        match self {
+            Self::Id(id) => id,
+            Self::Price(price) => &price.id,
+        }
+    }
+
+    fn into_price(self) -> Option<Price> {
+        match self {
+            Self::Id(_) => None,
+            Self::Price(price) => Some(price),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PriceRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = PriceRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a price id, or a price object")
+            }
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<PriceRef, E> {
+                Ok(PriceRef::Id(id.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PriceRef, A::Error> {
+                let wire = WirePrice::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PriceRef::Price(wire.into()))
+            }
+        }
+        deserializer.deserialize_any(Shape)
+    }
+}
+
+/// A price object, or a legacy plan (`amount`, and the cycle at the top level).
+#[derive(Deserialize)]
+struct WirePrice {
+    id: String,
+    #[serde(default)]
+    product: Option<Expandable>,
+    #[serde(default)]
+    unit_amount: Option<i64>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    recurring: Option<WireRecurring>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    interval_count: Option<u32>,
+    #[serde(default)]
+    usage_type: Option<String>,
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default)]
+    deleted: bool,
+}
+
+#[derive(Deserialize)]
+struct WireRecurring {
+    interval: String,
+    #[serde(default)]
+    interval_count: Option<u32>,
+    #[serde(default)]
+    usage_type: Option<String>,
+}
+
+impl From<WirePrice> for Price {
+    fn from(w: WirePrice) -> Self {
+        let recurring = match (w.recurring, w.interval) {
+            (Some(r), _) => Some(Recurring {
+                interval: r.interval,
+                interval_count: r.interval_count.unwrap_or(1).max(1),
+                usage_type: r.usage_type.unwrap_or_else(|| "licensed".to_owned()),
+            }),
+            (None, Some(interval)) => Some(Recurring {
+                interval,
+                interval_count: w.interval_count.unwrap_or(1).max(1),
+                usage_type: w.usage_type.unwrap_or_else(|| "licensed".to_owned()),
+            }),
+            (None, None) => None,
+        };
+        Price {
+            id: w.id,
+            product: w.product.map(Expandable::into_id),
+            unit_amount: w.unit_amount.or(w.amount),
+            currency: w.currency.map(|c| c.to_ascii_lowercase()),
+            recurring,
+            active: w.active.unwrap_or(true) && !w.deleted,
+        }
+    }
+}
+
 /// The event envelope fields the fold orders and keys by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventMeta {
@@ -114,6 +218,8 @@ pub enum Object {
     Invoice(Invoice),
     /// `"checkout.session"` (`checkout.session.*`).
     CheckoutSession(CheckoutSession),
+    /// `"price"` or a legacy `"plan"` (`price.*`, `plan.*`).
+    Price(Price),
     /// A thin event (`v2.core.event`): only a reference to the object, which is fetched.
     Thin(ThinReference),
     /// Any other object: stored and counted, not projected.
@@ -236,6 +342,34 @@ impl std::fmt::Display for SubscriptionStatus {
     }
 }
 
+/// What a price charges, as Stripe's price (or legacy plan) object says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    /// `price_...` (or a plan's id).
+    pub id: String,
+    /// `prod_...`.
+    pub product: Option<String>,
+    /// Per unit, in the currency's minor unit (`amount` on a plan); `None` for tiered prices.
+    pub unit_amount: Option<i64>,
+    /// ISO code, lowercase.
+    pub currency: Option<String>,
+    /// How often it bills; `None` for a one-time price.
+    pub recurring: Option<Recurring>,
+    /// Still sellable in Stripe (`false` once archived or deleted).
+    pub active: bool,
+}
+
+/// A recurring price's cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recurring {
+    /// `day`, `week`, `month` or `year`.
+    pub interval: String,
+    /// Cycles of `interval` per bill (e.g. 3 months).
+    pub interval_count: u32,
+    /// `licensed` (per seat) or `metered`.
+    pub usage_type: String,
+}
+
 /// One item of a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionItem {
@@ -243,6 +377,8 @@ pub struct SubscriptionItem {
     pub id: String,
     /// The price id (`price.id`, or the legacy `plan.id`).
     pub price_id: Option<String>,
+    /// The price itself, when the item carries it expanded (webhooks do).
+    pub price: Option<Price>,
     /// Quantity.
     pub quantity: u64,
     /// Period start on the item (basil and later).
@@ -473,9 +609,9 @@ struct WireSubscription {
 struct WireItem {
     id: String,
     #[serde(default)]
-    price: Option<Expandable>,
+    price: Option<PriceRef>,
     #[serde(default)]
-    plan: Option<Expandable>,
+    plan: Option<PriceRef>,
     #[serde(default)]
     quantity: Option<u64>,
     #[serde(default, deserialize_with = "storable_time")]
@@ -651,6 +787,7 @@ fn data_object(raw: &serde_json::value::RawValue) -> Result<Object, DecodeError>
         Some("subscription") => Object::Subscription(subscription(object(raw, "a subscription")?)),
         Some("invoice") => Object::Invoice(invoice(object(raw, "an invoice")?)),
         Some("checkout.session") => Object::CheckoutSession(checkout_session(object(raw, "a checkout session")?)),
+        Some("price" | "plan") => Object::Price(object::<WirePrice>(raw, "a price")?.into()),
         _ => Object::Other,
     })
 }
@@ -667,12 +804,16 @@ fn subscription(wire: WireSubscription) -> Subscription {
         .items
         .data
         .into_iter()
-        .map(|item| SubscriptionItem {
-            id: item.id,
-            price_id: item.price.or(item.plan).map(Expandable::into_id),
-            quantity: item.quantity.unwrap_or(1),
-            current_period_start: item.current_period_start,
-            current_period_end: item.current_period_end,
+        .map(|item| {
+            let price = item.price.or(item.plan);
+            SubscriptionItem {
+                id: item.id,
+                price_id: price.as_ref().map(|p| p.id().to_owned()),
+                price: price.and_then(PriceRef::into_price),
+                quantity: item.quantity.unwrap_or(1),
+                current_period_start: item.current_period_start,
+                current_period_end: item.current_period_end,
+            }
         })
         .collect();
     Subscription {

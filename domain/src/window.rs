@@ -87,6 +87,7 @@ fn commit_keys(tables: &mut Projections, state: &Projections, keys: &Reads) {
         set(&mut tables.anomalies, &rows.anomalies, &stale);
         set(&mut tables.anomalies, &rows.anomalies, with_prefix(&rows.anomalies, prefix).map(|(k, _)| k));
     }
+    set(&mut tables.prices, &rows.prices, &keys.prices);
     for row in rows.subscriptions.into_values() {
         tables.put_subscription(row);
     }

@@ -43,12 +43,24 @@ async fn main() -> anyhow::Result<()> {
     .fetch_optional(&pool)
     .await?;
     let (anomalies,): (i64,) = sqlx::query_as("SELECT count(*) FROM projection.anomalies").fetch_one(&pool).await?;
+    // A customers page from the middle of the list (newest first), and a part of an email.
+    let (deep_created, deep_id): (f64, String) = sqlx::query_as(
+        "SELECT extract(epoch FROM coalesce(created, '-infinity'))::float8, stripe_customer_id FROM projection.accounts
+         ORDER BY coalesce(created, '-infinity') DESC, stripe_customer_id DESC OFFSET (SELECT count(*) / 2 FROM projection.accounts) LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let email_part: String = email.as_deref().and_then(|e| e.split('@').next()).unwrap_or("x").to_owned();
     println!("log head {head}; {anomalies} open anomalies; sample customer {customer}");
     let pages = [
         ("overview", "/console".to_owned()),
         ("anomalies, newest", "/console/anomalies".to_owned()),
         ("anomalies, mid-log page", format!("/console/anomalies?before={mid}&key=%7E")),
         ("failed effects", "/console/effects".to_owned()),
+        ("customers, newest", "/console/customers".to_owned()),
+        ("customers, mid-list page", format!("/console/customers?before={deep_created}&id={deep_id}")),
+        ("customers, email part", format!("/console/customers?q={email_part}")),
+        ("subscription", format!("/console/subscription/{}", sub.clone().unwrap_or_default())),
         ("customer by cus_", format!("/console/customer?q={customer}")),
         ("customer by email", format!("/console/customer?q={}", email.unwrap_or_default().replace('@', "%40"))),
         ("customer by sub_", format!("/console/customer?q={}", sub.unwrap_or_default())),

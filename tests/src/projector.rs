@@ -265,6 +265,9 @@ pub fn without_positions(p: &Projections) -> Projections {
     for a in p.anomalies.values_mut() {
         a.position = 0;
     }
+    for price in p.prices.values_mut() {
+        price.version.position = 0;
+    }
     p
 }
 

@@ -8,7 +8,7 @@ use domain::state::Projections;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Subscriptions, Table, Tokens};
+use super::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Prices, Subscriptions, Table, Tokens};
 
 /// One table's counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,6 +113,7 @@ pub fn diff(live: &Projections, rebuilt: &Projections) -> Diff {
     table::<Tokens>(live, rebuilt, &mut diff);
     table::<CreditGrants>(live, rebuilt, &mut diff);
     table::<Anomalies>(live, rebuilt, &mut diff);
+    table::<Prices>(live, rebuilt, &mut diff);
     diff
 }
 

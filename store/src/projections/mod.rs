@@ -8,7 +8,7 @@ mod tables;
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use self::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Subscriptions, Table, Tokens};
+use self::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Prices, Subscriptions, Table, Tokens};
 pub use self::tables::{LimitColumns, desired_from};
 use std::collections::BTreeSet;
 
@@ -16,7 +16,7 @@ use domain::state::Reads;
 use domain::state::{Changes, Intent, Projections};
 
 /// The tables of the projection schema, in creation order (the checkpoint first).
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 8] = [
     "checkpoint",
     Accounts::NAME,
     Subscriptions::NAME,
@@ -24,6 +24,7 @@ pub const TABLES: [&str; 7] = [
     Tokens::NAME,
     CreditGrants::NAME,
     Anomalies::NAME,
+    Prices::NAME,
 ];
 
 /// Anomaly kind of an event the live projector could not write and passed over; a rebuild passes
@@ -46,6 +47,7 @@ macro_rules! each_table {
         $call::<Tokens>($($arg),*).await?;
         $call::<CreditGrants>($($arg),*).await?;
         $call::<Anomalies>($($arg),*).await?;
+        $call::<Prices>($($arg),*).await?;
     }};
 }
 
@@ -82,15 +84,16 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
         .bind(low)
         .bind(high)
         .bind(unbounded)
+        .bind(list(&keys.prices))
         .fetch_all(&mut *conn)
         .await?;
-    let mut by_table: [Vec<String>; 6] = Default::default();
+    let mut by_table: [Vec<String>; 7] = Default::default();
     for (table, row) in rows {
         if let Some(rows) = usize::try_from(table).ok().and_then(|t| by_table.get_mut(t)) {
             rows.push(row);
         }
     }
-    let [accounts, subscriptions, instances, tokens, grants, anomalies] = by_table;
+    let [accounts, subscriptions, instances, tokens, grants, anomalies, prices] = by_table;
     let mut p = Projections::default();
     insert_rows::<Accounts>(&mut p, accounts)?;
     insert_rows::<Subscriptions>(&mut p, subscriptions)?;
@@ -98,6 +101,7 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
     insert_rows::<Tokens>(&mut p, tokens)?;
     insert_rows::<CreditGrants>(&mut p, grants)?;
     insert_rows::<Anomalies>(&mut p, anomalies)?;
+    insert_rows::<Prices>(&mut p, prices)?;
     p.reindex();
     Ok(p)
 }
@@ -106,7 +110,7 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
 /// is in its array (`$1`..`$6`, tables in [`TABLES`] order after the checkpoint), subscriptions
 /// also by customer (`$7`), anomalies also by key prefix: a range scan of `anomalies_key_c_idx`
 /// per prefix from `$8` to `$9` (see [`prefix_end`]), and a scan for prefixes with no end (`$10`:
-/// empty, or all U+10FFFF; skipped when there are none).
+/// empty, or all U+10FFFF; skipped when there are none), prices by id (`$11`).
 static LOAD_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let by_key = |n: usize, name: &str, key: &str| {
         format!("SELECT {} AS t, to_jsonb(r)::text FROM projection.{name} r WHERE {key} = ANY(${n}::text[])", n - 1)
@@ -128,6 +132,11 @@ static LOAD_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             "SELECT 5, to_jsonb(a)::text FROM projection.{} a WHERE cardinality($10::text[]) > 0
                AND EXISTS (SELECT 1 FROM unnest($10::text[]) AS p (low) WHERE starts_with(a.key, p.low))",
             Anomalies::NAME
+        ),
+        format!(
+            "SELECT 6, to_jsonb(r)::text FROM projection.{} r WHERE {} = ANY($11::text[])",
+            Prices::NAME,
+            Prices::KEY
         ),
     ]
     .join("\nUNION ALL\n")

@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use domain::catalog::{Limit, Limits};
-use domain::stripe::SubscriptionStatus;
+use domain::stripe::{Price, Recurring, SubscriptionStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use domain::state::{
-    Account, Anomaly, Changes, CreditGrant, Desired, Instance, Projections, SubscriptionRow, TokenWant, Version,
+    Account, Anomaly, Changes, CreditGrant, Desired, Instance, PriceRow, Projections, SubscriptionRow, TokenWant,
+    Version,
 };
 
 /// One projection table.
@@ -161,6 +162,58 @@ table!(InstanceTargets, "instance_targets", "stripe_subscription_id", instances,
 table!(Tokens, "tokens", "stripe_customer_id", tokens, TokenWant, TokenImage);
 table!(CreditGrants, "credit_grants", "key", credit_grants, CreditGrant, GrantImage);
 table!(Anomalies, "anomalies", "key", anomalies, Anomaly, AnomalyImage);
+table!(Prices, "prices", "price_id", prices, PriceRow, PriceImage);
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct PriceImage {
+    price_id: String,
+    product: Option<String>,
+    unit_amount: Option<i64>,
+    currency: Option<String>,
+    interval: Option<String>,
+    interval_count: Option<i32>,
+    usage_type: Option<String>,
+    active: bool,
+    #[serde(flatten)]
+    version: VersionColumns,
+}
+
+impl From<(&str, &PriceRow)> for PriceImage {
+    fn from((_, row): (&str, &PriceRow)) -> Self {
+        let p = &row.price;
+        Self {
+            price_id: p.id.clone(),
+            product: p.product.clone(),
+            unit_amount: p.unit_amount,
+            currency: p.currency.clone(),
+            interval: p.recurring.as_ref().map(|r| r.interval.clone()),
+            interval_count: p.recurring.as_ref().map(|r| i32::try_from(r.interval_count).unwrap_or(i32::MAX)),
+            usage_type: p.recurring.as_ref().map(|r| r.usage_type.clone()),
+            active: p.active,
+            version: Some(row.version).into(),
+        }
+    }
+}
+
+impl From<PriceImage> for (String, PriceRow) {
+    fn from(r: PriceImage) -> Self {
+        let recurring = r.interval.map(|interval| Recurring {
+            interval,
+            interval_count: r.interval_count.and_then(|c| u32::try_from(c).ok()).unwrap_or(1),
+            usage_type: r.usage_type.unwrap_or_else(|| "licensed".to_owned()),
+        });
+        let version = Option::<Version>::from(r.version).unwrap_or_default();
+        let price = Price {
+            id: r.price_id.clone(),
+            product: r.product,
+            unit_amount: r.unit_amount,
+            currency: r.currency,
+            recurring,
+            active: r.active,
+        };
+        (r.price_id, PriceRow { price, version })
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct AccountImage {

@@ -5,6 +5,7 @@ mod admin;
 mod append_only;
 mod bad_input;
 mod billing;
+mod catalog;
 mod console;
 mod deploy;
 mod effects;

@@ -59,6 +59,7 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
     assert_eq!(loaded, full, "the tables hold exactly the folded state");
     assert!(loaded.subscriptions.len() >= 40 && !loaded.credit_grants.is_empty() && !loaded.anomalies.is_empty());
     assert_eq!(loaded.anomalies.len(), 2, "{:?}", loaded.anomalies.keys());
+    assert!(!loaded.prices.is_empty(), "the prices the subscriptions carry");
 
     // The live runner's per-batch loading: any set of keys reads as the whole state holds them.
     let every = |keys: Vec<&String>, n: usize| keys.into_iter().step_by(n).cloned().collect();
@@ -72,6 +73,7 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
         anomalies: ["unknown_price:sub_none".into()].into(),
         // A prefix is a prefix, never a LIKE pattern.
         anomaly_prefixes: ["undecodable:".into(), "unknown%".into(), "_".into()].into(),
+        prices: every(full.prices.keys().chain([&"price_none".to_owned()]).collect(), 2),
     };
     let window = store::load_keys(&mut conn, &keys).await.expect("load keys");
     assert_eq!(window, full.select(&keys));

@@ -795,3 +795,50 @@ fn folding_batches_over_windows_of_what_they_read_equals_folding_the_whole_state
     assert!(anomalies >= 200, "the extras' anomalies were folded: {anomalies}");
     assert!(rounds >= 2 * batches, "every batch loaded its window: {rounds} rounds, {batches} batches");
 }
+
+/// A price event with Stripe's example price under another id and amount.
+fn price_event(event_type: &str, created: i64, id: &str, unit_amount: i64) -> Vec<u8> {
+    let mut price = stripe::object("price");
+    price["id"] = serde_json::json!(id);
+    price["unit_amount"] = serde_json::json!(unit_amount);
+    serde_json::to_vec(&stripe::event(&stripe::event_id(), event_type, created, price)).expect("json")
+}
+
+/// Issue 30, item 1: what a price charges comes from Stripe's objects: price events (the newest
+/// snapshot wins, whatever the delivery order), legacy plans, and the prices subscriptions carry.
+#[test]
+fn prices_are_what_stripes_newest_price_objects_say() {
+    let mut g = Given::new();
+    g.event(&price_event("price.created", T, "price_a", 900));
+    g.event(&price_event("price.updated", T + 20, "price_a", 1_200));
+    g.event(&price_event("price.updated", T + 10, "price_a", 1_000));
+    let a = &g.state.prices["price_a"].price;
+    assert_eq!((a.unit_amount, a.currency.as_deref(), a.active), (Some(1_200), Some("usd"), true), "the newest");
+    let recurring = a.recurring.as_ref().expect("recurring");
+    assert_eq!(
+        (recurring.interval.as_str(), recurring.interval_count, recurring.usage_type.as_str()),
+        ("month", 1, "licensed")
+    );
+    assert_eq!(a.product.as_deref(), Some("prod_NZbFOV0OmNHxwl"));
+    g.event(&price_event("price.deleted", T + 30, "price_a", 1_200));
+    assert!(!g.state.prices["price_a"].price.active, "a deleted price is no longer sellable");
+
+    // A legacy plan: amount and the cycle at the top level.
+    let plan = serde_json::json!({ "id": "plan_y", "object": "plan", "amount": 12_000, "currency": "EUR",
+        "interval": "year", "interval_count": 1, "usage_type": "licensed", "active": true, "product": "prod_y" });
+    g.event(&serde_json::to_vec(&stripe::event(&stripe::event_id(), "plan.created", T, plan)).expect("json"));
+    let y = &g.state.prices["plan_y"].price;
+    assert_eq!((y.unit_amount, y.currency.as_deref()), (Some(12_000), Some("eur")));
+    assert_eq!(y.recurring.as_ref().map(|r| r.interval.as_str()), Some("year"));
+
+    // A subscription carries its items' prices; a price event of the same second outranks it.
+    for shape in SHAPES {
+        let mut g = Given::new();
+        g.event(&sub_event("customer.subscription.created", T, shape, &snap("active", "price_starter_monthly")));
+        let starter = &g.state.prices["price_starter_monthly"];
+        assert_eq!(starter.price.unit_amount, Some(2000), "{shape:?}: Stripe's example price, as embedded");
+        g.event(&price_event("price.updated", T, "price_starter_monthly", 2_500));
+        g.event(&sub_event("customer.subscription.updated", T, shape, &snap("active", "price_starter_monthly")));
+        assert_eq!(g.state.prices["price_starter_monthly"].price.unit_amount, Some(2_500), "{shape:?}");
+    }
+}
