@@ -24,10 +24,14 @@ COMMENT ON TABLE ledger.open_failures IS 'Effects failed for good and not settle
 
 -- Runs as its owner: the projector and replay roles write the journal, not this table. Ids only
 -- grow, but two transactions may commit out of id order: every change compares ids, so the row
--- that is latest by id decides, whichever commits first.
+-- that is latest by id decides, whichever commits first. Its statements are planned once per
+-- session, possibly while the table is empty: sequential scans are forbidden so a plan made then
+-- still finds keys and subjects through the indexes when thousands of failures are open (as the
+-- append function does, 0022).
 CREATE FUNCTION ledger.track_open_failure() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $$
 BEGIN
   IF NEW.outcome = 'failed' THEN

@@ -439,6 +439,7 @@ END $$;
 CREATE FUNCTION ledger.track_open_failure() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET enable_seqscan TO 'off'
     AS $$
 BEGIN
   IF NEW.outcome = 'failed' THEN
