@@ -11,6 +11,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::revenue::Policy;
+
 /// The tier name used when a price id is not in the catalog. Reserved.
 pub const UNKNOWN_TIER: &str = "unknown";
 
@@ -171,6 +173,8 @@ struct CatalogFile {
     tiers: Vec<TierEntry>,
     #[serde(default)]
     credit_packs: Vec<CreditPack>,
+    #[serde(default)]
+    analytics: Policy,
 }
 
 /// The validated content (also what the hash is computed over).
@@ -178,6 +182,9 @@ struct CatalogFile {
 struct Content {
     tiers: Vec<Tier>,
     credit_packs: Vec<CreditPack>,
+    /// Hashed only when set: catalogs written before the section existed keep their hash.
+    #[serde(skip_serializing_if = "Policy::is_default")]
+    analytics: Policy,
 }
 
 /// What a price id buys.
@@ -293,7 +300,7 @@ impl Catalog {
         }
         same_metrics(&tiers).map_err(|reason| invalid("tiers".into(), &reason))?;
         // The hash is of the meaning, not the text: comments and layout do not change it.
-        let content = Content { tiers, credit_packs: file.credit_packs };
+        let content = Content { tiers, credit_packs: file.credit_packs, analytics: file.analytics };
         let canonical = serde_json::to_vec(&content).map_err(|e| invalid("catalog".into(), &e.to_string()))?;
         let hash = hex::encode(Sha256::digest(&canonical));
         Ok(Self { content, by_price, hash })
@@ -338,6 +345,11 @@ impl Catalog {
     /// The quota metrics (the same in every tier), sorted.
     pub fn quota_metrics(&self) -> impl Iterator<Item = &str> {
         self.content.tiers.first().into_iter().flat_map(|t| t.quotas.keys().map(String::as_str))
+    }
+
+    /// How revenue is counted (`[analytics]`).
+    pub fn analytics(&self) -> &Policy {
+        &self.content.analytics
     }
 
     /// sha256 (hex) of the catalog's canonical content.
@@ -469,6 +481,19 @@ mod tests {
         let changed = Catalog::parse(&EXAMPLE.replace("credits = 1000\n", "credits = 1500\n")).expect("valid");
         assert_ne!(a.hash(), changed.hash());
         assert_eq!(a.hash().len(), 64);
+    }
+
+    #[test]
+    fn the_analytics_policy_changes_the_hash_only_when_it_is_not_the_default() {
+        let stated = Catalog::parse(EXAMPLE).expect("valid");
+        let without = EXAMPLE.split("\n[analytics]").next().expect("text");
+        let a = Catalog::parse(without).expect("valid");
+        assert_eq!(a.hash(), stated.hash(), "stating the defaults changes nothing");
+        let ignore =
+            Catalog::parse(&EXAMPLE.replace("discounts = \"subtract\"", "discounts = \"ignore\"")).expect("valid");
+        assert_ne!(a.hash(), ignore.hash(), "another policy asks for a rebuild");
+        assert_eq!(ignore.analytics().discounts, crate::revenue::DiscountPolicy::Ignore);
+        assert!(error(&EXAMPLE.replace("past_due = \"count\"", "churn = \"never\"")).contains("churn"));
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`mail`]: what the mails say.
 //! - [`credits`]: the credit balance rule (grants, debits, rollover caps).
 //! - [`usage`]: the usage day and quota rules.
+//! - [`revenue`]: a price's monthly amount, a subscription's MRR under the analytics policy, the
+//!   movement a change of MRR is.
 //! - [`token`]: the API token format: how a token is made and what is stored instead of it.
 //! - [`access`]: what a customer's API token is granted, and until when.
 //! - [`clock`]: where time comes from ([`clock::ManualClock`] in tests).
@@ -32,6 +34,7 @@ pub mod fold;
 pub mod keys;
 pub mod mail;
 pub mod plan;
+pub mod revenue;
 pub mod signature;
 pub mod state;
 pub mod stripe;

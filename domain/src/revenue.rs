@@ -1,0 +1,337 @@
+//! Revenue, decided purely (issue 30; definitions and the policy in docs/analytics.md): what a
+//! price is worth per month, what a subscription adds to its customer's monthly recurring revenue
+//! (MRR) under the catalog's analytics policy, and which movement a change of a customer's MRR is.
+//! Amounts are in the currency's minor unit; currencies are never mixed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stripe::{Price, SubscriptionStatus};
+
+/// The catalog's `[analytics]` section: how revenue is counted. Part of the catalog's hash when
+/// not the default, so changing it asks for a rebuild, which recomputes all history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Whether an active discount lowers MRR.
+    #[serde(default)]
+    pub discounts: DiscountPolicy,
+    /// Whether a past-due subscription still counts.
+    #[serde(default)]
+    pub past_due: PastDuePolicy,
+}
+
+impl Policy {
+    /// True for the defaults (left out of the catalog's hash, so catalogs written before the
+    /// section existed keep their hash).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `discounts = "subtract" | "ignore"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscountPolicy {
+    /// Percent and amount off lower MRR while the discount lasts (Stripe's, ChartMogul's and
+    /// Baremetrics' default).
+    #[default]
+    Subtract,
+    /// MRR at list price (Paddle's).
+    Ignore,
+}
+
+/// `past_due = "count" | "churn_after_grace"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PastDuePolicy {
+    /// A past-due subscription counts until Stripe cancels it (Stripe's definition).
+    #[default]
+    Count,
+    /// It stops counting once its grace period (`GRACE_PERIOD_DAYS`) has run out.
+    ChurnAfterGrace,
+}
+
+/// A discount as a subscription carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discount {
+    /// `coupon.percent_off`.
+    pub percent_off: Option<f64>,
+    /// `coupon.amount_off`, per invoice, in `currency`.
+    pub amount_off: Option<i64>,
+    /// Currency of `amount_off`.
+    pub currency: Option<String>,
+    /// When it stops applying (Unix seconds; `None`: forever).
+    pub end: Option<i64>,
+}
+
+/// What a subscription is, for revenue: its items (price, quantity), status, whether its grace
+/// period still runs, its discount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Billed<'a> {
+    /// Items: the price (as Stripe describes it) and the quantity.
+    pub items: &'a [(Price, u64)],
+    /// Status.
+    pub status: &'a SubscriptionStatus,
+    /// A past-due subscription still within its grace period.
+    pub in_grace: bool,
+    /// Its discount, if any.
+    pub discount: Option<&'a Discount>,
+    /// Deleted in Stripe.
+    pub deleted: bool,
+}
+
+/// `amount` charged every `interval_count` `interval`s, per month, rounded to the nearest minor
+/// unit: a year is 12 months, a week 52/12 of a month... per month (x 52 / 12), a day x 365 / 12.
+/// `None` for an interval Stripe does not have.
+pub fn monthly(amount: i64, interval: &str, interval_count: u32) -> Option<i64> {
+    let (num, den): (i128, i128) = match interval {
+        "month" => (1, 1),
+        "year" => (1, 12),
+        "week" => (52, 12),
+        "day" => (365, 12),
+        _ => return None,
+    };
+    let den = den * i128::from(interval_count.max(1));
+    let scaled = i128::from(amount) * num;
+    let rounded = (scaled + scaled.signum() * den / 2) / den;
+    i64::try_from(rounded).ok()
+}
+
+/// An item's monthly amount: unit amount x quantity, per month. Metered, one-time and tiered
+/// prices count 0 (`None`), as in Stripe's definition.
+pub fn item_monthly(price: &Price, quantity: u64) -> Option<(String, i64)> {
+    let recurring = price.recurring.as_ref().filter(|r| r.usage_type == "licensed")?;
+    let amount = price.unit_amount?.checked_mul(i64::try_from(quantity).ok()?)?;
+    Some((price.currency.clone()?, monthly(amount, &recurring.interval, recurring.interval_count)?))
+}
+
+/// What `sub` adds to its customer's MRR at `at`, per currency (empty: nothing). Counts while
+/// `active`, or `past_due` under [`PastDuePolicy::Count`] (or within its grace under
+/// [`PastDuePolicy::ChurnAfterGrace`]); a trial and every other status count 0.
+pub fn subscription_mrr(sub: &Billed<'_>, at: i64, policy: &Policy) -> BTreeMap<String, i64> {
+    let counts = !sub.deleted
+        && match sub.status {
+            SubscriptionStatus::Active => true,
+            SubscriptionStatus::PastDue => policy.past_due == PastDuePolicy::Count || sub.in_grace,
+            _ => false,
+        };
+    let mut mrr: BTreeMap<String, i64> = BTreeMap::new();
+    if !counts {
+        return mrr;
+    }
+    for (price, quantity) in sub.items {
+        if let Some((currency, amount)) = item_monthly(price, *quantity) {
+            *mrr.entry(currency).or_default() += amount;
+        }
+    }
+    if let Some(discount) =
+        sub.discount.filter(|d| policy.discounts == DiscountPolicy::Subtract && d.end.is_none_or(|end| at < end))
+    {
+        discounted(&mut mrr, discount, sub.items);
+    }
+    mrr.retain(|_, amount| *amount > 0);
+    mrr
+}
+
+/// Applies `discount` to `mrr`: a percentage off every currency, an amount off (per invoice,
+/// normalized to a month by the first recurring item's interval) from its currency, never below 0.
+fn discounted(mrr: &mut BTreeMap<String, i64>, discount: &Discount, items: &[(Price, u64)]) {
+    if let Some(percent) = discount.percent_off.filter(|p| *p > 0.0) {
+        for amount in mrr.values_mut() {
+            *amount = (*amount as f64 * (100.0 - percent.min(100.0)) / 100.0).round() as i64;
+        }
+    }
+    let cycle = items.iter().find_map(|(p, _)| p.recurring.as_ref());
+    if let (Some(off), Some(currency), Some(cycle)) = (discount.amount_off, &discount.currency, cycle)
+        && let Some(amount) = mrr.get_mut(&currency.to_ascii_lowercase())
+    {
+        let monthly_off = monthly(off, &cycle.interval, cycle.interval_count).unwrap_or(0);
+        *amount = (*amount - monthly_off).max(0);
+    }
+}
+
+/// A change of one customer's MRR in one currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MovementKind {
+    /// From 0 to more, the first time.
+    New,
+    /// Up.
+    Expansion,
+    /// Down, still above 0.
+    Contraction,
+    /// Down to 0.
+    Churn,
+    /// From 0 to more, after having paid before.
+    Reactivation,
+}
+
+impl MovementKind {
+    /// As the API and the tables spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Expansion => "expansion",
+            Self::Contraction => "contraction",
+            Self::Churn => "churn",
+            Self::Reactivation => "reactivation",
+        }
+    }
+
+    /// +1 for what raises MRR, -1 for what lowers it.
+    pub fn sign(self) -> i64 {
+        match self {
+            Self::New | Self::Expansion | Self::Reactivation => 1,
+            Self::Contraction | Self::Churn => -1,
+        }
+    }
+}
+
+/// The movement from `before` to `after` (a customer's MRR in one currency), with its amount as
+/// a positive number; `paid_before`: the customer had MRR in this currency at some earlier time.
+/// `None` when nothing changed.
+pub fn movement(before: i64, after: i64, paid_before: bool) -> Option<(MovementKind, i64)> {
+    let kind = match (before, after) {
+        (b, a) if a == b => return None,
+        (0, _) if paid_before => MovementKind::Reactivation,
+        (0, _) => MovementKind::New,
+        (_, 0) => MovementKind::Churn,
+        (b, a) if a > b => MovementKind::Expansion,
+        _ => MovementKind::Contraction,
+    };
+    Some((kind, (after - before).abs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::stripe::Recurring;
+
+    fn price(amount: i64, currency: &str, interval: &str, count: u32, usage: &str) -> Price {
+        Price {
+            id: format!("price_{amount}_{interval}"),
+            product: None,
+            unit_amount: Some(amount),
+            currency: Some(currency.to_owned()),
+            recurring: Some(Recurring {
+                interval: interval.to_owned(),
+                interval_count: count,
+                usage_type: usage.to_owned(),
+            }),
+            active: true,
+        }
+    }
+
+    fn billed<'a>(
+        items: &'a [(Price, u64)],
+        status: &'a SubscriptionStatus,
+        discount: Option<&'a Discount>,
+    ) -> Billed<'a> {
+        Billed { items, status, in_grace: false, discount, deleted: false }
+    }
+
+    #[test]
+    fn every_interval_is_normalized_to_a_month() {
+        assert_eq!(monthly(2_900, "month", 1), Some(2_900));
+        assert_eq!(monthly(24_000, "year", 1), Some(2_000), "a year is 12 months");
+        assert_eq!(monthly(200_000, "year", 1), Some(16_667), "$2,000/yr = $166.67/mo, rounded");
+        assert_eq!(monthly(1_000, "week", 1), Some(4_333), "x 52 / 12");
+        assert_eq!(monthly(100, "day", 1), Some(3_042), "x 365 / 12");
+        assert_eq!(monthly(9_000, "month", 3), Some(3_000), "every 3 months");
+        assert_eq!(monthly(100, "fortnight", 1), None);
+    }
+
+    #[test]
+    fn quantity_counts_metered_one_time_and_trials_do_not() {
+        let active = SubscriptionStatus::Active;
+        let seats = [(price(1_000, "usd", "month", 1, "licensed"), 3)];
+        let mrr = subscription_mrr(&billed(&seats, &active, None), 0, &Policy::default());
+        assert_eq!(mrr, [("usd".to_owned(), 3_000)].into());
+        let metered = [(price(1_000, "usd", "month", 1, "metered"), 1)];
+        assert!(subscription_mrr(&billed(&metered, &active, None), 0, &Policy::default()).is_empty());
+        let mut one_time = price(1_000, "usd", "month", 1, "licensed");
+        one_time.recurring = None;
+        assert!(subscription_mrr(&billed(&[(one_time, 1)], &active, None), 0, &Policy::default()).is_empty());
+        let trialing = SubscriptionStatus::Trialing;
+        assert!(subscription_mrr(&billed(&seats, &trialing, None), 0, &Policy::default()).is_empty());
+        let two = [(price(1_000, "usd", "month", 1, "licensed"), 1), (price(12_000, "eur", "year", 1, "licensed"), 1)];
+        let mrr = subscription_mrr(&billed(&two, &active, None), 0, &Policy::default());
+        assert_eq!(mrr, [("eur".to_owned(), 1_000), ("usd".to_owned(), 1_000)].into(), "currencies never mixed");
+    }
+
+    #[test]
+    fn a_discount_lowers_mrr_while_it_lasts_unless_the_policy_ignores_it() {
+        let active = SubscriptionStatus::Active;
+        let items = [(price(5_000, "usd", "month", 1, "licensed"), 1)];
+        let twenty = Discount { percent_off: Some(20.0), amount_off: None, currency: None, end: Some(100) };
+        let mrr = |at, policy: Policy| subscription_mrr(&billed(&items, &active, Some(&twenty)), at, &policy)["usd"];
+        assert_eq!(mrr(99, Policy::default()), 4_000);
+        assert_eq!(mrr(100, Policy::default()), 5_000, "ended");
+        assert_eq!(mrr(99, Policy { discounts: DiscountPolicy::Ignore, ..Policy::default() }), 5_000);
+        let yearly = [(price(120_000, "usd", "year", 1, "licensed"), 1)];
+        let off = Discount { percent_off: None, amount_off: Some(12_000), currency: Some("USD".into()), end: None };
+        let mrr = subscription_mrr(&billed(&yearly, &active, Some(&off)), 0, &Policy::default());
+        assert_eq!(mrr["usd"], 9_000, "120.00 off a yearly invoice is 10.00 a month");
+        let all = Discount { percent_off: Some(100.0), amount_off: None, currency: None, end: None };
+        assert!(subscription_mrr(&billed(&items, &active, Some(&all)), 0, &Policy::default()).is_empty(), "free");
+    }
+
+    #[test]
+    fn past_due_counts_or_churns_after_the_grace_as_the_policy_says() {
+        let past_due = SubscriptionStatus::PastDue;
+        let items = [(price(5_000, "usd", "month", 1, "licensed"), 1)];
+        let churn = Policy { past_due: PastDuePolicy::ChurnAfterGrace, ..Policy::default() };
+        let mut sub = billed(&items, &past_due, None);
+        assert_eq!(subscription_mrr(&sub, 0, &Policy::default())["usd"], 5_000);
+        assert!(subscription_mrr(&sub, 0, &churn).is_empty(), "grace over");
+        sub.in_grace = true;
+        assert_eq!(subscription_mrr(&sub, 0, &churn)["usd"], 5_000, "still within its grace");
+        for status in [SubscriptionStatus::Canceled, SubscriptionStatus::Unpaid, SubscriptionStatus::Incomplete] {
+            assert!(subscription_mrr(&billed(&items, &status, None), 0, &Policy::default()).is_empty(), "{status}");
+        }
+    }
+
+    #[test]
+    fn movements_follow_the_glossary() {
+        assert_eq!(movement(0, 2_900, false), Some((MovementKind::New, 2_900)));
+        assert_eq!(movement(0, 2_900, true), Some((MovementKind::Reactivation, 2_900)));
+        assert_eq!(movement(2_900, 9_900, true), Some((MovementKind::Expansion, 7_000)));
+        assert_eq!(movement(9_900, 2_900, true), Some((MovementKind::Contraction, 7_000)));
+        assert_eq!(movement(2_900, 0, true), Some((MovementKind::Churn, 2_900)));
+        assert_eq!(movement(2_900, 2_900, true), None);
+    }
+
+    #[test]
+    fn the_policy_reads_from_the_catalog_section_and_refuses_unknown_values() {
+        let policy: Policy =
+            toml::from_str("discounts = \"ignore\"\npast_due = \"churn_after_grace\"").expect("policy");
+        assert_eq!(policy, Policy { discounts: DiscountPolicy::Ignore, past_due: PastDuePolicy::ChurnAfterGrace });
+        assert!(toml::from_str::<Policy>("discounts = \"sometimes\"").is_err());
+        assert!(toml::from_str::<Policy>("").expect("defaults").is_default());
+    }
+
+    proptest! {
+        /// Whatever a customer's MRR does, its movements add up to the change, each kind says
+        /// which way it went, and only a first start is `new`.
+        #[test]
+        fn movements_add_up_to_the_change_in_mrr(path in proptest::collection::vec(0i64..5, 1..40)) {
+            let (mut mrr, mut paid, mut sum) = (0i64, false, 0i64);
+            for step in path {
+                let next = step * 1_000;
+                if let Some((kind, amount)) = movement(mrr, next, paid) {
+                    prop_assert!(amount > 0);
+                    prop_assert_eq!(kind == MovementKind::New, mrr == 0 && !paid);
+                    prop_assert_eq!(kind == MovementKind::Churn, next == 0);
+                    sum += kind.sign() * amount;
+                }
+                paid |= next > 0;
+                mrr = next;
+            }
+            prop_assert_eq!(sum, mrr);
+        }
+    }
+}
