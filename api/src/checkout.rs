@@ -35,6 +35,11 @@ struct CheckoutRequest {
     quantity: Option<u64>,
     success_url: String,
     cancel_url: String,
+    /// Checkout shows a field where the buyer may enter a promotion code.
+    #[serde(default)]
+    allow_promotion_codes: bool,
+    /// A promotion code (`promo_...`) applied to the session.
+    promotion_code: Option<String>,
 }
 
 /// The handler.
@@ -83,6 +88,7 @@ async fn checkout(
     };
     state.redirect_allowed("success_url", &req.success_url)?;
     state.redirect_allowed("cancel_url", &req.cancel_url)?;
+    let promotion = promotion(&req)?;
     let buyer = Buyer::of(customer.as_deref(), req.email.as_deref())?;
     lock(conn, &buyer).await?;
     if customer.is_none() && super::email_taken(conn, req.email.as_deref()).await? {
@@ -129,11 +135,50 @@ async fn checkout(
     if mode == "subscription" {
         form = form.set(format!("subscription_data[metadata][{}]", entry.0), &entry.1);
     }
+    form = match promotion {
+        Promotion::None => form,
+        Promotion::Field => form.set("allow_promotion_codes", "true"),
+        Promotion::Code(code) => form.set("discounts[0][promotion_code]", code),
+    };
     let answer = stripe.post("/v1/checkout/sessions", &form, stripe_key).await.map_err(super::stripe_error)?;
     let body = json!({
         "id": answer.body["id"], "url": answer.body["url"], "mode": mode, "expires_at": answer.body["expires_at"],
     });
     Ok(Reply::ok(body, (answer.request_id, answer.status)))
+}
+
+/// How a session takes a promotion code.
+enum Promotion<'a> {
+    None,
+    /// The buyer may type one (`allow_promotion_codes`).
+    Field,
+    /// This one applies (`discounts[0][promotion_code]`).
+    Code(&'a str),
+}
+
+/// The request's promotion code choice: a field for the buyer, or a code, never both (Stripe
+/// refuses both: "You may only specify one of these parameters").
+fn promotion(req: &CheckoutRequest) -> Result<Promotion<'_>, ApiError> {
+    match (req.allow_promotion_codes, req.promotion_code.as_deref()) {
+        (true, Some(_)) => Err(ApiError::new(
+            Code::ConflictingParameters,
+            "allow_promotion_codes and promotion_code exclude each other: send one",
+        )),
+        (false, Some(code)) if !is_promotion_code_id(code) => Err(ApiError::new(
+            Code::InvalidRequest,
+            "promotion_code: a Stripe promotion code id (promo_ and letters, digits or _)",
+        )),
+        (false, Some(code)) => Ok(Promotion::Code(code)),
+        (true, None) => Ok(Promotion::Field),
+        (false, None) => Ok(Promotion::None),
+    }
+}
+
+fn is_promotion_code_id(code: &str) -> bool {
+    code.len() <= 255
+        && code
+            .strip_prefix("promo_")
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// Who is buying: a customer, or the email of one Stripe will create.

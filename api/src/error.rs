@@ -14,6 +14,9 @@ pub enum Code {
     IdempotencyKeyRequired,
     /// `invalid_request` (bad request).
     InvalidRequest,
+    /// `invalid_request` too, as unprocessable: parameters each valid that Stripe refuses
+    /// together (`allow_promotion_codes` with a `promotion_code`; the contract says 422).
+    ConflictingParameters,
     /// `unauthorized` (unauthorized).
     Unauthorized,
     /// `insufficient_credits` (payment required).
@@ -83,6 +86,7 @@ impl Code {
             Code::CustomerRequired => StatusCode::BAD_REQUEST,
             Code::IdempotencyKeyRequired => StatusCode::BAD_REQUEST,
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
+            Code::ConflictingParameters => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
             Code::NoLiveSubscription => StatusCode::PAYMENT_REQUIRED,
@@ -121,7 +125,7 @@ impl Code {
         match self {
             Code::CustomerRequired => "customer_required",
             Code::IdempotencyKeyRequired => "idempotency_key_required",
-            Code::InvalidRequest => "invalid_request",
+            Code::InvalidRequest | Code::ConflictingParameters => "invalid_request",
             Code::Unauthorized => "unauthorized",
             Code::InsufficientCredits => "insufficient_credits",
             Code::NoLiveSubscription => "no_live_subscription",

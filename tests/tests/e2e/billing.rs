@@ -471,3 +471,32 @@ async fn commands_stuck_on_a_slow_stripe_never_hold_up_access_checks() {
         let _ = task.await;
     }
 }
+
+/// Issue 30, item 2: checkout takes a promotion code field or a promotion code, never both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_offers_a_promotion_code_field_or_applies_one_code_but_refuses_both() {
+    let b = Billing::start().await;
+    let mut field = checkout("price_starter_monthly");
+    field["allow_promotion_codes"] = json!(true);
+    assert_eq!(b.checkout("promo-field", &field).await.0, 200);
+    let mut code_given = checkout("price_credits_1000");
+    code_given["promotion_code"] = json!("promo_1MiM6KLkdIwHu7ixeqCFtVxS");
+    assert_eq!(b.checkout("promo-code", &code_given).await.0, 200);
+    let calls = b.stripe.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].param("allow_promotion_codes"), Some("true"));
+    assert_eq!(calls[0].param("discounts[0][promotion_code]"), None);
+    assert_eq!(calls[1].param("discounts[0][promotion_code]"), Some("promo_1MiM6KLkdIwHu7ixeqCFtVxS"));
+    assert_eq!(calls[1].param("allow_promotion_codes"), None);
+
+    let mut both = checkout("price_starter_monthly");
+    both["allow_promotion_codes"] = json!(true);
+    both["promotion_code"] = json!("promo_abc");
+    let (status, body) = b.checkout("promo-both", &both).await;
+    assert_eq!((status, code(&body)), (422, "invalid_request"), "{body}");
+    let mut malformed = checkout("price_starter_monthly");
+    malformed["promotion_code"] = json!("SUMMER20");
+    let (status, body) = b.checkout("promo-malformed", &malformed).await;
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "a code's id, not what the buyer types: {body}");
+    assert_eq!(b.stripe.calls().len(), 2, "no Stripe call for a refused checkout");
+}
