@@ -1440,6 +1440,49 @@ COMMENT ON VIEW audit.intents IS 'Effects the fold asked for, with the log posit
 
 
 --
+-- Name: mrr_movements; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.mrr_movements (
+    key text NOT NULL,
+    stripe_customer_id text NOT NULL,
+    currency text NOT NULL,
+    kind text NOT NULL,
+    amount bigint NOT NULL,
+    mrr_after bigint NOT NULL,
+    created bigint NOT NULL,
+    day date,
+    stripe_subscription_id text NOT NULL,
+    event_id text NOT NULL,
+    CONSTRAINT mrr_movements_kind_known CHECK ((kind = ANY (ARRAY['new'::text, 'expansion'::text, 'contraction'::text, 'churn'::text, 'reactivation'::text])))
+);
+
+
+--
+-- Name: TABLE mrr_movements; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.mrr_movements IS 'Changes of a customer''s MRR in one currency: kind, amount (positive, minor units), the MRR after, dated by the UTC day of the Stripe event. Written by the fold.';
+
+
+--
+-- Name: mrr_movements; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.mrr_movements AS
+ SELECT mrr_movements.day,
+    mrr_movements.stripe_customer_id,
+    mrr_movements.currency,
+    mrr_movements.kind,
+    mrr_movements.amount,
+    mrr_movements.mrr_after,
+    mrr_movements.stripe_subscription_id,
+    mrr_movements.event_id,
+    mrr_movements.created
+   FROM projection.mrr_movements;
+
+
+--
 -- Name: prices; Type: TABLE; Schema: projection; Owner: -
 --
 
@@ -1947,6 +1990,24 @@ COMMENT ON COLUMN projection.checkpoint.fold_settings_hash IS 'SHA-256 of the fo
 
 
 --
+-- Name: revenue; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.revenue (
+    stripe_customer_id text NOT NULL,
+    points jsonb NOT NULL,
+    movements integer NOT NULL
+);
+
+
+--
+-- Name: TABLE revenue; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.revenue IS 'Per customer: the revenue points of every subscription snapshot (domain::revenue::Point) and how many movements they make. Written by the fold.';
+
+
+--
 -- Name: tokens; Type: TABLE; Schema: projection; Owner: -
 --
 
@@ -2165,11 +2226,27 @@ ALTER TABLE ONLY projection.instance_targets
 
 
 --
+-- Name: mrr_movements mrr_movements_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.mrr_movements
+    ADD CONSTRAINT mrr_movements_pkey PRIMARY KEY (key);
+
+
+--
 -- Name: prices prices_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
 --
 
 ALTER TABLE ONLY projection.prices
     ADD CONSTRAINT prices_pkey PRIMARY KEY (price_id);
+
+
+--
+-- Name: revenue revenue_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.revenue
+    ADD CONSTRAINT revenue_pkey PRIMARY KEY (stripe_customer_id);
 
 
 --
@@ -2340,6 +2417,13 @@ CREATE INDEX anomalies_kind_idx ON projection.anomalies USING btree (kind);
 --
 
 CREATE INDEX credit_grants_customer_idx ON projection.credit_grants USING btree (stripe_customer_id);
+
+
+--
+-- Name: mrr_movements_day_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX mrr_movements_day_idx ON projection.mrr_movements USING btree (currency, day);
 
 
 --
@@ -2905,6 +2989,21 @@ GRANT SELECT ON TABLE audit.intents TO ledger_auditor;
 
 
 --
+-- Name: TABLE mrr_movements; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.mrr_movements TO ledger_projector;
+GRANT SELECT ON TABLE projection.mrr_movements TO ledger_replay;
+
+
+--
+-- Name: TABLE mrr_movements; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.mrr_movements TO ledger_auditor;
+
+
+--
 -- Name: TABLE prices; Type: ACL; Schema: projection; Owner: -
 --
 
@@ -3038,6 +3137,14 @@ GRANT SELECT,INSERT,UPDATE ON TABLE ledger.usage_counters TO ledger_projector;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.checkpoint TO ledger_projector;
+
+
+--
+-- Name: TABLE revenue; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.revenue TO ledger_projector;
+GRANT SELECT ON TABLE projection.revenue TO ledger_replay;
 
 
 --

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use crate::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
 use crate::fetched::{self, Part};
 use crate::keys::{EffectKey, FetchKey, MailKey, Subject};
+use crate::revenue;
 use crate::state::{
-    Account, Anomaly, Changes, CreditGrant, Delta, Desired, Instance, Intent, PriceRow, Projections, Reads,
-    SubscriptionRow, TokenWant, Version, View, desired_instance,
+    Account, Anomaly, Changes, CreditGrant, Delta, Desired, Instance, Intent, MovementRow, PriceRow, Projections,
+    Reads, Revenue, SubscriptionRow, TokenWant, Version, View, desired_instance, movement_key,
 };
 use crate::stripe::{
     self, CheckoutSession, Customer, Invoice, Object, Price, Subscription, SubscriptionStatus, ThinReference,
@@ -357,6 +358,59 @@ impl Folder<'_> {
         self.delta.prices.push(PriceRow { price, version });
     }
 
+    /// Records what this snapshot of `sub` adds to its customer's MRR (every snapshot, applied to
+    /// the row or not: the points are a function of the set of events) and rewrites the
+    /// customer's movements from their points (`crate::revenue::movements`).
+    fn revenue_point(&mut self, sub: &Subscription, row: &SubscriptionRow, created: i64, rank: u8, deleted: bool) {
+        let items: Vec<(Price, u64)> = sub
+            .items
+            .iter()
+            .filter_map(|item| {
+                let price = item.price.clone().or_else(|| {
+                    item.price_id.as_deref().and_then(|id| self.state.price(id)).map(|r| r.price.clone())
+                })?;
+                Some((price, item.quantity))
+            })
+            .collect();
+        let billed = revenue::Billed {
+            items: &items,
+            status: &sub.status,
+            in_grace: row.grace_until.is_some_and(|until| created < until),
+            discount: sub.discount.as_ref(),
+            deleted,
+        };
+        let mrr = revenue::subscription_mrr(&billed, created, self.catalog.analytics());
+        let (currency, amount) = mrr.into_iter().next().map_or((None, 0), |(c, a)| (Some(c), a));
+        let point = revenue::Point {
+            subscription: sub.id.clone(),
+            event_id: self.event_id.clone(),
+            created,
+            rank,
+            currency,
+            amount,
+            deleted,
+        };
+        let customer = &sub.customer;
+        let known = self.delta.revenue.iter().rev().find(|r| &r.stripe_customer_id == customer).cloned();
+        let known = known.or_else(|| self.state.revenue(customer).cloned());
+        let mut rev =
+            known.unwrap_or_else(|| Revenue { stripe_customer_id: customer.clone(), points: Vec::new(), movements: 0 });
+        if rev.points.iter().any(|p| p.subscription == point.subscription && p.event_id == point.event_id) {
+            return;
+        }
+        rev.points.push(point);
+        revenue::sort(&mut rev.points);
+        let movements = revenue::movements(&rev.points);
+        self.delta.dropped_movements.extend((movements.len()..rev.movements).map(|n| movement_key(customer, n)));
+        self.delta.mrr_movements.extend(movements.iter().enumerate().map(|(n, movement)| MovementRow {
+            key: movement_key(customer, n),
+            stripe_customer_id: customer.clone(),
+            movement: movement.clone(),
+        }));
+        rev.movements = movements.len();
+        self.delta.revenue.push(rev);
+    }
+
     fn subscription(&mut self, event_type: &str, created: i64, sub: Subscription) {
         for price in sub.items.iter().filter_map(|item| item.price.clone()) {
             let version = self.version(created, 0);
@@ -367,6 +421,7 @@ impl Folder<'_> {
         let version = self.version(created, rank);
         let mut row = self.subscription_row(&sub.id);
         self.ensure_account(&sub.customer);
+        self.revenue_point(&sub, &row, created, rank, deleted);
         if let Some((Part::SubscriptionPeriod, completes)) = &self.fetched {
             let key = format!("subscription_without_period:{completes}");
             match sub.current_period_end {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stripe::{Price, SubscriptionStatus};
+use crate::stripe::{Discount, Price, SubscriptionStatus};
 
 /// The catalog's `[analytics]` section: how revenue is counted. Part of the catalog's hash when
 /// not the default, so changing it asks for a rebuild, which recomputes all history.
@@ -51,19 +51,6 @@ pub enum PastDuePolicy {
     Count,
     /// It stops counting once its grace period (`GRACE_PERIOD_DAYS`) has run out.
     ChurnAfterGrace,
-}
-
-/// A discount as a subscription carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Discount {
-    /// `coupon.percent_off`.
-    pub percent_off: Option<f64>,
-    /// `coupon.amount_off`, per invoice, in `currency`.
-    pub amount_off: Option<i64>,
-    /// Currency of `amount_off`.
-    pub currency: Option<String>,
-    /// When it stops applying (Unix seconds; `None`: forever).
-    pub end: Option<i64>,
 }
 
 /// What a subscription is, for revenue: its items (price, quantity), status, whether its grace
@@ -138,9 +125,11 @@ pub fn subscription_mrr(sub: &Billed<'_>, at: i64, policy: &Policy) -> BTreeMap<
 /// Applies `discount` to `mrr`: a percentage off every currency, an amount off (per invoice,
 /// normalized to a month by the first recurring item's interval) from its currency, never below 0.
 fn discounted(mrr: &mut BTreeMap<String, i64>, discount: &Discount, items: &[(Price, u64)]) {
-    if let Some(percent) = discount.percent_off.filter(|p| *p > 0.0) {
+    if let Some(off) = discount.percent_off.filter(|p| *p > 0) {
+        let kept = i128::from(10_000 - off.min(10_000));
         for amount in mrr.values_mut() {
-            *amount = (*amount as f64 * (100.0 - percent.min(100.0)) / 100.0).round() as i64;
+            let scaled = i128::from(*amount) * kept;
+            *amount = i64::try_from((scaled + 5_000) / 10_000).unwrap_or(0);
         }
     }
     let cycle = items.iter().find_map(|(p, _)| p.recurring.as_ref());
@@ -202,6 +191,109 @@ pub fn movement(before: i64, after: i64, paid_before: bool) -> Option<(MovementK
         _ => MovementKind::Contraction,
     };
     Some((kind, (after - before).abs()))
+}
+
+/// One snapshot of a subscription, for revenue: what it adds to its customer's MRR from its
+/// moment on. Recorded for every snapshot, applied to the row or not, so a customer's points are a
+/// function of the set of events (as credit grants are) and their order is the versions', not the
+/// deliveries'.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    /// `sub_...`.
+    pub subscription: String,
+    /// The event that carried the snapshot (with `created` and `rank`, its place in time).
+    pub event_id: String,
+    /// The event's `created`.
+    pub created: i64,
+    /// Precedence within a second (the subscription rows' version rank).
+    pub rank: u8,
+    /// Currency of `amount` (`None`: nothing billed).
+    pub currency: Option<String>,
+    /// Its MRR under the policy, in the currency's minor unit.
+    pub amount: i64,
+    /// `customer.subscription.deleted`: nothing of it counts from then on.
+    pub deleted: bool,
+}
+
+impl Point {
+    /// Its place in time: created, rank, then subscription and event id (never the log position,
+    /// so any delivery order sorts the same).
+    fn order(&self) -> (i64, u8, &str, &str) {
+        (self.created, self.rank, &self.subscription, &self.event_id)
+    }
+}
+
+/// Puts `points` in time order ([`movements`]' order): a customer's points are stored so, the
+/// same whatever order they arrived in.
+pub fn sort(points: &mut [Point]) {
+    points.sort_by(|a, b| a.order().cmp(&b.order()));
+}
+
+/// A change of a customer's MRR in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Movement {
+    /// ISO code, lowercase.
+    pub currency: String,
+    /// Which way.
+    pub kind: MovementKind,
+    /// How much (positive).
+    pub amount: i64,
+    /// The customer's MRR in the currency after it.
+    pub mrr_after: i64,
+    /// When (the event's `created`; the movement's day is its UTC date).
+    pub created: i64,
+    /// The subscription whose snapshot changed it.
+    pub subscription: String,
+    /// The event that carried the snapshot.
+    pub event_id: String,
+}
+
+/// A customer's movements from their points: the points in time order (created, rank, then
+/// subscription and event id, so any delivery order gives the same), each subscription's amount
+/// replaced by its next point's (a deletion is final), the customer's total per currency summed,
+/// and each change classified by [`movement`].
+pub fn movements(points: &[Point]) -> Vec<Movement> {
+    let mut order: Vec<&Point> = points.iter().collect();
+    order.sort_by(|a, b| a.order().cmp(&b.order()));
+    let mut subscriptions: BTreeMap<&str, (Option<&str>, i64, bool)> = BTreeMap::new();
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    let mut paid: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for p in order {
+        let current = subscriptions.entry(&p.subscription).or_insert((None, 0, false));
+        if current.2 {
+            continue;
+        }
+        let next = if p.deleted { (None, 0, true) } else { (p.currency.as_deref(), p.amount, false) };
+        let mut changes: BTreeMap<&str, i64> = BTreeMap::new();
+        if let Some(currency) = current.0 {
+            *changes.entry(currency).or_default() -= current.1;
+        }
+        if let Some(currency) = next.0 {
+            *changes.entry(currency).or_default() += next.1;
+        }
+        *current = next;
+        for (currency, change) in changes.into_iter().filter(|(_, change)| *change != 0) {
+            let before = totals.get(currency).copied().unwrap_or(0);
+            let after = before + change;
+            if let Some((kind, amount)) = movement(before, after, paid.contains(currency)) {
+                out.push(Movement {
+                    currency: currency.to_owned(),
+                    kind,
+                    amount,
+                    mrr_after: after,
+                    created: p.created,
+                    subscription: p.subscription.clone(),
+                    event_id: p.event_id.clone(),
+                });
+            }
+            totals.insert(currency.to_owned(), after);
+            if after > 0 {
+                paid.insert(currency.to_owned());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -267,7 +359,7 @@ mod tests {
     fn a_discount_lowers_mrr_while_it_lasts_unless_the_policy_ignores_it() {
         let active = SubscriptionStatus::Active;
         let items = [(price(5_000, "usd", "month", 1, "licensed"), 1)];
-        let twenty = Discount { percent_off: Some(20.0), amount_off: None, currency: None, end: Some(100) };
+        let twenty = Discount { percent_off: Some(2_000), amount_off: None, currency: None, end: Some(100) };
         let mrr = |at, policy: Policy| subscription_mrr(&billed(&items, &active, Some(&twenty)), at, &policy)["usd"];
         assert_eq!(mrr(99, Policy::default()), 4_000);
         assert_eq!(mrr(100, Policy::default()), 5_000, "ended");
@@ -276,7 +368,7 @@ mod tests {
         let off = Discount { percent_off: None, amount_off: Some(12_000), currency: Some("USD".into()), end: None };
         let mrr = subscription_mrr(&billed(&yearly, &active, Some(&off)), 0, &Policy::default());
         assert_eq!(mrr["usd"], 9_000, "120.00 off a yearly invoice is 10.00 a month");
-        let all = Discount { percent_off: Some(100.0), amount_off: None, currency: None, end: None };
+        let all = Discount { percent_off: Some(10_000), amount_off: None, currency: None, end: None };
         assert!(subscription_mrr(&billed(&items, &active, Some(&all)), 0, &Policy::default()).is_empty(), "free");
     }
 

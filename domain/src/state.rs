@@ -32,6 +32,34 @@ pub struct PriceRow {
     pub version: Version,
 }
 
+/// `projection.revenue`: a customer's revenue points (one per subscription snapshot) and how
+/// many movements they make (the rows of `projection.mrr_movements` keyed `<customer>/<n>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revenue {
+    /// `cus_...`.
+    pub stripe_customer_id: String,
+    /// Every subscription snapshot's point.
+    pub points: Vec<crate::revenue::Point>,
+    /// Movements the points make (keys `<customer>/000000` up).
+    pub movements: usize,
+}
+
+/// `projection.mrr_movements`: one change of a customer's MRR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovementRow {
+    /// `<customer>/<n>`, n from 0 in time order.
+    pub key: String,
+    /// `cus_...`.
+    pub stripe_customer_id: String,
+    /// The change.
+    pub movement: crate::revenue::Movement,
+}
+
+/// The key of the `n`-th movement of `customer`.
+pub fn movement_key(customer: &str, n: usize) -> String {
+    format!("{customer}/{n:06}")
+}
+
 /// `projection.accounts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -233,6 +261,10 @@ pub struct Projections {
     pub anomalies: BTreeMap<String, Anomaly>,
     /// By price id.
     pub prices: BTreeMap<String, PriceRow>,
+    /// By customer id.
+    pub revenue: BTreeMap<String, Revenue>,
+    /// By [`movement_key`].
+    pub mrr_movements: BTreeMap<String, MovementRow>,
     /// Index: subscription ids by customer (derived; kept by [`Projections::apply`]).
     pub subscriptions_by_customer: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Index: grant keys by customer (derived; kept by [`Projections::apply`]).
@@ -256,6 +288,12 @@ pub struct Delta {
     pub anomalies: Vec<Anomaly>,
     /// Price rows to upsert.
     pub prices: Vec<PriceRow>,
+    /// Revenue rows to upsert.
+    pub revenue: Vec<Revenue>,
+    /// Movement rows to upsert (a customer's, all of them, when their points changed).
+    pub mrr_movements: Vec<MovementRow>,
+    /// Movement keys no longer made by their customer's points.
+    pub dropped_movements: Vec<String>,
     /// Anomaly keys resolved.
     pub resolved: Vec<String>,
     /// Intents to journal.
@@ -278,6 +316,9 @@ impl Reads {
         self.anomalies.extend(delta.anomalies.iter().map(|a| a.key.clone()));
         self.anomalies.extend(delta.resolved.iter().cloned());
         self.prices.extend(delta.prices.iter().map(|p| p.price.id.clone()));
+        self.revenue.extend(delta.revenue.iter().map(|r| r.stripe_customer_id.clone()));
+        self.mrr_movements.extend(delta.mrr_movements.iter().map(|m| m.key.clone()));
+        self.mrr_movements.extend(delta.dropped_movements.iter().cloned());
     }
 }
 
@@ -336,6 +377,15 @@ impl Projections {
         }
         for row in delta.prices {
             self.prices.insert(row.price.id.clone(), row);
+        }
+        for row in delta.revenue {
+            self.revenue.insert(row.stripe_customer_id.clone(), row);
+        }
+        for key in delta.dropped_movements {
+            self.mrr_movements.remove(&key);
+        }
+        for row in delta.mrr_movements {
+            self.mrr_movements.insert(row.key.clone(), row);
         }
     }
 
@@ -413,6 +463,10 @@ pub struct Reads {
     pub anomaly_prefixes: BTreeSet<String>,
     /// Prices, by id.
     pub prices: BTreeSet<String>,
+    /// Revenue rows, by customer id.
+    pub revenue: BTreeSet<String>,
+    /// Movement rows, by key (written, never read by the fold).
+    pub mrr_movements: BTreeSet<String>,
 }
 
 /// One set of [`Reads`].
@@ -436,11 +490,15 @@ pub enum Kind {
     AnomalyPrefix,
     /// [`Reads::prices`].
     Price,
+    /// [`Reads::revenue`].
+    Revenue,
+    /// [`Reads::mrr_movements`].
+    MrrMovement,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Account,
         Kind::Subscription,
         Kind::CustomerSubscriptions,
@@ -450,6 +508,8 @@ impl Kind {
         Kind::Anomaly,
         Kind::AnomalyPrefix,
         Kind::Price,
+        Kind::Revenue,
+        Kind::MrrMovement,
     ];
 }
 
@@ -466,6 +526,8 @@ impl Reads {
             Kind::Anomaly => &self.anomalies,
             Kind::AnomalyPrefix => &self.anomaly_prefixes,
             Kind::Price => &self.prices,
+            Kind::Revenue => &self.revenue,
+            Kind::MrrMovement => &self.mrr_movements,
         }
     }
 
@@ -480,6 +542,8 @@ impl Reads {
             Kind::Anomaly => &mut self.anomalies,
             Kind::AnomalyPrefix => &mut self.anomaly_prefixes,
             Kind::Price => &mut self.prices,
+            Kind::Revenue => &mut self.revenue,
+            Kind::MrrMovement => &mut self.mrr_movements,
         }
     }
 
@@ -582,6 +646,12 @@ impl<'a> View<'a> {
         self.rows.prices.get(id)
     }
 
+    /// A customer's revenue row.
+    pub fn revenue(&self, customer: &str) -> Option<&'a Revenue> {
+        self.note(Kind::Revenue, customer);
+        self.rows.revenue.get(customer)
+    }
+
     /// The keys of the open anomalies that start with `prefix`.
     pub fn anomalies_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.note(Kind::AnomalyPrefix, prefix);
@@ -618,6 +688,8 @@ impl Projections {
             out.anomalies.extend(with_prefix(&self.anomalies, prefix).map(|(k, v)| (k.clone(), v.clone())));
         }
         copy(&self.prices, &mut out.prices, &keys.prices);
+        copy(&self.revenue, &mut out.revenue, &keys.revenue);
+        copy(&self.mrr_movements, &mut out.mrr_movements, &keys.mrr_movements);
         out.reindex();
         out
     }
@@ -631,6 +703,8 @@ impl Projections {
         self.credit_grants.extend(other.credit_grants);
         self.anomalies.extend(other.anomalies);
         self.prices.extend(other.prices);
+        self.revenue.extend(other.revenue);
+        self.mrr_movements.extend(other.mrr_movements);
         self.reindex();
     }
 
@@ -648,6 +722,8 @@ impl Projections {
             + self.credit_grants.len()
             + self.anomalies.len()
             + self.prices.len()
+            + self.revenue.len()
+            + self.mrr_movements.len()
     }
 }
 

@@ -359,6 +359,19 @@ pub struct Price {
     pub active: bool,
 }
 
+/// A discount as a subscription carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discount {
+    /// `coupon.percent_off`, in hundredths of a percent (20 % is 2,000; Stripe allows two decimals).
+    pub percent_off: Option<u32>,
+    /// `coupon.amount_off`, per invoice, in `currency`.
+    pub amount_off: Option<i64>,
+    /// Currency of `amount_off`.
+    pub currency: Option<String>,
+    /// When it stops applying (Unix seconds; `None`: forever).
+    pub end: Option<i64>,
+}
+
 /// A recurring price's cycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recurring {
@@ -416,6 +429,9 @@ pub struct Subscription {
     pub ended_at: Option<i64>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+    /// The discount in force, when the snapshot carries it expanded (`discount` before basil, the
+    /// first expanded entry of `discounts` after).
+    pub discount: Option<Discount>,
 }
 
 impl Subscription {
@@ -603,6 +619,49 @@ struct WireSubscription {
     ended_at: Option<i64>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    discount: Option<WireDiscount>,
+    #[serde(default)]
+    discounts: Vec<MaybeDiscount>,
+}
+
+/// A discount object: its coupon and when it ends.
+#[derive(Deserialize)]
+struct WireDiscount {
+    #[serde(default)]
+    coupon: Option<WireCoupon>,
+    #[serde(default, deserialize_with = "storable_time")]
+    end: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct WireCoupon {
+    #[serde(default)]
+    percent_off: Option<f64>,
+    #[serde(default)]
+    amount_off: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+/// An entry of `discounts`: the discount, or an id (not expanded: nothing to read).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MaybeDiscount {
+    Expanded(WireDiscount),
+    Id(serde::de::IgnoredAny),
+}
+
+impl WireDiscount {
+    fn into_discount(self) -> Option<Discount> {
+        let coupon = self.coupon?;
+        Some(Discount {
+            percent_off: coupon.percent_off.map(|p| (p.clamp(0.0, 100.0) * 100.0).round() as u32),
+            amount_off: coupon.amount_off,
+            currency: coupon.currency.map(|c| c.to_ascii_lowercase()),
+            end: self.end,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -832,6 +891,12 @@ fn subscription(wire: WireSubscription) -> Subscription {
         canceled_at: wire.canceled_at,
         ended_at: wire.ended_at,
         metadata: wire.metadata.unwrap_or_default(),
+        discount: wire.discount.and_then(WireDiscount::into_discount).or_else(|| {
+            wire.discounts.into_iter().find_map(|d| match d {
+                MaybeDiscount::Expanded(d) => d.into_discount(),
+                MaybeDiscount::Id(_) => None,
+            })
+        }),
     }
 }
 

@@ -8,7 +8,9 @@ use domain::state::Projections;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Prices, Subscriptions, Table, Tokens};
+use super::tables::{
+    Accounts, Anomalies, CreditGrants, InstanceTargets, MrrMovements, Prices, RevenueRows, Subscriptions, Table, Tokens,
+};
 
 /// One table's counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -114,6 +116,8 @@ pub fn diff(live: &Projections, rebuilt: &Projections) -> Diff {
     table::<CreditGrants>(live, rebuilt, &mut diff);
     table::<Anomalies>(live, rebuilt, &mut diff);
     table::<Prices>(live, rebuilt, &mut diff);
+    table::<RevenueRows>(live, rebuilt, &mut diff);
+    table::<MrrMovements>(live, rebuilt, &mut diff);
     diff
 }
 

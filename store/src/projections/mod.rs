@@ -8,7 +8,9 @@ mod tables;
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use self::tables::{Accounts, Anomalies, CreditGrants, InstanceTargets, Prices, Subscriptions, Table, Tokens};
+use self::tables::{
+    Accounts, Anomalies, CreditGrants, InstanceTargets, MrrMovements, Prices, RevenueRows, Subscriptions, Table, Tokens,
+};
 pub use self::tables::{LimitColumns, desired_from};
 use std::collections::BTreeSet;
 
@@ -16,7 +18,7 @@ use domain::state::Reads;
 use domain::state::{Changes, Intent, Projections};
 
 /// The tables of the projection schema, in creation order (the checkpoint first).
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 10] = [
     "checkpoint",
     Accounts::NAME,
     Subscriptions::NAME,
@@ -25,6 +27,8 @@ pub const TABLES: [&str; 8] = [
     CreditGrants::NAME,
     Anomalies::NAME,
     Prices::NAME,
+    RevenueRows::NAME,
+    MrrMovements::NAME,
 ];
 
 /// Anomaly kind of an event the live projector could not write and passed over; a rebuild passes
@@ -48,6 +52,8 @@ macro_rules! each_table {
         $call::<CreditGrants>($($arg),*).await?;
         $call::<Anomalies>($($arg),*).await?;
         $call::<Prices>($($arg),*).await?;
+        $call::<RevenueRows>($($arg),*).await?;
+        $call::<MrrMovements>($($arg),*).await?;
     }};
 }
 
@@ -85,15 +91,17 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
         .bind(high)
         .bind(unbounded)
         .bind(list(&keys.prices))
+        .bind(list(&keys.revenue))
+        .bind(list(&keys.mrr_movements))
         .fetch_all(&mut *conn)
         .await?;
-    let mut by_table: [Vec<String>; 7] = Default::default();
+    let mut by_table: [Vec<String>; 9] = Default::default();
     for (table, row) in rows {
         if let Some(rows) = usize::try_from(table).ok().and_then(|t| by_table.get_mut(t)) {
             rows.push(row);
         }
     }
-    let [accounts, subscriptions, instances, tokens, grants, anomalies, prices] = by_table;
+    let [accounts, subscriptions, instances, tokens, grants, anomalies, prices, revenue, movements] = by_table;
     let mut p = Projections::default();
     insert_rows::<Accounts>(&mut p, accounts)?;
     insert_rows::<Subscriptions>(&mut p, subscriptions)?;
@@ -102,6 +110,8 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
     insert_rows::<CreditGrants>(&mut p, grants)?;
     insert_rows::<Anomalies>(&mut p, anomalies)?;
     insert_rows::<Prices>(&mut p, prices)?;
+    insert_rows::<RevenueRows>(&mut p, revenue)?;
+    insert_rows::<MrrMovements>(&mut p, movements)?;
     p.reindex();
     Ok(p)
 }
@@ -110,7 +120,8 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
 /// is in its array (`$1`..`$6`, tables in [`TABLES`] order after the checkpoint), subscriptions
 /// also by customer (`$7`), anomalies also by key prefix: a range scan of `anomalies_key_c_idx`
 /// per prefix from `$8` to `$9` (see [`prefix_end`]), and a scan for prefixes with no end (`$10`:
-/// empty, or all U+10FFFF; skipped when there are none), prices by id (`$11`).
+/// empty, or all U+10FFFF; skipped when there are none), prices by id (`$11`), revenue rows by
+/// customer (`$12`), movements by key (`$13`).
 static LOAD_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let by_key = |n: usize, name: &str, key: &str| {
         format!("SELECT {} AS t, to_jsonb(r)::text FROM projection.{name} r WHERE {key} = ANY(${n}::text[])", n - 1)
@@ -137,6 +148,16 @@ static LOAD_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             "SELECT 6, to_jsonb(r)::text FROM projection.{} r WHERE {} = ANY($11::text[])",
             Prices::NAME,
             Prices::KEY
+        ),
+        format!(
+            "SELECT 7, to_jsonb(r)::text FROM projection.{} r WHERE {} = ANY($12::text[])",
+            RevenueRows::NAME,
+            RevenueRows::KEY
+        ),
+        format!(
+            "SELECT 8, to_jsonb(r)::text FROM projection.{} r WHERE {} = ANY($13::text[])",
+            MrrMovements::NAME,
+            MrrMovements::KEY
         ),
     ]
     .join("\nUNION ALL\n")
@@ -253,7 +274,8 @@ fn copy_line<R: Serialize>(out: &mut String, row: &R, columns: &[String]) -> sql
             Some(serde_json::Value::Bool(b)) => out.push(if *b { 't' } else { 'f' }),
             Some(serde_json::Value::Number(n)) => out.push_str(&n.to_string()),
             Some(serde_json::Value::String(text)) => copy_text(out, text),
-            Some(other) => return Err(sqlx::Error::Encode(format!("{column}: not a column value: {other}").into())),
+            // An array or object is a jsonb column's value: its JSON text.
+            Some(json) => copy_text(out, &json.to_string()),
         }
     }
     out.push('\n');

@@ -4,15 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::catalog::{Limit, Limits};
+use domain::revenue::{Movement, MovementKind, Point};
 use domain::stripe::{Price, Recurring, SubscriptionStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use domain::state::{
-    Account, Anomaly, Changes, CreditGrant, Desired, Instance, PriceRow, Projections, SubscriptionRow, TokenWant,
-    Version,
+    Account, Anomaly, Changes, CreditGrant, Desired, Instance, MovementRow, PriceRow, Projections, Revenue,
+    SubscriptionRow, TokenWant, Version,
 };
 
 /// One projection table.
@@ -163,6 +164,85 @@ table!(Tokens, "tokens", "stripe_customer_id", tokens, TokenWant, TokenImage);
 table!(CreditGrants, "credit_grants", "key", credit_grants, CreditGrant, GrantImage);
 table!(Anomalies, "anomalies", "key", anomalies, Anomaly, AnomalyImage);
 table!(Prices, "prices", "price_id", prices, PriceRow, PriceImage);
+table!(RevenueRows, "revenue", "stripe_customer_id", revenue, Revenue, RevenueImage);
+table!(MrrMovements, "mrr_movements", "key", mrr_movements, MovementRow, MovementImage);
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct RevenueImage {
+    stripe_customer_id: String,
+    /// A jsonb array: the points are read back whole, never queried one by one.
+    points: Vec<Point>,
+    movements: i32,
+}
+
+impl From<(&str, &Revenue)> for RevenueImage {
+    fn from((_, r): (&str, &Revenue)) -> Self {
+        Self {
+            stripe_customer_id: r.stripe_customer_id.clone(),
+            points: r.points.clone(),
+            movements: i32::try_from(r.movements).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+impl From<RevenueImage> for (String, Revenue) {
+    fn from(r: RevenueImage) -> Self {
+        let movements = usize::try_from(r.movements).unwrap_or(0);
+        (
+            r.stripe_customer_id.clone(),
+            Revenue { stripe_customer_id: r.stripe_customer_id, points: r.points, movements },
+        )
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct MovementImage {
+    key: String,
+    stripe_customer_id: String,
+    currency: String,
+    kind: MovementKind,
+    amount: i64,
+    mrr_after: i64,
+    created: i64,
+    /// Derived (the UTC date of `created`): written for SQL readers, ignored when read back.
+    #[serde(default)]
+    day: Option<NaiveDate>,
+    stripe_subscription_id: String,
+    event_id: String,
+}
+
+impl From<(&str, &MovementRow)> for MovementImage {
+    fn from((_, row): (&str, &MovementRow)) -> Self {
+        let m = &row.movement;
+        Self {
+            key: row.key.clone(),
+            stripe_customer_id: row.stripe_customer_id.clone(),
+            currency: m.currency.clone(),
+            kind: m.kind,
+            amount: m.amount,
+            mrr_after: m.mrr_after,
+            created: m.created,
+            day: DateTime::from_timestamp(m.created, 0).map(|t| t.date_naive()),
+            stripe_subscription_id: m.subscription.clone(),
+            event_id: m.event_id.clone(),
+        }
+    }
+}
+
+impl From<MovementImage> for (String, MovementRow) {
+    fn from(r: MovementImage) -> Self {
+        let movement = Movement {
+            currency: r.currency,
+            kind: r.kind,
+            amount: r.amount,
+            mrr_after: r.mrr_after,
+            created: r.created,
+            subscription: r.stripe_subscription_id,
+            event_id: r.event_id,
+        };
+        (r.key.clone(), MovementRow { key: r.key, stripe_customer_id: r.stripe_customer_id, movement })
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct PriceImage {

@@ -842,3 +842,189 @@ fn prices_are_what_stripes_newest_price_objects_say() {
         assert_eq!(g.state.prices["price_starter_monthly"].price.unit_amount, Some(2_500), "{shape:?}");
     }
 }
+
+/// A subscription snapshot whose item charges `amount` every `interval`, `quantity` times, with an
+/// optional discount (Stripe's discount object: a coupon, an end).
+struct Priced<'a> {
+    id: &'a str,
+    customer: &'a str,
+    status: &'a str,
+    price: &'a str,
+    amount: i64,
+    currency: &'a str,
+    interval: &'a str,
+    quantity: u64,
+    discount: Option<serde_json::Value>,
+    cancel_at_period_end: bool,
+}
+
+impl Priced<'_> {
+    fn event(&self, event_type: &str, created: i64) -> Vec<u8> {
+        let snap = SubSnapshot::new(self.id, self.customer, self.price, self.status, (created, created + 30 * DAY));
+        let body = stripe::subscription_event(event_type, created, Shape::Basil, &snap);
+        let mut event: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let item = &mut event["data"]["object"]["items"]["data"][0];
+        item["price"]["unit_amount"] = serde_json::json!(self.amount);
+        item["price"]["currency"] = serde_json::json!(self.currency);
+        item["price"]["recurring"]["interval"] = serde_json::json!(self.interval);
+        item["quantity"] = serde_json::json!(self.quantity);
+        event["data"]["object"]["discount"] = self.discount.clone().unwrap_or(serde_json::Value::Null);
+        event["data"]["object"]["cancel_at_period_end"] = serde_json::json!(self.cancel_at_period_end);
+        serde_json::to_vec(&event).expect("json")
+    }
+}
+
+fn starter<'a>(id: &'a str, customer: &'a str, status: &'a str) -> Priced<'a> {
+    Priced {
+        id,
+        customer,
+        status,
+        price: "price_starter_monthly",
+        amount: 2_900,
+        currency: "usd",
+        interval: "month",
+        quantity: 1,
+        discount: None,
+        cancel_at_period_end: false,
+    }
+}
+
+/// `(kind, amount, mrr_after, day offset from T)` of a customer's movements, in time order.
+fn movements_of(g: &Given, customer: &str) -> Vec<(String, i64, i64, i64)> {
+    g.state
+        .mrr_movements
+        .values()
+        .filter(|m| m.stripe_customer_id == customer)
+        .map(|m| {
+            let m = &m.movement;
+            (m.kind.as_str().to_owned(), m.amount, m.mrr_after, (m.created - T).div_euclid(DAY))
+        })
+        .collect()
+}
+
+fn moves(list: &[(&str, i64, i64, i64)]) -> Vec<(String, i64, i64, i64)> {
+    list.iter().map(|(k, a, m, d)| ((*k).to_owned(), *a, *m, *d)).collect()
+}
+
+/// Issue 30: MRR and its movements, as the glossary defines them (docs/analytics.md).
+#[test]
+fn a_trial_converts_upgrades_downgrades_churns_at_the_end_and_comes_back() {
+    let mut g = Given::new();
+    g.event(&starter("sub_m", "cus_m", "trialing").event("customer.subscription.created", T));
+    assert!(movements_of(&g, "cus_m").is_empty(), "a trial counts 0");
+    g.event(&starter("sub_m", "cus_m", "active").event("customer.subscription.updated", T + 14 * DAY));
+    let mut pro = starter("sub_m", "cus_m", "active");
+    (pro.price, pro.amount) = ("price_professional_monthly", 9_900);
+    g.event(&pro.event("customer.subscription.updated", T + 20 * DAY));
+    g.event(&starter("sub_m", "cus_m", "active").event("customer.subscription.updated", T + 40 * DAY));
+    // Cancel at period end: nothing moves when asked, churn when it ends.
+    let mut asked = starter("sub_m", "cus_m", "active");
+    asked.cancel_at_period_end = true;
+    g.event(&asked.event("customer.subscription.updated", T + 50 * DAY));
+    assert!(g.state.subscriptions["sub_m"].cancel_at_period_end);
+    g.event(&starter("sub_m", "cus_m", "canceled").event("customer.subscription.deleted", T + 70 * DAY));
+    // A new subscription later: reactivation, not new.
+    g.event(&starter("sub_m2", "cus_m", "active").event("customer.subscription.created", T + 90 * DAY));
+    assert_eq!(
+        movements_of(&g, "cus_m"),
+        moves(&[
+            ("new", 2_900, 2_900, 14),
+            ("expansion", 7_000, 9_900, 20),
+            ("contraction", 7_000, 2_900, 40),
+            ("churn", 2_900, 0, 70),
+            ("reactivation", 2_900, 2_900, 90),
+        ])
+    );
+}
+
+#[test]
+fn yearly_weekly_quantities_discounts_and_currencies_are_normalized_and_kept_apart() {
+    let mut g = Given::new();
+    let mut yearly = starter("sub_y", "cus_y", "active");
+    (yearly.price, yearly.amount, yearly.interval) = ("price_starter_yearly", 24_000, "year");
+    g.event(&yearly.event("customer.subscription.created", T));
+    let mut weekly = starter("sub_w", "cus_w", "active");
+    (weekly.amount, weekly.interval, weekly.quantity) = (1_000, "week", 3);
+    g.event(&weekly.event("customer.subscription.created", T));
+    assert_eq!(movements_of(&g, "cus_y"), moves(&[("new", 2_000, 2_000, 0)]), "a year is 12 months");
+    assert_eq!(movements_of(&g, "cus_w"), moves(&[("new", 13_000, 13_000, 0)]), "3 x 10.00 x 52 / 12");
+
+    // 20 % off for 3 months: the discount's end passes, Stripe's next snapshot drops it: expansion.
+    let mut coupon = starter("sub_d", "cus_d", "active");
+    coupon.amount = 5_000;
+    coupon.discount = Some(serde_json::json!({ "id": "di_1", "object": "discount",
+        "coupon": { "id": "3MONTHS20", "percent_off": 20.0, "duration": "repeating", "duration_in_months": 3 },
+        "start": T, "end": T + 90 * DAY }));
+    g.event(&coupon.event("customer.subscription.created", T));
+    g.event(&coupon.event("customer.subscription.updated", T + 91 * DAY));
+    assert_eq!(
+        movements_of(&g, "cus_d"),
+        moves(&[("new", 4_000, 4_000, 0), ("expansion", 1_000, 5_000, 91)]),
+        "the snapshot after the end counts the full price"
+    );
+
+    // One customer paying in two currencies: two MRRs, never added up.
+    let mut eur = starter("sub_e", "cus_y", "active");
+    (eur.amount, eur.currency) = (3_000, "eur");
+    g.event(&eur.event("customer.subscription.created", T + DAY));
+    let y = movements_of(&g, "cus_y");
+    assert_eq!(y.len(), 2);
+    let currencies: Vec<&str> = g
+        .state
+        .mrr_movements
+        .values()
+        .filter(|m| m.stripe_customer_id == "cus_y")
+        .map(|m| m.movement.currency.as_str())
+        .collect();
+    assert_eq!(currencies, ["usd", "eur"]);
+    assert_eq!(y[1], ("new".to_owned(), 3_000, 3_000, 1), "new in euros, beside the dollars");
+}
+
+#[test]
+fn past_due_counts_or_churns_after_the_grace_as_the_catalog_policy_says() {
+    let churning = Catalog::parse(&format!(
+        "{}\n",
+        include_str!("../../../catalog.example.toml")
+            .replace("past_due = \"count\"", "past_due = \"churn_after_grace\"")
+    ))
+    .expect("catalog");
+    for (catalog, expected) in [
+        (catalog(), moves(&[("new", 2_900, 2_900, 0)])),
+        (churning, moves(&[("new", 2_900, 2_900, 0), ("churn", 2_900, 0, 10)])),
+    ] {
+        let mut g = Given::new();
+        g.catalog = catalog;
+        g.event(&starter("sub_p", "cus_p", "active").event("customer.subscription.created", T));
+        // Past due with no grace running (no failed payment folded): the policy decides.
+        g.event(&starter("sub_p", "cus_p", "past_due").event("customer.subscription.updated", T + 10 * DAY));
+        assert_eq!(movements_of(&g, "cus_p"), expected);
+    }
+}
+
+/// For random lifecycles: per customer and currency, each movement's MRR after is the one before
+/// plus (or minus) its amount, so the movements add up to the MRR at every point (and any
+/// delivery order gives these same rows: the shuffled-delivery tests above compare them too).
+#[test]
+fn movements_add_up_to_the_mrr_for_random_lifecycles() {
+    let catalog = catalog();
+    let mut moved = 0;
+    for seed in 0..200u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let events: Vec<Vec<u8>> =
+            (0..3).flat_map(|n| lifecycle::lifecycle(seed * 10 + n, &mut rng, T)).map(|e| e.body).collect();
+        let mut state = Projections::default();
+        for (i, body) in events.iter().enumerate() {
+            state.fold_and_apply(i as i64 + 1, body, &catalog, &FoldConfig::default());
+        }
+        let mut mrr: std::collections::BTreeMap<(String, String), i64> = Default::default();
+        for row in state.mrr_movements.values() {
+            let m = &row.movement;
+            let current = mrr.entry((row.stripe_customer_id.clone(), m.currency.clone())).or_default();
+            *current += m.kind.sign() * m.amount;
+            assert_eq!(*current, m.mrr_after, "seed {seed}: {row:?}");
+            assert!(m.amount > 0 && m.mrr_after >= 0, "seed {seed}: {row:?}");
+            moved += 1;
+        }
+    }
+    assert!(moved > 300, "only {moved} movements checked");
+}
