@@ -10,11 +10,13 @@
 //! - [`usage`], [`counter`]: `POST /v1/usage` and its group-commit batcher.
 //! - [`customers`]: `GET /v1/customers/{id}`; [`reads`]: the projection reads handlers share.
 //! - [`catalog`]: `GET /v1/catalog`, the public pricing page's tiers and packs with their prices.
+//! - [`analytics`]: `GET /v1/analytics/mrr`, MRR and its movements per day (the backend key).
 //! - [`health`]: what `/readyz` and the console say about the fold, read from the database.
 //! - [`console`]: the operator console on the admin listener.
 
 pub mod access;
 pub mod access_cache;
+pub mod analytics;
 pub mod auth;
 pub mod catalog;
 pub mod checkout;
@@ -191,6 +193,7 @@ pub fn router(state: ApiState) -> Router {
     let api = probes()
         .route("/v1/access", get(access::check))
         .route("/v1/catalog", get(catalog::read))
+        .route("/v1/analytics/mrr", get(analytics::mrr))
         .route("/v1/checkout/sessions", post(checkout::create))
         .route("/v1/portal/sessions", post(portal::create))
         .route("/v1/customers/{id}", get(customers::read))

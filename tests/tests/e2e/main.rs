@@ -2,6 +2,7 @@
 
 mod access_cache;
 mod admin;
+mod analytics;
 mod append_only;
 mod bad_input;
 mod billing;

@@ -1,0 +1,120 @@
+//! `GET /v1/analytics/mrr` (issue 30): lifecycles through ingest, the figures computed by hand,
+//! and a policy change that a rebuild applies to all of history.
+
+use std::sync::Arc;
+
+use domain::catalog::Catalog;
+use domain::clock::SystemClock;
+use domain::fold::FoldConfig;
+use ledger_tests::db::TestDb;
+use ledger_tests::ingest::TestIngest;
+use ledger_tests::projector::{BILLING_KEY, TestProjector, catalog, customer_token};
+use ledger_tests::stripe::{self, Shape, SubSnapshot};
+use serde_json::{Value, json};
+use store::rebuild;
+
+/// 2026-03-01 12:00 UTC.
+const T0: i64 = 1_772_366_400;
+const DAY: i64 = 86_400;
+
+/// A subscription event of `customer` on the starter or professional price at `amount`, with an
+/// optional forever discount of `percent_off`.
+fn event(
+    kind: &str,
+    at: i64,
+    sub: &str,
+    customer: &str,
+    status: &str,
+    amount: i64,
+    percent_off: Option<f64>,
+) -> Vec<u8> {
+    let snap = SubSnapshot::new(sub, customer, "price_starter_monthly", status, (at, at + 30 * DAY));
+    let mut e: Value =
+        serde_json::from_slice(&stripe::subscription_event(kind, at, Shape::Basil, &snap)).expect("json");
+    e["data"]["object"]["items"]["data"][0]["price"]["unit_amount"] = json!(amount);
+    e["data"]["object"]["discount"] = match percent_off {
+        Some(p) => {
+            json!({ "id": "di_1", "object": "discount", "coupon": { "id": "LAUNCH", "percent_off": p, "duration": "forever" }, "start": at, "end": null })
+        }
+        None => Value::Null,
+    };
+    serde_json::to_vec(&e).expect("json")
+}
+
+async fn mrr(projector: &TestProjector, bearer: &str, query: &str) -> (u16, Value) {
+    projector.get_json(&format!("/v1/analytics/mrr?{query}"), bearer).await
+}
+
+/// `(mrr, customers, new, churn)` per day of `currency`.
+fn days(body: &Value, currency: &str) -> Vec<(i64, i64, i64, i64)> {
+    let n = |d: &Value, k: &str| d[k].as_i64().unwrap_or(i64::MIN);
+    body["currencies"][currency]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| (n(d, "mrr"), n(d, "customers"), n(d, "new"), n(d, "churn")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mrr_per_day_matches_the_lifecycles_and_a_new_policy_rewrites_history_on_rebuild() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(2)).await;
+    let projector = TestProjector::start_billing_with(db.service_pool(6), catalog(), None, Arc::new(SystemClock)).await;
+    // cus_a: 29.00 with 20 % off forever from March 1st, canceled on the 4th. cus_b: a trial from
+    // the 1st, paying 99.00 from the 3rd.
+    let bodies = [
+        event("customer.subscription.created", T0, "sub_a", "cus_a", "active", 2_900, Some(20.0)),
+        event("customer.subscription.created", T0, "sub_b", "cus_b", "trialing", 9_900, None),
+        event("customer.subscription.updated", T0 + 2 * DAY, "sub_b", "cus_b", "active", 9_900, None),
+        event("customer.subscription.deleted", T0 + 3 * DAY, "sub_a", "cus_a", "canceled", 2_900, Some(20.0)),
+    ];
+    for body in &bodies {
+        assert_eq!(ingest.post_signed(body).await.status(), 200);
+    }
+    projector.caught_up(&db.pool).await;
+
+    let (status, body) = mrr(&projector, BILLING_KEY, "from=2026-02-28&to=2026-03-05").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"], json!({ "discounts": "subtract", "past_due": "count" }));
+    assert_eq!(
+        days(&body, "usd"),
+        [
+            (0, 0, 0, 0),
+            (2_320, 1, 2_320, 0),
+            (2_320, 1, 0, 0),
+            (12_220, 2, 9_900, 0),
+            (9_900, 1, 0, 2_320),
+            (9_900, 1, 0, 0)
+        ],
+        "by hand: 29.00 - 20 % on the 1st, the trial converts on the 3rd, the churn on the 4th: {body}"
+    );
+    let token = customer_token(&db.pool, "cus_b").await;
+    assert_eq!(mrr(&projector, &token, "").await.0, 403, "a customer's token sees no revenue");
+    assert_eq!(mrr(&projector, BILLING_KEY, "from=March").await.0, 400);
+
+    // Another policy: discounts ignored. The rebuild recomputes every day since the first event.
+    projector.kill();
+    let ignoring = Catalog::parse(
+        &include_str!("../../../catalog.example.toml").replace("discounts = \"subtract\"", "discounts = \"ignore\""),
+    )
+    .expect("catalog");
+    let folded = rebuild::fold_log(&db.pool, &ignoring, &FoldConfig::default(), &mut |_, _| {}).await.expect("fold");
+    rebuild::swap_in(&db.pool, folded, &ignoring, &FoldConfig::default(), false).await.expect("swap");
+    let projector = TestProjector::start_billing_with(db.service_pool(6), ignoring, None, Arc::new(SystemClock)).await;
+    let (_, body) = mrr(&projector, BILLING_KEY, "from=2026-02-28&to=2026-03-05").await;
+    assert_eq!(body["policy"]["discounts"], "ignore");
+    assert_eq!(
+        days(&body, "usd"),
+        [
+            (0, 0, 0, 0),
+            (2_900, 1, 2_900, 0),
+            (2_900, 1, 0, 0),
+            (12_800, 2, 9_900, 0),
+            (9_900, 1, 0, 2_900),
+            (9_900, 1, 0, 0)
+        ],
+        "at list price, all of history: {body}"
+    );
+    ingest.stop().await.expect("stop");
+}
