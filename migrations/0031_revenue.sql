@@ -27,6 +27,7 @@ CREATE TABLE projection.mrr_movements (
 );
 COMMENT ON TABLE projection.mrr_movements IS 'Changes of a customer''s MRR in one currency: kind, amount (positive, minor units), the MRR after, dated by the UTC day of the Stripe event. Written by the fold.';
 CREATE INDEX mrr_movements_day_idx ON projection.mrr_movements (currency, day);
+CREATE INDEX mrr_movements_customer_idx ON projection.mrr_movements (stripe_customer_id, key);
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON projection.revenue, projection.mrr_movements TO ledger_projector;
 GRANT SELECT ON projection.revenue, projection.mrr_movements TO ledger_replay;

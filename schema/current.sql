@@ -2420,6 +2420,13 @@ CREATE INDEX credit_grants_customer_idx ON projection.credit_grants USING btree 
 
 
 --
+-- Name: mrr_movements_customer_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX mrr_movements_customer_idx ON projection.mrr_movements USING btree (stripe_customer_id, key);
+
+
+--
 -- Name: mrr_movements_day_idx; Type: INDEX; Schema: projection; Owner: -
 --
 

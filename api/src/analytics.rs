@@ -59,13 +59,20 @@ async fn answer(state: &BillingState, headers: &HeaderMap, range: &Range) -> Res
     }
     let today = state.clock.now().date_naive();
     let (from, to) = days(range, today)?;
+    let currencies = daily(&state.pool, from, to).await?;
+    Ok(json!({ "policy": policy(state.catalog.analytics()), "from": from, "to": to, "currencies": currencies }))
+}
+
+/// Per currency, one entry per day of `from..=to`: `{date, mrr, customers, new, expansion,
+/// contraction, churn, reactivation}` (what the endpoint and the console's Revenue page show).
+pub async fn daily(pool: &sqlx::PgPool, from: NaiveDate, to: NaiveDate) -> sqlx::Result<BTreeMap<String, Vec<Value>>> {
     let before: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT currency, sum(CASE WHEN kind IN ('contraction', 'churn') THEN -amount ELSE amount END)::bigint,
                 sum(CASE kind WHEN 'churn' THEN -1 WHEN 'new' THEN 1 WHEN 'reactivation' THEN 1 ELSE 0 END)::bigint
          FROM projection.mrr_movements WHERE day < $1 GROUP BY currency",
     )
     .bind(from)
-    .fetch_all(&state.pool)
+    .fetch_all(pool)
     .await?;
     let rows: Vec<(String, NaiveDate, String, i64, i64)> = sqlx::query_as(
         "SELECT currency, day, kind, sum(amount)::bigint, count(*) FROM projection.mrr_movements
@@ -73,10 +80,9 @@ async fn answer(state: &BillingState, headers: &HeaderMap, range: &Range) -> Res
     )
     .bind(from)
     .bind(to)
-    .fetch_all(&state.pool)
+    .fetch_all(pool)
     .await?;
-    let currencies = series(before, rows, from, to);
-    Ok(json!({ "policy": policy(state.catalog.analytics()), "from": from, "to": to, "currencies": currencies }))
+    Ok(series(before, rows, from, to))
 }
 
 /// The range asked for: both days valid, `from` not after `to`, at most [`MAX_DAYS`].

@@ -18,8 +18,8 @@ pub struct Params {
 }
 
 /// One row: id, email, name, deleted, created (`-inf` when unknown), subscriptions as JSON
-/// `[[id, tier, status], ...]`.
-type Row = (String, Option<String>, Option<String>, bool, f64, String);
+/// `[[id, tier, status], ...]`, MRR as JSON `[[currency, minor units], ...]`.
+type Row = (String, Option<String>, Option<String>, bool, f64, String, String);
 
 /// `GET /console/customers`.
 pub async fn page(State(state): State<ConsoleState>, Query(params): Query<Params>) -> Response {
@@ -40,22 +40,22 @@ async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> 
             @if !q.is_empty() { " " a href="/console/customers" { "all customers" } }
         }
         div.wrap { table {
-            tr { th { "customer" } th { "email" } th { "name" } th { "created" } th { "subscriptions (tier, status)" } }
-            @for (id, email, name, deleted, created, subscriptions) in &rows {
+            tr { th { "customer" } th { "email" } th { "name" } th { "created" } th { "subscriptions (tier, status)" } th { "MRR" } }
+            @for (id, email, name, deleted, created, subscriptions, mrr) in &rows {
                 tr {
                     td { (layout::customer_link(id)) @if *deleted { " " span.bad { "deleted" } } }
                     td { (email.as_deref().unwrap_or("")) }
                     td { (name.as_deref().unwrap_or("")) }
                     td { @if created.is_finite() { (super::time(*created as i64)) } @else { span.muted { "unknown" } } }
                     td { (subscription_list(subscriptions)) }
+                    td.n { (mrr_list(mrr)) }
                 }
             }
-            @if rows.is_empty() { tr { td.muted colspan="5" { @if q.is_empty() { "no customer yet" } @else { "no customer matches" } } } }
+            @if rows.is_empty() { tr { td.muted colspan="6" { @if q.is_empty() { "no customer yet" } @else { "no customer matches" } } } }
         } }
         @if let Some((created, id)) = next {
             p.more { a href={ "/console/customers?q=" (urlencode(&q)) "&before=" (created) "&id=" (urlencode(&id)) } { "older →" } }
         }
-        p.muted { "MRR per customer comes with the revenue projection (not built yet)." }
     };
     layout::page(state, "Customers", body).await
 }
@@ -69,7 +69,11 @@ async fn read(state: &ConsoleState, q: &str, before: f64, after_id: &str) -> sql
                  extract(epoch FROM coalesce(a.created, '-infinity'))::float8,
                  coalesce((SELECT json_agg(json_build_array(s.stripe_subscription_id, s.tier, s.status)
                                            ORDER BY s.stripe_subscription_id)
-                           FROM projection.subscriptions s WHERE s.stripe_customer_id = a.stripe_customer_id), '[]')::text
+                           FROM projection.subscriptions s WHERE s.stripe_customer_id = a.stripe_customer_id), '[]')::text,
+                 coalesce((SELECT json_agg(json_build_array(m.currency, m.mrr_after) ORDER BY m.currency)
+                           FROM (SELECT DISTINCT ON (currency) currency, mrr_after FROM projection.mrr_movements
+                                 WHERE stripe_customer_id = a.stripe_customer_id ORDER BY currency, key DESC) m
+                           WHERE m.mrr_after > 0), '[]')::text
           FROM projection.accounts a
           WHERE (coalesce(a.created, '-infinity'), a.stripe_customer_id) < (to_timestamp($1), $2)
             AND ($3 = '' OR a.stripe_customer_id = $3 OR lower(a.email) = lower($3)
@@ -85,6 +89,15 @@ async fn read(state: &ConsoleState, q: &str, before: f64, after_id: &str) -> sql
     .bind(PAGE)
     .fetch_all(&state.pool)
     .await
+}
+
+/// `[[currency, minor units], ...]` as amounts with their currency.
+fn mrr_list(json: &str) -> Markup {
+    let mrr: Vec<(String, i64)> = serde_json::from_str(json).unwrap_or_default();
+    html! {
+        @for (currency, amount) in &mrr { (super::revenue::money(currency, *amount)) " " (currency) br; }
+        @if mrr.is_empty() { span.muted { "-" } }
+    }
 }
 
 /// `text` as a literal part of a `LIKE` pattern (its `%`, `_` and `\` escaped).

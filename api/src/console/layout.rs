@@ -54,6 +54,7 @@ pub async fn page(state: &ConsoleState, title: &str, body: Markup) -> anyhow::Re
                     b { "stripe-ledger" }
                     a href="/console" { "Overview" }
                     a href="/console/customers" { "Customers" }
+                    a href="/console/revenue" { "Revenue" }
                     a href="/console/anomalies" { "Anomalies" }
                     a href="/console/effects" { "Failed effects" }
                     span.head {

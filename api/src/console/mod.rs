@@ -5,13 +5,15 @@
 //! writes is an operator's retry of a failed effect (a journal row, as `replay effects retry`).
 //!
 //! - [`layout`]: the page around every page (name, log head, navigation, style).
-//! - [`overview`], [`customers`], [`customer`], [`subscription`], [`anomalies`], [`effects`],
-//!   [`event`]: one page each; [`parts`]: fragments several of them show.
+//! - [`overview`], [`customers`], [`customer`], [`subscription`], [`revenue`], [`anomalies`],
+//!   [`effects`], [`event`]: one page each; [`parts`]: fragments several of them show;
+//!   [`charts`]: inline SVG charts.
 //!
 //! Every value from Stripe or a customer goes through maud's escaping; no page runs a script
 //! (`Content-Security-Policy` forbids them); lists page by position or id, never by `OFFSET`.
 
 mod anomalies;
+mod charts;
 mod customer;
 mod customers;
 mod effects;
@@ -20,6 +22,7 @@ mod layout;
 mod logins;
 mod overview;
 mod parts;
+mod revenue;
 mod subscription;
 
 use std::sync::Arc;
@@ -146,6 +149,7 @@ pub fn router(state: ConsoleState) -> Router {
     Router::new()
         .route("/console", get(overview::page))
         .route("/console/customers", get(customers::page))
+        .route("/console/revenue", get(revenue::page))
         .route("/console/subscription/{id}", get(subscription::page))
         .route("/console/anomalies", get(anomalies::page))
         .route("/console/effects", get(effects::page))

@@ -195,7 +195,7 @@ fn chart(per_hour: &[(i64, i64)], since: i64) -> Markup {
             *slot += n;
         }
     }
-    let top = nice_top(counts.iter().copied().max().unwrap_or(0));
+    let top = super::charts::nice_top(counts.iter().copied().max().unwrap_or(0));
     let (left, width, height, slot) = (64i64, 960i64, 160i64, 37i64);
     let y = |n: i64| 10 + height - n * height / top;
     html! {
@@ -223,32 +223,7 @@ fn chart(per_hour: &[(i64, i64)], since: i64) -> Markup {
     }
 }
 
-/// The axis's top: the largest count rounded up to 2, 4 or 10 times a power of ten (even, so
-/// the middle tick is a whole number too).
-fn nice_top(max: i64) -> i64 {
-    let mut step = 1i64;
-    loop {
-        for m in [2, 4, 10] {
-            if m * step >= max {
-                return m * step;
-            }
-        }
-        step = step.saturating_mul(10);
-    }
-}
-
 /// `14:00` for the hour starting at `unix`.
 fn hour_label(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).map_or_else(String::new, |t| t.format("%H:%M").to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_axis_top_is_a_round_number_at_or_above_the_largest_count() {
-        let tops: Vec<i64> = [0, 1, 2, 3, 7, 10, 11, 499, 501, 12_345].into_iter().map(nice_top).collect();
-        assert_eq!(tops, [2, 2, 2, 4, 10, 10, 20, 1_000, 1_000, 20_000]);
-    }
 }

@@ -248,6 +248,10 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
     click(&client, "header a[href='/console/customers']").await;
     let listed = texts(&client, "table tr td:first-child code").await;
     assert_eq!(listed, ["cus_console", "cus_older"], "newest first (by Stripe's created)");
+    let mrr = texts(&client, "table tr td:last-child").await;
+    // Both subscriptions bill Stripe's example price (20.00 a month): revenue counts what Stripe
+    // bills, the one on a price the catalog does not know too.
+    assert_eq!(mrr[0], "40.00 usd", "{mrr:?}");
     screenshot(&client, "customers").await;
     let search = client.find(Locator::Css("input[name=q]")).await.expect("search box");
     search.send_keys("OLDER@example").await.expect("type");
@@ -284,6 +288,15 @@ async fn an_operator_sees_the_story_the_anomaly_and_retries_a_failed_effect_in_a
     assert!(body.contains("\n  \"id\": \"evt_") && body.contains("\"object\": \"customer\""), "pretty-printed: {body}");
     client.find(Locator::Css("table.events summary")).await.expect("summary").click().await.expect("open a body");
     screenshot(&client, "customer").await;
+
+    // Revenue: the charts with titled axes, today's movement, and the customer behind it.
+    click(&client, "header a[href='/console/revenue']").await;
+    let axes = texts(&client, "svg text").await.join(" | ");
+    assert!(axes.contains("MRR, usd") && axes.contains("MRR moved, usd") && axes.contains("day (UTC)"), "{axes}");
+    screenshot(&client, "revenue").await;
+    click(&client, "table.revenue a").await;
+    let day = texts(&client, "table.day-movements tr td").await.join(" ");
+    assert!(day.contains("cus_console") && day.contains("new") && day.contains("20.00 usd"), "{day}");
 
     client.goto(&format!("{base}/console/anomalies")).await.expect("anomalies");
     let rows = texts(&client, "table tr").await.join("\n");
