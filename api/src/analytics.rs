@@ -1,9 +1,5 @@
 //! `GET /v1/analytics/mrr?from=YYYY-MM-DD&to=YYYY-MM-DD` (the backend key only): MRR and its
-//! movements per day and currency, from `projection.mrr_movements` (docs/analytics.md). For each
-//! day: previous MRR + new + expansion + reactivation - contraction - churn = MRR at the day's end;
-//! `customers` counts those paying at the day's end (a start adds one, a churn takes one).
-
-use std::collections::BTreeMap;
+//! movements per day and currency (`store::revenue::daily`; docs/analytics.md).
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -27,24 +23,6 @@ pub struct Range {
     to: Option<String>,
 }
 
-/// The day's flows in one currency: new, expansion, contraction, churn, reactivation, and the
-/// change in paying customers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Flows {
-    new: i64,
-    expansion: i64,
-    contraction: i64,
-    churn: i64,
-    reactivation: i64,
-    customers: i64,
-}
-
-impl Flows {
-    fn net(&self) -> i64 {
-        self.new + self.expansion + self.reactivation - self.contraction - self.churn
-    }
-}
-
 /// The handler.
 pub async fn mrr(State(state): State<BillingState>, headers: HeaderMap, Query(range): Query<Range>) -> Response {
     match answer(&state, &headers, &range).await {
@@ -59,30 +37,8 @@ async fn answer(state: &BillingState, headers: &HeaderMap, range: &Range) -> Res
     }
     let today = state.clock.now().date_naive();
     let (from, to) = days(range, today)?;
-    let currencies = daily(&state.pool, from, to).await?;
+    let currencies = store::revenue::daily(&state.pool, from, to).await?;
     Ok(json!({ "policy": policy(state.catalog.analytics()), "from": from, "to": to, "currencies": currencies }))
-}
-
-/// Per currency, one entry per day of `from..=to`: `{date, mrr, customers, new, expansion,
-/// contraction, churn, reactivation}` (what the endpoint and the console's Revenue page show).
-pub async fn daily(pool: &sqlx::PgPool, from: NaiveDate, to: NaiveDate) -> sqlx::Result<BTreeMap<String, Vec<Value>>> {
-    let before: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT currency, sum(CASE WHEN kind IN ('contraction', 'churn') THEN -amount ELSE amount END)::bigint,
-                sum(CASE kind WHEN 'churn' THEN -1 WHEN 'new' THEN 1 WHEN 'reactivation' THEN 1 ELSE 0 END)::bigint
-         FROM projection.mrr_movements WHERE day < $1 GROUP BY currency",
-    )
-    .bind(from)
-    .fetch_all(pool)
-    .await?;
-    let rows: Vec<(String, NaiveDate, String, i64, i64)> = sqlx::query_as(
-        "SELECT currency, day, kind, sum(amount)::bigint, count(*) FROM projection.mrr_movements
-         WHERE day >= $1 AND day <= $2 GROUP BY currency, day, kind",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    Ok(series(before, rows, from, to))
 }
 
 /// The range asked for: both days valid, `from` not after `to`, at most [`MAX_DAYS`].
@@ -104,45 +60,6 @@ fn days(range: &Range, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), ApiEr
     Ok((from, to))
 }
 
-/// One entry per day in `from..=to` for every currency seen: the flows of that day and the MRR
-/// and paying customers at its end, carried from what came before `from`.
-fn series(
-    before: Vec<(String, i64, i64)>,
-    rows: Vec<(String, NaiveDate, String, i64, i64)>,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> BTreeMap<String, Vec<Value>> {
-    let mut start: BTreeMap<String, (i64, i64)> = before.into_iter().map(|(c, mrr, n)| (c, (mrr, n))).collect();
-    let mut flows: BTreeMap<(String, NaiveDate), Flows> = BTreeMap::new();
-    for (currency, day, kind, amount, count) in rows {
-        start.entry(currency.clone()).or_default();
-        let f = flows.entry((currency, day)).or_default();
-        match kind.as_str() {
-            "new" => (f.new, f.customers) = (f.new + amount, f.customers + count),
-            "reactivation" => (f.reactivation, f.customers) = (f.reactivation + amount, f.customers + count),
-            "churn" => (f.churn, f.customers) = (f.churn + amount, f.customers - count),
-            "expansion" => f.expansion += amount,
-            "contraction" => f.contraction += amount,
-            _ => {}
-        }
-    }
-    let mut out = BTreeMap::new();
-    for (currency, (mut mrr, mut customers)) in start {
-        let mut entries = Vec::new();
-        for day in from.iter_days().take_while(|d| *d <= to) {
-            let f = flows.get(&(currency.clone(), day)).copied().unwrap_or_default();
-            mrr += f.net();
-            customers += f.customers;
-            entries.push(json!({
-                "date": day, "mrr": mrr, "customers": customers, "new": f.new, "expansion": f.expansion,
-                "contraction": f.contraction, "churn": f.churn, "reactivation": f.reactivation,
-            }));
-        }
-        out.insert(currency, entries);
-    }
-    out
-}
-
 fn policy(policy: &Policy) -> Value {
     serde_json::to_value(policy).unwrap_or(Value::Null)
 }
@@ -153,26 +70,6 @@ mod tests {
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 3, d).expect("day")
-    }
-
-    #[test]
-    fn each_day_carries_the_mrr_and_adds_its_flows() {
-        let before = vec![("usd".to_owned(), 5_000, 2)];
-        let rows = vec![
-            ("usd".to_owned(), day(2), "new".to_owned(), 2_900, 1),
-            ("usd".to_owned(), day(2), "churn".to_owned(), 1_000, 1),
-            ("usd".to_owned(), day(3), "expansion".to_owned(), 7_000, 1),
-            ("eur".to_owned(), day(3), "new".to_owned(), 3_000, 1),
-        ];
-        let out = series(before, rows, day(1), day(3));
-        let usd: Vec<(i64, i64)> =
-            out["usd"].iter().map(|d| (d["mrr"].as_i64().expect("mrr"), d["customers"].as_i64().expect("n"))).collect();
-        assert_eq!(usd, [(5_000, 2), (6_900, 2), (13_900, 2)]);
-        assert_eq!(out["usd"][1]["new"], 2_900);
-        assert_eq!(out["usd"][1]["churn"], 1_000);
-        assert_eq!(out["usd"][1]["date"], "2026-03-02");
-        let eur: Vec<i64> = out["eur"].iter().map(|d| d["mrr"].as_i64().expect("mrr")).collect();
-        assert_eq!(eur, [0, 0, 3_000], "a currency first seen in the range starts at 0");
     }
 
     #[test]

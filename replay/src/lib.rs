@@ -43,7 +43,10 @@ impl Cli {
     /// Whether the command's output is data another program reads (`$(replay database-url)`, an
     /// export, a timeline): it logs nothing below warn unless `RUST_LOG` says otherwise.
     pub fn output_is_data(&self) -> bool {
-        matches!(self.command, Command::DatabaseUrl | Command::Export { .. } | Command::Timeline { .. })
+        matches!(
+            self.command,
+            Command::DatabaseUrl | Command::Export { .. } | Command::Timeline { .. } | Command::Analytics { .. }
+        )
     }
 }
 
@@ -158,6 +161,29 @@ pub enum Command {
         /// Write here instead of stdout.
         #[arg(long)]
         output: Option<std::path::PathBuf>,
+    },
+    /// Revenue as the projections hold it (docs/analytics.md).
+    Analytics {
+        /// What to print.
+        #[command(subcommand)]
+        action: AnalyticsAction,
+    },
+}
+
+/// `replay analytics ...`.
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsAction {
+    /// MRR and its movements per day and currency, as `GET /v1/analytics/mrr` answers them.
+    Mrr {
+        /// First day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last day (YYYY-MM-DD, UTC), included.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// CSV (a header, then one line per currency and day) instead of aligned text.
+        #[arg(long)]
+        csv: bool,
     },
 }
 
@@ -285,8 +311,50 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             };
             export_cmd(&prepared().await?, &filter, format, output).await?;
         }
+        Command::Analytics { action: AnalyticsAction::Mrr { from, to, csv } } => {
+            anyhow::ensure!(from <= to, "--from must be on or before --to");
+            let days = store::revenue::daily(&prepared().await?, from, to).await?;
+            mrr_report(&days, csv, &mut std::io::stdout().lock())?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `replay analytics mrr`: per currency and day, MRR at the day's end, paying customers and the
+/// day's movements (minor units), as CSV or aligned text.
+fn mrr_report(
+    days: &std::collections::BTreeMap<String, Vec<store::revenue::Day>>,
+    csv: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    const HEADER: [&str; 9] =
+        ["date", "currency", "mrr", "customers", "new", "expansion", "reactivation", "contraction", "churn"];
+    let rows = days.iter().flat_map(|(currency, days)| days.iter().map(move |d| (currency, d)));
+    if csv {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record(HEADER)?;
+        for (currency, d) in rows {
+            let numbers = [d.mrr, d.customers, d.new, d.expansion, d.reactivation, d.contraction, d.churn];
+            let mut record = vec![d.date.to_string(), currency.clone()];
+            record.extend(numbers.iter().map(i64::to_string));
+            w.write_record(&record)?;
+        }
+        w.flush()?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<10} {:<4} {:>12} {:>9} {:>10} {:>10} {:>12} {:>11} {:>10}",
+        HEADER[0], "cur", HEADER[2], HEADER[3], HEADER[4], HEADER[5], HEADER[6], HEADER[7], HEADER[8]
+    )?;
+    for (currency, d) in rows {
+        writeln!(
+            out,
+            "{:<10} {:<4} {:>12} {:>9} {:>10} {:>10} {:>12} {:>11} {:>10}",
+            d.date, currency, d.mrr, d.customers, d.new, d.expansion, d.reactivation, d.contraction, d.churn
+        )?;
+    }
+    Ok(())
 }
 
 /// `replay portal-config [--apply]`.

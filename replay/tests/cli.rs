@@ -42,3 +42,32 @@ async fn data_commands_print_only_data_and_failures_print_one_message_without_a_
     assert_eq!(code, Some(2), "--json needs --dry-run: {err}");
     assert!(err.contains("--dry-run"), "{err}");
 }
+
+/// `replay analytics mrr` prints what `GET /v1/analytics/mrr` answers, as CSV for scripts.
+#[tokio::test]
+async fn analytics_mrr_prints_each_day_of_each_currency_as_csv_or_text() {
+    let db = TestDb::new().await;
+    let url = db.url().await;
+    db.execute(
+        "INSERT INTO projection.mrr_movements (key, stripe_customer_id, currency, kind, amount, mrr_after, created, day,
+           stripe_subscription_id, event_id) VALUES
+           ('cus_a/000000', 'cus_a', 'usd', 'new', 2900, 2900, 1772366400, '2026-03-01', 'sub_a', 'evt_1'),
+           ('cus_a/000001', 'cus_a', 'usd', 'expansion', 7000, 9900, 1772452800, '2026-03-02', 'sub_a', 'evt_2')",
+    )
+    .await;
+    let (code, out, err) =
+        replay(&url, &[], &["analytics", "mrr", "--from", "2026-03-01", "--to", "2026-03-03", "--csv"]);
+    assert_eq!((code, err.as_str()), (Some(0), ""), "{out}");
+    assert_eq!(
+        out,
+        "date,currency,mrr,customers,new,expansion,reactivation,contraction,churn\n\
+         2026-03-01,usd,2900,1,2900,0,0,0,0\n\
+         2026-03-02,usd,9900,1,0,7000,0,0,0\n\
+         2026-03-03,usd,9900,1,0,0,0,0,0\n"
+    );
+    let (code, text, _) = replay(&url, &[], &["analytics", "mrr", "--from", "2026-03-02", "--to", "2026-03-02"]);
+    assert_eq!(code, Some(0));
+    assert!(text.lines().nth(1).is_some_and(|l| l.starts_with("2026-03-02 usd") && l.contains("9900")), "{text}");
+    let (code, _, err) = replay(&url, &[], &["analytics", "mrr", "--from", "2026-03-05", "--to", "2026-03-01"]);
+    assert_eq!(code, Some(1), "{err}");
+}

@@ -7,11 +7,13 @@
 //! - [`leader`]: the advisory locks that make one runner and one dispatcher active, and who holds
 //!   them as the database sees it.
 //! - [`journal`]: the effects journal (`ledger.effects`), admin alerts and the operator's re-arm.
+//! - [`revenue`]: MRR per day and currency from the movements.
 
 pub mod journal;
 pub mod leader;
 pub mod projections;
 pub mod rebuild;
+pub mod revenue;
 
 pub use self::projections::*;
 

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{Days, NaiveDate};
 use maud::{Markup, html};
 use serde::Deserialize;
-use serde_json::Value;
+use store::revenue::Day;
 
 use super::charts::{self, Series};
 use super::{ConsoleState, layout, urlencode};
@@ -33,10 +33,11 @@ pub async fn page(State(state): State<ConsoleState>, Query(params): Query<Params
 async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> {
     let to = state.clock.now().date_naive();
     let from = to.checked_sub_days(Days::new(DAYS - 1)).unwrap_or(to);
-    let all = crate::analytics::daily(&state.pool, from, to).await?;
-    let currency = params.currency.filter(|c| all.contains_key(c)).or_else(|| {
-        all.iter().max_by_key(|(_, days)| days.last().and_then(|d| d["mrr"].as_i64())).map(|(c, _)| c.clone())
-    });
+    let all = store::revenue::daily(&state.pool, from, to).await?;
+    let currency = params
+        .currency
+        .filter(|c| all.contains_key(c))
+        .or_else(|| all.iter().max_by_key(|(_, days)| days.last().map(|d| d.mrr)).map(|(c, _)| c.clone()));
     let policy = state.catalog.analytics();
     let body = html! {
         p.muted { "Policy (catalog [analytics]): discounts " code { (format!("{:?}", policy.discounts).to_lowercase()) }
@@ -54,19 +55,17 @@ async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> 
     layout::page(state, "Revenue", body).await
 }
 
-fn charts_and_table(currency: &str, days: &[Value]) -> Markup {
-    let n = |d: &Value, k: &str| d[k].as_i64().unwrap_or(0);
-    let labels: Vec<String> = days.iter().map(|d| d["date"].as_str().unwrap_or_default().to_owned()).collect();
+fn charts_and_table(currency: &str, days: &[Day]) -> Markup {
+    let labels: Vec<String> = days.iter().map(|d| d.date.to_string()).collect();
     let money = |v: i64| money(currency, v);
-    let mrr = [Series { name: "MRR", color: "#3b6fd8", values: days.iter().map(|d| n(d, "mrr")).collect() }];
-    let series =
-        |name, color, sign: i64| Series { name, color, values: days.iter().map(|d| sign * n(d, name)).collect() };
+    let mrr = [Series { name: "MRR", color: "#3b6fd8", values: days.iter().map(|d| d.mrr).collect() }];
+    let series = |name, color, value: fn(&Day) -> i64| Series { name, color, values: days.iter().map(value).collect() };
     let moved = [
-        series("new", "#17803d", 1),
-        series("expansion", "#3b6fd8", 1),
-        series("reactivation", "#0e9384", 1),
-        series("contraction", "#dc6803", -1),
-        series("churn", "#b42318", -1),
+        series("new", "#17803d", |d| d.new),
+        series("expansion", "#3b6fd8", |d| d.expansion),
+        series("reactivation", "#0e9384", |d| d.reactivation),
+        series("contraction", "#dc6803", |d| -d.contraction),
+        series("churn", "#b42318", |d| -d.churn),
     ];
     let x_title = format!("day (UTC), last {DAYS} days");
     html! {
@@ -77,11 +76,11 @@ fn charts_and_table(currency: &str, days: &[Value]) -> Markup {
         div.wrap { table.revenue {
             tr { th { "day" } th { "MRR" } th { "paying customers" } th { "new" } th { "expansion" } th { "reactivation" }
                  th { "contraction" } th { "churn" } }
-            @for d in days.iter().rev().filter(|d| ["new", "expansion", "reactivation", "contraction", "churn"].iter().any(|k| n(d, k) != 0)) {
+            @for d in days.iter().rev().filter(|d| d.moved()) {
                 tr {
-                    td { a href={ "/console/revenue?currency=" (urlencode(currency)) "&day=" (d["date"].as_str().unwrap_or_default()) } { (d["date"].as_str().unwrap_or_default()) } }
-                    td.n { (money(n(d, "mrr"))) } td.n { (n(d, "customers")) }
-                    @for k in ["new", "expansion", "reactivation", "contraction", "churn"] { td.n { (money(n(d, k))) } }
+                    td { a href={ "/console/revenue?currency=" (urlencode(currency)) "&day=" (d.date) } { (d.date) } }
+                    td.n { (money(d.mrr)) } td.n { (d.customers) }
+                    @for v in [d.new, d.expansion, d.reactivation, d.contraction, d.churn] { td.n { (money(v)) } }
                 }
             }
         } }
