@@ -1657,7 +1657,12 @@ CREATE TABLE projection.subscriptions (
     version_rank smallint,
     version_position bigint,
     live boolean DEFAULT false NOT NULL,
-    entitled_until timestamp with time zone
+    entitled_until timestamp with time zone,
+    discount boolean DEFAULT false NOT NULL,
+    discount_percent_off integer,
+    discount_amount_off bigint,
+    discount_currency text,
+    discount_end timestamp with time zone
 );
 
 
@@ -1687,6 +1692,27 @@ COMMENT ON COLUMN projection.subscriptions.live IS 'Stripe still bills it (trial
 --
 
 COMMENT ON COLUMN projection.subscriptions.entitled_until IS 'Until when it entitles its customer to its tier: live, on a known tier, up to its grace deadline after a failed payment (else 9999-12-31); NULL: not at all. Entitled at t: entitled_until > t. Written by the fold.';
+
+
+--
+-- Name: COLUMN subscriptions.discount; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.subscriptions.discount IS 'The applied snapshot carries a discount (its coupon in the discount_* columns). Written by the fold.';
+
+
+--
+-- Name: COLUMN subscriptions.discount_percent_off; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.subscriptions.discount_percent_off IS 'Percent off in hundredths of a percent (20 % is 2000).';
+
+
+--
+-- Name: COLUMN subscriptions.discount_end; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.subscriptions.discount_end IS 'When the discount stops applying; NULL: forever.';
 
 
 --

@@ -43,7 +43,8 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
             .ok_or_else(|| ApiError::new(Code::UnknownCustomer, format!("no customer {id} is known")))?;
     let subscriptions: Vec<Value> = sqlx::query!(
         "SELECT s.stripe_subscription_id, s.tier, s.status, s.price_id, s.current_period_end, s.cancel_at_period_end,
-                s.grace_until, i.desired AS \"desired?\", i.status AS \"instance_status?\", i.frontend_url
+                s.grace_until, i.desired AS \"desired?\", i.status AS \"instance_status?\", i.frontend_url,
+                s.discount, s.discount_percent_off, s.discount_amount_off, s.discount_currency, s.discount_end
          FROM projection.subscriptions s LEFT JOIN projection.instances i USING (stripe_subscription_id)
          WHERE s.stripe_customer_id = $1 ORDER BY s.stripe_subscription_id",
         id
@@ -58,6 +59,12 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
             "cancel_at_period_end": s.cancel_at_period_end,
             "grace_until": s.grace_until.map(|t| t.to_rfc3339()),
             "instance": { "desired": s.desired, "status": s.instance_status, "url": s.frontend_url },
+            "discount": s.discount.then(|| json!({
+                "percent_off": s.discount_percent_off.map(|p| f64::from(p) / 100.0),
+                "amount_off": s.discount_amount_off,
+                "currency": s.discount_currency,
+                "end": s.discount_end.map(|t| t.to_rfc3339()),
+            })),
         })
     })
     .collect();

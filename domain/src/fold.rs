@@ -319,6 +319,7 @@ impl Folder<'_> {
                 last_paid_at: None,
                 last_payment_failed_at: None,
                 grace_until: None,
+                discount: None,
                 version: None,
             }
         })
@@ -451,6 +452,7 @@ impl Folder<'_> {
         row.canceled_at = sub.canceled_at;
         row.ended_at = sub.ended_at;
         row.deleted = deleted;
+        row.discount = sub.discount.clone();
         row.version = Some(version);
         if !was_canceled && row.status == SubscriptionStatus::Canceled {
             let mail = MailKey::Canceled { subscription: sub.id.clone() };

@@ -110,6 +110,8 @@ pub struct SubscriptionRow {
     pub last_payment_failed_at: Option<i64>,
     /// Until when a failed payment keeps the instance running.
     pub grace_until: Option<i64>,
+    /// The discount the applied snapshot carries (expanded).
+    pub discount: Option<stripe::Discount>,
     /// Version of the applied snapshot (`None`: only known from references so far).
     pub version: Option<Version>,
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::catalog::{Limit, Limits};
 use domain::revenue::{Movement, MovementKind, Point};
-use domain::stripe::{Price, Recurring, SubscriptionStatus};
+use domain::stripe::{Discount, Price, Recurring, SubscriptionStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -358,7 +358,46 @@ pub(super) struct SubscriptionImage {
     #[serde(flatten)]
     limits: LimitColumns,
     #[serde(flatten)]
+    discount: DiscountColumns,
+    #[serde(flatten)]
     version: VersionColumns,
+}
+
+/// A subscription's [`Discount`] as its four `discount_*` columns (all NULL: none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct DiscountColumns {
+    discount_percent_off: Option<i32>,
+    discount_amount_off: Option<i64>,
+    discount_currency: Option<String>,
+    discount_end: Option<DateTime<Utc>>,
+    #[serde(default)]
+    discount: bool,
+}
+
+impl From<Option<Discount>> for DiscountColumns {
+    fn from(d: Option<Discount>) -> Self {
+        match d {
+            None => Self::default(),
+            Some(d) => Self {
+                discount_percent_off: d.percent_off.and_then(|p| i32::try_from(p).ok()),
+                discount_amount_off: d.amount_off,
+                discount_currency: d.currency,
+                discount_end: ts(d.end),
+                discount: true,
+            },
+        }
+    }
+}
+
+impl From<DiscountColumns> for Option<Discount> {
+    fn from(c: DiscountColumns) -> Self {
+        c.discount.then(|| Discount {
+            percent_off: c.discount_percent_off.and_then(|p| u32::try_from(p).ok()),
+            amount_off: c.discount_amount_off,
+            currency: c.discount_currency,
+            end: secs(c.discount_end),
+        })
+    }
 }
 
 impl From<(&str, &SubscriptionRow)> for SubscriptionImage {
@@ -381,6 +420,7 @@ impl From<(&str, &SubscriptionRow)> for SubscriptionImage {
             live: s.is_live(),
             entitled_until: ts(s.entitled_until()),
             limits: s.limits.into(),
+            discount: s.discount.clone().into(),
             version: s.version.into(),
         }
     }
@@ -404,6 +444,7 @@ impl From<SubscriptionImage> for (String, SubscriptionRow) {
             last_paid_at: secs(r.last_paid_at),
             last_payment_failed_at: secs(r.last_payment_failed_at),
             grace_until: secs(r.grace_until),
+            discount: r.discount.into(),
             version: r.version.into(),
         };
         (r.stripe_subscription_id, row)

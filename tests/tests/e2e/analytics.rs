@@ -89,6 +89,15 @@ async fn mrr_per_day_matches_the_lifecycles_and_a_new_policy_rewrites_history_on
         ],
         "by hand: 29.00 - 20 % on the 1st, the trial converts on the 3rd, the churn on the 4th: {body}"
     );
+    // Each subscription's discount, as its snapshot carried it (issue 30, item 2).
+    let (_, a) = projector.get_json("/v1/customers/cus_a", BILLING_KEY).await;
+    assert_eq!(
+        a["subscriptions"][0]["discount"],
+        json!({ "percent_off": 20.0, "amount_off": null, "currency": null, "end": null }),
+        "{a}"
+    );
+    let (_, b) = projector.get_json("/v1/customers/cus_b", BILLING_KEY).await;
+    assert_eq!(b["subscriptions"][0]["discount"], Value::Null, "{b}");
     let token = customer_token(&db.pool, "cus_b").await;
     assert_eq!(mrr(&projector, &token, "").await.0, 403, "a customer's token sees no revenue");
     assert_eq!(mrr(&projector, BILLING_KEY, "from=March").await.0, 400);
