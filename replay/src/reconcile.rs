@@ -34,6 +34,8 @@ pub enum Kind {
     Customers,
     /// Stripe subscriptions against `projection.subscriptions`.
     Subscriptions,
+    /// Stripe prices against `projection.prices` (what the pricing page and revenue read).
+    Prices,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
         match self {
             Self::Customers => "customers",
             Self::Subscriptions => "subscriptions",
+            Self::Prices => "prices",
         }
     }
 
@@ -49,11 +52,12 @@ impl Kind {
         match self {
             Self::Customers => "customer",
             Self::Subscriptions => "subscription",
+            Self::Prices => "price",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [Self::Customers, Self::Subscriptions].into_iter().find(|k| k.as_str() == text)
+        [Self::Customers, Self::Subscriptions, Self::Prices].into_iter().find(|k| k.as_str() == text)
     }
 }
 
@@ -121,6 +125,21 @@ pub struct OurSubscription {
     pub version_created: Option<i64>,
 }
 
+/// A price as the projections hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OurPrice {
+    /// Per unit, minor units.
+    pub unit_amount: Option<i64>,
+    /// Currency.
+    pub currency: Option<String>,
+    /// Billing interval (`None`: one-time).
+    pub interval: Option<String>,
+    /// Sellable.
+    pub active: bool,
+    /// The `created` of the event it was last set from.
+    pub version_created: Option<i64>,
+}
+
 /// A customer as the projections hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OurCustomer {
@@ -164,6 +183,21 @@ pub fn subscription_drift(
     .collect()
 }
 
+/// How Stripe's price differs from ours (amount, currency, interval, whether it is active).
+pub fn price_drift(ours: Option<&OurPrice>, stripe: &domain::stripe::Price) -> Vec<Drift> {
+    let Some(ours) = ours else { return vec![Drift::MissingHere] };
+    let interval = stripe.recurring.as_ref().map(|r| r.interval.as_str());
+    [
+        field("unit_amount", show(ours.unit_amount), show(stripe.unit_amount)),
+        field("currency", show(ours.currency.as_deref()), show(stripe.currency.as_deref())),
+        field("interval", show(ours.interval.as_deref()), show(interval)),
+        field("active", ours.active.to_string(), stripe.active.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// How Stripe's customer differs from ours (email, deletion).
 pub fn customer_drift(ours: Option<&OurCustomer>, stripe: &domain::stripe::Customer) -> Vec<Drift> {
     let Some(ours) = ours else { return vec![Drift::MissingHere] };
@@ -193,6 +227,7 @@ pub fn snapshot_event(kind: Kind, object: &str, fetched_at: i64) -> anyhow::Resu
         Kind::Customers => "customer.updated",
         Kind::Subscriptions if head.status.as_deref() == Some("canceled") => "customer.subscription.deleted",
         Kind::Subscriptions => "customer.subscription.updated",
+        Kind::Prices => "price.updated",
     };
     let digest = Sha256::digest(object.as_bytes());
     let id = format!("evt_reconcile_{}", &hex::encode(digest)[..32]);
@@ -225,6 +260,8 @@ pub struct Ours {
     pub subscriptions: HashMap<String, OurSubscription>,
     /// By customer id.
     pub customers: HashMap<String, OurCustomer>,
+    /// By price id.
+    pub prices: HashMap<String, OurPrice>,
 }
 
 impl Ours {
@@ -232,6 +269,7 @@ impl Ours {
         match kind {
             Kind::Customers => self.customers.get(id).and_then(|c| c.version_created),
             Kind::Subscriptions => self.subscriptions.get(id).and_then(|s| s.version_created),
+            Kind::Prices => self.prices.get(id).and_then(|p| p.version_created),
         }
     }
 }
@@ -249,6 +287,10 @@ pub fn examine(kind: Kind, object: &str, fetched_at: i64, ours: &Ours, catalog: 
         Object::Customer(c) => {
             let drifts = customer_drift(ours.customers.get(&c.id), &c);
             (c.id, drifts)
+        }
+        Object::Price(p) => {
+            let drifts = price_drift(ours.prices.get(&p.id), &p);
+            (p.id, drifts)
         }
         _ => anyhow::bail!("GET /v1/{} returned something else: {object}", kind.as_str()),
     };
@@ -545,6 +587,16 @@ async fn not_seen(pool: &PgPool, kind: Kind, run: i64) -> sqlx::Result<Vec<Strin
             .fetch_all(pool)
             .await
         }
+        Kind::Prices => {
+            sqlx::query_scalar!(
+                "SELECT p.price_id FROM projection.prices p
+                 WHERE NOT EXISTS (SELECT 1 FROM ledger.reconcile_seen r WHERE r.run = $1 AND r.object_id = p.price_id)
+                 ORDER BY 1",
+                run
+            )
+            .fetch_all(pool)
+            .await
+        }
     }
 }
 
@@ -584,6 +636,25 @@ async fn load_ours(pool: &PgPool, kind: Kind, ids: &[String]) -> sqlx::Result<Ou
             for r in rows {
                 let row = OurCustomer { email: r.email, deleted: r.deleted, version_created: r.version_created };
                 ours.customers.insert(r.stripe_customer_id, row);
+            }
+        }
+        Kind::Prices => {
+            let rows = sqlx::query!(
+                "SELECT price_id, unit_amount, currency, interval, active, version_created FROM projection.prices
+                 WHERE price_id = ANY($1)",
+                ids
+            )
+            .fetch_all(pool)
+            .await?;
+            for r in rows {
+                let row = OurPrice {
+                    unit_amount: r.unit_amount,
+                    currency: r.currency,
+                    interval: r.interval,
+                    active: r.active,
+                    version_created: r.version_created,
+                };
+                ours.prices.insert(r.price_id, row);
             }
         }
     }

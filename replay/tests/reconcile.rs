@@ -302,3 +302,58 @@ async fn check_catalog_finds_missing_archived_and_mistyped_prices_and_warns_abou
             && missing[0].line.contains("price_credits_1000 (pack credits_1000): Stripe has no such price")
     );
 }
+
+/// Issue 30: `replay reconcile --objects prices` snapshots Stripe's current prices into the log,
+/// so a price created before the webhook endpoint gets its amount (and the pricing page with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_snapshots_stripes_prices_into_the_log_and_the_catalog_shows_their_amounts() {
+    let w = World::start().await;
+    let recurring = |id: &str, amount: i64| {
+        let mut p = stripe::object("price");
+        p["id"] = json!(id);
+        p["unit_amount"] = json!(amount);
+        p
+    };
+    let created = |p: &Value| {
+        serde_json::to_vec(&stripe::event(&stripe::event_id(), "price.created", stripe::now() - 600, p.clone()))
+            .expect("json")
+    };
+    let in_sync = recurring("price_starter_monthly", 2_900);
+    let repriced = recurring("price_professional_monthly", 9_900);
+    assert_eq!(w.ingest.post_signed(&created(&in_sync)).await.status(), 200);
+    assert_eq!(w.ingest.post_signed(&created(&repriced)).await.status(), 200);
+    w.projector.caught_up(&w.db.pool).await;
+    w.api.put(in_sync);
+    w.api.put(recurring("price_professional_monthly", 12_900)); // its price.updated never reached us
+    w.api.put(recurring("price_starter_yearly", 29_000)); // made before the webhook endpoint existed
+
+    let (found, lines) = w.reconcile(vec![Kind::Prices], false).await;
+    assert_eq!((found.compared, found.drifted, found.appended), (3, 2, 0), "{lines:#?}");
+    assert!(lines.contains(&"price price_starter_yearly: missing here".to_owned()), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("price price_professional_monthly: unit_amount: ours 9900, Stripe 12900")),
+        "{lines:#?}"
+    );
+    let replay_role = w.as_replay_role().await;
+    let (applied, _) = w.reconcile_on(&replay_role, vec![Kind::Prices], true).await;
+    assert_eq!((applied.drifted, applied.appended), (2, 2));
+    w.projector.caught_up(&w.db.pool).await;
+    let catalog: Value = reqwest::get(format!("http://{}/v1/catalog", w.projector.addr))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let amount = |tier: usize, id: &str| {
+        catalog["tiers"][tier]["prices"]
+            .as_array()
+            .expect("prices")
+            .iter()
+            .find(|p| p["id"] == id)
+            .map(|p| p["amount"].clone())
+    };
+    assert_eq!(amount(1, "price_starter_yearly"), Some(json!(29_000)), "{catalog}");
+    assert_eq!(amount(2, "price_professional_monthly"), Some(json!(12_900)));
+    let (again, lines) = w.reconcile(vec![Kind::Prices], false).await;
+    assert_eq!(again.drifted, 0, "{lines:#?}");
+}
