@@ -231,6 +231,13 @@ fn projected(event_type: &str) -> bool {
         || event_type.starts_with("plan.")
 }
 
+/// Ranks of a price's snapshots within one second, lowest first: an invoice's or checkout's line,
+/// a subscription item, a price event, a price's deletion.
+const PRICE_LINE_RANK: u8 = 0;
+const PRICE_ITEM_RANK: u8 = 1;
+const PRICE_EVENT_RANK: u8 = 2;
+const PRICE_DELETED_RANK: u8 = 3;
+
 /// Rank of a `customer.subscription.deleted` snapshot: above every status.
 const DELETED_RANK: u8 = 9;
 
@@ -344,12 +351,14 @@ impl Folder<'_> {
     fn price(&mut self, event_type: &str, created: i64, mut price: Price) {
         let deleted = event_type.ends_with(".deleted");
         price.active &= !deleted;
-        let version = self.version(created, if deleted { 2 } else { 1 });
+        let version = self.version(created, if deleted { PRICE_DELETED_RANK } else { PRICE_EVENT_RANK });
         self.put_price(price, version);
     }
 
-    /// Keeps `price` unless a newer snapshot of it is known. Prices embedded in other objects rank
-    /// below a price event of the same second.
+    /// Keeps `price` unless a newer snapshot of it is known. Within one second a price event
+    /// outranks a copy a subscription item carries, which outranks an invoice's or a checkout's
+    /// line (so copies of one second never tie on the log position alone, which would make the
+    /// row depend on delivery order).
     fn put_price(&mut self, price: Price, version: Version) {
         let known = self.delta.prices.iter().rev().find(|p| p.price.id == price.id).map(|p| p.version);
         let known = known.or_else(|| self.state.price(&price.id).map(|p| p.version));
@@ -412,11 +421,18 @@ impl Folder<'_> {
         self.delta.revenue.push(rev);
     }
 
-    fn subscription(&mut self, event_type: &str, created: i64, sub: Subscription) {
-        for price in sub.items.iter().filter_map(|item| item.price.clone()) {
-            let version = self.version(created, 0);
-            self.put_price(price, version);
+    /// Keeps the prices an object carries (a subscription's items, an invoice's lines, a checkout's
+    /// line items) as snapshots of the event's moment, at `rank`.
+    fn embedded_prices(&mut self, prices: &[Price], created: i64, rank: u8) {
+        for price in prices {
+            let version = self.version(created, rank);
+            self.put_price(price.clone(), version);
         }
+    }
+
+    fn subscription(&mut self, event_type: &str, created: i64, sub: Subscription) {
+        let carried: Vec<Price> = sub.items.iter().filter_map(|item| item.price.clone()).collect();
+        self.embedded_prices(&carried, created, PRICE_ITEM_RANK);
         let deleted = event_type == "customer.subscription.deleted";
         let rank = if deleted { DELETED_RANK } else { subscription_rank(&sub.status) };
         let version = self.version(created, rank);
@@ -524,6 +540,7 @@ impl Folder<'_> {
     }
 
     fn invoice(&mut self, event_type: &str, created: i64, invoice: Invoice) {
+        self.embedded_prices(&invoice.line_prices, created, PRICE_LINE_RANK);
         let paid = matches!(event_type, "invoice.paid" | "invoice.payment_succeeded");
         let failed = event_type == "invoice.payment_failed";
         if !paid && !failed {
@@ -605,6 +622,7 @@ impl Folder<'_> {
     }
 
     fn checkout(&mut self, event_type: &str, created: i64, session: CheckoutSession) {
+        self.embedded_prices(&session.line_prices, created, PRICE_LINE_RANK);
         if event_type != "checkout.session.completed" {
             return;
         }

@@ -467,6 +467,8 @@ pub struct Invoice {
     pub period_end: Option<i64>,
     /// Price ids of its lines (`price.id` before basil, `pricing.price_details.price` after).
     pub line_price_ids: Vec<String>,
+    /// The prices of its lines, when they carry them expanded (before API version basil).
+    pub line_prices: Vec<Price>,
     /// The latest end of a line's period (the service period a cycle invoice pays for).
     pub lines_period_end: Option<i64>,
     /// `lines.has_more`: the payload carries only the first page of the lines.
@@ -490,6 +492,8 @@ pub struct CheckoutSession {
     pub metadata: BTreeMap<String, String>,
     /// (price id, quantity) of its line items, when the payload carries them (expanded).
     pub line_items: Vec<(String, u64)>,
+    /// The prices of its line items, when they carry them expanded (fetched line items do).
+    pub line_prices: Vec<Price>,
 }
 
 impl CheckoutSession {
@@ -721,7 +725,7 @@ struct WireSubscriptionDetails {
 #[derive(Deserialize)]
 struct WireLine {
     #[serde(default)]
-    price: Option<Expandable>,
+    price: Option<PriceRef>,
     #[serde(default)]
     pricing: Option<WirePricing>,
     #[serde(default)]
@@ -765,7 +769,7 @@ struct WireCheckoutSession {
 #[derive(Deserialize)]
 struct WireCheckoutLine {
     #[serde(default)]
-    price: Option<Expandable>,
+    price: Option<PriceRef>,
     #[serde(default)]
     quantity: Option<u64>,
 }
@@ -909,14 +913,12 @@ fn invoice(wire: WireInvoice) -> Invoice {
         line_price_ids: lines
             .iter()
             .filter_map(|line| {
-                line.price
-                    .as_ref()
-                    .or_else(|| {
-                        line.pricing.as_ref().and_then(|p| p.price_details.as_ref()).and_then(|d| d.price.as_ref())
-                    })
-                    .map(|p| p.id().to_owned())
+                let basil =
+                    || line.pricing.as_ref().and_then(|p| p.price_details.as_ref()).and_then(|d| d.price.as_ref());
+                line.price.as_ref().map(|p| p.id().to_owned()).or_else(|| basil().map(|p| p.id().to_owned()))
             })
             .collect(),
+        line_prices: lines.iter().filter_map(|line| line.price.clone().and_then(PriceRef::into_price)).collect(),
         lines_period_end: lines.iter().filter_map(|l| l.period.as_ref().and_then(|p| p.end)).max(),
         lines_truncated,
         id: wire.id,
@@ -932,6 +934,7 @@ fn invoice(wire: WireInvoice) -> Invoice {
 }
 
 fn checkout_session(wire: WireCheckoutSession) -> CheckoutSession {
+    let lines = wire.line_items.unwrap_or_default().data;
     CheckoutSession {
         id: wire.id,
         mode: wire.mode,
@@ -939,13 +942,11 @@ fn checkout_session(wire: WireCheckoutSession) -> CheckoutSession {
         subscription: wire.subscription.map(Expandable::into_id),
         payment_status: wire.payment_status,
         metadata: wire.metadata.unwrap_or_default(),
-        line_items: wire
-            .line_items
-            .unwrap_or_default()
-            .data
-            .into_iter()
-            .filter_map(|l| l.price.map(|p| (p.into_id(), l.quantity.unwrap_or(1))))
+        line_items: lines
+            .iter()
+            .filter_map(|l| l.price.as_ref().map(|p| (p.id().to_owned(), l.quantity.unwrap_or(1))))
             .collect(),
+        line_prices: lines.into_iter().filter_map(|l| l.price.and_then(PriceRef::into_price)).collect(),
     }
 }
 

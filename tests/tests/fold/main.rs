@@ -841,6 +841,30 @@ fn prices_are_what_stripes_newest_price_objects_say() {
         g.event(&sub_event("customer.subscription.updated", T, shape, &snap("active", "price_starter_monthly")));
         assert_eq!(g.state.prices["price_starter_monthly"].price.unit_amount, Some(2_500), "{shape:?}");
     }
+
+    // An invoice's lines carry their prices expanded (before basil); a checkout's fetched line
+    // items do too.
+    let mut g = Given::new();
+    let of = stripe::InvoiceOf {
+        id: "in_p",
+        customer: "cus_p",
+        subscription: "sub_p",
+        price: "price_professional_yearly",
+        period: (T, T + 365 * DAY),
+    };
+    g.event(&stripe::invoice_event("invoice.paid", T, Shape::Legacy, &of));
+    assert!(g.state.prices.contains_key("price_professional_yearly"), "{:?}", g.state.prices.keys());
+    let mut session = stripe::object("checkout.session");
+    session["id"] = serde_json::json!("cs_p");
+    session["line_items"] = serde_json::json!({ "object": "list", "has_more": false, "data": [
+        { "id": "li_1", "quantity": 1, "price": { "id": "price_credits_1000", "object": "price", "unit_amount": 1_500,
+          "currency": "usd", "recurring": null, "active": true, "product": "prod_c" } } ] });
+    g.event(
+        &serde_json::to_vec(&stripe::event(&stripe::event_id(), "checkout.session.completed", T, session))
+            .expect("json"),
+    );
+    let pack = &g.state.prices["price_credits_1000"].price;
+    assert_eq!((pack.unit_amount, pack.recurring.is_none()), (Some(1_500), true), "a one-time price");
 }
 
 /// A subscription snapshot whose item charges `amount` every `interval`, `quantity` times, with an
