@@ -180,7 +180,7 @@ async fn lead(
                 if is_unavailable(&error) {
                     tracing::warn!(error = message, "database unavailable, retrying the batch from the checkpoint");
                 } else if quarantine.failed(limit, settings.batch_size) {
-                    quarantine_next(pool, catalog, &message).await?;
+                    quarantine_next(pool, &message).await?;
                     status.quarantined.inc();
                     continue;
                 } else {
@@ -258,7 +258,7 @@ fn is_unavailable(error: &anyhow::Error) -> bool {
 
 /// Passes over the event after the checkpoint: a `quarantined` anomaly names it and the error, and
 /// the checkpoint moves past it, in one transaction.
-async fn quarantine_next(pool: &PgPool, catalog: &Catalog, error: &str) -> anyhow::Result<()> {
+async fn quarantine_next(pool: &PgPool, error: &str) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     let checkpoint = store::lock_checkpoint(&mut tx, CHECKPOINT).await?.context("checkpoint row")?;
     let Some(position) =
@@ -280,8 +280,8 @@ async fn quarantine_next(pool: &PgPool, catalog: &Catalog, error: &str) -> anyho
     )
     .execute(&mut *tx)
     .await?;
-    let keep_hash = if checkpoint.catalog_hash == catalog.hash() { catalog.hash() } else { &checkpoint.catalog_hash };
-    store::save_checkpoint(&mut tx, CHECKPOINT, position, keep_hash).await?;
+    // The hash the rows were built with stays: another catalog shows as a mismatch until a rebuild.
+    store::save_checkpoint(&mut tx, CHECKPOINT, position, &checkpoint.catalog_hash).await?;
     tx.commit().await?;
     tracing::error!(position, error, "event quarantined: recorded as an anomaly and passed over");
     Ok(())
@@ -362,8 +362,8 @@ async fn batch(
         fold_window(&mut tx, cache, &events, catalog, &settings.fold, status).await?;
     store::write_changes(&mut tx, &window, &changes).await?;
     store::record_intents(&mut tx, &intents).await?;
-    let keep_hash = if mismatch { built_with.as_str() } else { catalog.hash() };
-    store::save_checkpoint(&mut tx, CHECKPOINT, last, keep_hash).await?;
+    // The hash the rows were built with stays: another catalog shows as a mismatch until a rebuild.
+    store::save_checkpoint(&mut tx, CHECKPOINT, last, &built_with).await?;
     let anomalies = if reset || !changes.anomalies.is_empty() { Some(count_anomalies(&mut tx).await?) } else { None };
     tx.commit().await?;
     cache.keep(&window, &loaded, &changes);
