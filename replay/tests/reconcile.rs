@@ -308,24 +308,15 @@ async fn check_catalog_finds_missing_archived_and_mistyped_prices_and_warns_abou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_snapshots_stripes_prices_into_the_log_and_the_catalog_shows_their_amounts() {
     let w = World::start().await;
-    let recurring = |id: &str, amount: i64| {
-        let mut p = stripe::object("price");
-        p["id"] = json!(id);
-        p["unit_amount"] = json!(amount);
-        p
-    };
-    let created = |p: &Value| {
-        serde_json::to_vec(&stripe::event(&stripe::event_id(), "price.created", stripe::now() - 600, p.clone()))
-            .expect("json")
-    };
-    let in_sync = recurring("price_starter_monthly", 2_900);
-    let repriced = recurring("price_professional_monthly", 9_900);
+    let created = |p: &Value| stripe::price_event("price.created", stripe::now() - 600, p.clone());
+    let in_sync = stripe::price("price_starter_monthly", 2_900);
+    let repriced = stripe::price("price_professional_monthly", 9_900);
     assert_eq!(w.ingest.post_signed(&created(&in_sync)).await.status(), 200);
     assert_eq!(w.ingest.post_signed(&created(&repriced)).await.status(), 200);
     w.projector.caught_up(&w.db.pool).await;
     w.api.put(in_sync);
-    w.api.put(recurring("price_professional_monthly", 12_900)); // its price.updated never reached us
-    w.api.put(recurring("price_starter_yearly", 29_000)); // made before the webhook endpoint existed
+    w.api.put(stripe::price("price_professional_monthly", 12_900)); // its price.updated never reached us
+    w.api.put(stripe::price("price_starter_yearly", 29_000)); // made before the webhook endpoint existed
 
     let (found, lines) = w.reconcile(vec![Kind::Prices], false).await;
     assert_eq!((found.compared, found.drifted, found.appended), (3, 2, 0), "{lines:#?}");

@@ -41,6 +41,19 @@ pub fn event(id: &str, event_type: &str, created: i64, data_object: Value) -> Va
     event
 }
 
+/// Stripe's example price (recurring, monthly, licensed, usd) with another id and unit amount.
+pub fn price(id: &str, unit_amount: i64) -> Value {
+    let mut price = object("price");
+    price["id"] = json!(id);
+    price["unit_amount"] = json!(unit_amount);
+    price
+}
+
+/// A `price.*` event carrying `price`, as the body Stripe sends (a fresh event id).
+pub fn price_event(event_type: &str, created: i64, price: Value) -> Vec<u8> {
+    serde_json::to_vec(&event(&event_id(), event_type, created, price)).expect("json")
+}
+
 /// Stripe's example customer with another id.
 pub fn customer(id: &str) -> Value {
     let mut customer = object("customer");

@@ -9,11 +9,9 @@ use ledger_tests::stripe::{self, Shape, SubSnapshot};
 use serde_json::{Value, json};
 
 fn price_event(event_type: &str, created: i64, id: &str, unit_amount: i64, interval: &str) -> Vec<u8> {
-    let mut price = stripe::object("price");
-    price["id"] = json!(id);
-    price["unit_amount"] = json!(unit_amount);
+    let mut price = stripe::price(id, unit_amount);
     price["recurring"]["interval"] = json!(interval);
-    serde_json::to_vec(&stripe::event(&stripe::event_id(), event_type, created, price)).expect("json")
+    stripe::price_event(event_type, created, price)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

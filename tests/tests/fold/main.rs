@@ -798,10 +798,7 @@ fn folding_batches_over_windows_of_what_they_read_equals_folding_the_whole_state
 
 /// A price event with Stripe's example price under another id and amount.
 fn price_event(event_type: &str, created: i64, id: &str, unit_amount: i64) -> Vec<u8> {
-    let mut price = stripe::object("price");
-    price["id"] = serde_json::json!(id);
-    price["unit_amount"] = serde_json::json!(unit_amount);
-    serde_json::to_vec(&stripe::event(&stripe::event_id(), event_type, created, price)).expect("json")
+    stripe::price_event(event_type, created, stripe::price(id, unit_amount))
 }
 
 /// Issue 30, item 1: what a price charges comes from Stripe's objects: price events (the newest
