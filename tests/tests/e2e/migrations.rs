@@ -9,6 +9,21 @@ async fn apply(db: &TestDb, file: &str) {
     tx.commit().await.expect("commit");
 }
 
+/// Applies the migrations whose file names sort before `first` (as the version before it left
+/// the database) and returns the later ones, in order.
+async fn migrate_before(db: &TestDb, first: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join("migrations"))
+        .expect("migrations dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let (before, after): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| f.as_str() < first);
+    for file in &before {
+        apply(db, file).await;
+    }
+    after
+}
+
 async fn rows(db: &TestDb, sql: &str) -> Vec<(String, String, String)> {
     sqlx::query_as(sql).fetch_all(&db.pool).await.expect(sql)
 }
@@ -16,15 +31,7 @@ async fn rows(db: &TestDb, sql: &str) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn effect_subjects_are_backfilled_alerts_move_out_of_the_outbox_and_failures_become_a_view() {
     let db = TestDb::unmigrated().await;
-    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join("migrations"))
-        .expect("migrations dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
-    let (before, after): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| f.as_str() < "0010");
-    for file in &before {
-        apply(&db, file).await;
-    }
+    let after = migrate_before(&db, "0010").await;
     // What the dispatcher and the fold wrote before 0010 (alerts were intents, failures anomalies).
     sqlx::raw_sql(
         "INSERT INTO ledger.intents (key, kind, detail, position) VALUES
@@ -218,15 +225,7 @@ async fn failed_effects_are_kept_as_written_and_read_without_scanning_the_journa
 #[tokio::test]
 async fn accounts_folded_before_0029_learn_when_stripe_created_them_from_the_log() {
     let db = TestDb::unmigrated().await;
-    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join("migrations"))
-        .expect("migrations dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
-    let (before, after): (Vec<String>, Vec<String>) = files.into_iter().partition(|f| f.as_str() < "0029");
-    for file in &before {
-        apply(&db, file).await;
-    }
+    let after = migrate_before(&db, "0029").await;
     let mut customer = ledger_tests::stripe::customer("cus_old");
     customer["created"] = serde_json::json!(1_690_000_000);
     let event = ledger_tests::stripe::event("evt_old_1", "customer.created", 1_700_000_000, customer);
