@@ -42,6 +42,16 @@ pub enum DiscountPolicy {
     Ignore,
 }
 
+impl DiscountPolicy {
+    /// As the catalog and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Subtract => "subtract",
+            Self::Ignore => "ignore",
+        }
+    }
+}
+
 /// `past_due = "count" | "churn_after_grace"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,6 +61,16 @@ pub enum PastDuePolicy {
     Count,
     /// It stops counting once its grace period (`GRACE_PERIOD_DAYS`) has run out.
     ChurnAfterGrace,
+}
+
+impl PastDuePolicy {
+    /// As the catalog and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::ChurnAfterGrace => "churn_after_grace",
+        }
+    }
 }
 
 /// What a subscription is, for revenue: its items (price, quantity), status, whether its grace
@@ -404,6 +424,11 @@ mod tests {
         assert_eq!(policy, Policy { discounts: DiscountPolicy::Ignore, past_due: PastDuePolicy::ChurnAfterGrace });
         assert!(toml::from_str::<Policy>("discounts = \"sometimes\"").is_err());
         assert!(toml::from_str::<Policy>("").expect("defaults").is_default());
+        let spelled = serde_json::to_value(policy).expect("json");
+        assert_eq!(
+            spelled,
+            serde_json::json!({ "discounts": policy.discounts.as_str(), "past_due": policy.past_due.as_str() })
+        );
     }
 
     proptest! {

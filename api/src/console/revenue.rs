@@ -40,8 +40,8 @@ async fn render(state: &ConsoleState, params: Params) -> anyhow::Result<Markup> 
         .or_else(|| all.iter().max_by_key(|(_, days)| days.last().map(|d| d.mrr)).map(|(c, _)| c.clone()));
     let policy = state.catalog.analytics();
     let body = html! {
-        p.muted { "Policy (catalog [analytics]): discounts " code { (format!("{:?}", policy.discounts).to_lowercase()) }
-            ", past due " code { (format!("{:?}", policy.past_due).to_lowercase()) }
+        p.muted { "Policy (catalog [analytics]): discounts " code { (policy.discounts.as_str()) }
+            ", past due " code { (policy.past_due.as_str()) }
             ". Recomputed from the log by every rebuild; definitions in docs/analytics.md." }
         @if all.len() > 1 {
             p { "Currency: " @for c in all.keys() { a href={ "/console/revenue?currency=" (urlencode(c)) } { code { (c) } } " " } }
