@@ -1,6 +1,7 @@
 //! API tokens: one live token per paying customer, issued and mailed once, renewed before it
 //! expires, re-tiered with the customer's plan and revoked when the customer stops paying.
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::Dispatcher;
@@ -129,30 +130,46 @@ impl Dispatcher {
         let EffectKey::Token(token) = &live.key else { anyhow::bail!("{} is not a token key", live.key) };
         let (now, stored) = (self.clock.now(), live.key.to_string());
         let mut tx = self.pool.begin().await?;
-        let (key, request) = match op {
+        // Each change applies to a token still live: one revoked meanwhile (re-armed) is left alone.
+        let (changed, key, request) = match op {
             TokenOp::Revoke => {
-                sqlx::query!("UPDATE ledger.api_tokens SET revoked_at = $2 WHERE key = $1", stored, now)
-                    .execute(&mut *tx)
-                    .await?;
-                (EffectKey::Revoke(token.clone()), format!("revoke the token of {customer}"))
+                let changed = sqlx::query!(
+                    "UPDATE ledger.api_tokens SET revoked_at = $2 WHERE key = $1 AND revoked_at IS NULL",
+                    stored,
+                    now
+                )
+                .execute(&mut *tx)
+                .await?;
+                (changed, EffectKey::Revoke(token.clone()), format!("revoke the token of {customer}"))
             }
             TokenOp::Retier { tier } => {
-                sqlx::query!("UPDATE ledger.api_tokens SET tier = $2 WHERE key = $1", stored, tier)
-                    .execute(&mut *tx)
-                    .await?;
+                let changed = sqlx::query!(
+                    "UPDATE ledger.api_tokens SET tier = $2 WHERE key = $1 AND revoked_at IS NULL",
+                    stored,
+                    tier
+                )
+                .execute(&mut *tx)
+                .await?;
                 let key = EffectKey::Retier { token: token.clone(), tier: tier.clone() };
-                (key, format!("tier of the token of {customer}: {tier}"))
+                (changed, key, format!("tier of the token of {customer}: {tier}"))
             }
             TokenOp::Renew => {
                 let until = now + plan::TOKEN_LIFETIME;
-                sqlx::query!("UPDATE ledger.api_tokens SET expires_at = $2 WHERE key = $1", stored, until)
-                    .execute(&mut *tx)
-                    .await?;
+                let changed = sqlx::query!(
+                    "UPDATE ledger.api_tokens SET expires_at = $2 WHERE key = $1 AND revoked_at IS NULL",
+                    stored,
+                    until
+                )
+                .execute(&mut *tx)
+                .await?;
                 let key = EffectKey::Renew { token: token.clone(), until: until.timestamp() };
-                (key, format!("renew the token of {customer} until {until}"))
+                (changed, key, format!("renew the token of {customer} until {until}"))
             }
             TokenOp::Issue { .. } => return Ok(()),
         };
+        if changed.rows_affected() == 0 {
+            return Ok(()); // revoked since the plan: the next pass re-plans
+        }
         let subject = Subject::Customer(customer.to_owned());
         self.journal(&mut tx, &token_attempt(&key, &subject, request)).await?;
         tx.commit().await?;
@@ -177,10 +194,10 @@ impl Dispatcher {
         let expires_at = now + plan::TOKEN_LIFETIME;
         let plaintext = new_token()?;
         let mut tx = self.pool.begin().await?;
-        if let Some(old) = replace {
-            sqlx::query!("UPDATE ledger.api_tokens SET revoked_at = $2 WHERE key = $1", old.key.to_string(), now)
-                .execute(&mut *tx)
-                .await?;
+        if let Some(old) = replace
+            && !self.revoke_as_planned(&mut tx, old, now).await?
+        {
+            return Ok(false); // changed since the plan (settled, re-armed): the next pass re-plans
         }
         sqlx::query!(
             "INSERT INTO ledger.api_tokens (token_sha256, stripe_customer_id, tier, key, issued_at, expires_at)
@@ -210,6 +227,27 @@ impl Dispatcher {
         self.record_token_mail(&key, &mail_key, (&subject, tier), attempt, verdict, error).await?;
         tracing::info!(key = %key, customer, outcome = outcome.as_str(), "token issued");
         Ok(true)
+    }
+
+    /// Revokes the token `issue_token` replaces, only if it is still as the plan saw it (live, and
+    /// delivered or not): an operator who settled it meanwhile (`replay effects settle`) keeps the
+    /// customer's token. The row lock orders this against `settle` and `rearm`.
+    async fn revoke_as_planned(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        old: &LiveToken,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let revoked = sqlx::query!(
+            "UPDATE ledger.api_tokens SET revoked_at = $2
+             WHERE key = $1 AND revoked_at IS NULL AND (delivered_at IS NOT NULL) = $3",
+            old.key.to_string(),
+            now,
+            old.delivered
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(revoked.rows_affected() == 1)
     }
 
     /// Consecutive failed token mails of `customer` since the last success or an operator's re-arm
