@@ -1166,6 +1166,86 @@ COMMENT ON VIEW audit.customer_timeline IS 'Events per customer, in log order (O
 
 
 --
+-- Name: discounts; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.discounts (
+    discount_id text NOT NULL,
+    coupon text,
+    percent_off integer,
+    amount_off bigint,
+    currency text,
+    duration text,
+    duration_in_months integer,
+    promotion_code text,
+    start_at timestamp with time zone,
+    end_at timestamp with time zone,
+    stripe_customer_id text,
+    stripe_subscription_id text,
+    deleted boolean NOT NULL,
+    version_created bigint,
+    version_rank smallint,
+    version_position bigint
+);
+
+
+--
+-- Name: TABLE discounts; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.discounts IS 'Each discount (a coupon applied to a customer or a subscription) as its newest snapshot says. Written by the fold.';
+
+
+--
+-- Name: COLUMN discounts.percent_off; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.discounts.percent_off IS 'Percent off in hundredths of a percent (20 % is 2000).';
+
+
+--
+-- Name: COLUMN discounts.amount_off; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.discounts.amount_off IS 'Per invoice, in currency''s minor unit.';
+
+
+--
+-- Name: COLUMN discounts.stripe_subscription_id; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.discounts.stripe_subscription_id IS 'The subscription it applies to; NULL: every subscription of the customer without its own.';
+
+
+--
+-- Name: COLUMN discounts.deleted; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.discounts.deleted IS 'A customer.discount.deleted was seen: it no longer applies.';
+
+
+--
+-- Name: discounts; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.discounts AS
+ SELECT discounts.discount_id,
+    discounts.coupon,
+    discounts.percent_off,
+    discounts.amount_off,
+    discounts.currency,
+    discounts.duration,
+    discounts.duration_in_months,
+    discounts.promotion_code,
+    discounts.start_at,
+    discounts.end_at,
+    discounts.stripe_customer_id,
+    discounts.stripe_subscription_id,
+    discounts.deleted
+   FROM projection.discounts;
+
+
+--
 -- Name: effects; Type: TABLE; Schema: ledger; Owner: -
 --
 
@@ -2022,7 +2102,8 @@ COMMENT ON COLUMN projection.checkpoint.fold_settings_hash IS 'SHA-256 of the fo
 CREATE TABLE projection.revenue (
     stripe_customer_id text NOT NULL,
     points jsonb NOT NULL,
-    movements integer NOT NULL
+    movements integer NOT NULL,
+    discounts jsonb DEFAULT '[]'::jsonb NOT NULL
 );
 
 
@@ -2031,6 +2112,13 @@ CREATE TABLE projection.revenue (
 --
 
 COMMENT ON TABLE projection.revenue IS 'Per customer: the revenue points of every subscription snapshot (domain::revenue::Point) and how many movements they make. Written by the fold.';
+
+
+--
+-- Name: COLUMN revenue.discounts; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON COLUMN projection.revenue.discounts IS 'The customer''s discount points (domain::revenue::DiscountPoint), one per customer.discount.* event.';
 
 
 --
@@ -2244,6 +2332,14 @@ ALTER TABLE ONLY projection.credit_grants
 
 
 --
+-- Name: discounts discounts_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.discounts
+    ADD CONSTRAINT discounts_pkey PRIMARY KEY (discount_id);
+
+
+--
 -- Name: instance_targets instance_targets_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
 --
 
@@ -2443,6 +2539,20 @@ CREATE INDEX anomalies_kind_idx ON projection.anomalies USING btree (kind);
 --
 
 CREATE INDEX credit_grants_customer_idx ON projection.credit_grants USING btree (stripe_customer_id);
+
+
+--
+-- Name: discounts_customer_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX discounts_customer_idx ON projection.discounts USING btree (stripe_customer_id);
+
+
+--
+-- Name: discounts_subscription_idx; Type: INDEX; Schema: projection; Owner: -
+--
+
+CREATE INDEX discounts_subscription_idx ON projection.discounts USING btree (stripe_subscription_id);
 
 
 --
@@ -2963,6 +3073,21 @@ GRANT SELECT ON TABLE ledger.events TO ledger_replay;
 --
 
 GRANT SELECT ON TABLE audit.customer_timeline TO ledger_auditor;
+
+
+--
+-- Name: TABLE discounts; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.discounts TO ledger_projector;
+GRANT SELECT ON TABLE projection.discounts TO ledger_replay;
+
+
+--
+-- Name: TABLE discounts; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.discounts TO ledger_auditor;
 
 
 --

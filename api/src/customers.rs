@@ -41,33 +41,7 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
             .fetch_optional(&state.pool)
             .await?
             .ok_or_else(|| ApiError::new(Code::UnknownCustomer, format!("no customer {id} is known")))?;
-    let subscriptions: Vec<Value> = sqlx::query!(
-        "SELECT s.stripe_subscription_id, s.tier, s.status, s.price_id, s.current_period_end, s.cancel_at_period_end,
-                s.grace_until, i.desired AS \"desired?\", i.status AS \"instance_status?\", i.frontend_url,
-                s.discount, s.discount_percent_off, s.discount_amount_off, s.discount_currency, s.discount_end
-         FROM projection.subscriptions s LEFT JOIN projection.instances i USING (stripe_subscription_id)
-         WHERE s.stripe_customer_id = $1 ORDER BY s.stripe_subscription_id",
-        id
-    )
-    .fetch_all(&state.pool)
-    .await?
-    .into_iter()
-    .map(|s| {
-        json!({
-            "id": s.stripe_subscription_id, "tier": s.tier, "status": s.status, "price": s.price_id,
-            "current_period_end": s.current_period_end.map(|t| t.to_rfc3339()),
-            "cancel_at_period_end": s.cancel_at_period_end,
-            "grace_until": s.grace_until.map(|t| t.to_rfc3339()),
-            "instance": { "desired": s.desired, "status": s.instance_status, "url": s.frontend_url },
-            "discount": s.discount.then(|| json!({
-                "percent_off": s.discount_percent_off.map(|p| f64::from(p) / 100.0),
-                "amount_off": s.discount_amount_off,
-                "currency": s.discount_currency,
-                "end": s.discount_end.map(|t| t.to_rfc3339()),
-            })),
-        })
-    })
-    .collect();
+    let subscriptions = subscriptions(state, &id).await?;
     let mut conn = state.pool.acquire().await?;
     let credits = credits(&mut conn, &id).await?;
     let now = state.clock.now();
@@ -89,6 +63,74 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
         "credits": credits,
         "usage": usage,
     }))
+}
+
+/// A customer's subscriptions as `GET /v1/customers/{id}` lists them, each with its instance and
+/// the discount in force.
+async fn subscriptions(state: &BillingState, id: &str) -> Result<Vec<Value>, ApiError> {
+    let rows = sqlx::query!(
+        r#"SELECT s.stripe_subscription_id, s.tier, s.status, s.price_id, s.current_period_end, s.cancel_at_period_end,
+                s.grace_until, i.desired AS "desired?", i.status AS "instance_status?", i.frontend_url,
+                s.discount, s.discount_percent_off, s.discount_amount_off, s.discount_currency, s.discount_end,
+                d.discount_id AS "discount_id?", d.coupon, d.duration, d.duration_in_months, d.promotion_code,
+                d.percent_off, d.amount_off, d.currency, d.end_at, d.stripe_subscription_id IS NULL AS "customer_wide?"
+         FROM projection.subscriptions s LEFT JOIN projection.instances i USING (stripe_subscription_id)
+         LEFT JOIN LATERAL (
+           SELECT * FROM projection.discounts d
+           WHERE NOT d.deleted AND (d.end_at IS NULL OR d.end_at > $2)
+             AND (d.stripe_subscription_id = s.stripe_subscription_id
+                  OR (d.stripe_subscription_id IS NULL AND d.stripe_customer_id = s.stripe_customer_id))
+           ORDER BY d.stripe_subscription_id IS NULL, d.version_created DESC, d.discount_id LIMIT 1
+         ) d ON true
+         WHERE s.stripe_customer_id = $1 ORDER BY s.stripe_subscription_id"#,
+        id,
+        state.clock.now()
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let listed = rows.into_iter().map(|s| {
+        // The snapshot's own discount (its terms as the subscription carries them), else the
+        // discount in force from `customer.discount.*` events: the subscription's, or the customer's.
+        let discount = match (s.discount, &s.discount_id) {
+            (true, _) => Some(json!({
+                "percent_off": s.discount_percent_off.map(|p| f64::from(p) / 100.0),
+                "amount_off": s.discount_amount_off,
+                "currency": s.discount_currency,
+                "end": s.discount_end.map(|t| t.to_rfc3339()),
+            })),
+            (false, Some(_)) => Some(json!({
+                "percent_off": s.percent_off.map(|p| f64::from(p) / 100.0),
+                "amount_off": s.amount_off,
+                "currency": s.currency,
+                "end": s.end_at.map(|t| t.to_rfc3339()),
+            })),
+            (false, None) => None,
+        };
+        let discount = discount.map(|mut d| {
+            let same = !(s.discount && s.customer_wide == Some(true));
+            if let Some(from) = s.discount_id.as_ref().filter(|_| same).and_then(|_| d.as_object_mut()) {
+                from.insert("id".into(), json!(s.discount_id));
+                from.insert("coupon".into(), json!(s.coupon));
+                from.insert("duration".into(), json!(s.duration));
+                from.insert("duration_in_months".into(), json!(s.duration_in_months));
+                from.insert("promotion_code".into(), json!(s.promotion_code));
+                from.insert(
+                    "applies_to".into(),
+                    json!(if s.customer_wide == Some(true) { "customer" } else { "subscription" }),
+                );
+            }
+            d
+        });
+        json!({
+            "id": s.stripe_subscription_id, "tier": s.tier, "status": s.status, "price": s.price_id,
+            "current_period_end": s.current_period_end.map(|t| t.to_rfc3339()),
+            "cancel_at_period_end": s.cancel_at_period_end,
+            "grace_until": s.grace_until.map(|t| t.to_rfc3339()),
+            "instance": { "desired": s.desired, "status": s.instance_status, "url": s.frontend_url },
+            "discount": discount,
+        })
+    });
+    Ok(listed.collect())
 }
 
 /// `{balance, transactions}`: grants (with their cause) and debits (with their key), newest first.

@@ -7,11 +7,11 @@ use crate::fetched::{self, Part};
 use crate::keys::{EffectKey, FetchKey, MailKey, Subject};
 use crate::revenue;
 use crate::state::{
-    Account, Anomaly, Changes, CreditGrant, Delta, Desired, Instance, Intent, MovementRow, PriceRow, Projections,
-    Reads, Revenue, SubscriptionRow, TokenWant, Version, View, desired_instance, movement_key,
+    Account, Anomaly, Changes, CreditGrant, Delta, Desired, DiscountRow, Instance, Intent, MovementRow, PriceRow,
+    Projections, Reads, Revenue, SubscriptionRow, TokenWant, Version, View, desired_instance, movement_key,
 };
 use crate::stripe::{
-    self, CheckoutSession, Customer, Invoice, Object, Price, Subscription, SubscriptionStatus, ThinReference,
+    self, CheckoutSession, Customer, Discount, Invoice, Object, Price, Subscription, SubscriptionStatus, ThinReference,
 };
 
 /// Fold settings.
@@ -177,6 +177,7 @@ fn fold_viewed(state: &View<'_>, position: i64, decoded: Decoded, catalog: &Cata
                 Object::Invoice(i) => f.invoice(&event.meta.event_type, created, i),
                 Object::CheckoutSession(cs) => f.checkout(&event.meta.event_type, created, cs),
                 Object::Price(p) => f.price(&event.meta.event_type, created, p),
+                Object::Discount(d) => f.discount(&event.meta.event_type, created, d),
                 Object::Thin(reference) => f.thin(&event.meta.event_type, reference),
                 Object::Other => {}
             }
@@ -237,6 +238,12 @@ const PRICE_LINE_RANK: u8 = 0;
 const PRICE_ITEM_RANK: u8 = 1;
 const PRICE_EVENT_RANK: u8 = 2;
 const PRICE_DELETED_RANK: u8 = 3;
+
+/// Ranks of a discount's snapshots within one second: as a subscription carries it, as a discount
+/// event states it, its deletion.
+const DISCOUNT_CARRIED_RANK: u8 = 0;
+const DISCOUNT_EVENT_RANK: u8 = 1;
+const DISCOUNT_DELETED_RANK: u8 = 2;
 
 /// Rank of a `customer.subscription.deleted` snapshot: above every status.
 const DELETED_RANK: u8 = 9;
@@ -386,39 +393,102 @@ impl Folder<'_> {
             items: &items,
             status: &sub.status,
             in_grace: row.grace_until.is_some_and(|until| created < until),
-            discount: sub.discount.as_ref(),
+            discount: sub.discount(),
             deleted,
         };
-        let mrr = revenue::subscription_mrr(&billed, created, self.catalog.analytics());
-        let (currency, amount) = mrr.into_iter().next().map_or((None, 0), |(c, a)| (Some(c), a));
+        let policy = self.catalog.analytics();
+        let mrr = revenue::subscription_mrr(&billed, created, policy);
+        let gross = revenue::subscription_mrr(&revenue::Billed { discount: None, ..billed }, created, policy);
+        // One currency per subscription (Stripe's rule): the discounted one, or the list price's
+        // when a discount takes it all.
+        let currency = mrr.keys().next().or_else(|| gross.keys().next()).cloned();
+        let of = |mrr: &BTreeMap<String, i64>| currency.as_ref().and_then(|c| mrr.get(c)).copied().unwrap_or(0);
+        let named = sub.discounts.iter().filter(|d| d.percent_off.is_none() && d.amount_off.is_none());
         let point = revenue::Point {
             subscription: sub.id.clone(),
             event_id: self.event_id.clone(),
             created,
             rank,
+            gross: Some(of(&gross)),
+            amount: of(&mrr),
             currency,
-            amount,
             deleted,
+            own_discount: sub.discount().is_some(),
+            discount_ids: sub.discount_ids.iter().cloned().chain(named.filter_map(|d| d.id.clone())).collect(),
+            cycle: revenue::cycle(&items),
         };
-        let customer = &sub.customer;
-        let known = self.delta.revenue.iter().rev().find(|r| &r.stripe_customer_id == customer).cloned();
-        let known = known.or_else(|| self.state.revenue(customer).cloned());
-        let mut rev =
-            known.unwrap_or_else(|| Revenue { stripe_customer_id: customer.clone(), points: Vec::new(), movements: 0 });
+        let mut rev = self.revenue_row(&sub.customer);
         if rev.points.iter().any(|p| p.subscription == point.subscription && p.event_id == point.event_id) {
             return;
         }
         rev.points.push(point);
         revenue::sort(&mut rev.points);
-        let movements = revenue::movements(&rev.points);
-        self.delta.dropped_movements.extend((movements.len()..rev.movements).map(|n| movement_key(customer, n)));
+        self.rewrite_movements(rev);
+    }
+
+    /// `customer`'s revenue row as this batch knows it.
+    fn revenue_row(&self, customer: &str) -> Revenue {
+        let known = self.delta.revenue.iter().rev().find(|r| r.stripe_customer_id == customer).cloned();
+        let known = known.or_else(|| self.state.revenue(customer).cloned());
+        known.unwrap_or_else(|| Revenue {
+            stripe_customer_id: customer.to_owned(),
+            points: Vec::new(),
+            discounts: Vec::new(),
+            movements: 0,
+        })
+    }
+
+    /// Rewrites the customer's movements from `rev`'s points, and keeps `rev`.
+    fn rewrite_movements(&mut self, mut rev: Revenue) {
+        let customer = rev.stripe_customer_id.clone();
+        let movements = revenue::movements(&rev.points, &rev.discounts, self.catalog.analytics().discounts);
+        self.delta.dropped_movements.extend((movements.len()..rev.movements).map(|n| movement_key(&customer, n)));
         self.delta.mrr_movements.extend(movements.iter().enumerate().map(|(n, movement)| MovementRow {
-            key: movement_key(customer, n),
+            key: movement_key(&customer, n),
             stripe_customer_id: customer.clone(),
             movement: movement.clone(),
         }));
         rev.movements = movements.len();
         self.delta.revenue.push(rev);
+    }
+
+    /// A `customer.discount.*` event: the discount's row, and (for a customer's discount) a point
+    /// of their revenue: it re-prices their subscriptions from its moment on.
+    fn discount(&mut self, event_type: &str, created: i64, discount: Discount) {
+        let Some(id) = discount.id.clone() else { return };
+        let deleted = event_type == "customer.discount.deleted";
+        let rank = if deleted { DISCOUNT_DELETED_RANK } else { DISCOUNT_EVENT_RANK };
+        if let Some(customer) = discount.customer.clone() {
+            self.ensure_account(&customer);
+            let point = revenue::DiscountPoint {
+                discount: id,
+                event_id: self.event_id.clone(),
+                created,
+                rank,
+                subscription: discount.subscription.clone(),
+                terms: Some(revenue::Terms::from(&discount))
+                    .filter(|t| !deleted && (t.percent_off.is_some() || t.amount_off.is_some())),
+            };
+            let mut rev = self.revenue_row(&customer);
+            if !rev.discounts.iter().any(|d| d.discount == point.discount && d.event_id == point.event_id) {
+                rev.discounts.push(point);
+                revenue::sort_discounts(&mut rev.discounts);
+                self.rewrite_movements(rev);
+            }
+        }
+        let version = self.version(created, rank);
+        self.put_discount(discount, deleted, version);
+    }
+
+    /// Keeps `discount` unless a newer snapshot of it is known (a deletion is final).
+    fn put_discount(&mut self, discount: Discount, deleted: bool, version: Version) {
+        let Some(id) = discount.id.as_deref() else { return };
+        let known = self.delta.discounts.iter().rev().find(|d| d.discount.id.as_deref() == Some(id)).cloned();
+        let known = known.or_else(|| self.state.discount(id).cloned());
+        if known.is_some_and(|k| k.deleted || k.version >= version) {
+            return;
+        }
+        self.delta.discounts.push(DiscountRow { discount, deleted, version });
     }
 
     /// Keeps the prices an object carries (a subscription's items, an invoice's lines, a checkout's
@@ -433,6 +503,15 @@ impl Folder<'_> {
     fn subscription(&mut self, event_type: &str, created: i64, sub: Subscription) {
         let carried: Vec<Price> = sub.items.iter().filter_map(|item| item.price.clone()).collect();
         self.embedded_prices(&carried, created, PRICE_ITEM_RANK);
+        for discount in &sub.discounts {
+            let discount = Discount {
+                customer: discount.customer.clone().or_else(|| Some(sub.customer.clone())),
+                subscription: discount.subscription.clone().or_else(|| Some(sub.id.clone())),
+                ..discount.clone()
+            };
+            let version = self.version(created, DISCOUNT_CARRIED_RANK);
+            self.put_discount(discount, false, version);
+        }
         let deleted = event_type == "customer.subscription.deleted";
         let rank = if deleted { DELETED_RANK } else { subscription_rank(&sub.status) };
         let version = self.version(created, rank);
@@ -468,7 +547,7 @@ impl Folder<'_> {
         row.canceled_at = sub.canceled_at;
         row.ended_at = sub.ended_at;
         row.deleted = deleted;
-        row.discount = sub.discount.clone();
+        row.discount = sub.discount().map(revenue::Terms::from);
         row.version = Some(version);
         if !was_canceled && row.status == SubscriptionStatus::Canceled {
             let mail = MailKey::Canceled { subscription: sub.id.clone() };

@@ -133,30 +133,55 @@ pub fn subscription_mrr(sub: &Billed<'_>, at: i64, policy: &Policy) -> BTreeMap<
             *mrr.entry(currency).or_default() += amount;
         }
     }
-    if let Some(discount) =
-        sub.discount.filter(|d| policy.discounts == DiscountPolicy::Subtract && d.end.is_none_or(|end| at < end))
-    {
-        discounted(&mut mrr, discount, sub.items);
+    if let Some(discount) = sub.discount.filter(|_| policy.discounts == DiscountPolicy::Subtract) {
+        discounted(&mut mrr, &Terms::from(discount), cycle(sub.items).as_ref(), at);
     }
     mrr.retain(|_, amount| *amount > 0);
     mrr
 }
 
-/// Applies `discount` to `mrr`: a percentage off every currency, an amount off (per invoice,
-/// normalized to a month by the first recurring item's interval) from its currency, never below 0.
-fn discounted(mrr: &mut BTreeMap<String, i64>, discount: &Discount, items: &[(Price, u64)]) {
-    if let Some(off) = discount.percent_off.filter(|p| *p > 0) {
+/// A subscription's billing cycle (interval, count): its first recurring item's.
+pub fn cycle(items: &[(Price, u64)]) -> Option<(String, u32)> {
+    items.iter().find_map(|(p, _)| p.recurring.as_ref()).map(|r| (r.interval.clone(), r.interval_count))
+}
+
+/// What a discount takes off, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    /// Percent off in hundredths of a percent.
+    pub percent_off: Option<u32>,
+    /// Amount off per invoice, in `currency`.
+    pub amount_off: Option<i64>,
+    /// Currency of `amount_off`.
+    pub currency: Option<String>,
+    /// When it stops applying (`None`: forever).
+    pub end: Option<i64>,
+}
+
+impl From<&Discount> for Terms {
+    fn from(d: &Discount) -> Self {
+        Terms { percent_off: d.percent_off, amount_off: d.amount_off, currency: d.currency.clone(), end: d.end }
+    }
+}
+
+/// Applies `terms` to `mrr` at `at` (nothing once they ended): a percentage off every currency, an
+/// amount off (per invoice, normalized to a month by the billing `cycle`) from its currency, never
+/// below 0.
+fn discounted(mrr: &mut BTreeMap<String, i64>, terms: &Terms, cycle: Option<&(String, u32)>, at: i64) {
+    if terms.end.is_some_and(|end| at >= end) {
+        return;
+    }
+    if let Some(off) = terms.percent_off.filter(|p| *p > 0) {
         let kept = i128::from(10_000 - off.min(10_000));
         for amount in mrr.values_mut() {
             let scaled = i128::from(*amount) * kept;
             *amount = i64::try_from((scaled + 5_000) / 10_000).unwrap_or(0);
         }
     }
-    let cycle = items.iter().find_map(|(p, _)| p.recurring.as_ref());
-    if let (Some(off), Some(currency), Some(cycle)) = (discount.amount_off, &discount.currency, cycle)
+    if let (Some(off), Some(currency), Some((interval, count))) = (terms.amount_off, &terms.currency, cycle)
         && let Some(amount) = mrr.get_mut(&currency.to_ascii_lowercase())
     {
-        let monthly_off = monthly(off, &cycle.interval, cycle.interval_count).unwrap_or(0);
+        let monthly_off = monthly(off, interval, *count).unwrap_or(0);
         *amount = (*amount - monthly_off).max(0);
     }
 }
@@ -233,19 +258,88 @@ pub struct Point {
     pub amount: i64,
     /// `customer.subscription.deleted`: nothing of it counts from then on.
     pub deleted: bool,
+    /// Its MRR at list price (no discount): what a discount known from an event applies to
+    /// (`None` in points folded before discounts had rows: `amount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gross: Option<i64>,
+    /// The snapshot carries its own discount's terms (already in `amount`): no other applies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_discount: bool,
+    /// Discounts it names by id only, resolved by `customer.discount.*` events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discount_ids: Vec<String>,
+    /// Its billing cycle (interval, count), to spread an amount off per invoice over months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<(String, u32)>,
 }
 
 impl Point {
-    /// Its place in time: created, rank, then subscription and event id (never the log position,
-    /// so any delivery order sorts the same).
-    fn order(&self) -> (i64, u8, &str, &str) {
-        (self.created, self.rank, &self.subscription, &self.event_id)
+    /// Its place in time: created, then (within a second) discounts before snapshots, rank, then
+    /// subscription and event id (never the log position, so any delivery order sorts the same).
+    fn order(&self) -> (i64, u8, u8, &str, &str) {
+        (self.created, 1, self.rank, &self.subscription, &self.event_id)
+    }
+
+    /// What it adds to its customer's MRR at `at`, given the discounts in force.
+    fn effective(
+        &self,
+        discounts: &BTreeMap<&str, &DiscountPoint>,
+        at: i64,
+        policy: DiscountPolicy,
+    ) -> (Option<&str>, i64) {
+        let currency = self.currency.as_deref();
+        if self.deleted {
+            return (None, 0);
+        }
+        if policy == DiscountPolicy::Ignore || self.own_discount {
+            return (currency, self.amount);
+        }
+        let Some(currency) = currency else { return (None, 0) };
+        let gross = self.gross.unwrap_or(self.amount);
+        let own = discounts.values().find(|d| {
+            d.subscription.as_deref() == Some(self.subscription.as_str()) || self.discount_ids.contains(&d.discount)
+        });
+        let terms =
+            own.or_else(|| discounts.values().find(|d| d.subscription.is_none())).and_then(|d| d.terms.as_ref());
+        let Some(terms) = terms else { return (Some(currency), gross) };
+        let mut mrr = BTreeMap::from([(currency.to_owned(), gross)]);
+        discounted(&mut mrr, terms, self.cycle.as_ref(), at);
+        (Some(currency), mrr[currency])
+    }
+}
+
+/// A discount of a customer as a `customer.discount.*` event states it: what it takes off from
+/// then on (`terms: None`: deleted, or its coupon's terms unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscountPoint {
+    /// `di_...`.
+    pub discount: String,
+    /// The event that stated it.
+    pub event_id: String,
+    /// The event's `created`.
+    pub created: i64,
+    /// Precedence within a second (a deletion above a creation or an update).
+    pub rank: u8,
+    /// The subscription it applies to (`None`: the customer's, for every subscription without one).
+    pub subscription: Option<String>,
+    /// What it takes off.
+    pub terms: Option<Terms>,
+}
+
+impl DiscountPoint {
+    fn order(&self) -> (i64, u8, u8, &str, &str) {
+        (self.created, 0, self.rank, &self.discount, &self.event_id)
     }
 }
 
 /// Puts `points` in time order ([`movements`]' order): a customer's points are stored so, the
 /// same whatever order they arrived in.
 pub fn sort(points: &mut [Point]) {
+    points.sort_by(|a, b| a.order().cmp(&b.order()));
+}
+
+/// Puts discount points in time order.
+pub fn sort_discounts(points: &mut [DiscountPoint]) {
     points.sort_by(|a, b| a.order().cmp(&b.order()));
 }
 
@@ -268,52 +362,98 @@ pub struct Movement {
     pub event_id: String,
 }
 
-/// A customer's movements from their points: the points in time order (created, rank, then
-/// subscription and event id, so any delivery order gives the same), each subscription's amount
-/// replaced by its next point's (a deletion is final), the customer's total per currency summed,
-/// and each change classified by [`movement`].
-pub fn movements(points: &[Point]) -> Vec<Movement> {
-    let mut order: Vec<&Point> = points.iter().collect();
-    order.sort_by(|a, b| a.order().cmp(&b.order()));
-    let mut subscriptions: BTreeMap<&str, (Option<&str>, i64, bool)> = BTreeMap::new();
-    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-    let mut paid: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+/// One step of a customer's revenue history.
+enum Step<'a> {
+    Snapshot(&'a Point),
+    Discount(&'a DiscountPoint),
+}
+
+impl Step<'_> {
+    fn order(&self) -> (i64, u8, u8, &str, &str) {
+        match self {
+            Step::Snapshot(p) => p.order(),
+            Step::Discount(d) => d.order(),
+        }
+    }
+}
+
+/// A customer's movements from their points: snapshots and discounts in time order (created,
+/// discounts first within a second, rank, then ids, so any delivery order gives the same), each
+/// subscription's amount replaced by its next snapshot's (a deletion is final) or re-priced by a
+/// discount, the customer's total per currency summed, and each change classified by
+/// [`movement`].
+pub fn movements(points: &[Point], discounts: &[DiscountPoint], policy: DiscountPolicy) -> Vec<Movement> {
+    let mut steps: Vec<Step<'_>> =
+        points.iter().map(Step::Snapshot).chain(discounts.iter().map(Step::Discount)).collect();
+    steps.sort_by(|a, b| a.order().cmp(&b.order()));
+    let mut latest: BTreeMap<&str, &Point> = BTreeMap::new();
+    let mut counted: BTreeMap<&str, (Option<&str>, i64)> = BTreeMap::new();
+    let mut in_force: BTreeMap<&str, &DiscountPoint> = BTreeMap::new();
+    let mut totals = Totals::default();
     let mut out = Vec::new();
-    for p in order {
-        let current = subscriptions.entry(&p.subscription).or_insert((None, 0, false));
-        if current.2 {
-            continue;
+    for step in steps {
+        let (created, event_id, touched): (i64, &str, Vec<&str>) = match step {
+            Step::Snapshot(p) => {
+                if latest.get(p.subscription.as_str()).is_some_and(|l| l.deleted) {
+                    continue;
+                }
+                latest.insert(&p.subscription, p);
+                (p.created, &p.event_id, vec![p.subscription.as_str()])
+            }
+            Step::Discount(d) => {
+                match d.terms {
+                    Some(_) => in_force.insert(&d.discount, d),
+                    None => in_force.remove(d.discount.as_str()),
+                };
+                (d.created, &d.event_id, latest.keys().copied().collect())
+            }
+        };
+        let mut changes: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
+        for sub in touched {
+            let next = latest[sub].effective(&in_force, created, policy);
+            let before = counted.insert(sub, next).unwrap_or((None, 0));
+            for (currency, change) in [(before.0, -before.1), (next.0, next.1)] {
+                if let Some(currency) = currency.filter(|_| change != 0) {
+                    changes.entry(currency).or_insert((0, sub)).0 += change;
+                }
+            }
         }
-        let next = if p.deleted { (None, 0, true) } else { (p.currency.as_deref(), p.amount, false) };
-        let mut changes: BTreeMap<&str, i64> = BTreeMap::new();
-        if let Some(currency) = current.0 {
-            *changes.entry(currency).or_default() -= current.1;
-        }
-        if let Some(currency) = next.0 {
-            *changes.entry(currency).or_default() += next.1;
-        }
-        *current = next;
-        for (currency, change) in changes.into_iter().filter(|(_, change)| *change != 0) {
-            let before = totals.get(currency).copied().unwrap_or(0);
-            let after = before + change;
-            if let Some((kind, amount)) = movement(before, after, paid.contains(currency)) {
+        for (currency, (change, sub)) in changes.into_iter().filter(|(_, (change, _))| *change != 0) {
+            if let Some((kind, amount, mrr_after)) = totals.apply(currency, change) {
                 out.push(Movement {
                     currency: currency.to_owned(),
                     kind,
                     amount,
-                    mrr_after: after,
-                    created: p.created,
-                    subscription: p.subscription.clone(),
-                    event_id: p.event_id.clone(),
+                    mrr_after,
+                    created,
+                    subscription: sub.to_owned(),
+                    event_id: event_id.to_owned(),
                 });
-            }
-            totals.insert(currency.to_owned(), after);
-            if after > 0 {
-                paid.insert(currency.to_owned());
             }
         }
     }
     out
+}
+
+/// A customer's MRR per currency, and the currencies they ever paid in.
+#[derive(Default)]
+struct Totals {
+    mrr: BTreeMap<String, i64>,
+    paid: std::collections::BTreeSet<String>,
+}
+
+impl Totals {
+    /// Adds `change` in `currency`: the movement it makes and the MRR after.
+    fn apply(&mut self, currency: &str, change: i64) -> Option<(MovementKind, i64, i64)> {
+        let before = self.mrr.get(currency).copied().unwrap_or(0);
+        let after = before + change;
+        let made = movement(before, after, self.paid.contains(currency));
+        self.mrr.insert(currency.to_owned(), after);
+        if after > 0 {
+            self.paid.insert(currency.to_owned());
+        }
+        made.map(|(kind, amount)| (kind, amount, after))
+    }
 }
 
 #[cfg(test)]
@@ -379,16 +519,16 @@ mod tests {
     fn a_discount_lowers_mrr_while_it_lasts_unless_the_policy_ignores_it() {
         let active = SubscriptionStatus::Active;
         let items = [(price(5_000, "usd", "month", 1, "licensed"), 1)];
-        let twenty = Discount { percent_off: Some(2_000), amount_off: None, currency: None, end: Some(100) };
+        let twenty = Discount { percent_off: Some(2_000), end: Some(100), ..Discount::default() };
         let mrr = |at, policy: Policy| subscription_mrr(&billed(&items, &active, Some(&twenty)), at, &policy)["usd"];
         assert_eq!(mrr(99, Policy::default()), 4_000);
         assert_eq!(mrr(100, Policy::default()), 5_000, "ended");
         assert_eq!(mrr(99, Policy { discounts: DiscountPolicy::Ignore, ..Policy::default() }), 5_000);
         let yearly = [(price(120_000, "usd", "year", 1, "licensed"), 1)];
-        let off = Discount { percent_off: None, amount_off: Some(12_000), currency: Some("USD".into()), end: None };
+        let off = Discount { amount_off: Some(12_000), currency: Some("USD".into()), ..Discount::default() };
         let mrr = subscription_mrr(&billed(&yearly, &active, Some(&off)), 0, &Policy::default());
         assert_eq!(mrr["usd"], 9_000, "120.00 off a yearly invoice is 10.00 a month");
-        let all = Discount { percent_off: Some(10_000), amount_off: None, currency: None, end: None };
+        let all = Discount { percent_off: Some(10_000), ..Discount::default() };
         assert!(subscription_mrr(&billed(&items, &active, Some(&all)), 0, &Policy::default()).is_empty(), "free");
     }
 

@@ -32,6 +32,18 @@ pub struct PriceRow {
     pub version: Version,
 }
 
+/// `projection.discounts`: a discount (a coupon applied to a customer or a subscription), from
+/// `customer.discount.*` events and the discounts subscriptions carry expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscountRow {
+    /// The discount as the newest snapshot describes it (its `id` is set).
+    pub discount: stripe::Discount,
+    /// A `customer.discount.deleted` was seen: it no longer applies.
+    pub deleted: bool,
+    /// Version of that snapshot.
+    pub version: Version,
+}
+
 /// `projection.revenue`: a customer's revenue points (one per subscription snapshot) and how
 /// many movements they make (the rows of `projection.mrr_movements` keyed `<customer>/<n>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +52,8 @@ pub struct Revenue {
     pub stripe_customer_id: String,
     /// Every subscription snapshot's point.
     pub points: Vec<crate::revenue::Point>,
+    /// Every discount event's point.
+    pub discounts: Vec<crate::revenue::DiscountPoint>,
     /// Movements the points make (keys `<customer>/000000` up).
     pub movements: usize,
 }
@@ -110,8 +124,9 @@ pub struct SubscriptionRow {
     pub last_payment_failed_at: Option<i64>,
     /// Until when a failed payment keeps the instance running.
     pub grace_until: Option<i64>,
-    /// The discount the applied snapshot carries (expanded).
-    pub discount: Option<stripe::Discount>,
+    /// The terms of the discount the applied snapshot carries (expanded); the discount itself is
+    /// a row of `projection.discounts`.
+    pub discount: Option<crate::revenue::Terms>,
     /// Version of the applied snapshot (`None`: only known from references so far).
     pub version: Option<Version>,
 }
@@ -263,6 +278,8 @@ pub struct Projections {
     pub anomalies: BTreeMap<String, Anomaly>,
     /// By price id.
     pub prices: BTreeMap<String, PriceRow>,
+    /// By discount id.
+    pub discounts: BTreeMap<String, DiscountRow>,
     /// By customer id.
     pub revenue: BTreeMap<String, Revenue>,
     /// By [`movement_key`].
@@ -290,6 +307,8 @@ pub struct Delta {
     pub anomalies: Vec<Anomaly>,
     /// Price rows to upsert.
     pub prices: Vec<PriceRow>,
+    /// Discount rows to upsert.
+    pub discounts: Vec<DiscountRow>,
     /// Revenue rows to upsert.
     pub revenue: Vec<Revenue>,
     /// Movement rows to upsert (a customer's, all of them, when their points changed).
@@ -318,6 +337,7 @@ impl Reads {
         self.anomalies.extend(delta.anomalies.iter().map(|a| a.key.clone()));
         self.anomalies.extend(delta.resolved.iter().cloned());
         self.prices.extend(delta.prices.iter().map(|p| p.price.id.clone()));
+        self.discounts.extend(delta.discounts.iter().filter_map(|d| d.discount.id.clone()));
         self.revenue.extend(delta.revenue.iter().map(|r| r.stripe_customer_id.clone()));
         self.mrr_movements.extend(delta.mrr_movements.iter().map(|m| m.key.clone()));
         self.mrr_movements.extend(delta.dropped_movements.iter().cloned());
@@ -379,6 +399,11 @@ impl Projections {
         }
         for row in delta.prices {
             self.prices.insert(row.price.id.clone(), row);
+        }
+        for row in delta.discounts {
+            if let Some(id) = row.discount.id.clone() {
+                self.discounts.insert(id, row);
+            }
         }
         for row in delta.revenue {
             self.revenue.insert(row.stripe_customer_id.clone(), row);
@@ -465,6 +490,8 @@ pub struct Reads {
     pub anomaly_prefixes: BTreeSet<String>,
     /// Prices, by id.
     pub prices: BTreeSet<String>,
+    /// Discounts, by id.
+    pub discounts: BTreeSet<String>,
     /// Revenue rows, by customer id.
     pub revenue: BTreeSet<String>,
     /// Movement rows, by key (written, never read by the fold).
@@ -492,6 +519,8 @@ pub enum Kind {
     AnomalyPrefix,
     /// [`Reads::prices`].
     Price,
+    /// [`Reads::discounts`].
+    Discount,
     /// [`Reads::revenue`].
     Revenue,
     /// [`Reads::mrr_movements`].
@@ -500,7 +529,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Account,
         Kind::Subscription,
         Kind::CustomerSubscriptions,
@@ -510,6 +539,7 @@ impl Kind {
         Kind::Anomaly,
         Kind::AnomalyPrefix,
         Kind::Price,
+        Kind::Discount,
         Kind::Revenue,
         Kind::MrrMovement,
     ];
@@ -528,6 +558,7 @@ impl Reads {
             Kind::Anomaly => &self.anomalies,
             Kind::AnomalyPrefix => &self.anomaly_prefixes,
             Kind::Price => &self.prices,
+            Kind::Discount => &self.discounts,
             Kind::Revenue => &self.revenue,
             Kind::MrrMovement => &self.mrr_movements,
         }
@@ -544,6 +575,7 @@ impl Reads {
             Kind::Anomaly => &mut self.anomalies,
             Kind::AnomalyPrefix => &mut self.anomaly_prefixes,
             Kind::Price => &mut self.prices,
+            Kind::Discount => &mut self.discounts,
             Kind::Revenue => &mut self.revenue,
             Kind::MrrMovement => &mut self.mrr_movements,
         }
@@ -648,6 +680,12 @@ impl<'a> View<'a> {
         self.rows.prices.get(id)
     }
 
+    /// A discount row.
+    pub fn discount(&self, id: &str) -> Option<&'a DiscountRow> {
+        self.note(Kind::Discount, id);
+        self.rows.discounts.get(id)
+    }
+
     /// A customer's revenue row.
     pub fn revenue(&self, customer: &str) -> Option<&'a Revenue> {
         self.note(Kind::Revenue, customer);
@@ -690,6 +728,7 @@ impl Projections {
             out.anomalies.extend(with_prefix(&self.anomalies, prefix).map(|(k, v)| (k.clone(), v.clone())));
         }
         copy(&self.prices, &mut out.prices, &keys.prices);
+        copy(&self.discounts, &mut out.discounts, &keys.discounts);
         copy(&self.revenue, &mut out.revenue, &keys.revenue);
         copy(&self.mrr_movements, &mut out.mrr_movements, &keys.mrr_movements);
         out.reindex();
@@ -705,6 +744,7 @@ impl Projections {
         self.credit_grants.extend(other.credit_grants);
         self.anomalies.extend(other.anomalies);
         self.prices.extend(other.prices);
+        self.discounts.extend(other.discounts);
         self.revenue.extend(other.revenue);
         self.mrr_movements.extend(other.mrr_movements);
         self.reindex();
@@ -724,6 +764,7 @@ impl Projections {
             + self.credit_grants.len()
             + self.anomalies.len()
             + self.prices.len()
+            + self.discounts.len()
             + self.revenue.len()
             + self.mrr_movements.len()
     }

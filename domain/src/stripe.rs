@@ -220,6 +220,8 @@ pub enum Object {
     CheckoutSession(CheckoutSession),
     /// `"price"` or a legacy `"plan"` (`price.*`, `plan.*`).
     Price(Price),
+    /// `"discount"` (`customer.discount.created/updated/deleted`).
+    Discount(Discount),
     /// A thin event (`v2.core.event`): only a reference to the object, which is fetched.
     Thin(ThinReference),
     /// Any other object: stored and counted, not projected.
@@ -359,17 +361,34 @@ pub struct Price {
     pub active: bool,
 }
 
-/// A discount as a subscription carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A discount: a coupon applied to a customer or to a subscription (`customer.discount.*` events'
+/// objects, and the expanded `discount`/`discounts` of subscriptions).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Discount {
+    /// `di_...` (`None` when the object has none, as an old expanded `discount` may).
+    pub id: Option<String>,
+    /// The coupon's id.
+    pub coupon: Option<String>,
     /// `coupon.percent_off`, in hundredths of a percent (20 % is 2,000; Stripe allows two decimals).
     pub percent_off: Option<u32>,
     /// `coupon.amount_off`, per invoice, in `currency`.
     pub amount_off: Option<i64>,
     /// Currency of `amount_off`.
     pub currency: Option<String>,
+    /// `coupon.duration`: `once`, `repeating` or `forever`.
+    pub duration: Option<String>,
+    /// `coupon.duration_in_months` (for `repeating`).
+    pub duration_in_months: Option<u32>,
+    /// The promotion code the customer redeemed (`promo_...`), if any.
+    pub promotion_code: Option<String>,
+    /// When it started applying (Unix seconds).
+    pub start: Option<i64>,
     /// When it stops applying (Unix seconds; `None`: forever).
     pub end: Option<i64>,
+    /// The customer it belongs to.
+    pub customer: Option<String>,
+    /// The subscription it applies to (`None`: every subscription of the customer without one).
+    pub subscription: Option<String>,
 }
 
 /// A recurring price's cycle.
@@ -429,12 +448,20 @@ pub struct Subscription {
     pub ended_at: Option<i64>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
-    /// The discount in force, when the snapshot carries it expanded (`discount` before basil, the
-    /// first expanded entry of `discounts` after).
-    pub discount: Option<Discount>,
+    /// The discounts it carries expanded (`discount` before basil, the expanded entries of
+    /// `discounts` after); the first is the one in force.
+    pub discounts: Vec<Discount>,
+    /// The discounts it names by id only (entries of `discounts` not expanded): resolved from
+    /// `customer.discount.*` events.
+    pub discount_ids: Vec<String>,
 }
 
 impl Subscription {
+    /// The discount in force, when the snapshot carries it expanded with its coupon's terms.
+    pub fn discount(&self) -> Option<&Discount> {
+        self.discounts.first().filter(|d| d.percent_off.is_some() || d.amount_off.is_some())
+    }
+
     /// The price of the first item: what the catalog looks up.
     pub fn price_id(&self) -> Option<&str> {
         self.items.iter().find_map(|i| i.price_id.as_deref())
@@ -629,42 +656,88 @@ struct WireSubscription {
     discounts: Vec<MaybeDiscount>,
 }
 
-/// A discount object: its coupon and when it ends.
+/// A discount object: its coupon (at `coupon`, or at `source.coupon` from API version clover on)
+/// and what it applies to.
 #[derive(Deserialize)]
 struct WireDiscount {
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
     coupon: Option<WireCoupon>,
+    #[serde(default)]
+    source: Option<WireDiscountSource>,
+    #[serde(default)]
+    promotion_code: Option<Expandable>,
+    #[serde(default, deserialize_with = "storable_time")]
+    start: Option<i64>,
     #[serde(default, deserialize_with = "storable_time")]
     end: Option<i64>,
+    #[serde(default)]
+    customer: Option<Expandable>,
+    #[serde(default)]
+    subscription: Option<Expandable>,
 }
 
 #[derive(Deserialize)]
-struct WireCoupon {
+struct WireDiscountSource {
     #[serde(default)]
-    percent_off: Option<f64>,
-    #[serde(default)]
-    amount_off: Option<i64>,
-    #[serde(default)]
-    currency: Option<String>,
+    coupon: Option<WireCoupon>,
 }
 
-/// An entry of `discounts`: the discount, or an id (not expanded: nothing to read).
+/// A coupon, expanded or only its id.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireCoupon {
+    Expanded {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        percent_off: Option<f64>,
+        #[serde(default)]
+        amount_off: Option<i64>,
+        #[serde(default)]
+        currency: Option<String>,
+        #[serde(default)]
+        duration: Option<String>,
+        #[serde(default)]
+        duration_in_months: Option<u32>,
+    },
+    Id(String),
+}
+
+/// An entry of `discounts`: the discount, or its id (resolved when a discount event names it).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum MaybeDiscount {
-    Expanded(WireDiscount),
-    Id(serde::de::IgnoredAny),
+    Expanded(Box<WireDiscount>),
+    Id(String),
+    Other(serde::de::IgnoredAny),
 }
 
-impl WireDiscount {
-    fn into_discount(self) -> Option<Discount> {
-        let coupon = self.coupon?;
-        Some(Discount {
-            percent_off: coupon.percent_off.map(|p| (p.clamp(0.0, 100.0) * 100.0).round() as u32),
-            amount_off: coupon.amount_off,
-            currency: coupon.currency.map(|c| c.to_ascii_lowercase()),
-            end: self.end,
-        })
+impl From<WireDiscount> for Discount {
+    fn from(wire: WireDiscount) -> Self {
+        let mut discount = Discount {
+            id: wire.id.filter(|id| !id.is_empty()),
+            promotion_code: wire.promotion_code.map(Expandable::into_id),
+            start: wire.start,
+            end: wire.end,
+            customer: wire.customer.map(Expandable::into_id),
+            subscription: wire.subscription.map(Expandable::into_id),
+            ..Discount::default()
+        };
+        match wire.coupon.or_else(|| wire.source.and_then(|s| s.coupon)) {
+            Some(WireCoupon::Expanded { id, percent_off, amount_off, currency, duration, duration_in_months }) => {
+                discount.coupon = id;
+                discount.percent_off = percent_off.map(|p| (p.clamp(0.0, 100.0) * 100.0).round() as u32);
+                discount.amount_off = amount_off;
+                discount.currency = currency.map(|c| c.to_ascii_lowercase());
+                discount.duration = duration;
+                discount.duration_in_months = duration_in_months;
+            }
+            Some(WireCoupon::Id(id)) => discount.coupon = Some(id),
+            None => {}
+        }
+        discount
     }
 }
 
@@ -851,6 +924,7 @@ fn data_object(raw: &serde_json::value::RawValue) -> Result<Object, DecodeError>
         Some("invoice") => Object::Invoice(invoice(object(raw, "an invoice")?)),
         Some("checkout.session") => Object::CheckoutSession(checkout_session(object(raw, "a checkout session")?)),
         Some("price" | "plan") => Object::Price(object::<WirePrice>(raw, "a price")?.into()),
+        Some("discount") => Object::Discount(object::<WireDiscount>(raw, "a discount")?.into()),
         _ => Object::Other,
     })
 }
@@ -895,12 +969,23 @@ fn subscription(wire: WireSubscription) -> Subscription {
         canceled_at: wire.canceled_at,
         ended_at: wire.ended_at,
         metadata: wire.metadata.unwrap_or_default(),
-        discount: wire.discount.and_then(WireDiscount::into_discount).or_else(|| {
-            wire.discounts.into_iter().find_map(|d| match d {
-                MaybeDiscount::Expanded(d) => d.into_discount(),
-                MaybeDiscount::Id(_) => None,
+        discount_ids: wire
+            .discounts
+            .iter()
+            .filter_map(|d| match d {
+                MaybeDiscount::Id(id) => Some(id.clone()),
+                _ => None,
             })
-        }),
+            .collect(),
+        discounts: wire
+            .discount
+            .into_iter()
+            .chain(wire.discounts.into_iter().filter_map(|d| match d {
+                MaybeDiscount::Expanded(d) => Some(*d),
+                _ => None,
+            }))
+            .map(Discount::from)
+            .collect(),
     }
 }
 

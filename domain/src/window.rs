@@ -88,6 +88,7 @@ fn commit_keys(tables: &mut Projections, state: &Projections, keys: &Reads) {
         set(&mut tables.anomalies, &rows.anomalies, with_prefix(&rows.anomalies, prefix).map(|(k, _)| k));
     }
     set(&mut tables.prices, &rows.prices, &keys.prices);
+    set(&mut tables.discounts, &rows.discounts, &keys.discounts);
     set(&mut tables.revenue, &rows.revenue, &keys.revenue);
     set(&mut tables.mrr_movements, &rows.mrr_movements, &keys.mrr_movements);
     for row in rows.subscriptions.into_values() {

@@ -104,6 +104,22 @@ pub fn lifecycle(n: u64, rng: &mut fastrand::Rng, t0: i64) -> Vec<LifecycleEvent
             stripe::subscription_event("customer.subscription.updated", t, shape, &snap),
         );
     }
+    // A coupon (drawn from its own generator, so the other steps stay as they were): 20 % off for
+    // three months on the subscription, or 10 % off the customer's subscriptions for good, created
+    // in the same second as the change it came with; a limited one is deleted when it ends.
+    let mut coupons = fastrand::Rng::with_seed(n ^ 0x000d_15c0_u64);
+    if coupons.u8(0..3) == 0 {
+        let id = format!("di_life{n:06}");
+        let discount = if coupons.bool() {
+            stripe::discount(&id, &customer, Some(&sub_id), 20.0, t, Some(3))
+        } else {
+            stripe::discount(&id, &customer, None, 10.0, t, None)
+        };
+        push("customer.discount.created", stripe::discount_event("customer.discount.created", t, discount.clone()));
+        if let Some(end) = discount["end"].as_i64() {
+            push("customer.discount.deleted", stripe::discount_event("customer.discount.deleted", end, discount));
+        }
+    }
     // A credit pack.
     if rng.bool() {
         t += rng.i64(1..DAY);

@@ -268,6 +268,9 @@ pub fn without_positions(p: &Projections) -> Projections {
     for price in p.prices.values_mut() {
         price.version.position = 0;
     }
+    for discount in p.discounts.values_mut() {
+        discount.version.position = 0;
+    }
     p
 }
 

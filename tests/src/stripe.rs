@@ -54,6 +54,33 @@ pub fn price_event(event_type: &str, created: i64, price: Value) -> Vec<u8> {
     serde_json::to_vec(&event(&event_id(), event_type, created, price)).expect("json")
 }
 
+/// Stripe's example discount with other ids and terms: `percent_off` from `start` for `months`
+/// (`None`: forever), on `subscription` (`None`: the customer's, for all their subscriptions).
+pub fn discount(
+    id: &str,
+    customer: &str,
+    subscription: Option<&str>,
+    percent_off: f64,
+    start: i64,
+    months: Option<u32>,
+) -> Value {
+    let mut discount = object("discount");
+    discount["id"] = json!(id);
+    discount["customer"] = json!(customer);
+    discount["subscription"] = json!(subscription);
+    discount["start"] = json!(start);
+    discount["end"] = json!(months.map(|m| start + i64::from(m) * 30 * 86_400));
+    discount["coupon"]["percent_off"] = json!(percent_off);
+    discount["coupon"]["duration"] = json!(if months.is_some() { "repeating" } else { "forever" });
+    discount["coupon"]["duration_in_months"] = json!(months);
+    discount
+}
+
+/// A `customer.discount.*` event carrying `discount`.
+pub fn discount_event(event_type: &str, created: i64, discount: Value) -> Vec<u8> {
+    serde_json::to_vec(&event(&event_id(), event_type, created, discount)).expect("json")
+}
+
 /// Stripe's example customer with another id.
 pub fn customer(id: &str) -> Value {
     let mut customer = object("customer");

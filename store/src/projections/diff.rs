@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::tables::{
-    Accounts, Anomalies, CreditGrants, InstanceTargets, MrrMovements, Prices, RevenueRows, Subscriptions, Table, Tokens,
+    Accounts, Anomalies, CreditGrants, Discounts, InstanceTargets, MrrMovements, Prices, RevenueRows, Subscriptions,
+    Table, Tokens,
 };
 
 /// One table's counts.
@@ -118,6 +119,7 @@ pub fn diff(live: &Projections, rebuilt: &Projections) -> Diff {
     table::<Prices>(live, rebuilt, &mut diff);
     table::<RevenueRows>(live, rebuilt, &mut diff);
     table::<MrrMovements>(live, rebuilt, &mut diff);
+    table::<Discounts>(live, rebuilt, &mut diff);
     diff
 }
 

@@ -9,7 +9,8 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use self::tables::{
-    Accounts, Anomalies, CreditGrants, InstanceTargets, MrrMovements, Prices, RevenueRows, Subscriptions, Table, Tokens,
+    Accounts, Anomalies, CreditGrants, Discounts, InstanceTargets, MrrMovements, Prices, RevenueRows, Subscriptions,
+    Table, Tokens,
 };
 pub use self::tables::{LimitColumns, desired_from};
 use std::collections::BTreeSet;
@@ -18,7 +19,7 @@ use domain::state::Reads;
 use domain::state::{Changes, Intent, Projections};
 
 /// The tables of the projection schema, in creation order (the checkpoint first).
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "checkpoint",
     Accounts::NAME,
     Subscriptions::NAME,
@@ -29,6 +30,7 @@ pub const TABLES: [&str; 10] = [
     Prices::NAME,
     RevenueRows::NAME,
     MrrMovements::NAME,
+    Discounts::NAME,
 ];
 
 /// Anomaly kind of an event the live projector could not write and passed over; a rebuild passes
@@ -54,6 +56,7 @@ macro_rules! each_table {
         $call::<Prices>($($arg),*).await?;
         $call::<RevenueRows>($($arg),*).await?;
         $call::<MrrMovements>($($arg),*).await?;
+        $call::<Discounts>($($arg),*).await?;
     }};
 }
 
@@ -93,15 +96,17 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
         .bind(list(&keys.prices))
         .bind(list(&keys.revenue))
         .bind(list(&keys.mrr_movements))
+        .bind(list(&keys.discounts))
         .fetch_all(&mut *conn)
         .await?;
-    let mut by_table: [Vec<String>; 9] = Default::default();
+    let mut by_table: [Vec<String>; 10] = Default::default();
     for (table, row) in rows {
         if let Some(rows) = usize::try_from(table).ok().and_then(|t| by_table.get_mut(t)) {
             rows.push(row);
         }
     }
-    let [accounts, subscriptions, instances, tokens, grants, anomalies, prices, revenue, movements] = by_table;
+    let [accounts, subscriptions, instances, tokens, grants, anomalies, prices, revenue, movements, discounts] =
+        by_table;
     let mut p = Projections::default();
     insert_rows::<Accounts>(&mut p, accounts)?;
     insert_rows::<Subscriptions>(&mut p, subscriptions)?;
@@ -112,6 +117,7 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
     insert_rows::<Prices>(&mut p, prices)?;
     insert_rows::<RevenueRows>(&mut p, revenue)?;
     insert_rows::<MrrMovements>(&mut p, movements)?;
+    insert_rows::<Discounts>(&mut p, discounts)?;
     p.reindex();
     Ok(p)
 }
@@ -121,7 +127,7 @@ pub async fn load_keys(conn: &mut PgConnection, keys: &Reads) -> sqlx::Result<Pr
 /// also by customer (`$7`), anomalies also by key prefix: a range scan of `anomalies_key_c_idx`
 /// per prefix from `$8` to `$9` (see [`prefix_end`]), and a scan for prefixes with no end (`$10`:
 /// empty, or all U+10FFFF; skipped when there are none), prices by id (`$11`), revenue rows by
-/// customer (`$12`), movements by key (`$13`).
+/// customer (`$12`), movements by key (`$13`), discounts by id (`$14`).
 static LOAD_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let by_key = |n: usize, name: &str, key: &str| {
         format!("SELECT {} AS t, to_jsonb(r)::text FROM projection.{name} r WHERE {key} = ANY(${n}::text[])", n - 1)
@@ -158,6 +164,11 @@ static LOAD_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             "SELECT 8, to_jsonb(r)::text FROM projection.{} r WHERE {} = ANY($13::text[])",
             MrrMovements::NAME,
             MrrMovements::KEY
+        ),
+        format!(
+            "SELECT 9, to_jsonb(r)::text FROM projection.{} r WHERE {} = ANY($14::text[])",
+            Discounts::NAME,
+            Discounts::KEY
         ),
     ]
     .join("\nUNION ALL\n")

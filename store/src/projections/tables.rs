@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::catalog::{Limit, Limits};
-use domain::revenue::{Movement, MovementKind, Point};
+use domain::revenue::{DiscountPoint, Movement, MovementKind, Point, Terms};
 use domain::stripe::{Discount, Price, Recurring, SubscriptionStatus};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use domain::state::{
-    Account, Anomaly, Changes, CreditGrant, Desired, Instance, MovementRow, PriceRow, Projections, Revenue,
-    SubscriptionRow, TokenWant, Version,
+    Account, Anomaly, Changes, CreditGrant, Desired, DiscountRow, Instance, MovementRow, PriceRow, Projections,
+    Revenue, SubscriptionRow, TokenWant, Version,
 };
 
 /// One projection table.
@@ -164,6 +164,7 @@ table!(Tokens, "tokens", "stripe_customer_id", tokens, TokenWant, TokenImage);
 table!(CreditGrants, "credit_grants", "key", credit_grants, CreditGrant, GrantImage);
 table!(Anomalies, "anomalies", "key", anomalies, Anomaly, AnomalyImage);
 table!(Prices, "prices", "price_id", prices, PriceRow, PriceImage);
+table!(Discounts, "discounts", "discount_id", discounts, DiscountRow, DiscountImage);
 table!(RevenueRows, "revenue", "stripe_customer_id", revenue, Revenue, RevenueImage);
 table!(MrrMovements, "mrr_movements", "key", mrr_movements, MovementRow, MovementImage);
 
@@ -172,6 +173,8 @@ pub(super) struct RevenueImage {
     stripe_customer_id: String,
     /// A jsonb array: the points are read back whole, never queried one by one.
     points: Vec<Point>,
+    /// Likewise.
+    discounts: Vec<DiscountPoint>,
     movements: i32,
 }
 
@@ -180,6 +183,7 @@ impl From<(&str, &Revenue)> for RevenueImage {
         Self {
             stripe_customer_id: r.stripe_customer_id.clone(),
             points: r.points.clone(),
+            discounts: r.discounts.clone(),
             movements: i32::try_from(r.movements).unwrap_or(i32::MAX),
         }
     }
@@ -190,7 +194,7 @@ impl From<RevenueImage> for (String, Revenue) {
         let movements = usize::try_from(r.movements).unwrap_or(0);
         (
             r.stripe_customer_id.clone(),
-            Revenue { stripe_customer_id: r.stripe_customer_id, points: r.points, movements },
+            Revenue { stripe_customer_id: r.stripe_customer_id, points: r.points, discounts: r.discounts, movements },
         )
     }
 }
@@ -241,6 +245,68 @@ impl From<MovementImage> for (String, MovementRow) {
             event_id: r.event_id,
         };
         (r.key.clone(), MovementRow { key: r.key, stripe_customer_id: r.stripe_customer_id, movement })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct DiscountImage {
+    discount_id: String,
+    coupon: Option<String>,
+    percent_off: Option<i32>,
+    amount_off: Option<i64>,
+    currency: Option<String>,
+    duration: Option<String>,
+    duration_in_months: Option<i32>,
+    promotion_code: Option<String>,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+    stripe_customer_id: Option<String>,
+    stripe_subscription_id: Option<String>,
+    deleted: bool,
+    #[serde(flatten)]
+    version: VersionColumns,
+}
+
+impl From<(&str, &DiscountRow)> for DiscountImage {
+    fn from((key, row): (&str, &DiscountRow)) -> Self {
+        let d = row.discount.clone();
+        Self {
+            discount_id: key.to_owned(),
+            coupon: d.coupon,
+            percent_off: d.percent_off.and_then(|p| i32::try_from(p).ok()),
+            amount_off: d.amount_off,
+            currency: d.currency,
+            duration: d.duration,
+            duration_in_months: d.duration_in_months.and_then(|m| i32::try_from(m).ok()),
+            promotion_code: d.promotion_code,
+            start_at: ts(d.start),
+            end_at: ts(d.end),
+            stripe_customer_id: d.customer,
+            stripe_subscription_id: d.subscription,
+            deleted: row.deleted,
+            version: Some(row.version).into(),
+        }
+    }
+}
+
+impl From<DiscountImage> for (String, DiscountRow) {
+    fn from(r: DiscountImage) -> Self {
+        let discount = Discount {
+            id: Some(r.discount_id.clone()),
+            coupon: r.coupon,
+            percent_off: r.percent_off.and_then(|p| u32::try_from(p).ok()),
+            amount_off: r.amount_off,
+            currency: r.currency,
+            duration: r.duration,
+            duration_in_months: r.duration_in_months.and_then(|m| u32::try_from(m).ok()),
+            promotion_code: r.promotion_code,
+            start: secs(r.start_at),
+            end: secs(r.end_at),
+            customer: r.stripe_customer_id,
+            subscription: r.stripe_subscription_id,
+        };
+        let version = Option::<Version>::from(r.version).unwrap_or_default();
+        (r.discount_id, DiscountRow { discount, deleted: r.deleted, version })
     }
 }
 
@@ -363,7 +429,7 @@ pub(super) struct SubscriptionImage {
     version: VersionColumns,
 }
 
-/// A subscription's [`Discount`] as its four `discount_*` columns (all NULL: none).
+/// A subscription's discount [`Terms`] as its four `discount_*` columns (all NULL: none).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct DiscountColumns {
     discount_percent_off: Option<i32>,
@@ -374,8 +440,8 @@ pub(super) struct DiscountColumns {
     discount: bool,
 }
 
-impl From<Option<Discount>> for DiscountColumns {
-    fn from(d: Option<Discount>) -> Self {
+impl From<Option<Terms>> for DiscountColumns {
+    fn from(d: Option<Terms>) -> Self {
         match d {
             None => Self::default(),
             Some(d) => Self {
@@ -389,9 +455,9 @@ impl From<Option<Discount>> for DiscountColumns {
     }
 }
 
-impl From<DiscountColumns> for Option<Discount> {
+impl From<DiscountColumns> for Option<Terms> {
     fn from(c: DiscountColumns) -> Self {
-        c.discount.then(|| Discount {
+        c.discount.then(|| Terms {
             percent_off: c.discount_percent_off.and_then(|p| u32::try_from(p).ok()),
             amount_off: c.discount_amount_off,
             currency: c.discount_currency,

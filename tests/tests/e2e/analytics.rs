@@ -93,7 +93,8 @@ async fn mrr_per_day_matches_the_lifecycles_and_a_new_policy_rewrites_history_on
     let (_, a) = projector.get_json("/v1/customers/cus_a", BILLING_KEY).await;
     assert_eq!(
         a["subscriptions"][0]["discount"],
-        json!({ "percent_off": 20.0, "amount_off": null, "currency": null, "end": null }),
+        json!({ "percent_off": 20.0, "amount_off": null, "currency": null, "end": null, "id": "di_1", "coupon": "LAUNCH",
+                "duration": "forever", "duration_in_months": null, "promotion_code": null, "applies_to": "subscription" }),
         "{a}"
     );
     let (_, b) = projector.get_json("/v1/customers/cus_b", BILLING_KEY).await;
@@ -125,5 +126,47 @@ async fn mrr_per_day_matches_the_lifecycles_and_a_new_policy_rewrites_history_on
         ],
         "at list price, all of history: {body}"
     );
+    ingest.stop().await.expect("stop");
+}
+
+/// Issue 30, item 2: a customer's own discount, known only from a `customer.discount.created`
+/// event (the subscription names no discount), lowers their MRR from its day and shows on each of
+/// their subscriptions with its coupon and promotion code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_discount_event_lowers_mrr_from_its_day_and_shows_on_the_customer() {
+    let db = TestDb::new().await;
+    let ingest = TestIngest::start(db.service_pool(2)).await;
+    let projector = TestProjector::start_billing_with(db.service_pool(6), catalog(), None, Arc::new(SystemClock)).await;
+    let mut ten = stripe::discount("di_c", "cus_c", None, 10.0, T0 + DAY, None);
+    ten["promotion_code"] = json!("promo_SPRING10");
+    let bodies = [
+        event("customer.subscription.created", T0, "sub_c", "cus_c", "active", 5_000, None),
+        stripe::discount_event("customer.discount.created", T0 + DAY, ten),
+    ];
+    for body in &bodies {
+        assert_eq!(ingest.post_signed(body).await.status(), 200);
+    }
+    projector.caught_up(&db.pool).await;
+    let (_, body) = mrr(&projector, BILLING_KEY, "from=2026-03-01&to=2026-03-02").await;
+    let contraction: Vec<i64> = body["currencies"]["usd"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| d["contraction"].as_i64().unwrap_or(i64::MIN))
+        .collect();
+    assert_eq!(days(&body, "usd"), [(5_000, 1, 5_000, 0), (4_500, 1, 0, 0)], "{body}");
+    assert_eq!(contraction, [0, 500], "10 % off from the 2nd: {body}");
+    let (_, c) = projector.get_json("/v1/customers/cus_c", BILLING_KEY).await;
+    let discount = &c["subscriptions"][0]["discount"];
+    assert_eq!(
+        (&discount["percent_off"], &discount["promotion_code"], &discount["applies_to"]),
+        (&json!(10.0), &json!("promo_SPRING10"), &json!("customer")),
+        "{c}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.discounts WHERE stripe_customer_id = 'cus_c'")
+        .fetch_one(&db.pool)
+        .await
+        .expect("audit view");
+    assert_eq!(rows, 1);
     ingest.stop().await.expect("stop");
 }

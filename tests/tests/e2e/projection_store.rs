@@ -61,6 +61,7 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
     assert_eq!(loaded.anomalies.len(), 2, "{:?}", loaded.anomalies.keys());
     assert!(!loaded.prices.is_empty(), "the prices the subscriptions carry");
     assert!(!loaded.mrr_movements.is_empty(), "the lifecycles move revenue");
+    assert!(!loaded.discounts.is_empty(), "the lifecycles' coupons");
 
     // The live runner's per-batch loading: any set of keys reads as the whole state holds them.
     let every = |keys: Vec<&String>, n: usize| keys.into_iter().step_by(n).cloned().collect();
@@ -77,6 +78,7 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
         prices: every(full.prices.keys().chain([&"price_none".to_owned()]).collect(), 2),
         revenue: every(full.revenue.keys().collect(), 2),
         mrr_movements: every(full.mrr_movements.keys().collect(), 3),
+        discounts: every(full.discounts.keys().chain([&"di_none".to_owned()]).collect(), 2),
     };
     let window = store::load_keys(&mut conn, &keys).await.expect("load keys");
     assert_eq!(window, full.select(&keys));

@@ -1001,6 +1001,67 @@ fn yearly_weekly_quantities_discounts_and_currencies_are_normalized_and_kept_apa
     assert_eq!(y[1], ("new".to_owned(), 3_000, 3_000, 1), "new in euros, beside the dollars");
 }
 
+/// A basil snapshot of `p` that names its discounts by id only (as webhooks carry them).
+fn naming(p: &Priced<'_>, event_type: &str, created: i64, ids: &[&str]) -> Vec<u8> {
+    let mut event: serde_json::Value = serde_json::from_slice(&p.event(event_type, created)).expect("json");
+    event["data"]["object"]["discounts"] = serde_json::json!(ids);
+    serde_json::to_vec(&event).expect("json")
+}
+
+/// Issue 30, item 2: discounts from `customer.discount.*` events, in every delivery order.
+#[test]
+fn discount_events_reprice_the_subscriptions_they_name_for_their_duration_in_any_delivery_order() {
+    let sub = starter("sub_n", "cus_n", "active");
+    let mut twenty = stripe::discount("di_n", "cus_n", Some("sub_n"), 20.0, T, Some(3));
+    twenty["promotion_code"] = serde_json::json!("promo_FALL20");
+    let events = [
+        naming(&sub, "customer.subscription.created", T, &["di_n"]),
+        stripe::discount_event("customer.discount.created", T, twenty.clone()),
+        stripe::discount_event("customer.discount.deleted", T + 90 * DAY, twenty.clone()),
+        naming(&sub, "customer.subscription.updated", T + 90 * DAY, &[]),
+    ];
+    let expected = moves(&[("new", 2_320, 2_320, 0), ("expansion", 580, 2_900, 90)]);
+    for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] {
+        let mut g = Given::new();
+        for i in order {
+            g.event(&events[i]);
+        }
+        assert_eq!(movements_of(&g, "cus_n"), expected, "delivered as {order:?}");
+        let row = &g.state.discounts["di_n"];
+        assert!(row.deleted, "{order:?}: the deletion is final");
+        let d = &row.discount;
+        assert_eq!(
+            (d.coupon.as_deref(), d.percent_off, d.duration.as_deref(), d.duration_in_months),
+            (Some("Z4OV52SU"), Some(2_000), Some("repeating"), Some(3))
+        );
+        assert_eq!((d.promotion_code.as_deref(), d.subscription.as_deref()), (Some("promo_FALL20"), Some("sub_n")));
+    }
+
+    // The customer's own discount (no subscription) re-prices every subscription without one; a
+    // subscription carrying its own discount (100 % off) keeps it; `ignore` counts list prices.
+    let ignoring = Catalog::parse(
+        &include_str!("../../../catalog.example.toml").replace("discounts = \"subtract\"", "discounts = \"ignore\""),
+    )
+    .expect("catalog");
+    for (catalog, expected) in [
+        (catalog(), moves(&[("new", 2_900, 2_900, 0), ("contraction", 290, 2_610, 5)])),
+        (ignoring, moves(&[("new", 2_900, 2_900, 0), ("expansion", 2_900, 5_800, 0)])),
+    ] {
+        let mut g = Given::new();
+        g.catalog = catalog;
+        g.event(&starter("sub_c1", "cus_c", "active").event("customer.subscription.created", T));
+        let mut free = starter("sub_c2", "cus_c", "active");
+        free.discount = Some(serde_json::json!({ "id": "di_own", "object": "discount",
+            "coupon": { "id": "FREE", "percent_off": 100.0, "duration": "forever" }, "start": T }));
+        g.event(&free.event("customer.subscription.created", T));
+        let ten = stripe::discount("di_c", "cus_c", None, 10.0, T + 5 * DAY, None);
+        g.event(&stripe::discount_event("customer.discount.created", T + 5 * DAY, ten));
+        assert_eq!(movements_of(&g, "cus_c"), expected);
+        assert_eq!(g.state.discounts["di_own"].discount.subscription.as_deref(), Some("sub_c2"), "carried: a row too");
+        assert_eq!(g.state.subscriptions["sub_c2"].discount.as_ref().and_then(|d| d.percent_off), Some(10_000));
+    }
+}
+
 #[test]
 fn past_due_counts_or_churns_after_the_grace_as_the_catalog_policy_says() {
     let churning = Catalog::parse(&format!(
