@@ -118,6 +118,9 @@ impl Projections {
     }
 }
 
+/// The kind of anomaly of a sellable catalog price whose amount the log has not told yet.
+pub const PRICE_AMOUNT_UNKNOWN: &str = "price_amount_unknown";
+
 /// A raw body decoded into the typed model, or why it is not one.
 pub type Decoded = Result<stripe::Event, stripe::DecodeError>;
 
@@ -183,6 +186,7 @@ fn fold_viewed(state: &View<'_>, position: i64, decoded: Decoded, catalog: &Cata
             }
         }
     }
+    f.unknown_price_amounts();
     f.finish()
 }
 
@@ -769,6 +773,33 @@ impl Folder<'_> {
 
     fn add_grant(&mut self, grant: CreditGrant) {
         self.delta.credit_grants.push(grant);
+    }
+
+    /// Every price the catalog sells (its sellable tiers' and its packs') without a row in
+    /// `projection.prices` is an open `price_amount_unknown:<price>` anomaly (the pricing page
+    /// shows `amount: null`), resolved once Stripe's price is folded (an event carrying it, or
+    /// `replay reconcile --objects prices`). Checked with every event, a function of the catalog
+    /// and the prices alone (position 0: no event raised it), so any fold ends with the same ones.
+    fn unknown_price_amounts(&mut self) {
+        let sold = self.catalog.tiers().iter().filter(|t| t.sellable).flat_map(|t| t.price_ids.iter());
+        let packs = self.catalog.credit_packs().iter().map(|p| &p.price_id);
+        for price in sold.chain(packs) {
+            let known = self.state.price(price).is_some() || self.delta.prices.iter().any(|p| &p.price.id == price);
+            let key = format!("{PRICE_AMOUNT_UNKNOWN}:{price}");
+            match (known, self.state.has_anomaly(&key)) {
+                (false, false) => self.delta.anomalies.push(Anomaly {
+                    key,
+                    kind: PRICE_AMOUNT_UNKNOWN.to_owned(),
+                    detail: format!(
+                        "the catalog sells {price}, whose amount no Stripe object in the log states yet \
+                         (`replay reconcile --objects prices` fetches it)"
+                    ),
+                    position: 0,
+                }),
+                (true, true) => self.delta.resolved.push(key),
+                _ => {}
+            }
+        }
     }
 
     fn finish(mut self) -> Delta {

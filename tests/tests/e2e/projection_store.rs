@@ -58,7 +58,9 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
     let loaded = store::load(&mut conn).await.expect("load");
     assert_eq!(loaded, full, "the tables hold exactly the folded state");
     assert!(loaded.subscriptions.len() >= 40 && !loaded.credit_grants.is_empty() && !loaded.anomalies.is_empty());
-    assert_eq!(loaded.anomalies.len(), 2, "{:?}", loaded.anomalies.keys());
+    let unknown_amounts = loaded.anomalies.values().filter(|a| a.kind == "price_amount_unknown").count();
+    assert!(unknown_amounts > 0, "the catalog's yearly prices are never bought here");
+    assert_eq!(loaded.anomalies.len() - unknown_amounts, 2, "{:?}", loaded.anomalies.keys());
     assert!(!loaded.prices.is_empty(), "the prices the subscriptions carry");
     assert!(!loaded.mrr_movements.is_empty(), "the lifecycles move revenue");
     assert!(!loaded.discounts.is_empty(), "the lifecycles' coupons");
