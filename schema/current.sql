@@ -155,6 +155,31 @@ $$;
 
 
 --
+-- Name: add_mrr_days(text[], date[], text[], bigint[], integer[]); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.add_mrr_days(currencies text[], days date[], kinds text[], amounts bigint[], signs integer[]) RETURNS void
+    LANGUAGE sql
+    AS $$
+  INSERT INTO projection.mrr_days AS d (currency, day, new, expansion, contraction, churn, reactivation, starts)
+  SELECT m.currency, m.day,
+         coalesce(sum(m.sign * m.amount) FILTER (WHERE m.kind = 'new'), 0),
+         coalesce(sum(m.sign * m.amount) FILTER (WHERE m.kind = 'expansion'), 0),
+         coalesce(sum(m.sign * m.amount) FILTER (WHERE m.kind = 'contraction'), 0),
+         coalesce(sum(m.sign * m.amount) FILTER (WHERE m.kind = 'churn'), 0),
+         coalesce(sum(m.sign * m.amount) FILTER (WHERE m.kind = 'reactivation'), 0),
+         sum(m.sign * CASE m.kind WHEN 'new' THEN 1 WHEN 'reactivation' THEN 1 WHEN 'churn' THEN -1 ELSE 0 END)
+  FROM unnest(currencies, days, kinds, amounts, signs) AS m (currency, day, kind, amount, sign)
+  WHERE m.day IS NOT NULL
+  GROUP BY m.currency, m.day
+  ON CONFLICT (currency, day) DO UPDATE SET
+    new = d.new + EXCLUDED.new, expansion = d.expansion + EXCLUDED.expansion,
+    contraction = d.contraction + EXCLUDED.contraction, churn = d.churn + EXCLUDED.churn,
+    reactivation = d.reactivation + EXCLUDED.reactivation, starts = d.starts + EXCLUDED.starts
+$$;
+
+
+--
 -- Name: append_events(text[], text[], text[], boolean[], bigint[], text[], text[], text[], text[], bytea[], text[], text, text); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
@@ -381,6 +406,27 @@ BEGIN
     RETURN QUERY SELECT i, u.* FROM ledger.count_usage(p_customers[i], p_metrics[i], p_quantities[i], p_keys[i],
       p_callers[i], p_days[i], p_ats[i], p_lives[i], p_quotas[i]) u;
   END LOOP;
+END
+$$;
+
+
+--
+-- Name: follow_mrr_movements(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.follow_mrr_movements() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    PERFORM ledger.add_mrr_days(array_agg(currency), array_agg(day), array_agg(kind), array_agg(amount),
+                                array_agg(-1)) FROM old_rows;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    PERFORM ledger.add_mrr_days(array_agg(currency), array_agg(day), array_agg(kind), array_agg(amount),
+                                array_agg(1)) FROM new_rows;
+  END IF;
+  RETURN NULL;
 END
 $$;
 
@@ -2096,6 +2142,29 @@ COMMENT ON COLUMN projection.checkpoint.fold_settings_hash IS 'SHA-256 of the fo
 
 
 --
+-- Name: mrr_days; Type: TABLE; Schema: projection; Owner: -
+--
+
+CREATE TABLE projection.mrr_days (
+    currency text NOT NULL,
+    day date NOT NULL,
+    new bigint DEFAULT 0 NOT NULL,
+    expansion bigint DEFAULT 0 NOT NULL,
+    contraction bigint DEFAULT 0 NOT NULL,
+    churn bigint DEFAULT 0 NOT NULL,
+    reactivation bigint DEFAULT 0 NOT NULL,
+    starts bigint DEFAULT 0 NOT NULL
+);
+
+
+--
+-- Name: TABLE mrr_days; Type: COMMENT; Schema: projection; Owner: -
+--
+
+COMMENT ON TABLE projection.mrr_days IS 'Per currency and UTC day: the sums of projection.mrr_movements by kind, and starts (new and reactivation count +1, churn -1). Kept by a trigger on mrr_movements.';
+
+
+--
 -- Name: revenue; Type: TABLE; Schema: projection; Owner: -
 --
 
@@ -2345,6 +2414,14 @@ ALTER TABLE ONLY projection.discounts
 
 ALTER TABLE ONLY projection.instance_targets
     ADD CONSTRAINT instance_targets_pkey PRIMARY KEY (stripe_subscription_id);
+
+
+--
+-- Name: mrr_days mrr_days_pkey; Type: CONSTRAINT; Schema: projection; Owner: -
+--
+
+ALTER TABLE ONLY projection.mrr_days
+    ADD CONSTRAINT mrr_days_pkey PRIMARY KEY (currency, day);
 
 
 --
@@ -2780,6 +2857,27 @@ ALTER TABLE ledger.usage ENABLE ALWAYS TRIGGER usage_no_update_delete;
 
 
 --
+-- Name: mrr_movements mrr_movements_follow_delete; Type: TRIGGER; Schema: projection; Owner: -
+--
+
+CREATE TRIGGER mrr_movements_follow_delete AFTER DELETE ON projection.mrr_movements REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.follow_mrr_movements();
+
+
+--
+-- Name: mrr_movements mrr_movements_follow_insert; Type: TRIGGER; Schema: projection; Owner: -
+--
+
+CREATE TRIGGER mrr_movements_follow_insert AFTER INSERT ON projection.mrr_movements REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.follow_mrr_movements();
+
+
+--
+-- Name: mrr_movements mrr_movements_follow_update; Type: TRIGGER; Schema: projection; Owner: -
+--
+
+CREATE TRIGGER mrr_movements_follow_update AFTER UPDATE ON projection.mrr_movements REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.follow_mrr_movements();
+
+
+--
 -- Name: subscriptions subscriptions_notify_access_delete; Type: TRIGGER; Schema: projection; Owner: -
 --
 
@@ -2871,6 +2969,14 @@ GRANT ALL ON FUNCTION audit.subscription_of_row(p_stored text, p_object_type tex
 
 
 --
+-- Name: FUNCTION add_mrr_days(currencies text[], days date[], kinds text[], amounts bigint[], signs integer[]); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.add_mrr_days(currencies text[], days date[], kinds text[], amounts bigint[], signs integer[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.add_mrr_days(currencies text[], days date[], kinds text[], amounts bigint[], signs integer[]) TO ledger_projector;
+
+
+--
 -- Name: FUNCTION append_events(p_event_ids text[], p_event_types text[], p_api_versions text[], p_livemodes boolean[], p_created bigint[], p_object_types text[], p_object_ids text[], p_customer_ids text[], p_subscription_ids text[], p_raw_bodies bytea[], p_signatures text[], p_source text, p_received_by text); Type: ACL; Schema: ledger; Owner: -
 --
 
@@ -2908,6 +3014,14 @@ GRANT ALL ON FUNCTION ledger.count_usage(p_customer text, p_metric text, p_quant
 
 REVOKE ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) TO ledger_projector;
+
+
+--
+-- Name: FUNCTION follow_mrr_movements(); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.follow_mrr_movements() FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.follow_mrr_movements() TO ledger_projector;
 
 
 --
@@ -3295,6 +3409,14 @@ GRANT SELECT,INSERT,UPDATE ON TABLE ledger.usage_counters TO ledger_projector;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE projection.checkpoint TO ledger_projector;
+
+
+--
+-- Name: TABLE mrr_days; Type: ACL; Schema: projection; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE projection.mrr_days TO ledger_projector;
+GRANT SELECT ON TABLE projection.mrr_days TO ledger_replay;
 
 
 --

@@ -310,6 +310,7 @@ pub async fn swap_in(
     let grants = live_grants(&mut tx).await?;
     sqlx::query(&format!("ALTER SCHEMA projection RENAME TO {}", quoted(&old_schema))).execute(&mut *tx).await?;
     sqlx::query("ALTER SCHEMA projection_build RENAME TO projection").execute(&mut *tx).await?;
+    store::revenue::fill_days(&mut tx).await?;
     for statement in views {
         sqlx::query(&statement).execute(&mut *tx).await?;
     }
@@ -365,7 +366,7 @@ async fn build_tables(
 ) -> anyhow::Result<()> {
     sqlx::query("DROP SCHEMA IF EXISTS projection_build CASCADE").execute(&mut *tx).await?;
     sqlx::query("CREATE SCHEMA projection_build").execute(&mut *tx).await?;
-    for table in store::TABLES {
+    for table in store::TABLES.iter().chain(&store::DERIVED_TABLES) {
         let table = quoted(table);
         let sql =
             format!("CREATE TABLE projection_build.{table} (LIKE projection.{table} INCLUDING ALL EXCLUDING INDEXES)");

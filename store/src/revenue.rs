@@ -37,48 +37,72 @@ impl Day {
     }
 }
 
-/// Per currency, one [`Day`] per day of `from..=to`, carried from the movements before `from`.
+/// Sums of one day's movements in one currency, as `projection.mrr_days` keeps them (migration
+/// 0034): amounts by kind, and starts (new and reactivation +1, churn -1).
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct DayRow {
+    currency: String,
+    day: NaiveDate,
+    new: i64,
+    expansion: i64,
+    contraction: i64,
+    churn: i64,
+    reactivation: i64,
+    starts: i64,
+}
+
+/// Per currency, one [`Day`] per day of `from..=to`, carried from the days before `from`: two
+/// reads of `projection.mrr_days` (at most a row per currency and day), run at once.
 pub async fn daily(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> sqlx::Result<BTreeMap<String, Vec<Day>>> {
-    let before: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT currency, sum(CASE WHEN kind IN ('contraction', 'churn') THEN -amount ELSE amount END)::bigint,
-                sum(CASE kind WHEN 'churn' THEN -1 WHEN 'new' THEN 1 WHEN 'reactivation' THEN 1 ELSE 0 END)::bigint
-         FROM projection.mrr_movements WHERE day < $1 GROUP BY currency",
+    let before = sqlx::query_as::<_, (String, i64, i64)>(
+        "SELECT currency, sum(new + expansion + reactivation - contraction - churn)::bigint, sum(starts)::bigint
+         FROM projection.mrr_days WHERE day < $1 GROUP BY currency",
     )
     .bind(from)
-    .fetch_all(pool)
-    .await?;
-    let rows: Vec<(String, NaiveDate, String, i64, i64)> = sqlx::query_as(
-        "SELECT currency, day, kind, sum(amount)::bigint, count(*) FROM projection.mrr_movements
-         WHERE day >= $1 AND day <= $2 GROUP BY currency, day, kind",
+    .fetch_all(pool);
+    let rows = sqlx::query_as::<_, DayRow>(
+        "SELECT currency, day, new, expansion, contraction, churn, reactivation, starts FROM projection.mrr_days
+         WHERE day >= $1 AND day <= $2",
     )
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(pool);
+    let (before, rows) = tokio::try_join!(before, rows)?;
     Ok(series(before, rows, from, to))
 }
 
-/// The days from the totals before `from` and the range's movements grouped by (currency, day,
-/// kind) with their sum and count.
+/// Fills `projection.mrr_days` from `projection.mrr_movements` (a rebuild's new tables, before
+/// the triggers that keep it are carried over).
+pub(crate) async fn fill_days(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    sqlx::query(
+        "SELECT ledger.add_mrr_days(array_agg(currency), array_agg(day), array_agg(kind), array_agg(amount),
+                                    array_agg(1)) FROM projection.mrr_movements",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The days from the totals before `from` and the range's day rows.
 fn series(
     before: Vec<(String, i64, i64)>,
-    rows: Vec<(String, NaiveDate, String, i64, i64)>,
+    rows: Vec<DayRow>,
     from: NaiveDate,
     to: NaiveDate,
 ) -> BTreeMap<String, Vec<Day>> {
     let mut start: BTreeMap<String, (i64, i64)> = before.into_iter().map(|(c, mrr, n)| (c, (mrr, n))).collect();
     let mut moved: BTreeMap<(String, NaiveDate), (Day, i64)> = BTreeMap::new();
-    for (currency, date, kind, amount, count) in rows {
-        start.entry(currency.clone()).or_default();
-        let (day, starts) = moved.entry((currency, date)).or_default();
-        match kind.as_str() {
-            "new" => (day.new, *starts) = (day.new + amount, *starts + count),
-            "reactivation" => (day.reactivation, *starts) = (day.reactivation + amount, *starts + count),
-            "churn" => (day.churn, *starts) = (day.churn + amount, *starts - count),
-            "expansion" => day.expansion += amount,
-            "contraction" => day.contraction += amount,
-            _ => {}
-        }
+    for r in rows {
+        start.entry(r.currency.clone()).or_default();
+        let day = Day {
+            new: r.new,
+            expansion: r.expansion,
+            contraction: r.contraction,
+            churn: r.churn,
+            reactivation: r.reactivation,
+            ..Day::default()
+        };
+        moved.insert((r.currency, r.day), (day, r.starts));
     }
     let mut out = BTreeMap::new();
     for (currency, (mut mrr, mut customers)) in start {
@@ -106,12 +130,18 @@ mod tests {
     #[test]
     fn each_day_carries_the_mrr_and_adds_its_flows() {
         let before = vec![("usd".to_owned(), 5_000, 2)];
-        let rows = vec![
-            ("usd".to_owned(), day(2), "new".to_owned(), 2_900, 1),
-            ("usd".to_owned(), day(2), "churn".to_owned(), 1_000, 1),
-            ("usd".to_owned(), day(3), "expansion".to_owned(), 7_000, 1),
-            ("eur".to_owned(), day(3), "new".to_owned(), 3_000, 1),
-        ];
+        let row = |currency: &str, d, (new, expansion, churn), starts| DayRow {
+            currency: currency.to_owned(),
+            day: day(d),
+            new,
+            expansion,
+            contraction: 0,
+            churn,
+            reactivation: 0,
+            starts,
+        };
+        let rows =
+            vec![row("usd", 2, (2_900, 0, 1_000), 0), row("usd", 3, (0, 7_000, 0), 0), row("eur", 3, (3_000, 0, 0), 1)];
         let out = series(before, rows, day(1), day(3));
         let usd: Vec<(i64, i64)> = out["usd"].iter().map(|d| (d.mrr, d.customers)).collect();
         assert_eq!(usd, [(5_000, 2), (6_900, 2), (13_900, 2)]);

@@ -274,6 +274,35 @@ pub fn without_positions(p: &Projections) -> Projections {
     p
 }
 
+/// Asserts that `projection.mrr_days` (kept by triggers, migration 0034) holds exactly the sums of
+/// `projection.mrr_movements` per currency and day (days whose sums all went back to 0 aside).
+pub async fn assert_mrr_days_follow_the_movements(pool: &PgPool) {
+    let differing: Vec<(String, String)> = sqlx::query_as(
+        "WITH want AS (
+           SELECT currency, day,
+                  coalesce(sum(amount) FILTER (WHERE kind = 'new'), 0)::bigint AS new,
+                  coalesce(sum(amount) FILTER (WHERE kind = 'expansion'), 0)::bigint AS expansion,
+                  coalesce(sum(amount) FILTER (WHERE kind = 'contraction'), 0)::bigint AS contraction,
+                  coalesce(sum(amount) FILTER (WHERE kind = 'churn'), 0)::bigint AS churn,
+                  coalesce(sum(amount) FILTER (WHERE kind = 'reactivation'), 0)::bigint AS reactivation,
+                  sum(CASE kind WHEN 'new' THEN 1 WHEN 'reactivation' THEN 1 WHEN 'churn' THEN -1 ELSE 0 END)::bigint
+                    AS starts
+           FROM projection.mrr_movements WHERE day IS NOT NULL GROUP BY currency, day),
+         have AS (SELECT * FROM projection.mrr_days
+                  WHERE (new, expansion, contraction, churn, reactivation, starts) <> (0, 0, 0, 0, 0, 0))
+         SELECT 'want', w::text FROM (SELECT * FROM want EXCEPT SELECT * FROM have) w
+         UNION ALL SELECT 'have', h::text FROM (SELECT * FROM have EXCEPT SELECT * FROM want) h",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("compare");
+    assert!(differing.is_empty(), "mrr_days differs from the movements: {differing:?}");
+    let days: i64 = sqlx::query_scalar("SELECT count(*) FROM projection.mrr_days").fetch_one(pool).await.expect("n");
+    let moved: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM projection.mrr_movements").fetch_one(pool).await.expect("n");
+    assert!(moved == 0 || days > 0, "days are kept");
+}
+
 /// The projection tables as they are.
 pub async fn load_tables(pool: &PgPool) -> Projections {
     let mut conn = pool.acquire().await.expect("connection");

@@ -33,6 +33,11 @@ pub const TABLES: [&str; 11] = [
     Discounts::NAME,
 ];
 
+/// Tables of the projection schema the fold does not write: triggers keep them from the fold's
+/// tables (`projection.mrr_days`, migration 0034); a rebuild creates them empty beside the fold's
+/// and fills them from the new rows.
+pub const DERIVED_TABLES: [&str; 1] = ["mrr_days"];
+
 /// Anomaly kind of an event the live projector could not write and passed over; a rebuild passes
 /// over the same events (`rebuild`).
 pub const QUARANTINED: &str = "quarantined";

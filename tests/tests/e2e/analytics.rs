@@ -114,6 +114,7 @@ async fn mrr_per_day_matches_the_lifecycles_and_a_new_policy_rewrites_history_on
     let projector = TestProjector::start_billing_with(db.service_pool(6), ignoring, None, Arc::new(SystemClock)).await;
     let (_, body) = mrr(&projector, BILLING_KEY, "from=2026-02-28&to=2026-03-05").await;
     assert_eq!(body["policy"]["discounts"], "ignore");
+    ledger_tests::projector::assert_mrr_days_follow_the_movements(&db.pool).await;
     assert_eq!(
         days(&body, "usd"),
         [
@@ -156,6 +157,7 @@ async fn a_customer_discount_event_lowers_mrr_from_its_day_and_shows_on_the_cust
         .collect();
     assert_eq!(days(&body, "usd"), [(5_000, 1, 5_000, 0), (4_500, 1, 0, 0)], "{body}");
     assert_eq!(contraction, [0, 500], "10 % off from the 2nd: {body}");
+    ledger_tests::projector::assert_mrr_days_follow_the_movements(&db.pool).await;
     let (_, c) = projector.get_json("/v1/customers/cus_c", BILLING_KEY).await;
     let discount = &c["subscriptions"][0]["discount"];
     assert_eq!(

@@ -64,6 +64,7 @@ async fn projections_written_in_random_batches_read_back_as_one_full_fold() {
     assert!(!loaded.prices.is_empty(), "the prices the subscriptions carry");
     assert!(!loaded.mrr_movements.is_empty(), "the lifecycles move revenue");
     assert!(!loaded.discounts.is_empty(), "the lifecycles' coupons");
+    ledger_tests::projector::assert_mrr_days_follow_the_movements(&db.pool).await;
 
     // The live runner's per-batch loading: any set of keys reads as the whole state holds them.
     let every = |keys: Vec<&String>, n: usize| keys.into_iter().step_by(n).cloned().collect();
