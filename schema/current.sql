@@ -445,6 +445,28 @@ END $$;
 
 
 --
+-- Name: guard_events(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.guard_events() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF TG_OP = 'UPDATE'
+     AND (to_jsonb(NEW) - 'raw_body') = (to_jsonb(OLD) - 'raw_body')
+     AND EXISTS (SELECT 1 FROM ledger.redactions r
+                 WHERE r.erasure_id::text = current_setting('ledger.redacting', true)
+                   AND r."position" = OLD."position"
+                   AND r.redacted_sha256 = sha256(NEW.raw_body)) THEN
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION 'ledger.% is append-only: % rejected', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+
+--
 -- Name: notify_access(); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
@@ -475,6 +497,24 @@ BEGIN
   END IF;
   PERFORM pg_notify('ledger_access', customers);
   RETURN NULL;
+END $$;
+
+
+--
+-- Name: redact_event(bigint, bigint, bytea); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.redact_event(erasure bigint, pos bigint, body bytea) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM set_config('ledger.redacting', erasure::text, true);
+  UPDATE ledger.events SET raw_body = body WHERE "position" = pos;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no event at position %', pos;
+  END IF;
+  PERFORM set_config('ledger.redacting', '', true);
 END $$;
 
 
@@ -1369,6 +1409,20 @@ COMMENT ON VIEW audit.effects IS 'Every attempt of every effect (provisioner cal
 
 
 --
+-- Name: erasures; Type: VIEW; Schema: audit; Owner: -
+--
+
+CREATE VIEW audit.erasures AS
+SELECT
+    NULL::bigint AS id,
+    NULL::text AS stripe_customer_id,
+    NULL::text AS reason,
+    NULL::text AS erased_by,
+    NULL::timestamp with time zone AS erased_at,
+    NULL::bigint[] AS positions;
+
+
+--
 -- Name: events; Type: VIEW; Schema: audit; Owner: -
 --
 
@@ -1995,6 +2049,41 @@ ALTER TABLE ledger.effects ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 
 
 --
+-- Name: erasures; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.erasures (
+    id bigint NOT NULL,
+    stripe_customer_id text NOT NULL,
+    reason text NOT NULL,
+    erased_by text NOT NULL,
+    erased_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT erasures_reason_given CHECK ((length(btrim(reason)) > 0))
+);
+
+
+--
+-- Name: TABLE erasures; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.erasures IS 'Each erasure of a customer''s personal data (replay erase): who, when, why. Append-only.';
+
+
+--
+-- Name: erasures_id_seq; Type: SEQUENCE; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ledger.erasures ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME ledger.erasures_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
 -- Name: pending_effects; Type: TABLE; Schema: ledger; Owner: -
 --
 
@@ -2063,6 +2152,25 @@ CREATE TABLE ledger.reconcile_seen (
     run bigint NOT NULL,
     object_id text NOT NULL
 );
+
+
+--
+-- Name: redactions; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.redactions (
+    erasure_id bigint NOT NULL,
+    "position" bigint NOT NULL,
+    redacted_sha256 bytea NOT NULL,
+    CONSTRAINT redactions_sha256_is_sha256 CHECK ((octet_length(redacted_sha256) = 32))
+);
+
+
+--
+-- Name: TABLE redactions; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.redactions IS 'The bodies an erasure redacted: position and the sha256 of the redacted body the log holds since. Append-only.';
 
 
 --
@@ -2273,6 +2381,14 @@ ALTER TABLE ONLY ledger.effects
 
 
 --
+-- Name: erasures erasures_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.erasures
+    ADD CONSTRAINT erasures_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
 --
 
@@ -2342,6 +2458,14 @@ ALTER TABLE ONLY ledger.reconcile_runs
 
 ALTER TABLE ONLY ledger.reconcile_seen
     ADD CONSTRAINT reconcile_seen_pkey PRIMARY KEY (run, object_id);
+
+
+--
+-- Name: redactions redactions_pkey; Type: CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.redactions
+    ADD CONSTRAINT redactions_pkey PRIMARY KEY ("position", erasure_id);
 
 
 --
@@ -2654,6 +2778,22 @@ CREATE INDEX subscriptions_customer_idx ON projection.subscriptions USING btree 
 
 
 --
+-- Name: erasures _RETURN; Type: RULE; Schema: audit; Owner: -
+--
+
+CREATE OR REPLACE VIEW audit.erasures AS
+ SELECT e.id,
+    e.stripe_customer_id,
+    e.reason,
+    e.erased_by,
+    e.erased_at,
+    array_agg(r."position" ORDER BY r."position") FILTER (WHERE (r."position" IS NOT NULL)) AS positions
+   FROM (ledger.erasures e
+     LEFT JOIN ledger.redactions r ON ((r.erasure_id = e.id)))
+  GROUP BY e.id;
+
+
+--
 -- Name: alerts alerts_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
 --
 
@@ -2782,6 +2922,24 @@ CREATE TRIGGER effects_pending AFTER INSERT ON ledger.effects FOR EACH ROW WHEN 
 
 
 --
+-- Name: erasures erasures_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER erasures_no_truncate BEFORE TRUNCATE ON ledger.erasures FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.erasures ENABLE ALWAYS TRIGGER erasures_no_truncate;
+
+
+--
+-- Name: erasures erasures_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER erasures_no_update_delete BEFORE DELETE OR UPDATE ON ledger.erasures FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.erasures ENABLE ALWAYS TRIGGER erasures_no_update_delete;
+
+
+--
 -- Name: events events_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
 --
 
@@ -2794,7 +2952,7 @@ ALTER TABLE ledger.events ENABLE ALWAYS TRIGGER events_no_truncate;
 -- Name: events events_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
 --
 
-CREATE TRIGGER events_no_update_delete BEFORE DELETE OR UPDATE ON ledger.events FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+CREATE TRIGGER events_no_update_delete BEFORE DELETE OR UPDATE ON ledger.events FOR EACH ROW EXECUTE FUNCTION ledger.guard_events();
 
 ALTER TABLE ledger.events ENABLE ALWAYS TRIGGER events_no_update_delete;
 
@@ -2836,6 +2994,24 @@ CREATE TRIGGER intents_pending AFTER INSERT ON ledger.intents FOR EACH ROW WHEN 
 --
 
 CREATE TRIGGER intents_pending_subject AFTER INSERT ON ledger.intents FOR EACH ROW WHEN ((new.kind = ANY (ARRAY['instance'::text, 'token'::text]))) EXECUTE FUNCTION ledger.track_pending_subject();
+
+
+--
+-- Name: redactions redactions_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER redactions_no_truncate BEFORE TRUNCATE ON ledger.redactions FOR EACH STATEMENT EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.redactions ENABLE ALWAYS TRIGGER redactions_no_truncate;
+
+
+--
+-- Name: redactions redactions_no_update_delete; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER redactions_no_update_delete BEFORE DELETE OR UPDATE ON ledger.redactions FOR EACH ROW EXECUTE FUNCTION ledger.forbid_mutation();
+
+ALTER TABLE ledger.redactions ENABLE ALWAYS TRIGGER redactions_no_update_delete;
 
 
 --
@@ -2911,6 +3087,14 @@ CREATE TRIGGER subscriptions_notify_access_update AFTER UPDATE ON projection.sub
 
 ALTER TABLE ONLY ledger.reconcile_seen
     ADD CONSTRAINT reconcile_seen_run_fkey FOREIGN KEY (run) REFERENCES ledger.reconcile_runs(id);
+
+
+--
+-- Name: redactions redactions_erasure_id_fkey; Type: FK CONSTRAINT; Schema: ledger; Owner: -
+--
+
+ALTER TABLE ONLY ledger.redactions
+    ADD CONSTRAINT redactions_erasure_id_fkey FOREIGN KEY (erasure_id) REFERENCES ledger.erasures(id);
 
 
 --
@@ -3025,10 +3209,24 @@ GRANT ALL ON FUNCTION ledger.follow_mrr_movements() TO ledger_projector;
 
 
 --
+-- Name: FUNCTION guard_events(); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.guard_events() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION notify_access(); Type: ACL; Schema: ledger; Owner: -
 --
 
 REVOKE ALL ON FUNCTION ledger.notify_access() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION redact_event(erasure bigint, pos bigint, body bytea); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.redact_event(erasure bigint, pos bigint, body bytea) FROM PUBLIC;
 
 
 --
@@ -3219,6 +3417,13 @@ GRANT SELECT ON TABLE audit.effects TO ledger_auditor;
 
 
 --
+-- Name: TABLE erasures; Type: ACL; Schema: audit; Owner: -
+--
+
+GRANT SELECT ON TABLE audit.erasures TO ledger_auditor;
+
+
+--
 -- Name: TABLE events; Type: ACL; Schema: audit; Owner: -
 --
 
@@ -3370,6 +3575,14 @@ GRANT USAGE ON SEQUENCE ledger.effects_id_seq TO ledger_replay;
 
 
 --
+-- Name: TABLE erasures; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT ON TABLE ledger.erasures TO ledger_replay;
+GRANT SELECT ON TABLE ledger.erasures TO ledger_projector;
+
+
+--
 -- Name: TABLE pending_effects; Type: ACL; Schema: ledger; Owner: -
 --
 
@@ -3395,6 +3608,13 @@ GRANT USAGE ON SEQUENCE ledger.reconcile_runs_id_seq TO ledger_replay;
 --
 
 GRANT SELECT,INSERT ON TABLE ledger.reconcile_seen TO ledger_replay;
+
+
+--
+-- Name: TABLE redactions; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT ON TABLE ledger.redactions TO ledger_replay;
 
 
 --

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::catalog::{Catalog, Limits, Product, UNKNOWN_TIER};
+use crate::erasure::unless_erased;
 use crate::fetched::{self, Part};
 use crate::keys::{EffectKey, FetchKey, MailKey, Subject};
 use crate::revenue;
@@ -350,8 +351,9 @@ impl Folder<'_> {
         if account.deleted || account.version.is_some_and(|v| v >= version) {
             return;
         }
-        account.email = customer.email.or(account.email.take().filter(|_| deleted));
-        account.name = customer.name.or(account.name.take().filter(|_| deleted));
+        // An erased value (`replay erase`) is no address and no name.
+        account.email = unless_erased(customer.email).or(account.email.take().filter(|_| deleted));
+        account.name = unless_erased(customer.name).or(account.name.take().filter(|_| deleted));
         account.deleted = deleted;
         account.created = customer.created.or(account.created);
         account.version = Some(version);

@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod clock;
 pub mod credits;
 pub mod envelope;
+pub mod erasure;
 pub mod fetched;
 pub mod fold;
 pub mod keys;

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod backfill;
 pub mod check_catalog;
+pub mod erase;
 pub mod portal;
 mod progress;
 pub mod reconcile;
@@ -162,6 +163,19 @@ pub enum Command {
         #[arg(long)]
         output: Option<std::path::PathBuf>,
     },
+    /// Erase a customer's personal data from every stored event about them (docs/auditing.md,
+    /// "Erasure"): prints what it will redact; with --yes records the erasure, redacts, revokes
+    /// their tokens and rebuilds the projections. Run it as the database owner.
+    Erase {
+        /// cus_...
+        customer: String,
+        /// Why (kept in ledger.erasures, e.g. the request's reference).
+        #[arg(long)]
+        reason: String,
+        /// Do it.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Revenue as the projections hold it (docs/analytics.md).
     Analytics {
         /// What to print.
@@ -303,6 +317,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Effects { action } => effects_cmd(&prepared().await?, action).await?,
+        Command::Erase { customer, reason, yes } => {
+            erase_cmd(&prepared().await?, &config, &customer, &reason, yes).await?
+        }
         Command::Export { format, from, to, customer, output } => {
             let filter = audit::Filter {
                 from: from.as_deref().map(parse_time).transpose()?,
@@ -429,6 +446,48 @@ async fn export_cmd(
     Ok(())
 }
 
+async fn erase_cmd(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    customer: &str,
+    reason: &str,
+    yes: bool,
+) -> anyhow::Result<()> {
+    if !customer.starts_with("cus_") {
+        anyhow::bail!("erase takes a customer id (cus_...), not `{customer}`");
+    }
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason is required: it is kept with the erasure");
+    }
+    let plan = erase::plan(pool, customer).await?;
+    let mut out = std::io::stdout().lock();
+    if plan.events == 0 {
+        anyhow::bail!("no stored event is about {customer}");
+    }
+    let positions: Vec<String> = plan.redactions.iter().map(|(p, _)| p.to_string()).collect();
+    writeln!(
+        out,
+        "{customer}: {} events, {} with personal data to redact: positions {}",
+        plan.events,
+        plan.redactions.len(),
+        positions.join(", ")
+    )?;
+    if !yes {
+        writeln!(
+            out,
+            "nothing was changed: run with --yes to record the erasure, redact, revoke the tokens and rebuild"
+        )?;
+        return Ok(());
+    }
+    let actor = std::env::var("USER").unwrap_or_else(|_| "replay".to_owned());
+    let erased_by: String =
+        sqlx::query_scalar("SELECT current_user || ' (' || $1 || ')'").bind(&actor).fetch_one(pool).await?;
+    let id = erase::apply(pool, &plan, reason, &erased_by).await?;
+    writeln!(out, "erasure {id} recorded by {erased_by}: {} bodies redacted, tokens revoked", plan.redactions.len())?;
+    drop(out);
+    rebuild(pool, config, Rebuild::Swap { yes: true, keep_old: false }, false).await
+}
+
 async fn verify_cmd(
     pool: &sqlx::PgPool,
     secrets: Option<Vec<secrecy::SecretString>>,
@@ -457,6 +516,17 @@ async fn verify_cmd(
         report.checked,
         started.elapsed().as_secs_f64()
     )?;
+    if !report.redacted.is_empty() {
+        let skipped =
+            if with_signatures { " (their signatures, made over the original bytes, not checked)" } else { "" };
+        writeln!(
+            out,
+            "{} bodies redacted by {} erasures, each as its erasure recorded{skipped}: positions {}",
+            report.redacted.len(),
+            report.erasures,
+            report.redacted.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+        )?;
+    }
     writeln!(out, "head {head}:{hash}")?;
     if let Some(expected) = expect_head {
         let (position, want) = expected

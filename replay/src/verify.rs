@@ -188,13 +188,32 @@ pub struct Verifier {
     prev: Option<Vec<u8>>,
     secrets: Option<Vec<SecretString>>,
     format_2_from: i64,
+    /// Bodies erasures redacted: position -> the sha256 each redaction row names.
+    redactions: std::collections::BTreeMap<i64, Vec<Vec<u8>>>,
+    /// The positions found redacted so far.
+    redacted: Vec<i64>,
 }
 
 impl Verifier {
     /// A verifier; with `secrets`, signatures of webhook rows are checked too (tolerance off).
     /// Rows from `format_2_from` on use chain format 2.
     pub fn new(secrets: Option<Vec<SecretString>>, format_2_from: i64) -> Self {
-        Self { expected: 1, prev: None, secrets, format_2_from }
+        Self { expected: 1, prev: None, secrets, format_2_from, redactions: Default::default(), redacted: Vec::new() }
+    }
+
+    /// The bodies erasures redacted (`ledger.redactions`): such a body must hash to what its
+    /// redaction row names (anything else is tampering); the chain covers its original hash,
+    /// which stays stored; its signature, made over the original bytes, is not checked.
+    pub fn with_redactions(mut self, redactions: impl IntoIterator<Item = (i64, Vec<u8>)>) -> Self {
+        for (position, sha256) in redactions {
+            self.redactions.entry(position).or_default().push(sha256);
+        }
+        self
+    }
+
+    /// The positions checked so far whose body an erasure redacted.
+    pub fn redacted(&self) -> &[i64] {
+        &self.redacted
     }
 
     /// The head so far: last position and its chain hash.
@@ -219,7 +238,16 @@ impl Verifier {
             };
         }
         let body = Sha256::digest(&row.raw_body);
-        if body.as_slice() != row.body_sha256.as_slice() {
+        let redaction = self.redactions.get(&row.position);
+        if let Some(allowed) = redaction {
+            if !allowed.iter().any(|h| h.as_slice() == body.as_slice()) {
+                return broken(format!(
+                    "the raw body of a redacted event matches none of its redactions (body hashes to {}): \
+                     it was changed outside an erasure",
+                    hex::encode(body)
+                ));
+            }
+        } else if body.as_slice() != row.body_sha256.as_slice() {
             return broken(format!(
                 "the raw body does not match its stored sha256 (stored {}, body hashes to {})",
                 hex::encode(&row.body_sha256),
@@ -229,7 +257,9 @@ impl Verifier {
         if row.prev_hash.as_deref() != self.prev.as_deref() {
             return broken("prev_hash is not the chain hash of the previous position".to_owned());
         }
-        let expected = row_hash(self.prev.as_deref(), row, &body, self.format_2_from);
+        // A redacted row's chain covers the original body's hash, which stays stored.
+        let body = if redaction.is_some() { &row.body_sha256[..] } else { body.as_slice() };
+        let expected = row_hash(self.prev.as_deref(), row, body, self.format_2_from);
         if expected.as_slice() != row.chain_hash.as_slice() {
             return broken("chain_hash does not match the row's content: a column was changed".to_owned());
         }
@@ -247,10 +277,13 @@ impl Verifier {
         if row.subscription_id.is_some() && row.subscription_id != subscription_id {
             return broken("column(s) subscription_id do not match the raw body".to_owned());
         }
-        if let (Some(secrets), Some(header)) = (&self.secrets, &row.stripe_signature)
+        if let (Some(secrets), Some(header), None) = (&self.secrets, &row.stripe_signature, redaction)
             && let Err(error) = signature::verify(header, &row.raw_body, secrets, Tolerance::Disabled, 0)
         {
             return broken(format!("the stored Stripe-Signature does not verify against the stored body: {error}"));
+        }
+        if redaction.is_some() {
+            self.redacted.push(row.position);
         }
         self.expected += 1;
         self.prev = Some(row.chain_hash.clone());
@@ -267,6 +300,10 @@ pub struct Report {
     pub head: (i64, Option<Vec<u8>>),
     /// The first break.
     pub broken: Option<Broken>,
+    /// Positions whose body an erasure redacted (checked against their redaction rows).
+    pub redacted: Vec<i64>,
+    /// Erasures recorded (`ledger.erasures`).
+    pub erasures: i64,
 }
 
 /// Every row of the log as [`Row`]s, in position order.
@@ -299,7 +336,10 @@ pub async fn walk(
     secrets: Option<Vec<SecretString>>,
     progress: &mut dyn FnMut(i64),
 ) -> anyhow::Result<Report> {
-    let mut verifier = Verifier::new(secrets, format_2_from(pool).await?);
+    let redactions: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT position, redacted_sha256 FROM ledger.redactions").fetch_all(pool).await?;
+    let erasures: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.erasures").fetch_one(pool).await?;
+    let mut verifier = Verifier::new(secrets, format_2_from(pool).await?).with_redactions(redactions);
     let mut checked = 0;
     let mut broken = None;
     {
@@ -315,7 +355,8 @@ pub async fn walk(
         }
     }
     let (position, hash) = verifier.head();
-    Ok(Report { checked, head: (position, hash.map(<[u8]>::to_vec)), broken })
+    let head = (position, hash.map(<[u8]>::to_vec));
+    Ok(Report { checked, head, broken, redacted: verifier.redacted().to_vec(), erasures })
 }
 
 #[cfg(test)]
@@ -380,6 +421,32 @@ mod tests {
         let mut v = Verifier::new(None, i64::MAX);
         rows.iter().for_each(|r| v.check(r).expect("clean"));
         assert_eq!(v.head(), (5, Some(rows[4].chain_hash.as_slice())));
+    }
+
+    #[test]
+    fn a_body_an_erasure_redacted_passes_as_recorded_and_any_other_change_is_tampering() {
+        let mut rows = chain_from(4, 1);
+        let redacted = domain::erasure::redact(
+            &String::from_utf8(rows[1].raw_body.clone())
+                .expect("utf-8")
+                .replace(r#""object":"customer""#, r#""object":"customer","email":"a@example.com""#)
+                .into_bytes(),
+        )
+        .expect("redacted");
+        // The stored body as an erasure rewrote it; its envelope columns are the same ids.
+        rows[1].raw_body = redacted.clone();
+        let recorded = vec![(2, Sha256::digest(&redacted).to_vec())];
+        let secrets = Some(vec![SecretString::from("whsec_v")]);
+        let mut v = Verifier::new(secrets.clone(), 1).with_redactions(recorded.clone());
+        rows.iter().for_each(|r| v.check(r).expect("as its erasure recorded, signature skipped"));
+        assert_eq!(v.redacted(), [2]);
+        // Without the erasure's rows it is a changed body; changed again, it matches no redaction.
+        assert_eq!(first_break_from(&rows, None, 1).expect("found").position, 2);
+        rows[1].raw_body.push(b' ');
+        let mut v = Verifier::new(None, 1).with_redactions(recorded);
+        let broken = rows.iter().find_map(|r| v.check(r).err()).expect("found");
+        assert_eq!(broken.position, 2);
+        assert!(broken.what.contains("outside an erasure"), "{}", broken.what);
     }
 
     #[test]

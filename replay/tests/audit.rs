@@ -123,6 +123,7 @@ async fn the_auditor_reads_audit_only_never_token_hashes_and_writes_nothing() {
         "commands",
         "tokens",
         "backfill_runs",
+        "erasures",
     ] {
         assert_eq!(as_auditor(&db, &format!("SELECT * FROM audit.{view}")).await, None, "audit.{view}");
     }
@@ -283,4 +284,88 @@ async fn a_body_that_is_not_utf8_is_exported_exactly_and_breaks_no_other_row() {
     assert_eq!(bytes, latin1, "exact bytes");
     assert_eq!(lines[1]["raw_body"].as_str().expect("text").as_bytes(), clean.as_slice());
     ingest.stop().await.expect("stop");
+}
+
+/// Issue 32: `replay erase` forgets cus_x everywhere the log and the projections held them, leaves
+/// cus_y byte-identical, and `replay verify` still proves the log, naming the redacted positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_customer_is_forgotten_and_verify_still_proves_the_log() {
+    let Logged { db, .. } = logged().await;
+    let holding = |needle: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM ledger.events WHERE position(convert_to($1, 'UTF8') IN raw_body) > 0)
+                      + (SELECT count(*) FROM projection.accounts a WHERE strpos(a::text, $1) > 0)
+                      + (SELECT count(*) FROM audit.events e WHERE strpos(e::text, $1) > 0)",
+            )
+            .bind(needle)
+            .fetch_one(&pool)
+            .await
+            .expect("scan");
+            n
+        }
+    };
+    let of_y = "SELECT position, raw_body FROM ledger.events WHERE customer_id = 'cus_y' OR object_id = 'cus_y' ORDER BY position";
+    let y_before: Vec<(i64, Vec<u8>)> = sqlx::query_as(of_y).fetch_all(&db.pool).await.expect("cus_y");
+    assert!(holding("x@example.com").await > 0);
+
+    // Without --yes: what it would do, nothing done.
+    let planned = replay(&db, &["erase", "cus_x", "--reason", "GDPR request 17"]).await;
+    assert!(planned.contains("cus_x: 4 events") && planned.contains("nothing was changed"), "{planned}");
+    assert!(holding("x@example.com").await > 0);
+
+    let done = replay(&db, &["erase", "cus_x", "--reason", "GDPR request 17", "--yes"]).await;
+    assert!(done.contains("erasure 1 recorded"), "{done}");
+    for needle in ["x@example.com", "Customer cus_x"] {
+        assert_eq!(holding(needle).await, 0, "{needle} is gone from the log, the projections and audit");
+    }
+    let export = replay(&db, &["export", "--customer", "cus_x"]).await;
+    assert!(!export.contains("x@example.com") && export.contains("[erased]"), "{export}");
+    let y_after: Vec<(i64, Vec<u8>)> = sqlx::query_as(of_y).fetch_all(&db.pool).await.expect("cus_y");
+    assert_eq!(y_after, y_before, "the other customer's events are untouched");
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_x' AND revoked_at IS NULL"
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("tokens"),
+        0
+    );
+    let erasure: (String, String, Vec<i64>) =
+        sqlx::query_as("SELECT stripe_customer_id, reason, positions FROM audit.erasures")
+            .fetch_one(&db.pool)
+            .await
+            .expect("row");
+    assert_eq!((erasure.0.as_str(), erasure.1.as_str()), ("cus_x", "GDPR request 17"));
+
+    // The log still proves itself, and says what was redacted; a rebuild finds nothing to change.
+    let verified = replay(&db, &["verify"]).await;
+    let named: Vec<String> = erasure.2.iter().map(i64::to_string).collect();
+    assert!(
+        verified.contains(&format!("{} bodies redacted by 1 erasures", erasure.2.len()))
+            && verified.contains(&named.join(", ")),
+        "{verified}"
+    );
+    let dry: serde_json::Value =
+        serde_json::from_str(&replay(&db, &["rebuild", "--dry-run", "--json"]).await).expect("json");
+    assert_eq!(dry["rows"], serde_json::json!([]), "rebuild == live after an erasure: {dry}");
+
+    // A redacted body changed outside an erasure is refused, even naming the erasure.
+    let position = erasure.2[0];
+    for sql in [
+        "UPDATE ledger.events SET raw_body = convert_to('{}', 'UTF8') WHERE position = $1".to_owned(),
+        "SELECT set_config('ledger.redacting', '1', true), (SELECT 1 FROM ledger.events WHERE position = $1)"
+            .to_owned(),
+    ] {
+        let mut tx = db.pool.begin().await.expect("tx");
+        let first = sqlx::query(&sql).bind(position).execute(&mut *tx).await;
+        let second = sqlx::query("UPDATE ledger.events SET raw_body = convert_to('{}', 'UTF8') WHERE position = $1")
+            .bind(position)
+            .execute(&mut *tx)
+            .await;
+        assert!(first.is_err() || second.is_err(), "{sql}: refused");
+        let _ = tx.rollback().await;
+    }
 }

@@ -1,0 +1,75 @@
+//! `replay erase <cus_...> --reason TEXT [--yes]` (issue 32, docs/auditing.md "Erasure"): every
+//! stored event about the customer (the customer object itself, and every object whose `customer`
+//! is it) gets its personal values replaced ([`domain::erasure`]), through the one database
+//! function allowed to write a body, `ledger.redact_event`, for the positions an append-only
+//! `ledger.erasures` row and its `ledger.redactions` rows record first. Then the customer's tokens
+//! are revoked and the projections are refolded by a rebuild (so rebuild == live holds after it).
+
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+/// What an erasure will redact.
+#[derive(Debug)]
+pub struct Plan {
+    /// `cus_...`.
+    pub customer: String,
+    /// Events about the customer.
+    pub events: usize,
+    /// Their positions with personal data, and each one's redacted body.
+    pub redactions: Vec<(i64, Vec<u8>)>,
+}
+
+/// Finds the events about `customer` and redacts them in memory; nothing is written.
+pub async fn plan(pool: &PgPool, customer: &str) -> anyhow::Result<Plan> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT position, raw_body FROM ledger.events WHERE customer_id = $1 OR object_id = $1 ORDER BY position",
+    )
+    .bind(customer)
+    .fetch_all(pool)
+    .await?;
+    let events = rows.len();
+    let redactions = rows
+        .into_iter()
+        .filter_map(|(position, body)| domain::erasure::redact(&body).map(|redacted| (position, redacted)))
+        .collect();
+    Ok(Plan { customer: customer.to_owned(), events, redactions })
+}
+
+/// Records the erasure and redacts its bodies in one transaction, and revokes the customer's
+/// tokens; returns the erasure's id.
+pub async fn apply(pool: &PgPool, plan: &Plan, reason: &str, erased_by: &str) -> anyhow::Result<i64> {
+    let mut tx = pool.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO ledger.erasures (stripe_customer_id, reason, erased_by) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(&plan.customer)
+    .bind(reason)
+    .bind(erased_by)
+    .fetch_one(&mut *tx)
+    .await?;
+    let positions: Vec<i64> = plan.redactions.iter().map(|(p, _)| *p).collect();
+    let hashes: Vec<Vec<u8>> = plan.redactions.iter().map(|(_, body)| Sha256::digest(body).to_vec()).collect();
+    sqlx::query(
+        "INSERT INTO ledger.redactions (erasure_id, position, redacted_sha256)
+         SELECT $1, p, h FROM unnest($2::bigint[], $3::bytea[]) AS r (p, h)",
+    )
+    .bind(id)
+    .bind(&positions)
+    .bind(&hashes)
+    .execute(&mut *tx)
+    .await?;
+    for (position, body) in &plan.redactions {
+        sqlx::query("SELECT ledger.redact_event($1, $2, $3)")
+            .bind(id)
+            .bind(position)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE ledger.api_tokens SET revoked_at = now() WHERE stripe_customer_id = $1 AND revoked_at IS NULL")
+        .bind(&plan.customer)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
