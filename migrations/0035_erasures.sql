@@ -75,7 +75,7 @@ REVOKE ALL ON FUNCTION ledger.redact_event(bigint, bigint, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ledger.guard_events() FROM PUBLIC;
 
 GRANT SELECT ON ledger.erasures, ledger.redactions TO ledger_replay;
-GRANT SELECT ON ledger.erasures TO ledger_projector;
+GRANT SELECT ON ledger.erasures, ledger.redactions TO ledger_projector;
 
 CREATE VIEW audit.erasures AS
 SELECT e.id, e.stripe_customer_id, e.reason, e.erased_by, e.erased_at,

@@ -3615,6 +3615,7 @@ GRANT SELECT,INSERT ON TABLE ledger.reconcile_seen TO ledger_replay;
 --
 
 GRANT SELECT ON TABLE ledger.redactions TO ledger_replay;
+GRANT SELECT ON TABLE ledger.redactions TO ledger_projector;
 
 
 --

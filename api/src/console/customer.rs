@@ -91,6 +91,7 @@ async fn customer_story(state: &ConsoleState, customer: &str, after: i64) -> any
             }
             None => { p.muted { "No account row (no customer event seen yet)." } }
         }
+        (erasures(pool, customer).await?)
         h2 { "Subscriptions and instances" }
         div.wrap { table.subscriptions {
             tr { th { "subscription" } th { "tier" } th { "status" } th { "period end" } th { "instance" } }
@@ -110,6 +111,24 @@ async fn customer_story(state: &ConsoleState, customer: &str, after: i64) -> any
         (parts::events_table(&events, &format!("/console/customer?q={}&", urlencode(customer))))
         (parts::effects(pool, &subjects).await?)
         (commands(pool, customer).await?)
+    })
+}
+
+/// The customer's erasures (`replay erase`): who, when, why, how many bodies; nothing when none.
+async fn erasures(pool: &PgPool, customer: &str) -> sqlx::Result<Markup> {
+    let rows: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT e.id, e.erased_by, e.reason, extract(epoch FROM e.erased_at)::bigint,
+                (SELECT count(*) FROM ledger.redactions r WHERE r.erasure_id = e.id)
+         FROM ledger.erasures e WHERE e.stripe_customer_id = $1 ORDER BY e.id",
+    )
+    .bind(customer)
+    .fetch_all(pool)
+    .await?;
+    Ok(html! {
+        @for (id, by, reason, at, bodies) in &rows {
+            p.erasure { span.bad { "erased" } " · erasure " (id) " by " (by) " · " (super::time(*at)) " · “" (reason)
+                "” · " (bodies) " bodies redacted" }
+        }
     })
 }
 

@@ -121,3 +121,39 @@ async fn console_csrf(db: &TestDb, projector: &TestProjector) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("the Retry form") + "name=\"csrf\" value=\"".len();
     html[at..].chars().take_while(|c| *c != '"').collect()
 }
+
+/// Issue 32: the customer page shows each erasure of the customer (who, when, why, how many bodies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customer_page_shows_who_erased_the_customer_when_and_why() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let projector = with_console(&db, dir.path()).await;
+    let erasure: i64 = sqlx::query_scalar(
+        "INSERT INTO ledger.erasures (stripe_customer_id, reason, erased_by) VALUES ('cus_gone', 'GDPR request 17', 'owner (ada)')
+         RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("erasure");
+    sqlx::query("INSERT INTO ledger.redactions (erasure_id, position, redacted_sha256) VALUES ($1, 7, sha256('x'))")
+        .bind(erasure)
+        .execute(&db.pool)
+        .await
+        .expect("redaction");
+    let http = reqwest::Client::new();
+    let page = |q: &'static str| {
+        http.get(format!("http://{}/console/customer?q={q}", projector.admin_addr))
+            .basic_auth("operator", Some(PASSWORD))
+            .send()
+    };
+    let erased = page("cus_gone").await.expect("request").text().await.expect("page");
+    assert!(
+        erased.contains("erased")
+            && erased.contains("owner (ada)")
+            && erased.contains("GDPR request 17")
+            && erased.contains("1 bodies redacted"),
+        "{erased}"
+    );
+    let other = page("cus_other").await.expect("request").text().await.expect("page");
+    assert!(!other.contains("GDPR request 17"), "only on its customer's page");
+}
