@@ -4,6 +4,9 @@
 //! whose quota the run exhausts, so the count after must equal the 200s (no overshoot).
 //!
 //! usage: cargo run --release -p projector --example usage_bench -- [connections] [seconds] [customers]
+//!    or: ... --example usage_bench -- --serve [customers]: sets the same world up, prints
+//!        `ready <usage url> <billing key> <database url>` and serves until SIGINT or SIGTERM (for
+//!        `scripts/bench-usage`, which drives it with wrk and runs pgbench beside it).
 
 use std::sync::Arc;
 
@@ -21,7 +24,13 @@ const HOT_QUOTA: u64 = 8_000;
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let serve = args.get(1).is_some_and(|a| a == "--serve");
+    if serve {
+        args.remove(1);
+        args.insert(1, String::new());
+        args.insert(1, String::new());
+    }
     let connections: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let customers: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1_000);
@@ -46,6 +55,16 @@ async fn main() {
     }
     projector.caught_up(&db.pool).await;
     let url = format!("http://{}/v1/usage", projector.addr);
+    if serve {
+        println!("ready {url} {BILLING_KEY} {}", db.url().await);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        projector.stop().await;
+        return;
+    }
 
     let spread_url = url.clone();
     let spread = load_accepting(
