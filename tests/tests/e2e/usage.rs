@@ -406,3 +406,56 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_coun
     }
     assert_eq!(u.rows("cus_b").await, 21, "the blocker and its twenty batch mates");
 }
+
+/// Issue 33: one batch decided as a set answers as the requests would one after the other, in
+/// arrival order: a key counted earlier in the batch is replayed, a key refused earlier is tried
+/// again, the quota is never passed, and the counter and the usage rows say the same.
+#[tokio::test]
+async fn a_batch_decides_its_requests_in_arrival_order_as_one_by_one_would() {
+    let db = TestDb::new().await;
+    let rows: Vec<(i32, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT ord, outcome, r_used, r_quota FROM ledger.count_usage_batch(
+           ARRAY['cus_b','cus_b','cus_b','cus_b','cus_b','cus_c','cus_b'],
+           ARRAY['messages','messages','messages','messages','messages','messages','api_calls'],
+           ARRAY[4,4,3,4,3,1,5]::bigint[],
+           ARRAY['k1','k1','k2','k3','k4','k1','k5'],
+           ARRAY['backend','backend','backend','backend','backend','backend','backend'],
+           ARRAY[current_date,current_date,current_date,current_date,current_date,current_date,current_date],
+           ARRAY[now(),now(),now(),now(),now(),now(),now()],
+           ARRAY[true,true,true,true,true,false,true],
+           ARRAY[10,10,10,10,10,10,NULL]::bigint[]) ORDER BY ord",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("batch");
+    let got: Vec<(&str, i64, Option<i64>)> = rows.iter().map(|r| (r.1.as_str(), r.2, r.3)).collect();
+    assert_eq!(
+        got,
+        [
+            ("counted", 4, Some(10)),
+            ("replayed", 4, Some(10)),
+            ("counted", 7, Some(10)),
+            ("refused", 7, Some(10)),
+            ("counted", 10, Some(10)),
+            ("no_live_subscription", 0, None),
+            ("counted", 5, None),
+        ]
+    );
+    // k3, refused in the batch, counts once there is room (here: a higher quota).
+    let retried: (String, i64) = sqlx::query_as(
+        "SELECT outcome, r_used FROM ledger.count_usage_batch(ARRAY['cus_b'], ARRAY['messages'], ARRAY[4]::bigint[],
+           ARRAY['k3'], ARRAY['backend'], ARRAY[current_date], ARRAY[now()], ARRAY[true], ARRAY[20]::bigint[])",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("retry");
+    assert_eq!(retried, ("counted".to_owned(), 14));
+    let (counter, rows): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT used FROM ledger.usage_counters WHERE stripe_customer_id = 'cus_b' AND metric = 'messages'),
+                (SELECT sum(quantity)::bigint FROM ledger.usage WHERE stripe_customer_id = 'cus_b' AND metric = 'messages')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("sums");
+    assert_eq!((counter, rows), (14, 14), "the counter is the sum of the usage rows");
+}
