@@ -73,3 +73,32 @@ pub async fn apply(pool: &PgPool, plan: &Plan, reason: &str, erased_by: &str) ->
     tx.commit().await?;
     Ok(id)
 }
+
+/// The customer's address as the projections hold it before the erasure (what their mail files
+/// were sent to).
+pub async fn address(pool: &PgPool, customer: &str) -> anyhow::Result<Option<String>> {
+    let email: Option<Option<String>> =
+        sqlx::query_scalar("SELECT email FROM projection.accounts WHERE stripe_customer_id = $1")
+            .bind(customer)
+            .fetch_optional(pool)
+            .await?;
+    Ok(email.flatten())
+}
+
+/// Deletes the `.eml` files of `dir` (the projector's `MAIL_DIR`, local development's outbox)
+/// that name `address` (any case); returns how many.
+pub fn delete_mail_files(dir: &std::path::Path, address: &str) -> std::io::Result<usize> {
+    let needle = address.to_lowercase();
+    let mut deleted = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        if String::from_utf8_lossy(&std::fs::read(&path)?).to_lowercase().contains(&needle) {
+            std::fs::remove_file(&path)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

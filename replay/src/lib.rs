@@ -175,6 +175,10 @@ pub enum Command {
         /// Do it.
         #[arg(long)]
         yes: bool,
+        /// The projector's MAIL_DIR (local development's outbox): its mail files to the customer's
+        /// address are deleted too.
+        #[arg(long)]
+        mail_dir: Option<std::path::PathBuf>,
     },
     /// Revenue as the projections hold it (docs/analytics.md).
     Analytics {
@@ -317,8 +321,9 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Effects { action } => effects_cmd(&prepared().await?, action).await?,
-        Command::Erase { customer, reason, yes } => {
-            erase_cmd(&prepared().await?, &config, &customer, &reason, yes).await?
+        Command::Erase { customer, reason, yes, mail_dir } => {
+            let erasure = Erasure { customer: &customer, reason: &reason, yes, mail_dir: mail_dir.as_deref() };
+            erase_cmd(&prepared().await?, &config, &erasure).await?
         }
         Command::Export { format, from, to, customer, output } => {
             let filter = audit::Filter {
@@ -446,13 +451,17 @@ async fn export_cmd(
     Ok(())
 }
 
-async fn erase_cmd(
-    pool: &sqlx::PgPool,
-    config: &Config,
-    customer: &str,
-    reason: &str,
+/// What `replay erase` was asked.
+#[derive(Clone, Copy)]
+struct Erasure<'a> {
+    customer: &'a str,
+    reason: &'a str,
     yes: bool,
-) -> anyhow::Result<()> {
+    mail_dir: Option<&'a std::path::Path>,
+}
+
+async fn erase_cmd(pool: &sqlx::PgPool, config: &Config, asked: &Erasure<'_>) -> anyhow::Result<()> {
+    let Erasure { customer, reason, yes, mail_dir } = *asked;
     if !customer.starts_with("cus_") {
         anyhow::bail!("erase takes a customer id (cus_...), not `{customer}`");
     }
@@ -482,8 +491,14 @@ async fn erase_cmd(
     let actor = std::env::var("USER").unwrap_or_else(|_| "replay".to_owned());
     let erased_by: String =
         sqlx::query_scalar("SELECT current_user || ' (' || $1 || ')'").bind(&actor).fetch_one(pool).await?;
+    let address = erase::address(pool, customer).await?;
     let id = erase::apply(pool, &plan, reason, &erased_by).await?;
     writeln!(out, "erasure {id} recorded by {erased_by}: {} bodies redacted, tokens revoked", plan.redactions.len())?;
+    if let (Some(dir), Some(address)) = (mail_dir, address) {
+        let deleted = erase::delete_mail_files(dir, &address)
+            .with_context(|| format!("deleting the mail files of {customer} in {}", dir.display()))?;
+        writeln!(out, "{deleted} mail files to the customer's address deleted from {}", dir.display())?;
+    }
     drop(out);
     rebuild(pool, config, Rebuild::Swap { yes: true, keep_old: false }, false).await
 }

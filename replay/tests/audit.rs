@@ -315,8 +315,14 @@ async fn an_erased_customer_is_forgotten_and_verify_still_proves_the_log() {
     assert!(planned.contains("cus_x: 4 events") && planned.contains("nothing was changed"), "{planned}");
     assert!(holding("x@example.com").await > 0);
 
-    let done = replay(&db, &["erase", "cus_x", "--reason", "GDPR request 17", "--yes"]).await;
-    assert!(done.contains("erasure 1 recorded"), "{done}");
+    // Local development's outbox: a mail to cus_x and one to cus_y.
+    let outbox = tempfile::tempdir().expect("dir");
+    std::fs::write(outbox.path().join("a.eml"), "To: X@example.com\r\nSubject: Your token\r\n\r\n...").expect("mail");
+    std::fs::write(outbox.path().join("b.eml"), "To: y@example.com\r\nSubject: Welcome\r\n\r\n...").expect("mail");
+    let mail_dir = outbox.path().to_str().expect("utf-8").to_owned();
+    let done = replay(&db, &["erase", "cus_x", "--reason", "GDPR request 17", "--yes", "--mail-dir", &mail_dir]).await;
+    assert!(done.contains("erasure 1 recorded") && done.contains("1 mail files"), "{done}");
+    assert!(!outbox.path().join("a.eml").exists() && outbox.path().join("b.eml").exists(), "only cus_x's mail");
     for needle in ["x@example.com", "Customer cus_x"] {
         assert_eq!(holding(needle).await, 0, "{needle} is gone from the log, the projections and audit");
     }
