@@ -783,6 +783,56 @@ async fn an_interrupted_token_delivery_the_customer_confirms_is_settled_and_flag
     projector.stop().await;
 }
 
+/// The race CI once met: a token pass planned "undelivered: issue a new one" from one read, and an
+/// operator's settle landed before the pass acted; the pass then revoked the token the customer
+/// holds. Made deterministic here: the test holds the token's row lock, lets the settle's journal
+/// row in (so the pass goes ahead and blocks on that row), then marks the token delivered, as
+/// settle does, and releases it. The pass must leave the kept token alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_settled_while_a_pass_acts_on_its_older_plan_is_kept() {
+    let mut world = World::start(Arc::new(SystemClock)).await;
+    let (projector, token, key) = with_an_interrupted_token_delivery(&mut world).await;
+    let pool = world.db.pool.clone();
+    let mut held = pool.begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM ledger.api_tokens WHERE key = $1 FOR UPDATE")
+        .bind(&key)
+        .execute(&mut *held)
+        .await
+        .expect("row lock");
+    sqlx::query(
+        "INSERT INTO ledger.effects (key, kind, attempt, request, outcome, subject_type, subject)
+         VALUES ($1, 'email', 0, 'settled by the test: the customer has the token', 'succeeded', 'customer', 'cus_k')",
+    )
+    .bind(format!("email:{key}"))
+    .execute(&pool)
+    .await
+    .expect("the settle's journal row");
+    wait::until(Duration::from_secs(30), "a pass blocked on the token's row", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE ledger.api_tokens%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("activity");
+        (waiting > 0).then_some(())
+    })
+    .await;
+    sqlx::query("UPDATE ledger.api_tokens SET delivered_at = now() WHERE key = $1")
+        .bind(&key)
+        .execute(&mut *held)
+        .await
+        .expect("delivered");
+    held.commit().await.expect("commit");
+    projector.dispatcher_passes(2).await;
+    assert_eq!(access(&projector, Some(&token), "").await.0, 200, "the customer keeps the token");
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger.api_tokens WHERE stripe_customer_id = 'cus_k'")
+        .fetch_one(&pool)
+        .await
+        .expect("tokens");
+    assert_eq!(tokens, 1, "no token issued in its place");
+    projector.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_waiting_for_its_address_is_pending_not_failed_and_goes_out_when_the_customer_arrives() {
     let t = stripe::now();
