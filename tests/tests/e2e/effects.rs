@@ -809,7 +809,8 @@ async fn a_token_settled_while_a_pass_acts_on_its_older_plan_is_kept() {
     .expect("the settle's journal row");
     wait::until(Duration::from_secs(30), "a pass blocked on the token's row", || async {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE ledger.api_tokens%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%UPDATE ledger.api_tokens%'",
         )
         .fetch_one(&pool)
         .await
