@@ -403,8 +403,9 @@ impl Folder<'_> {
             deleted,
         };
         let policy = self.catalog.analytics();
-        let mrr = revenue::subscription_mrr(&billed, created, policy);
-        let gross = revenue::subscription_mrr(&revenue::Billed { discount: None, ..billed }, created, policy);
+        let cycle = revenue::cycle(&items);
+        let gross = revenue::list_mrr(&billed, policy);
+        let mrr = revenue::with_discount(&gross, billed.discount, cycle.as_ref(), created, policy);
         // One currency per subscription (Stripe's rule): the discounted one, or the list price's
         // when a discount takes it all.
         let currency = mrr.keys().next().or_else(|| gross.keys().next()).cloned();
@@ -421,7 +422,7 @@ impl Folder<'_> {
             deleted,
             own_discount: sub.discount().is_some(),
             discount_ids: sub.discount_ids.iter().cloned().chain(named.filter_map(|d| d.id.clone())).collect(),
-            cycle: revenue::cycle(&items),
+            cycle,
         };
         let mut rev = self.revenue_row(&sub.customer);
         if rev.points.iter().any(|p| p.subscription == point.subscription && p.event_id == point.event_id) {

@@ -114,10 +114,16 @@ pub fn item_monthly(price: &Price, quantity: u64) -> Option<(String, i64)> {
     Some((price.currency.clone()?, monthly(amount, &recurring.interval, recurring.interval_count)?))
 }
 
-/// What `sub` adds to its customer's MRR at `at`, per currency (empty: nothing). Counts while
-/// `active`, or `past_due` under [`PastDuePolicy::Count`] (or within its grace under
-/// [`PastDuePolicy::ChurnAfterGrace`]); a trial and every other status count 0.
+/// What `sub` adds to its customer's MRR at `at`, per currency (empty: nothing): its
+/// [`list_mrr`] with its discount applied ([`with_discount`]).
 pub fn subscription_mrr(sub: &Billed<'_>, at: i64, policy: &Policy) -> BTreeMap<String, i64> {
+    with_discount(&list_mrr(sub, policy), sub.discount, cycle(sub.items).as_ref(), at, policy)
+}
+
+/// What `sub` adds to its customer's MRR at list price, per currency (empty: nothing). Counts
+/// while `active`, or `past_due` under [`PastDuePolicy::Count`] (or within its grace under
+/// [`PastDuePolicy::ChurnAfterGrace`]); a trial and every other status count 0.
+pub fn list_mrr(sub: &Billed<'_>, policy: &Policy) -> BTreeMap<String, i64> {
     let counts = !sub.deleted
         && match sub.status {
             SubscriptionStatus::Active => true,
@@ -133,8 +139,21 @@ pub fn subscription_mrr(sub: &Billed<'_>, at: i64, policy: &Policy) -> BTreeMap<
             *mrr.entry(currency).or_default() += amount;
         }
     }
-    if let Some(discount) = sub.discount.filter(|_| policy.discounts == DiscountPolicy::Subtract) {
-        discounted(&mut mrr, &Terms::from(discount), cycle(sub.items).as_ref(), at);
+    mrr.retain(|_, amount| *amount > 0);
+    mrr
+}
+
+/// `list` with `discount` applied at `at` under the policy (billed every `cycle`).
+pub fn with_discount(
+    list: &BTreeMap<String, i64>,
+    discount: Option<&Discount>,
+    cycle: Option<&(String, u32)>,
+    at: i64,
+    policy: &Policy,
+) -> BTreeMap<String, i64> {
+    let mut mrr = list.clone();
+    if let Some(discount) = discount.filter(|_| policy.discounts == DiscountPolicy::Subtract) {
+        discounted(&mut mrr, &Terms::from(discount), cycle, at);
     }
     mrr.retain(|_, amount| *amount > 0);
     mrr
