@@ -378,6 +378,9 @@ impl Folder<'_> {
         if known.is_some_and(|v| v >= version) {
             return;
         }
+        if self.catalog.product(&price.id).is_some() {
+            self.resolve(format!("{PRICE_AMOUNT_UNKNOWN}:{}", price.id));
+        }
         self.delta.prices.push(PriceRow { price, version });
     }
 
@@ -780,27 +783,24 @@ impl Folder<'_> {
 
     /// Every price the catalog sells (its sellable tiers' and its packs') without a row in
     /// `projection.prices` is an open `price_amount_unknown:<price>` anomaly (the pricing page
-    /// shows `amount: null`), resolved once Stripe's price is folded (an event carrying it, or
-    /// `replay reconcile --objects prices`). Checked with every event, a function of the catalog
-    /// and the prices alone (position 0: no event raised it), so any fold ends with the same ones.
+    /// shows `amount: null`); [`Self::put_price`] resolves it once Stripe's price is folded (an
+    /// event carrying it, or `replay reconcile --objects prices`). Checked with every event, a
+    /// function of the catalog and the prices alone (position 0: no event raised it), so any fold
+    /// ends with the same ones.
     fn unknown_price_amounts(&mut self) {
         let sold = self.catalog.tiers().iter().filter(|t| t.sellable).flat_map(|t| t.price_ids.iter());
         let packs = self.catalog.credit_packs().iter().map(|p| &p.price_id);
         for price in sold.chain(packs) {
-            let known = self.state.price(price).is_some() || self.delta.prices.iter().any(|p| &p.price.id == price);
+            if self.state.price(price).is_some() || self.delta.prices.iter().any(|p| &p.price.id == price) {
+                continue;
+            }
             let key = format!("{PRICE_AMOUNT_UNKNOWN}:{price}");
-            match (known, self.state.has_anomaly(&key)) {
-                (false, false) => self.delta.anomalies.push(Anomaly {
-                    key,
-                    kind: PRICE_AMOUNT_UNKNOWN.to_owned(),
-                    detail: format!(
-                        "the catalog sells {price}, whose amount no Stripe object in the log states yet \
-                         (`replay reconcile --objects prices` fetches it)"
-                    ),
-                    position: 0,
-                }),
-                (true, true) => self.delta.resolved.push(key),
-                _ => {}
+            if !self.state.has_anomaly(&key) {
+                let detail = format!(
+                    "the catalog sells {price}, whose amount no Stripe object in the log states yet \
+                     (`replay reconcile --objects prices` fetches it)"
+                );
+                self.delta.anomalies.push(Anomaly { key, kind: PRICE_AMOUNT_UNKNOWN.to_owned(), detail, position: 0 });
             }
         }
     }
