@@ -58,14 +58,13 @@ pub async fn apply(pool: &PgPool, plan: &Plan, reason: &str, erased_by: &str) ->
     .bind(&hashes)
     .execute(&mut *tx)
     .await?;
-    for (position, body) in &plan.redactions {
-        sqlx::query("SELECT ledger.redact_event($1, $2, $3)")
-            .bind(id)
-            .bind(position)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
-    }
+    let bodies: Vec<&[u8]> = plan.redactions.iter().map(|(_, body)| body.as_slice()).collect();
+    sqlx::query("SELECT ledger.redact_event($1, p, b) FROM unnest($2::bigint[], $3::bytea[]) AS r (p, b)")
+        .bind(id)
+        .bind(&positions)
+        .bind(&bodies)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("UPDATE ledger.api_tokens SET revoked_at = now() WHERE stripe_customer_id = $1 AND revoked_at IS NULL")
         .bind(&plan.customer)
         .execute(&mut *tx)
