@@ -9,12 +9,13 @@ CREATE TABLE ledger.erasures (
   id                 bigint      GENERATED ALWAYS AS IDENTITY,
   stripe_customer_id text        NOT NULL,
   reason             text        NOT NULL,
-  erased_by          text        NOT NULL,
+  requested_by       text        NOT NULL,
   erased_at          timestamptz NOT NULL DEFAULT now(),
+  positions          bigint[]    NOT NULL,
   CONSTRAINT erasures_pkey PRIMARY KEY (id),
   CONSTRAINT erasures_reason_given CHECK (length(btrim(reason)) > 0)
 );
-COMMENT ON TABLE ledger.erasures IS 'Each erasure of a customer''s personal data (replay erase): who, when, why. Append-only.';
+COMMENT ON TABLE ledger.erasures IS 'Each erasure of a customer''s personal data (replay erase): who, when, why, the positions it redacted (each with its hash in ledger.redactions). Append-only.';
 
 CREATE TABLE ledger.redactions (
   erasure_id      bigint NOT NULL REFERENCES ledger.erasures (id),
@@ -78,8 +79,5 @@ GRANT SELECT ON ledger.erasures, ledger.redactions TO ledger_replay;
 GRANT SELECT ON ledger.erasures, ledger.redactions TO ledger_projector;
 
 CREATE VIEW audit.erasures AS
-SELECT e.id, e.stripe_customer_id, e.reason, e.erased_by, e.erased_at,
-       array_agg(r."position" ORDER BY r."position") FILTER (WHERE r."position" IS NOT NULL) AS positions
-FROM ledger.erasures e LEFT JOIN ledger.redactions r ON r.erasure_id = e.id
-GROUP BY e.id;
+SELECT id, stripe_customer_id, reason, requested_by, erased_at, positions FROM ledger.erasures;
 GRANT SELECT ON audit.erasures TO ledger_auditor;

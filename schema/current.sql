@@ -1503,17 +1503,39 @@ COMMENT ON VIEW audit.effects IS 'Every attempt of every effect (provisioner cal
 
 
 --
+-- Name: erasures; Type: TABLE; Schema: ledger; Owner: -
+--
+
+CREATE TABLE ledger.erasures (
+    id bigint NOT NULL,
+    stripe_customer_id text NOT NULL,
+    reason text NOT NULL,
+    requested_by text NOT NULL,
+    erased_at timestamp with time zone DEFAULT now() NOT NULL,
+    positions bigint[] NOT NULL,
+    CONSTRAINT erasures_reason_given CHECK ((length(btrim(reason)) > 0))
+);
+
+
+--
+-- Name: TABLE erasures; Type: COMMENT; Schema: ledger; Owner: -
+--
+
+COMMENT ON TABLE ledger.erasures IS 'Each erasure of a customer''s personal data (replay erase): who, when, why, the positions it redacted (each with its hash in ledger.redactions). Append-only.';
+
+
+--
 -- Name: erasures; Type: VIEW; Schema: audit; Owner: -
 --
 
 CREATE VIEW audit.erasures AS
-SELECT
-    NULL::bigint AS id,
-    NULL::text AS stripe_customer_id,
-    NULL::text AS reason,
-    NULL::text AS erased_by,
-    NULL::timestamp with time zone AS erased_at,
-    NULL::bigint[] AS positions;
+ SELECT erasures.id,
+    erasures.stripe_customer_id,
+    erasures.reason,
+    erasures.requested_by,
+    erasures.erased_at,
+    erasures.positions
+   FROM ledger.erasures;
 
 
 --
@@ -2140,27 +2162,6 @@ ALTER TABLE ledger.effects ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MAXVALUE
     CACHE 1
 );
-
-
---
--- Name: erasures; Type: TABLE; Schema: ledger; Owner: -
---
-
-CREATE TABLE ledger.erasures (
-    id bigint NOT NULL,
-    stripe_customer_id text NOT NULL,
-    reason text NOT NULL,
-    erased_by text NOT NULL,
-    erased_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT erasures_reason_given CHECK ((length(btrim(reason)) > 0))
-);
-
-
---
--- Name: TABLE erasures; Type: COMMENT; Schema: ledger; Owner: -
---
-
-COMMENT ON TABLE ledger.erasures IS 'Each erasure of a customer''s personal data (replay erase): who, when, why. Append-only.';
 
 
 --
@@ -2872,22 +2873,6 @@ CREATE INDEX subscriptions_customer_idx ON projection.subscriptions USING btree 
 
 
 --
--- Name: erasures _RETURN; Type: RULE; Schema: audit; Owner: -
---
-
-CREATE OR REPLACE VIEW audit.erasures AS
- SELECT e.id,
-    e.stripe_customer_id,
-    e.reason,
-    e.erased_by,
-    e.erased_at,
-    array_agg(r."position" ORDER BY r."position") FILTER (WHERE (r."position" IS NOT NULL)) AS positions
-   FROM (ledger.erasures e
-     LEFT JOIN ledger.redactions r ON ((r.erasure_id = e.id)))
-  GROUP BY e.id;
-
-
---
 -- Name: alerts alerts_no_truncate; Type: TRIGGER; Schema: ledger; Owner: -
 --
 
@@ -3518,6 +3503,14 @@ GRANT SELECT ON TABLE audit.effects TO ledger_auditor;
 
 
 --
+-- Name: TABLE erasures; Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT SELECT ON TABLE ledger.erasures TO ledger_replay;
+GRANT SELECT ON TABLE ledger.erasures TO ledger_projector;
+
+
+--
 -- Name: TABLE erasures; Type: ACL; Schema: audit; Owner: -
 --
 
@@ -3673,14 +3666,6 @@ GRANT SELECT ON TABLE ledger.chain_formats TO ledger_projector;
 --
 
 GRANT USAGE ON SEQUENCE ledger.effects_id_seq TO ledger_replay;
-
-
---
--- Name: TABLE erasures; Type: ACL; Schema: ledger; Owner: -
---
-
-GRANT SELECT ON TABLE ledger.erasures TO ledger_replay;
-GRANT SELECT ON TABLE ledger.erasures TO ledger_projector;
 
 
 --

@@ -37,17 +37,19 @@ pub async fn plan(pool: &PgPool, customer: &str) -> anyhow::Result<Plan> {
 
 /// Records the erasure and redacts its bodies in one transaction, and revokes the customer's
 /// tokens; returns the erasure's id.
-pub async fn apply(pool: &PgPool, plan: &Plan, reason: &str, erased_by: &str) -> anyhow::Result<i64> {
+pub async fn apply(pool: &PgPool, plan: &Plan, reason: &str, requested_by: &str) -> anyhow::Result<i64> {
     let mut tx = pool.begin().await?;
+    let positions: Vec<i64> = plan.redactions.iter().map(|(p, _)| *p).collect();
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO ledger.erasures (stripe_customer_id, reason, erased_by) VALUES ($1, $2, $3) RETURNING id",
+        "INSERT INTO ledger.erasures (stripe_customer_id, reason, requested_by, positions) VALUES ($1, $2, $3, $4)
+         RETURNING id",
     )
     .bind(&plan.customer)
     .bind(reason)
-    .bind(erased_by)
+    .bind(requested_by)
+    .bind(&positions)
     .fetch_one(&mut *tx)
     .await?;
-    let positions: Vec<i64> = plan.redactions.iter().map(|(p, _)| *p).collect();
     let hashes: Vec<Vec<u8>> = plan.redactions.iter().map(|(_, body)| Sha256::digest(body).to_vec()).collect();
     sqlx::query(
         "INSERT INTO ledger.redactions (erasure_id, position, redacted_sha256)

@@ -489,11 +489,15 @@ async fn erase_cmd(pool: &sqlx::PgPool, config: &Config, asked: &Erasure<'_>) ->
         return Ok(());
     }
     let actor = std::env::var("USER").unwrap_or_else(|_| "replay".to_owned());
-    let erased_by: String =
+    let requested_by: String =
         sqlx::query_scalar("SELECT current_user || ' (' || $1 || ')'").bind(&actor).fetch_one(pool).await?;
     let address = erase::address(pool, customer).await?;
-    let id = erase::apply(pool, &plan, reason, &erased_by).await?;
-    writeln!(out, "erasure {id} recorded by {erased_by}: {} bodies redacted, tokens revoked", plan.redactions.len())?;
+    let id = erase::apply(pool, &plan, reason, &requested_by).await?;
+    writeln!(
+        out,
+        "erasure {id} recorded by {requested_by}: {} bodies redacted, tokens revoked",
+        plan.redactions.len()
+    )?;
     if let (Some(dir), Some(address)) = (mail_dir, address) {
         let deleted = erase::delete_mail_files(dir, &address)
             .with_context(|| format!("deleting the mail files of {customer} in {}", dir.display()))?;

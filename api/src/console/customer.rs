@@ -117,8 +117,8 @@ async fn customer_story(state: &ConsoleState, customer: &str, after: i64) -> any
 /// The customer's erasures (`replay erase`): who, when, why, how many bodies; nothing when none.
 async fn erasures(pool: &PgPool, customer: &str) -> sqlx::Result<Markup> {
     let rows: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT e.id, e.erased_by, e.reason, extract(epoch FROM e.erased_at)::bigint,
-                (SELECT count(*) FROM ledger.redactions r WHERE r.erasure_id = e.id)
+        "SELECT e.id, e.requested_by, e.reason, extract(epoch FROM e.erased_at)::bigint,
+                cardinality(e.positions)::bigint
          FROM ledger.erasures e WHERE e.stripe_customer_id = $1 ORDER BY e.id",
     )
     .bind(customer)

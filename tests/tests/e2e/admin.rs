@@ -129,7 +129,8 @@ async fn the_customer_page_shows_who_erased_the_customer_when_and_why() {
     let dir = tempfile::tempdir().expect("dir");
     let projector = with_console(&db, dir.path()).await;
     let erasure: i64 = sqlx::query_scalar(
-        "INSERT INTO ledger.erasures (stripe_customer_id, reason, erased_by) VALUES ('cus_gone', 'GDPR request 17', 'owner (ada)')
+        "INSERT INTO ledger.erasures (stripe_customer_id, reason, requested_by, positions)
+         VALUES ('cus_gone', 'GDPR request 17', 'owner (ada)', '{7}')
          RETURNING id",
     )
     .fetch_one(&db.pool)
