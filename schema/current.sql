@@ -494,6 +494,18 @@ $$;
 
 
 --
+-- Name: erased_value(jsonb); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.erased_value(v jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  SELECT CASE WHEN v = 'null'::jsonb OR v = '"[erased]"'::jsonb THEN v ELSE '"[erased]"'::jsonb END
+$$;
+
+
+--
 -- Name: follow_mrr_movements(); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
@@ -584,6 +596,31 @@ END $$;
 
 
 --
+-- Name: redact_body(bytea); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.redact_body(raw bytea) RETURNS bytea
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  v_before jsonb;
+  v_after  jsonb;
+BEGIN
+  BEGIN
+    v_before := convert_from(raw, 'UTF8')::jsonb;
+  EXCEPTION WHEN others THEN
+    RETURN NULL;
+  END;
+  v_after := ledger.redacted_json(v_before);
+  IF v_after = v_before THEN
+    RETURN NULL;
+  END IF;
+  RETURN convert_to(v_after::text, 'UTF8');
+END $$;
+
+
+--
 -- Name: redact_event(bigint, bigint, bytea); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
@@ -598,6 +635,69 @@ BEGIN
     RAISE EXCEPTION 'no event at position %', pos;
   END IF;
   PERFORM set_config('ledger.redacting', '', true);
+END $$;
+
+
+--
+-- Name: redact_on_arrival(); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.redact_on_arrival() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  r      record;
+  v_body bytea;
+BEGIN
+  FOR r IN
+    SELECT n."position", n.raw_body, e.id AS erasure
+    FROM new_rows n
+    CROSS JOIN LATERAL (
+      SELECT max(x.id) AS id FROM ledger.erasures x
+      WHERE x.stripe_customer_id = n.customer_id OR x.stripe_customer_id = n.object_id) e
+    WHERE e.id IS NOT NULL
+    ORDER BY n."position"
+  LOOP
+    v_body := ledger.redact_body(r.raw_body);
+    CONTINUE WHEN v_body IS NULL;
+    INSERT INTO ledger.redactions (erasure_id, "position", redacted_sha256)
+    VALUES (r.erasure, r."position", sha256(v_body));
+    PERFORM ledger.redact_event(r.erasure, r."position", v_body);
+  END LOOP;
+  RETURN NULL;
+END $$;
+
+
+--
+-- Name: redacted_json(jsonb); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.redacted_json(v jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  CASE jsonb_typeof(v)
+  WHEN 'object' THEN
+    RETURN coalesce((
+      SELECT jsonb_object_agg(o.key, CASE
+        WHEN o.key = 'metadata' AND jsonb_typeof(o.value) = 'object' THEN
+          coalesce((SELECT jsonb_object_agg(m.key, ledger.erased_value(m.value)) FROM jsonb_each(o.value) AS m),
+                   o.value)
+        WHEN o.key = 'metadata' THEN o.value
+        WHEN o.key IN ('email', 'name', 'phone', 'address', 'shipping', 'customer_email', 'customer_name',
+                       'customer_phone', 'customer_address', 'customer_details', 'billing_details',
+                       'receipt_email', 'description') THEN ledger.erased_value(o.value)
+        ELSE ledger.redacted_json(o.value) END)
+      FROM jsonb_each(v) AS o), v);
+  WHEN 'array' THEN
+    RETURN coalesce((
+      SELECT jsonb_agg(ledger.redacted_json(a.value) ORDER BY a.i)
+      FROM jsonb_array_elements(v) WITH ORDINALITY AS a (value, i)), v);
+  ELSE
+    RETURN v;
+  END CASE;
 END $$;
 
 
@@ -1750,6 +1850,7 @@ CREATE TABLE projection.mrr_movements (
     day date,
     stripe_subscription_id text NOT NULL,
     event_id text NOT NULL,
+    "position" bigint NOT NULL,
     CONSTRAINT mrr_movements_kind_known CHECK ((kind = ANY (ARRAY['new'::text, 'expansion'::text, 'contraction'::text, 'churn'::text, 'reactivation'::text])))
 );
 
@@ -1772,6 +1873,7 @@ CREATE VIEW audit.mrr_movements AS
     mrr_movements.kind,
     mrr_movements.amount,
     mrr_movements.mrr_after,
+    mrr_movements."position",
     mrr_movements.stripe_subscription_id,
     mrr_movements.event_id,
     mrr_movements.created
@@ -2740,6 +2842,13 @@ CREATE INDEX effects_subject_idx ON ledger.effects USING btree (subject, id);
 
 
 --
+-- Name: erasures_customer; Type: INDEX; Schema: ledger; Owner: -
+--
+
+CREATE INDEX erasures_customer ON ledger.erasures USING btree (stripe_customer_id, id);
+
+
+--
 -- Name: events_created_type_idx; Type: INDEX; Schema: ledger; Owner: -
 --
 
@@ -3037,6 +3146,15 @@ ALTER TABLE ledger.events ENABLE ALWAYS TRIGGER events_no_update_delete;
 
 
 --
+-- Name: events events_redact_on_arrival; Type: TRIGGER; Schema: ledger; Owner: -
+--
+
+CREATE TRIGGER events_redact_on_arrival AFTER INSERT ON ledger.events REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION ledger.redact_on_arrival();
+
+ALTER TABLE ledger.events ENABLE ALWAYS TRIGGER events_redact_on_arrival;
+
+
+--
 -- Name: instances_observed instances_observed_pending_subject; Type: TRIGGER; Schema: ledger; Owner: -
 --
 
@@ -3280,6 +3398,13 @@ GRANT ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics tex
 
 
 --
+-- Name: FUNCTION erased_value(v jsonb); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.erased_value(v jsonb) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION follow_mrr_movements(); Type: ACL; Schema: ledger; Owner: -
 --
 
@@ -3302,10 +3427,31 @@ REVOKE ALL ON FUNCTION ledger.notify_access() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION redact_body(raw bytea); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.redact_body(raw bytea) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION redact_event(erasure bigint, pos bigint, body bytea); Type: ACL; Schema: ledger; Owner: -
 --
 
 REVOKE ALL ON FUNCTION ledger.redact_event(erasure bigint, pos bigint, body bytea) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION redact_on_arrival(); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.redact_on_arrival() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION redacted_json(v jsonb); Type: ACL; Schema: ledger; Owner: -
+--
+
+REVOKE ALL ON FUNCTION ledger.redacted_json(v jsonb) FROM PUBLIC;
 
 
 --

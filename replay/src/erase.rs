@@ -1,12 +1,11 @@
 //! `replay erase <cus_...> --reason TEXT [--yes]` (issue 32, docs/auditing.md "Erasure"): every
 //! stored event about the customer (the customer object itself, and every object whose `customer`
-//! is it) gets its personal values replaced ([`domain::erasure`]), through the one database
+//! is it) gets its personal values replaced (`ledger.redact_body`, migration 0037), through the one database
 //! function allowed to write a body, `ledger.redact_event`, for the positions an append-only
 //! `ledger.erasures` row and its `ledger.redactions` rows record first. Then the customer's tokens
 //! are revoked and the projections are refolded by a rebuild (so rebuild == live holds after it).
 
-use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// What an erasure will redact.
 #[derive(Debug)]
@@ -15,52 +14,56 @@ pub struct Plan {
     pub customer: String,
     /// Events about the customer.
     pub events: usize,
-    /// Their positions with personal data, and each one's redacted body.
+    /// Their positions with personal data still readable, and each one's redacted body.
     pub redactions: Vec<(i64, Vec<u8>)>,
 }
 
-/// Finds the events about `customer` and redacts them in memory; nothing is written.
-pub async fn plan(pool: &PgPool, customer: &str) -> anyhow::Result<Plan> {
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT position, raw_body FROM ledger.events WHERE customer_id = $1 OR object_id = $1 ORDER BY position",
+/// Finds the events about `customer` and what `ledger.redact_body` (the redaction rule, kept
+/// once, in the database) makes of each; nothing is written.
+pub async fn plan(db: &mut PgConnection, customer: &str) -> anyhow::Result<Plan> {
+    let rows: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT position, ledger.redact_body(raw_body) FROM ledger.events
+         WHERE customer_id = $1 OR object_id = $1 ORDER BY position",
     )
     .bind(customer)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     let events = rows.len();
-    let redactions = rows
-        .into_iter()
-        .filter_map(|(position, body)| domain::erasure::redact(&body).map(|redacted| (position, redacted)))
-        .collect();
+    let redactions = rows.into_iter().filter_map(|(position, body)| body.map(|b| (position, b))).collect();
     Ok(Plan { customer: customer.to_owned(), events, redactions })
 }
 
 /// Records the erasure and redacts its bodies in one transaction, and revokes the customer's
-/// tokens; returns the erasure's id.
-pub async fn apply(pool: &PgPool, plan: &Plan, reason: &str, requested_by: &str) -> anyhow::Result<i64> {
+/// tokens; returns the erasure's id and what it redacted.
+///
+/// The transaction holds the log's append lock from its start, so the plan it makes covers every
+/// event stored before it, and any event appended after it commits sees the erasure and is
+/// redacted on arrival (migration 0037): none falls between the two.
+pub async fn apply(pool: &PgPool, customer: &str, reason: &str, requested_by: &str) -> anyhow::Result<(i64, Plan)> {
     let mut tx = pool.begin().await?;
-    let positions: Vec<i64> = plan.redactions.iter().map(|(p, _)| *p).collect();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('ledger.events/append', 0))").execute(&mut *tx).await?;
+    let plan = plan(&mut tx, customer).await?;
+    let (positions, bodies): (Vec<i64>, Vec<&[u8]>) =
+        plan.redactions.iter().map(|(p, body)| (*p, body.as_slice())).unzip();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO ledger.erasures (stripe_customer_id, reason, requested_by, positions) VALUES ($1, $2, $3, $4)
          RETURNING id",
     )
-    .bind(&plan.customer)
+    .bind(customer)
     .bind(reason)
     .bind(requested_by)
     .bind(&positions)
     .fetch_one(&mut *tx)
     .await?;
-    let hashes: Vec<Vec<u8>> = plan.redactions.iter().map(|(_, body)| Sha256::digest(body).to_vec()).collect();
     sqlx::query(
         "INSERT INTO ledger.redactions (erasure_id, position, redacted_sha256)
-         SELECT $1, p, h FROM unnest($2::bigint[], $3::bytea[]) AS r (p, h)",
+         SELECT $1, p, sha256(b) FROM unnest($2::bigint[], $3::bytea[]) AS r (p, b)",
     )
     .bind(id)
     .bind(&positions)
-    .bind(&hashes)
+    .bind(&bodies)
     .execute(&mut *tx)
     .await?;
-    let bodies: Vec<&[u8]> = plan.redactions.iter().map(|(_, body)| body.as_slice()).collect();
     sqlx::query("SELECT ledger.redact_event($1, p, b) FROM unnest($2::bigint[], $3::bytea[]) AS r (p, b)")
         .bind(id)
         .bind(&positions)
@@ -68,11 +71,11 @@ pub async fn apply(pool: &PgPool, plan: &Plan, reason: &str, requested_by: &str)
         .execute(&mut *tx)
         .await?;
     sqlx::query("UPDATE ledger.api_tokens SET revoked_at = now() WHERE stripe_customer_id = $1 AND revoked_at IS NULL")
-        .bind(&plan.customer)
+        .bind(customer)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(id)
+    Ok((id, plan))
 }
 
 /// The customer's address as the projections hold it before the erasure (what their mail files

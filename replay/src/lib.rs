@@ -468,7 +468,7 @@ async fn erase_cmd(pool: &sqlx::PgPool, config: &Config, asked: &Erasure<'_>) ->
     if reason.trim().is_empty() {
         anyhow::bail!("--reason is required: it is kept with the erasure");
     }
-    let plan = erase::plan(pool, customer).await?;
+    let plan = erase::plan(&mut *pool.acquire().await?, customer).await?;
     let mut out = std::io::stdout().lock();
     if plan.events == 0 {
         anyhow::bail!("no stored event is about {customer}");
@@ -492,11 +492,11 @@ async fn erase_cmd(pool: &sqlx::PgPool, config: &Config, asked: &Erasure<'_>) ->
     let requested_by: String =
         sqlx::query_scalar("SELECT current_user || ' (' || $1 || ')'").bind(&actor).fetch_one(pool).await?;
     let address = erase::address(pool, customer).await?;
-    let id = erase::apply(pool, &plan, reason, &requested_by).await?;
+    let (id, done) = erase::apply(pool, customer, reason, &requested_by).await?;
     writeln!(
         out,
         "erasure {id} recorded by {requested_by}: {} bodies redacted, tokens revoked",
-        plan.redactions.len()
+        done.redactions.len()
     )?;
     if let (Some(dir), Some(address)) = (mail_dir, address) {
         let deleted = erase::delete_mail_files(dir, &address)

@@ -426,13 +426,10 @@ mod tests {
     #[test]
     fn a_body_an_erasure_redacted_passes_as_recorded_and_any_other_change_is_tampering() {
         let mut rows = chain_from(4, 1);
-        let redacted = domain::erasure::redact(
-            &String::from_utf8(rows[1].raw_body.clone())
-                .expect("utf-8")
-                .replace(r#""object":"customer""#, r#""object":"customer","email":"a@example.com""#)
-                .into_bytes(),
-        )
-        .expect("redacted");
+        let redacted = String::from_utf8(rows[1].raw_body.clone())
+            .expect("utf-8")
+            .replace(r#""object":"customer""#, r#""object":"customer","email":"[erased]""#)
+            .into_bytes();
         // The stored body as an erasure rewrote it; its envelope columns are the same ids.
         rows[1].raw_body = redacted.clone();
         let recorded = vec![(2, Sha256::digest(&redacted).to_vec())];

@@ -358,6 +358,33 @@ async fn an_erased_customer_is_forgotten_and_verify_still_proves_the_log() {
         serde_json::from_str(&replay(&db, &["rebuild", "--dry-run", "--json"]).await).expect("json");
     assert_eq!(dry["rows"], serde_json::json!([]), "rebuild == live after an erasure: {dry}");
 
+    // Stripe still writes about cus_x: stored redacted, on the original body's hash, and proven.
+    let later = stripe::customer_event("customer.updated", stripe::now(), Shape::Basil, "cus_x", "x2@example.com");
+    let ingest = TestIngest::start(db.service_pool(2)).await;
+    assert_eq!(ingest.post_signed(&later).await.status(), 200);
+    ingest.stop().await.expect("stop");
+    let projector = TestProjector::start(db.service_pool(4), catalog(), 50).await;
+    projector.caught_up(&db.pool).await;
+    projector.stop().await;
+    let (arrived, sha, by): (i64, Vec<u8>, i64) = sqlx::query_as(
+        "SELECT e.position, e.body_sha256, r.erasure_id FROM ledger.events e
+         JOIN ledger.redactions r USING (position) WHERE e.event_type = 'customer.updated'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("the new event, marked redacted");
+    assert_eq!((sha, by), (sha2::Sha256::digest(&later).to_vec(), 1), "the original's hash, under erasure 1");
+    assert_eq!(holding("x2@example.com").await, 0, "nowhere in the log, the projections or audit");
+    let verified = replay(&db, &["verify"]).await;
+    assert!(
+        verified.contains(&format!("{} bodies redacted by 1 erasures", erasure.2.len() + 1))
+            && verified.contains(&format!("{}, {arrived}", named.join(", "))),
+        "{verified}"
+    );
+    let dry: serde_json::Value =
+        serde_json::from_str(&replay(&db, &["rebuild", "--dry-run", "--json"]).await).expect("json");
+    assert_eq!(dry["rows"], serde_json::json!([]), "rebuild == live after a redacted arrival: {dry}");
+
     // A redacted body changed outside an erasure is refused, even naming the erasure.
     let position = erasure.2[0];
     for sql in [
@@ -373,5 +400,60 @@ async fn an_erased_customer_is_forgotten_and_verify_still_proves_the_log() {
             .await;
         assert!(first.is_err() || second.is_err(), "{sql}: refused");
         let _ = tx.rollback().await;
+    }
+}
+
+/// The redaction rule (`ledger.redact_body`, kept once in the database): every value under a
+/// personal key at any depth and every `metadata` value become "[erased]"; nothing else changes;
+/// a body with nothing to erase, already erased or not JSON gives NULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redaction_rule_erases_personal_values_at_any_depth_and_keeps_the_rest() {
+    let db = TestDb::new().await;
+    let redact = |body: Vec<u8>| {
+        let pool = db.pool.clone();
+        async move {
+            let out: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT ledger.redact_body($1)").bind(body).fetch_one(&pool).await.expect("rule");
+            out
+        }
+    };
+    let event = serde_json::json!({
+        "id": "evt_1", "created": 1_700_000_000, "type": "checkout.session.completed",
+        "data": { "object": {
+            "id": "cs_1", "customer": "cus_1", "amount_total": 2_900, "customer_email": "a@example.com",
+            "customer_details": { "email": "a@example.com", "address": { "city": "Paris" } },
+            "metadata": { "user": "42", "note": { "nested": true }, "none": null },
+            "line_items": { "data": [ { "description": "Ada's seat", "price": { "id": "price_1", "unit_amount": 2_900 } } ] },
+            "shipping": null, "phone": 33_100_000, "tax": 0.1
+        } }
+    });
+    let raw = serde_json::to_vec(&event).expect("json");
+    let out: serde_json::Value = serde_json::from_slice(&redact(raw).await.expect("changed")).expect("json");
+    let o = &out["data"]["object"];
+    assert_eq!(o["customer_email"], "[erased]");
+    assert_eq!(o["customer_details"], "[erased]", "the whole object");
+    assert_eq!(o["metadata"], serde_json::json!({ "user": "[erased]", "note": "[erased]", "none": null }));
+    assert_eq!(o["line_items"]["data"][0]["description"], "[erased]");
+    assert_eq!(o["phone"], "[erased]", "whatever its type");
+    assert_eq!(o["shipping"], serde_json::Value::Null, "nothing was there");
+    let mut kept = event.clone();
+    for key in ["customer_email", "customer_details", "metadata", "line_items", "phone"] {
+        kept["data"]["object"].as_object_mut().expect("object").remove(key);
+    }
+    let mut left = out.clone();
+    for key in ["customer_email", "customer_details", "metadata", "line_items", "phone"] {
+        left["data"]["object"].as_object_mut().expect("object").remove(key);
+    }
+    assert_eq!(left, kept, "everything else means what it meant");
+    assert_eq!(o["line_items"]["data"][0]["price"], event["data"]["object"]["line_items"]["data"][0]["price"]);
+
+    let once = redact(br#"{"data":{"object":{"email":"a@example.com"}}}"#.to_vec()).await.expect("erased");
+    for nothing in [
+        br#"{"id":"evt_1","data":{"object":{"id":"sub_1","email":null,"metadata":{},"items":[]}}}"#.to_vec(),
+        once,
+        b"{ not json".to_vec(),
+        b"\xff\xfe".to_vec(),
+    ] {
+        assert_eq!(redact(nothing.clone()).await, None, "{}", String::from_utf8_lossy(&nothing));
     }
 }
