@@ -418,6 +418,7 @@ impl Folder<'_> {
             subscription: sub.id.clone(),
             event_id: self.event_id.clone(),
             created,
+            position: self.position,
             rank,
             gross: Some(of(&gross)),
             amount: of(&mrr),
@@ -474,6 +475,7 @@ impl Folder<'_> {
                 discount: id,
                 event_id: self.event_id.clone(),
                 created,
+                position: self.position,
                 rank,
                 subscription: discount.subscription.clone(),
                 terms: Some(revenue::Terms::from(&discount))

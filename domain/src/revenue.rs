@@ -269,6 +269,9 @@ pub struct Point {
     pub event_id: String,
     /// The event's `created`.
     pub created: i64,
+    /// The event's position in the log (said, never sorted on).
+    #[serde(default)]
+    pub position: i64,
     /// Precedence within a second (the subscription rows' version rank).
     pub rank: u8,
     /// Currency of `amount` (`None`: nothing billed).
@@ -337,6 +340,9 @@ pub struct DiscountPoint {
     pub event_id: String,
     /// The event's `created`.
     pub created: i64,
+    /// The event's position in the log (said, never sorted on).
+    #[serde(default)]
+    pub position: i64,
     /// Precedence within a second (a deletion above a creation or an update).
     pub rank: u8,
     /// The subscription it applies to (`None`: the customer's, for every subscription without one).
@@ -377,8 +383,11 @@ pub struct Movement {
     pub created: i64,
     /// The subscription whose snapshot changed it.
     pub subscription: String,
-    /// The event that carried the snapshot.
+    /// The event that carried the snapshot (or stated the discount) that changed it.
     pub event_id: String,
+    /// That event's position in the log.
+    #[serde(default)]
+    pub position: i64,
 }
 
 /// One step of a customer's revenue history.
@@ -411,20 +420,20 @@ pub fn movements(points: &[Point], discounts: &[DiscountPoint], policy: Discount
     let mut totals = Totals::default();
     let mut out = Vec::new();
     for step in steps {
-        let (created, event_id, touched): (i64, &str, Vec<&str>) = match step {
+        let (created, event_id, position, touched): (i64, &str, i64, Vec<&str>) = match step {
             Step::Snapshot(p) => {
                 if latest.get(p.subscription.as_str()).is_some_and(|l| l.deleted) {
                     continue;
                 }
                 latest.insert(&p.subscription, p);
-                (p.created, &p.event_id, vec![p.subscription.as_str()])
+                (p.created, &p.event_id, p.position, vec![p.subscription.as_str()])
             }
             Step::Discount(d) => {
                 match d.terms {
                     Some(_) => in_force.insert(&d.discount, d),
                     None => in_force.remove(d.discount.as_str()),
                 };
-                (d.created, &d.event_id, latest.keys().copied().collect())
+                (d.created, &d.event_id, d.position, latest.keys().copied().collect())
             }
         };
         let mut changes: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
@@ -447,6 +456,7 @@ pub fn movements(points: &[Point], discounts: &[DiscountPoint], policy: Discount
                     created,
                     subscription: sub.to_owned(),
                     event_id: event_id.to_owned(),
+                    position,
                 });
             }
         }

@@ -50,9 +50,9 @@ async fn analytics_mrr_prints_each_day_of_each_currency_as_csv_or_text() {
     let url = db.url().await;
     db.execute(
         "INSERT INTO projection.mrr_movements (key, stripe_customer_id, currency, kind, amount, mrr_after, created, day,
-           stripe_subscription_id, event_id) VALUES
-           ('cus_a/000000', 'cus_a', 'usd', 'new', 2900, 2900, 1772366400, '2026-03-01', 'sub_a', 'evt_1'),
-           ('cus_a/000001', 'cus_a', 'usd', 'expansion', 7000, 9900, 1772452800, '2026-03-02', 'sub_a', 'evt_2')",
+           stripe_subscription_id, event_id, position) VALUES
+           ('cus_a/000000', 'cus_a', 'usd', 'new', 2900, 2900, 1772366400, '2026-03-01', 'sub_a', 'evt_1', 1),
+           ('cus_a/000001', 'cus_a', 'usd', 'expansion', 7000, 9900, 1772452800, '2026-03-02', 'sub_a', 'evt_2', 2)",
     )
     .await;
     let (code, out, err) =

@@ -271,6 +271,13 @@ pub fn without_positions(p: &Projections) -> Projections {
     for discount in p.discounts.values_mut() {
         discount.version.position = 0;
     }
+    for revenue in p.revenue.values_mut() {
+        revenue.points.iter_mut().for_each(|point| point.position = 0);
+        revenue.discounts.iter_mut().for_each(|point| point.position = 0);
+    }
+    for row in p.mrr_movements.values_mut() {
+        row.movement.position = 0;
+    }
     p
 }
 

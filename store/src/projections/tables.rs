@@ -213,6 +213,7 @@ pub(super) struct MovementImage {
     day: Option<NaiveDate>,
     stripe_subscription_id: String,
     event_id: String,
+    position: i64,
 }
 
 impl From<(&str, &MovementRow)> for MovementImage {
@@ -229,6 +230,7 @@ impl From<(&str, &MovementRow)> for MovementImage {
             day: DateTime::from_timestamp(m.created, 0).map(|t| t.date_naive()),
             stripe_subscription_id: m.subscription.clone(),
             event_id: m.event_id.clone(),
+            position: m.position,
         }
     }
 }
@@ -243,6 +245,7 @@ impl From<MovementImage> for (String, MovementRow) {
             created: r.created,
             subscription: r.stripe_subscription_id,
             event_id: r.event_id,
+            position: r.position,
         };
         (r.key.clone(), MovementRow { key: r.key, stripe_customer_id: r.stripe_customer_id, movement })
     }

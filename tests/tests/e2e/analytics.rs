@@ -89,6 +89,16 @@ async fn mrr_per_day_matches_the_lifecycles_and_a_new_policy_rewrites_history_on
         ],
         "by hand: 29.00 - 20 % on the 1st, the trial converts on the 3rd, the churn on the 4th: {body}"
     );
+    // Each movement names the event that made it: cus_a's creation, cus_b's conversion, the churn.
+    let named: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT m.position, m.event_id, e.stripe_event_id FROM audit.mrr_movements m
+         LEFT JOIN ledger.events e USING (position) ORDER BY m.position",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("movements");
+    assert_eq!(named.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 3, 4], "{named:?}");
+    assert!(named.iter().all(|(_, id, at)| Some(id) == at.as_ref()), "{named:?}");
     // Each subscription's discount, as its snapshot carried it (issue 30, item 2).
     let (_, a) = projector.get_json("/v1/customers/cus_a", BILLING_KEY).await;
     assert_eq!(

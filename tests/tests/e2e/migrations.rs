@@ -254,3 +254,44 @@ async fn accounts_folded_before_0029_learn_when_stripe_created_them_from_the_log
     .expect("accounts");
     assert_eq!(created, [("cus_old".to_owned(), Some(1_690_000_000)), ("cus_referenced".to_owned(), None)]);
 }
+
+#[tokio::test]
+async fn mrr_movements_folded_before_0038_learn_their_event_s_position_from_the_log() {
+    let db = TestDb::unmigrated().await;
+    let after = migrate_before(&db, "0038").await;
+    sqlx::query(
+        "SELECT * FROM ledger.append_events(ARRAY['evt_other', 'evt_sub_1'], ARRAY['customer.created', 'customer.subscription.created'],
+           ARRAY['2025-03-31.basil', '2025-03-31.basil'], ARRAY[false, false], ARRAY[1700000000, 1700000001]::bigint[],
+           ARRAY['customer', 'subscription'], ARRAY['cus_o', 'sub_1'], ARRAY['cus_o', 'cus_1'], ARRAY[NULL, 'sub_1'],
+           ARRAY[convert_to('{}', 'UTF8'), convert_to('{}', 'UTF8')], ARRAY['t=1,v1=00', 't=1,v1=00'], 'webhook', 'test')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("append");
+    db.execute(
+        r#"INSERT INTO projection.revenue (stripe_customer_id, points, movements, discounts) VALUES ('cus_1',
+             '[{"subscription":"sub_1","event_id":"evt_sub_1","created":1700000001,"rank":1,"currency":"usd","amount":2900,"deleted":false},
+               {"subscription":"sub_1","event_id":"evt_gone","created":1700000002,"rank":1,"currency":"usd","amount":2900,"deleted":false}]',
+             1, '[]')"#,
+    )
+    .await;
+    db.execute(
+        r#"INSERT INTO projection.mrr_movements (key, stripe_customer_id, currency, kind, amount, mrr_after, created, day,
+             stripe_subscription_id, event_id)
+           VALUES ('cus_1/000000', 'cus_1', 'usd', 'new', 2900, 2900, 1700000001, '2023-11-14', 'sub_1', 'evt_sub_1')"#,
+    )
+    .await;
+    for file in &after {
+        apply(&db, file).await;
+    }
+    let moved: (i64, i64) =
+        sqlx::query_as("SELECT position, amount FROM audit.mrr_movements").fetch_one(&db.pool).await.expect("movement");
+    assert_eq!(moved, (2, 2_900));
+    let points: Vec<Option<i64>> = sqlx::query_scalar(
+        "SELECT (p->>'position')::bigint FROM projection.revenue, jsonb_array_elements(points) AS p ORDER BY p->>'event_id' DESC",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("points");
+    assert_eq!(points, [Some(2), Some(0)], "a point whose event is not in the log reads 0");
+}
