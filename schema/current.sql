@@ -351,9 +351,10 @@ CREATE FUNCTION ledger.count_usage(p_customer text, p_metric text, p_quantity bi
 DECLARE
   prior ledger.usage;
   counted bigint;
+  v_start timestamptz := p_day::timestamp AT TIME ZONE 'UTC';
 BEGIN
   PERFORM pg_advisory_xact_lock(hashtextextended(p_customer || '/' || p_key, 12));
-  PERFORM pg_advisory_xact_lock(ledger.usage_counter_lock(p_customer, p_metric, p_day));
+  PERFORM pg_advisory_xact_lock(ledger.usage_window_lock(p_customer, p_metric, 'day', v_start));
   SELECT * INTO prior FROM ledger.usage u WHERE u.stripe_customer_id = p_customer AND u.idempotency_key = p_key;
   IF FOUND THEN
     RETURN QUERY SELECT 'replayed', prior.metric, prior.quantity, prior.day, prior.used_after, prior.quota,
@@ -365,16 +366,17 @@ BEGIN
     RETURN;
   END IF;
   IF p_quota IS NULL OR p_quantity <= p_quota THEN
-    INSERT INTO ledger.usage_counters AS c (stripe_customer_id, metric, day, used)
-    VALUES (p_customer, p_metric, p_day, p_quantity)
-    ON CONFLICT (stripe_customer_id, metric, day) DO UPDATE SET used = c.used + excluded.used
+    INSERT INTO ledger.usage_counters AS c (stripe_customer_id, metric, quota_window, starts_at, day, used)
+    VALUES (p_customer, p_metric, 'day', v_start, p_day, p_quantity)
+    ON CONFLICT (stripe_customer_id, metric, quota_window, starts_at) DO UPDATE SET used = c.used + excluded.used
       WHERE p_quota IS NULL OR c.used + excluded.used <= p_quota
     RETURNING c.used INTO counted;
   END IF;
   IF counted IS NULL THEN
     RETURN QUERY SELECT 'refused', p_metric, p_quantity, p_day,
       COALESCE((SELECT c.used FROM ledger.usage_counters c
-                WHERE c.stripe_customer_id = p_customer AND c.metric = p_metric AND c.day = p_day), 0),
+                WHERE c.stripe_customer_id = p_customer AND c.metric = p_metric AND c.quota_window = 'day'
+                  AND c.starts_at = v_start), 0),
       p_quota, NULL::bigint;
     RETURN;
   END IF;
@@ -387,24 +389,30 @@ $$;
 
 
 --
--- Name: count_usage_batch(text[], text[], bigint[], text[], text[], date[], timestamp with time zone[], boolean[], bigint[]); Type: FUNCTION; Schema: ledger; Owner: -
+-- Name: count_usage_batch(text[], text[], bigint[], text[], text[], date[], timestamp with time zone[], boolean[], integer[], text[], timestamp with time zone[], timestamp with time zone[], bigint[]); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
-CREATE FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) RETURNS TABLE(ord integer, outcome text, r_metric text, r_quantity bigint, r_day date, r_used bigint, r_quota bigint, r_balance bigint)
+CREATE FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], w_ords integer[], w_windows text[], w_starts timestamp with time zone[], w_resets timestamp with time zone[], w_quotas bigint[]) RETURNS TABLE(ord integer, outcome text, r_metric text, r_quantity bigint, r_day date, r_used bigint, r_quota bigint, r_balance bigint, r_windows jsonb)
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     AS $$
 DECLARE
   n          integer := coalesce(cardinality(p_customers), 0);
+  m          integer := coalesce(cardinality(w_ords), 0);
   h          bigint;
   i          integer;
+  j          integer;
+  js         integer;
+  jp         integer := 1;
   k          text;
-  c          text;
+  v_fits     boolean;
   v_used     bigint;
+  v_left     bigint;
   v_prior    jsonb;
   v_priors   jsonb;
   v_counters jsonb;
   v_counted  jsonb := '{}';
+  v_windows  jsonb;
   o_outcome  text[] := '{}';
   o_metric   text[] := '{}';
   o_quantity bigint[] := '{}';
@@ -412,7 +420,10 @@ DECLARE
   o_used     bigint[] := '{}';
   o_quota    bigint[] := '{}';
   o_balance  bigint[] := '{}';
+  o_windows  jsonb[] := '{}';
   w_idx      integer[] := '{}';
+  cw_idx     integer[] := '{}';
+  c_key      text[] := '{}';
 BEGIN
   IF n = 0 THEN
     RETURN;
@@ -421,8 +432,8 @@ BEGIN
   LOOP
     PERFORM pg_advisory_xact_lock(h);
   END LOOP;
-  FOR h IN SELECT DISTINCT ledger.usage_counter_lock(t.c, t.m, t.d)
-           FROM unnest(p_customers, p_metrics, p_days) AS t(c, m, d) ORDER BY 1
+  FOR h IN SELECT DISTINCT ledger.usage_window_lock(p_customers[t.o], p_metrics[t.o], t.w, t.s)
+           FROM unnest(w_ords, w_windows, w_starts) AS t(o, w, s) ORDER BY 1
   LOOP
     PERFORM pg_advisory_xact_lock(h);
   END LOOP;
@@ -430,13 +441,25 @@ BEGIN
     INTO v_priors
   FROM unnest(p_customers, p_keys) AS b(c, k)
   JOIN LATERAL (SELECT * FROM ledger.usage x WHERE x.stripe_customer_id = b.c AND x.idempotency_key = b.k) u ON true;
-  SELECT coalesce(jsonb_object_agg(jsonb_build_array(u.stripe_customer_id, u.metric, u.day)::text, u.used), '{}')
+  FOR j IN 1 .. m LOOP
+    c_key[j] := jsonb_build_array(p_customers[w_ords[j]], p_metrics[w_ords[j]], w_windows[j],
+                                  extract(epoch FROM w_starts[j]))::text;
+  END LOOP;
+  SELECT coalesce(jsonb_object_agg(jsonb_build_array(u.stripe_customer_id, u.metric, u.quota_window,
+                                                     extract(epoch FROM u.starts_at))::text, u.used), '{}')
     INTO v_counters
-  FROM (SELECT DISTINCT t.c, t.m, t.d FROM unnest(p_customers, p_metrics, p_days) AS t(c, m, d)) b
-  JOIN LATERAL (SELECT * FROM ledger.usage_counters x WHERE x.stripe_customer_id = b.c AND x.metric = b.m AND x.day = b.d) u
+  FROM (SELECT DISTINCT p_customers[t.o] AS c, p_metrics[t.o] AS m, t.w, t.s
+        FROM unnest(w_ords, w_windows, w_starts) AS t(o, w, s)) b
+  JOIN LATERAL (SELECT * FROM ledger.usage_counters x
+                WHERE x.stripe_customer_id = b.c AND x.metric = b.m AND x.quota_window = b.w AND x.starts_at = b.s) u
     ON true;
 
   FOR i IN 1 .. n LOOP
+    -- This request's windows: js .. jp - 1.
+    js := jp;
+    WHILE jp <= m AND w_ords[jp] = i LOOP
+      jp := jp + 1;
+    END LOOP;
     k := jsonb_build_array(p_customers[i], p_keys[i])::text;
     v_prior := coalesce(v_priors -> k, v_counted -> k);
     IF v_prior IS NOT NULL THEN
@@ -447,6 +470,7 @@ BEGIN
       o_used[i] := (v_prior ->> 'used_after')::bigint;
       o_quota[i] := (v_prior ->> 'quota')::bigint;
       o_balance[i] := (v_prior ->> 'balance_after')::bigint;
+      o_windows[i] := v_prior -> 'windows';
       CONTINUE;
     END IF;
     o_metric[i] := p_metrics[i];
@@ -457,39 +481,74 @@ BEGIN
       o_used[i] := 0;
       CONTINUE;
     END IF;
-    c := jsonb_build_array(p_customers[i], p_metrics[i], p_days[i])::text;
-    v_used := coalesce((v_counters ->> c)::bigint, 0);
-    o_quota[i] := p_quotas[i];
-    IF p_quotas[i] IS NULL OR v_used + p_quantities[i] <= p_quotas[i] THEN
-      v_used := v_used + p_quantities[i];
-      v_counters := jsonb_set(v_counters, ARRAY[c], to_jsonb(v_used));
-      o_outcome[i] := 'counted';
-      o_used[i] := v_used;
+    v_fits := true;
+    FOR j IN js .. jp - 1 LOOP
+      IF w_quotas[j] IS NOT NULL
+         AND coalesce((v_counters ->> c_key[j])::bigint, 0) + p_quantities[i] > w_quotas[j] THEN
+        v_fits := false;
+      END IF;
+    END LOOP;
+    o_outcome[i] := CASE WHEN v_fits THEN 'counted' ELSE 'refused' END;
+    v_windows := '[]';
+    v_left := NULL;
+    FOR j IN js .. jp - 1 LOOP
+      v_used := coalesce((v_counters ->> c_key[j])::bigint, 0);
+      IF v_fits THEN
+        v_used := v_used + p_quantities[i];
+        v_counters := jsonb_set(v_counters, ARRAY[c_key[j]], to_jsonb(v_used));
+        cw_idx := cw_idx || j;
+      END IF;
+      v_windows := v_windows || jsonb_build_array(jsonb_build_object(
+        'window', w_windows[j], 'starts_at', w_starts[j], 'resets_at', w_resets[j], 'used', v_used,
+        'limit', w_quotas[j]));
+      -- The tightest window (least left; the first of equals) speaks for used_after and quota.
+      IF j = js OR (w_quotas[j] IS NOT NULL AND (v_left IS NULL OR w_quotas[j] - v_used < v_left)) THEN
+        o_used[i] := v_used;
+        o_quota[i] := w_quotas[j];
+        v_left := w_quotas[j] - v_used;
+      END IF;
+    END LOOP;
+    o_windows[i] := v_windows;
+    IF v_fits THEN
       w_idx := w_idx || i;
       v_counted := v_counted || jsonb_build_object(k, jsonb_build_object(
-        'metric', p_metrics[i], 'quantity', p_quantities[i], 'day', p_days[i], 'used_after', v_used,
-        'quota', p_quotas[i], 'balance_after', NULL));
-    ELSE
-      o_outcome[i] := 'refused';
-      o_used[i] := v_used;
+        'metric', p_metrics[i], 'quantity', p_quantities[i], 'day', p_days[i], 'used_after', o_used[i],
+        'quota', o_quota[i], 'balance_after', NULL, 'windows', v_windows));
     END IF;
   END LOOP;
 
   IF cardinality(w_idx) > 0 THEN
     INSERT INTO ledger.usage (stripe_customer_id, metric, quantity, idempotency_key, caller, day, recorded_at,
-                              used_after, quota)
-    SELECT p_customers[j], p_metrics[j], p_quantities[j], p_keys[j], p_callers[j], p_days[j], p_ats[j], o_used[j],
-           o_quota[j]
-    FROM unnest(w_idx) WITH ORDINALITY AS w(j, o) ORDER BY w.o;
-    INSERT INTO ledger.usage_counters AS u (stripe_customer_id, metric, day, used)
-    SELECT p_customers[j], p_metrics[j], p_days[j], sum(p_quantities[j])
-    FROM unnest(w_idx) AS w(j) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (stripe_customer_id, metric, day) DO UPDATE SET used = u.used + excluded.used;
+                              used_after, quota, windows)
+    SELECT p_customers[x], p_metrics[x], p_quantities[x], p_keys[x], p_callers[x], p_days[x], p_ats[x], o_used[x],
+           o_quota[x], o_windows[x]
+    FROM unnest(w_idx) WITH ORDINALITY AS w(x, o) ORDER BY w.o;
+    INSERT INTO ledger.usage_counters AS u (stripe_customer_id, metric, quota_window, starts_at, day, used)
+    SELECT p_customers[w_ords[x]], p_metrics[w_ords[x]], w_windows[x], w_starts[x],
+           (w_starts[x] AT TIME ZONE 'UTC')::date, sum(p_quantities[w_ords[x]])
+    FROM unnest(cw_idx) AS w(x) GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (stripe_customer_id, metric, quota_window, starts_at) DO UPDATE SET used = u.used + excluded.used;
   END IF;
   RETURN QUERY SELECT g.i, o_outcome[g.i], o_metric[g.i], o_quantity[g.i], o_day[g.i], o_used[g.i], o_quota[g.i],
-                      o_balance[g.i]
+                      o_balance[g.i], o_windows[g.i]
                FROM generate_series(1, n) AS g(i);
 END
+$$;
+
+
+--
+-- Name: current_counters(text, timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: ledger; Owner: -
+--
+
+CREATE FUNCTION ledger.current_counters(p_customer text, p_day timestamp with time zone, p_hour timestamp with time zone, p_minute timestamp with time zone) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('metric', u.metric, 'window', u.quota_window,
+                                               'starts_at', u.starts_at, 'used', u.used)), '[]')
+  FROM ledger.usage_counters u
+  WHERE u.stripe_customer_id = p_customer
+    AND ((u.quota_window = 'day' AND u.starts_at = p_day) OR (u.quota_window = 'hour' AND u.starts_at = p_hour)
+         OR (u.quota_window = 'minute' AND u.starts_at = p_minute) OR u.quota_window = 'period')
 $$;
 
 
@@ -798,13 +857,13 @@ END $$;
 
 
 --
--- Name: usage_counter_lock(text, text, date); Type: FUNCTION; Schema: ledger; Owner: -
+-- Name: usage_window_lock(text, text, text, timestamp with time zone); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
-CREATE FUNCTION ledger.usage_counter_lock(p_customer text, p_metric text, p_day date) RETURNS bigint
+CREATE FUNCTION ledger.usage_window_lock(p_customer text, p_metric text, p_window text, p_starts timestamp with time zone) RETURNS bigint
     LANGUAGE sql IMMUTABLE
     AS $$
-  SELECT hashtextextended(jsonb_build_array(p_customer, p_metric, p_day)::text, 13)
+  SELECT hashtextextended(jsonb_build_array(p_customer, p_metric, p_window, extract(epoch FROM p_starts))::text, 13)
 $$;
 
 
@@ -1180,6 +1239,7 @@ CREATE TABLE ledger.usage (
     quota bigint,
     consumed_after bigint,
     balance_after bigint,
+    windows jsonb,
     CONSTRAINT usage_credit_columns CHECK (((metric = 'credits'::text) = ((consumed_after IS NOT NULL) AND (balance_after IS NOT NULL) AND (applies_at IS NOT NULL)))),
     CONSTRAINT usage_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
     CONSTRAINT usage_quantity_positive CHECK ((quantity > 0))
@@ -2060,7 +2120,8 @@ CREATE TABLE projection.subscriptions (
     discount_percent_off integer,
     discount_amount_off bigint,
     discount_currency text,
-    discount_end timestamp with time zone
+    discount_end timestamp with time zone,
+    current_period_start timestamp with time zone
 );
 
 
@@ -2202,7 +2263,8 @@ CREATE VIEW audit.usage AS
     usage.used_after,
     usage.quota,
     usage.consumed_after,
-    usage.balance_after
+    usage.balance_after,
+    usage.windows
    FROM ledger.usage;
 
 
@@ -2379,7 +2441,10 @@ CREATE TABLE ledger.usage_counters (
     metric text NOT NULL,
     day date NOT NULL,
     used bigint NOT NULL,
-    CONSTRAINT usage_counters_used CHECK ((used >= 0))
+    quota_window text NOT NULL,
+    starts_at timestamp with time zone NOT NULL,
+    CONSTRAINT usage_counters_used CHECK ((used >= 0)),
+    CONSTRAINT usage_counters_window_known CHECK ((quota_window = ANY (ARRAY['period'::text, 'day'::text, 'hour'::text, 'minute'::text])))
 );
 
 
@@ -2387,7 +2452,7 @@ CREATE TABLE ledger.usage_counters (
 -- Name: TABLE usage_counters; Type: COMMENT; Schema: ledger; Owner: -
 --
 
-COMMENT ON TABLE ledger.usage_counters IS 'Per customer, metric and UTC day: the sum of ledger.usage quantities.';
+COMMENT ON TABLE ledger.usage_counters IS 'Per customer, metric and quota window (period, day, hour, minute; its start): the sum of the ledger.usage quantities counted in it.';
 
 
 --
@@ -2670,7 +2735,7 @@ ALTER TABLE ONLY ledger.redactions
 --
 
 ALTER TABLE ONLY ledger.usage_counters
-    ADD CONSTRAINT usage_counters_pkey PRIMARY KEY (stripe_customer_id, metric, day);
+    ADD CONSTRAINT usage_counters_pkey PRIMARY KEY (stripe_customer_id, metric, quota_window, starts_at);
 
 
 --
@@ -3390,11 +3455,18 @@ GRANT ALL ON FUNCTION ledger.count_usage(p_customer text, p_metric text, p_quant
 
 
 --
--- Name: FUNCTION count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]); Type: ACL; Schema: ledger; Owner: -
+-- Name: FUNCTION count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], w_ords integer[], w_windows text[], w_starts timestamp with time zone[], w_resets timestamp with time zone[], w_quotas bigint[]); Type: ACL; Schema: ledger; Owner: -
 --
 
-REVOKE ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], p_quotas bigint[]) TO ledger_projector;
+REVOKE ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], w_ords integer[], w_windows text[], w_starts timestamp with time zone[], w_resets timestamp with time zone[], w_quotas bigint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION ledger.count_usage_batch(p_customers text[], p_metrics text[], p_quantities bigint[], p_keys text[], p_callers text[], p_days date[], p_ats timestamp with time zone[], p_lives boolean[], w_ords integer[], w_windows text[], w_starts timestamp with time zone[], w_resets timestamp with time zone[], w_quotas bigint[]) TO ledger_projector;
+
+
+--
+-- Name: FUNCTION current_counters(p_customer text, p_day timestamp with time zone, p_hour timestamp with time zone, p_minute timestamp with time zone); Type: ACL; Schema: ledger; Owner: -
+--
+
+GRANT ALL ON FUNCTION ledger.current_counters(p_customer text, p_day timestamp with time zone, p_hour timestamp with time zone, p_minute timestamp with time zone) TO ledger_projector;
 
 
 --
@@ -3485,10 +3557,10 @@ GRANT ALL ON FUNCTION ledger.try_parse_jsonb(p_raw bytea) TO ledger_projector;
 
 
 --
--- Name: FUNCTION usage_counter_lock(p_customer text, p_metric text, p_day date); Type: ACL; Schema: ledger; Owner: -
+-- Name: FUNCTION usage_window_lock(p_customer text, p_metric text, p_window text, p_starts timestamp with time zone); Type: ACL; Schema: ledger; Owner: -
 --
 
-GRANT ALL ON FUNCTION ledger.usage_counter_lock(p_customer text, p_metric text, p_day date) TO ledger_projector;
+GRANT ALL ON FUNCTION ledger.usage_window_lock(p_customer text, p_metric text, p_window text, p_starts timestamp with time zone) TO ledger_projector;
 
 
 --

@@ -147,16 +147,18 @@ fn respond(state: &AccessState, answer: Answer, required: Option<usize>) -> Resp
 /// provisions for, up to a grace deadline); the token's own tier is preferred, then the one
 /// without a deadline.
 async fn read(pool: &PgPool, key: &TokenHash, now: DateTime<Utc>) -> sqlx::Result<Option<TokenState>> {
+    let starts = usage::current_starts(now);
     let row = sqlx::query!(
         r#"SELECT k.stripe_customer_id, k.expires_at, k.revoked_at,
-                  s.tier AS "live_tier?", s.status AS "status?",
+                  s.tier AS "live_tier?", s.status AS "status?", s.period_start, s.period_end,
                   (SELECT min(g.entitled_until) FROM projection.subscriptions g
                    WHERE g.stripe_customer_id = k.stripe_customer_id AND g.entitled_until > $2) AS "next_grace_end?",
-                  (SELECT COALESCE(jsonb_object_agg(u.metric, u.used), '{}')::text FROM ledger.usage_counters u
-                   WHERE u.stripe_customer_id = k.stripe_customer_id AND u.day = $3) AS "usage!"
+                  ledger.current_counters(k.stripe_customer_id, $3, $4, $5)::text AS "counters!"
            FROM ledger.api_tokens k
            LEFT JOIN LATERAL (
-             SELECT s.tier, s.status FROM projection.subscriptions s
+             SELECT s.tier, s.status, extract(epoch FROM s.current_period_start)::bigint AS period_start,
+                    extract(epoch FROM s.current_period_end)::bigint AS period_end
+             FROM projection.subscriptions s
              WHERE s.stripe_customer_id = k.stripe_customer_id AND s.entitled_until > $2
              ORDER BY (s.tier = k.tier) DESC, s.entitled_until DESC, s.current_period_end DESC NULLS LAST
              LIMIT 1
@@ -164,7 +166,9 @@ async fn read(pool: &PgPool, key: &TokenHash, now: DateTime<Utc>) -> sqlx::Resul
            WHERE k.token_sha256 = $1"#,
         &key[..],
         now,
-        usage::day(now)
+        starts[0],
+        starts[1],
+        starts[2]
     )
     .fetch_optional(pool)
     .await?;
@@ -174,7 +178,8 @@ async fn read(pool: &PgPool, key: &TokenHash, now: DateTime<Utc>) -> sqlx::Resul
         revoked: row.revoked_at.is_some(),
         live: row.live_tier.zip(row.status),
         next_grace_end: row.next_grace_end,
-        used: serde_json::from_str(&row.usage).unwrap_or_default(),
+        period: (row.period_start, row.period_end),
+        counters: usage::parse_counters(&row.counters),
     }))
 }
 

@@ -1,4 +1,4 @@
-//! Group commit for daily quota counts: requests that arrive while earlier ones are being
+//! Group commit for quota counts: requests that arrive while earlier ones are being
 //! written wait in a queue and are counted together, in one call of `ledger.count_usage_batch` and
 //! one commit (one WAL flush for all of them), as ingest does with webhooks. Each request is still
 //! counted by the one conditional write and gets its own answer. A batch forms from what is queued
@@ -11,12 +11,13 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::catalog::{Catalog, Quota};
+use domain::usage::{Span, WindowCount};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::access_cache::Notifier;
 use super::error::ApiError;
-use super::reads::{known_customers, live_tiers};
+use super::reads::{known_customers, live_plans};
 use domain::usage;
 
 /// Requests counted in one call at most.
@@ -27,7 +28,7 @@ const MAX_BATCH: usize = 64;
 pub struct CountRequest {
     /// The customer.
     pub customer: String,
-    /// The metric (a daily quota's).
+    /// The metric (a quota metric of the catalog).
     pub metric: String,
     /// How much.
     pub quantity: i64,
@@ -39,7 +40,7 @@ pub struct CountRequest {
     pub at: DateTime<Utc>,
 }
 
-/// What `ledger.count_usage` answered for one request.
+/// What `ledger.count_usage_batch` answered for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counted {
     /// `counted`, `replayed`, `refused`, `no_live_subscription` or `unknown_customer`.
@@ -50,12 +51,14 @@ pub struct Counted {
     pub quantity: i64,
     /// Its UTC day.
     pub day: NaiveDate,
-    /// The day's count after it (or now, when refused).
+    /// The tightest window's count after it (or now, when refused).
     pub used: i64,
-    /// The quota in force (`None`: unlimited).
+    /// The tightest window's quota (`None`: unlimited).
     pub quota: Option<i64>,
     /// For a replayed credit debit: the balance it left.
     pub balance: Option<i64>,
+    /// Every window of the metric, as counted (empty for rows counted before windows existed).
+    pub windows: Vec<WindowCount>,
 }
 
 impl Counted {
@@ -134,31 +137,56 @@ async fn write_isolated(pool: &PgPool, catalog: &Catalog, requests: &[CountReque
     }
 }
 
-/// One batch: the customers' live tiers (one read), then every count in one call and commit.
+/// The windows of one batch's requests, flattened: each window's request (1-based, ascending),
+/// name, start, reset and quota (`None`: unlimited).
+#[derive(Default)]
+struct Windows {
+    ords: Vec<i32>,
+    names: Vec<&'static str>,
+    starts: Vec<DateTime<Utc>>,
+    resets: Vec<DateTime<Utc>>,
+    quotas: Vec<Option<i64>>,
+}
+
+impl Windows {
+    fn push(&mut self, ord: usize, span: Span, quota: Quota) {
+        self.ords.push(i32::try_from(ord).unwrap_or(i32::MAX));
+        self.names.push(span.window.as_str());
+        self.starts.push(span.starts_at);
+        self.resets.push(span.resets_at);
+        self.quotas.push(match quota {
+            Quota::Unlimited => None,
+            Quota::Max(limit) => Some(i64::try_from(limit).unwrap_or(i64::MAX)),
+        });
+    }
+}
+
+/// One batch: the customers' live plans (one read), then every count in one call and commit.
 /// A request of a customer without a live tier whom the projections do not know at all is
 /// answered `unknown_customer` (404), not `no_live_subscription` (402).
 async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> Result<Vec<Counted>, ApiError> {
     let now = requests.iter().map(|r| r.at).max().unwrap_or_else(Utc::now);
     let customers: Vec<String> = requests.iter().map(|r| r.customer.clone()).collect();
-    let live = live_tiers(pool, &customers, now).await?;
-    let tiers: Vec<_> =
-        requests.iter().map(|r| usage::highest_tier(catalog, live.get(&r.customer).map_or(&[], |t| t))).collect();
-    let quotas: Vec<Option<i64>> = requests
-        .iter()
-        .zip(&tiers)
-        .map(|(r, tier)| match tier.and_then(|t| t.quotas.get(&r.metric)) {
-            Some(Quota::Unlimited) => None,
-            Some(Quota::PerDay(limit)) => Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
-            None => Some(0),
-        })
-        .collect();
+    let live = live_plans(pool, &customers, now).await?;
+    let mut windows = Windows::default();
+    let mut lives = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        let plan = usage::highest(catalog, live.get(&r.customer).map_or(&[], |t| t));
+        lives.push(plan.is_some());
+        if let Some((tier, period)) = plan {
+            for (span, quota) in usage::windows(Some(tier), &r.metric, r.at, period) {
+                windows.push(i + 1, span, quota);
+            }
+        }
+    }
     let column = |f: fn(&CountRequest) -> String| requests.iter().map(f).collect::<Vec<String>>();
     let lapsed: Vec<String> = customers.iter().filter(|c| !live.contains_key(*c)).cloned().collect();
     let known = if lapsed.is_empty() { Default::default() } else { known_customers(pool, &lapsed).await? };
     let rows = sqlx::query!(
         r#"SELECT ord AS "ord!", outcome AS "outcome!", r_metric AS "metric!", r_quantity AS "quantity!",
-                  r_day AS "day!", r_used AS "used!", r_quota AS quota, r_balance AS balance
-           FROM ledger.count_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
+                  r_day AS "day!", r_used AS "used!", r_quota AS quota, r_balance AS balance,
+                  r_windows::text AS windows
+           FROM ledger.count_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
         &customers,
         &column(|r| r.metric.clone()),
         &requests.iter().map(|r| r.quantity).collect::<Vec<_>>(),
@@ -166,8 +194,12 @@ async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> R
         &column(|r| r.caller.clone()),
         &requests.iter().map(|r| usage::day(r.at)).collect::<Vec<_>>(),
         &requests.iter().map(|r| r.at).collect::<Vec<_>>(),
-        &tiers.iter().map(Option::is_some).collect::<Vec<_>>(),
-        &quotas as &[Option<i64>]
+        &lives,
+        &windows.ords,
+        &windows.names as &[&str],
+        &windows.starts,
+        &windows.resets,
+        &windows.quotas as &[Option<i64>]
     )
     .fetch_all(pool)
     .await?;
@@ -187,6 +219,7 @@ async fn write(pool: &PgPool, catalog: &Catalog, requests: &[CountRequest]) -> R
             used: r.used,
             quota: r.quota,
             balance: r.balance,
+            windows: r.windows.as_deref().map(usage::parse_windows).unwrap_or_default(),
         };
         if let Some(slot) = usize::try_from(r.ord).ok().and_then(|o| answers.get_mut(o.wrapping_sub(1))) {
             *slot = Some(counted);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::BillingState;
 use super::auth::Caller;
 use super::error::{ApiError, Code};
-use super::reads::{counts, live_tier};
+use super::reads::{counters, live_tier};
 use domain::usage;
 
 /// Credit transactions listed, newest first.
@@ -45,13 +45,14 @@ async fn customer(state: &BillingState, id: &str, headers: &HeaderMap) -> Result
     let mut conn = state.pool.acquire().await?;
     let credits = credits(&mut conn, &id).await?;
     let now = state.clock.now();
-    let tier = live_tier(&mut conn, &state.catalog, &id, now).await?;
-    let today = usage::day(now);
-    let used = counts(&mut conn, &id, today).await?;
-    let mut usage = usage::today(&state.catalog, tier, &used, today);
+    let plan = live_tier(&mut conn, &state.catalog, &id, now).await?;
+    let (tier, period) = (plan.map(|(t, _)| t), plan.map_or((None, None), |(_, p)| p));
+    let counters = counters(&mut conn, &id, now).await?;
+    let mut usage = usage::standing(&state.catalog, tier, period, &counters, now);
     if let Some(object) = usage.as_object_mut() {
-        let credits_today = used.get(domain::catalog::CREDITS_METRIC).copied().unwrap_or(0);
-        object.insert(domain::catalog::CREDITS_METRIC.into(), json!({ "used": credits_today }));
+        let credits = domain::catalog::CREDITS_METRIC;
+        let today = usage::counts(None, credits, period, &counters, now);
+        object.insert(credits.into(), json!({ "used": today.first().map_or(0, |w| w.used) }));
     }
     Ok(json!({
         "id": id,

@@ -110,10 +110,9 @@ impl CommandLimiter {
     fn refuse(&self, customer: &str, retry_after: u64, message: String) -> ApiError {
         self.refused.inc();
         tracing::info!(customer, retry_after, "command refused: rate limited");
-        ApiError::new(Code::RateLimited, message)
-            .header("retry-after", retry_after.to_string())
-            .header("ratelimit-policy", format!("\"{POLICY}\";q={};w=60", self.per_minute))
-            .header("ratelimit", format!("\"{POLICY}\";r=0;t={retry_after}"))
+        let fields = domain::usage::rate_limit_fields(POLICY, u64::from(self.per_minute.get()), 60, 0, retry_after);
+        let error = ApiError::new(Code::RateLimited, message).header("retry-after", retry_after.to_string());
+        fields.into_iter().fold(error, |error, (name, value)| error.header(name, value))
     }
 }
 

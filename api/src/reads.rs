@@ -2,9 +2,9 @@
 //! customers' entitled tiers, whether a customer is known, a day's counts. One place per read, so
 //! the usage handler and its batcher import it instead of each other.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use domain::catalog::{Catalog, Tier};
 use domain::credits::{CreditAccount, Grant};
 use domain::usage;
@@ -12,35 +12,39 @@ use sqlx::PgConnection;
 
 use super::error::ApiError;
 
-/// The customer's highest live tier ([`live_tiers`]).
+/// The customer's highest live tier and its billing period ([`live_plans`]).
 pub async fn live_tier<'a>(
     conn: &mut PgConnection,
     catalog: &'a Catalog,
     customer: &str,
     now: DateTime<Utc>,
-) -> Result<Option<&'a Tier>, ApiError> {
-    let live = live_tiers(&mut *conn, &[customer.to_owned()], now).await?;
-    Ok(usage::highest_tier(catalog, live.get(customer).map_or(&[], |t| t)))
+) -> Result<Option<(&'a Tier, usage::Period)>, ApiError> {
+    let live = live_plans(&mut *conn, &[customer.to_owned()], now).await?;
+    Ok(usage::highest(catalog, live.get(customer).map_or(&[], |t| t)))
 }
 
-/// The tiers of the subscriptions that entitle each customer at `now` (the fold's
-/// `entitled_until`, as `/v1/access` reads it).
-pub async fn live_tiers(
+/// The subscriptions that entitle each customer at `now` (the fold's `entitled_until`, as
+/// `/v1/access` reads it): tier and billing period.
+pub async fn live_plans(
     executor: impl sqlx::PgExecutor<'_>,
     customers: &[String],
     now: DateTime<Utc>,
-) -> Result<HashMap<String, Vec<String>>, ApiError> {
-    let mut live: HashMap<String, Vec<String>> = HashMap::new();
+) -> Result<HashMap<String, Vec<usage::Live>>, ApiError> {
+    let mut live: HashMap<String, Vec<usage::Live>> = HashMap::new();
     for row in sqlx::query!(
-        "SELECT stripe_customer_id AS \"customer!\", tier FROM projection.subscriptions
-         WHERE stripe_customer_id = ANY($1) AND entitled_until > $2",
+        r#"SELECT stripe_customer_id AS "customer!", tier,
+                  extract(epoch FROM current_period_start)::bigint AS period_start,
+                  extract(epoch FROM current_period_end)::bigint AS period_end
+           FROM projection.subscriptions WHERE stripe_customer_id = ANY($1) AND entitled_until > $2"#,
         customers,
         now
     )
     .fetch_all(executor)
     .await?
     {
-        live.entry(row.customer).or_default().push(row.tier);
+        live.entry(row.customer)
+            .or_default()
+            .push(usage::Live { tier: row.tier, period: (row.period_start, row.period_end) });
     }
     Ok(live)
 }
@@ -61,22 +65,23 @@ pub async fn known_customers(
     .collect())
 }
 
-/// The customer's counts on `day`, by metric.
-pub async fn counts(
+/// The customer's counters an answer at `now` may show (`ledger.current_counters`).
+pub async fn counters(
     conn: &mut PgConnection,
     customer: &str,
-    day: NaiveDate,
-) -> Result<BTreeMap<String, u64>, ApiError> {
-    Ok(sqlx::query!(
-        "SELECT metric, used FROM ledger.usage_counters WHERE stripe_customer_id = $1 AND day = $2",
+    now: DateTime<Utc>,
+) -> Result<Vec<usage::Counter>, ApiError> {
+    let [day, hour, minute] = usage::current_starts(now);
+    let json = sqlx::query_scalar!(
+        r#"SELECT ledger.current_counters($1, $2, $3, $4)::text AS "counters!""#,
         customer,
-        day
+        day,
+        hour,
+        minute
     )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| (r.metric, u64::try_from(r.used).unwrap_or(0)))
-    .collect())
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(usage::parse_counters(&json))
 }
 
 /// A customer's credit account: one row per grant (its consumption an index probe), one for the

@@ -1,6 +1,6 @@
-//! `POST /v1/usage`: the product counts what a customer uses. A daily quota metric is counted by
-//! `ledger.count_usage` (one conditional write: concurrent requests never overshoot), requests
-//! arriving together in one commit ([`super::counter`]); metric
+//! `POST /v1/usage`: the product counts what a customer uses. A quota metric is counted in every
+//! window its tier names (period, day, hour, minute) by `ledger.count_usage_batch`, all or none,
+//! never past a quota, requests arriving together in one commit ([`super::counter`]); metric
 //! `credits` debits the balance under a per-customer lock. A repeated `idempotency_key` returns the
 //! first answer and counts nothing. The model and the answers: docs/usage.md.
 
@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::catalog::{CREDITS_METRIC, Catalog, Quota};
+use domain::catalog::{CREDITS_METRIC, Catalog, Quota, Window};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,7 +28,7 @@ use super::counter::{CountRequest, UsageBatcher};
 use super::error::{ApiError, Code};
 use domain::access::Answer;
 use domain::clock::Clock;
-use domain::usage::{self, Count};
+use domain::usage::{self, WindowCount};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MetricLabel {
@@ -117,7 +117,13 @@ pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: B
     match result {
         Ok(answer) => {
             state.recorded.get_or_create(&MetricLabel { metric }).inc();
-            axum::Json(answer).into_response()
+            let mut response = axum::Json(answer.body).into_response();
+            for (name, value) in answer.headers {
+                if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
         }
         Err(error) => {
             tracing::info!(metric, code = error.code.as_str(), status = error.status.as_u16(), "usage refused");
@@ -171,9 +177,9 @@ fn unknown_customer(customer: &str) -> ApiError {
     ApiError::new(Code::UnknownCustomer, format!("no customer {customer} is known"))
 }
 
-/// Counts against the day's quota of the customer's highest live tier, with the requests queued
-/// beside it ([`UsageBatcher`]: one commit for them all).
-async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
+/// Counts against every quota window of the metric under the customer's highest live tier, with
+/// the requests queued beside it ([`UsageBatcher`]: one commit for them all).
+async fn count(state: &UsageState, usage: &Usage) -> Result<Counted, ApiError> {
     let request = CountRequest {
         customer: usage.customer.clone(),
         metric: usage.metric.clone(),
@@ -183,18 +189,54 @@ async fn count(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
         at: usage.now,
     };
     let row = state.counter.count(request).await?;
-    let answer = Stored { metric: row.metric, quantity: row.quantity, day: row.day, used: row.used, quota: row.quota };
+    let stored = Stored::from(&row);
+    let now = state.clock.now();
     match row.outcome.as_str() {
-        "replayed" => answer.replayed(usage, row.balance),
+        "replayed" => stored.replayed(usage, row.balance, now),
         "unknown_customer" => Err(unknown_customer(&usage.customer)),
         "no_live_subscription" => Err(ApiError::new(Code::NoLiveSubscription, "the customer has no live subscription")),
-        "refused" => Err(ApiError::new(
-            Code::QuotaExceeded,
-            format!("the daily quota of {} is used up; it resets at 00:00 UTC", usage.metric),
-        )
-        .with(answer.count().json())
-        .header("retry-after", usage::retry_after(state.clock.now()).to_string())),
-        _ => Ok(answer.count().json()),
+        "refused" => Err(refused(usage, &stored.windows(), now)),
+        _ => Ok(Counted::windowed(&stored.metric, &stored.windows(), now)),
+    }
+}
+
+/// 429 `quota_exceeded`: the window that refused (of several, the one that resets last), its
+/// `Retry-After`, every window in the body and the tightest in the `RateLimit` fields.
+fn refused(usage: &Usage, windows: &[WindowCount], now: DateTime<Utc>) -> ApiError {
+    let quantity = u64::try_from(usage.quantity).unwrap_or(u64::MAX);
+    let by = usage::refusing(windows, quantity).or_else(|| usage::tightest(windows));
+    let window = by.map_or("day", |w| w.span.window.as_str());
+    let retry = by.map_or(1, |w| usage::retry_after(w.span.resets_at, now));
+    let mut body = usage::answer(&usage.metric, windows);
+    if let Some(object) = body.as_object_mut() {
+        object.insert("window".to_owned(), json!(window));
+    }
+    let mut error = ApiError::new(
+        Code::QuotaExceeded,
+        format!("the {window} quota of {} is used up; it resets in {retry} s", usage.metric),
+    )
+    .with(body)
+    .header("retry-after", retry.to_string());
+    for (name, value) in usage::headers(&usage.metric, windows, now) {
+        error = error.header(name, value);
+    }
+    error
+}
+
+/// A 200 answer: its body and its `RateLimit` fields.
+pub struct Counted {
+    body: Value,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Counted {
+    /// The answer for `metric`'s `windows`: every window in the body, the tightest in the fields.
+    fn windowed(metric: &str, windows: &[WindowCount], now: DateTime<Utc>) -> Self {
+        Self { body: usage::answer(metric, windows), headers: usage::headers(metric, windows, now) }
+    }
+
+    fn plain(body: Value) -> Self {
+        Self { body, headers: Vec::new() }
     }
 }
 
@@ -205,16 +247,36 @@ struct Stored {
     day: NaiveDate,
     used: i64,
     quota: Option<i64>,
+    windows: Vec<WindowCount>,
+}
+
+impl From<&super::counter::Counted> for Stored {
+    fn from(row: &super::counter::Counted) -> Self {
+        Self {
+            metric: row.metric.clone(),
+            quantity: row.quantity,
+            day: row.day,
+            used: row.used,
+            quota: row.quota,
+            windows: row.windows.clone(),
+        }
+    }
 }
 
 impl Stored {
-    fn count(&self) -> Count {
-        let quota = self.quota.map_or(Quota::Unlimited, |q| Quota::PerDay(u64::try_from(q).unwrap_or(0)));
-        Count { metric: self.metric.clone(), used: u64::try_from(self.used).unwrap_or(0), quota, day: self.day }
+    /// Its windows; a row counted before windows existed had one: its day.
+    fn windows(&self) -> Vec<WindowCount> {
+        if !self.windows.is_empty() {
+            return self.windows.clone();
+        }
+        let quota = self.quota.map_or(Quota::Unlimited, |q| Quota::Max(u64::try_from(q).unwrap_or(0)));
+        let day = self.day.and_time(chrono::NaiveTime::MIN).and_utc();
+        let span = usage::span(Window::Day, day, (None, None));
+        vec![WindowCount { span, used: u64::try_from(self.used).unwrap_or(0), quota }]
     }
 
     /// The first answer under this key, or 422 when the key came with another request.
-    fn replayed(&self, usage: &Usage, balance: Option<i64>) -> Result<Value, ApiError> {
+    fn replayed(&self, usage: &Usage, balance: Option<i64>, now: DateTime<Utc>) -> Result<Counted, ApiError> {
         if self.metric != usage.metric || self.quantity != usage.quantity {
             return Err(ApiError::new(
                 Code::IdempotencyKeyReused,
@@ -222,8 +284,8 @@ impl Stored {
             ));
         }
         Ok(match balance {
-            Some(balance) => credits_answer(self.used, balance),
-            None => self.count().json(),
+            Some(balance) => Counted::plain(credits_answer(self.used, balance)),
+            None => Counted::windowed(&self.metric, &self.windows(), now),
         })
     }
 }
@@ -237,7 +299,7 @@ fn credits_answer(used_today: i64, balance: i64) -> Value {
 
 /// Debits the credit balance: under the customer's lock, the balance from its grants and earlier
 /// debits, then the debit, or 402 when the balance is short. Never negative.
-async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
+async fn debit(state: &UsageState, usage: &Usage) -> Result<Counted, ApiError> {
     let mut tx = state.pool.begin().await?;
     for lock in [format!("{}/{}", usage.customer, usage.key), format!("{}/{CREDITS_METRIC}", usage.customer)] {
         sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 12))", lock).execute(&mut *tx).await?;
@@ -251,8 +313,15 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(p) = prior {
-        let stored = Stored { metric: p.metric, quantity: p.quantity, day: p.day, used: p.used_after, quota: p.quota };
-        return stored.replayed(usage, p.balance_after);
+        let stored = Stored {
+            metric: p.metric,
+            quantity: p.quantity,
+            day: p.day,
+            used: p.used_after,
+            quota: p.quota,
+            windows: Vec::new(),
+        };
+        return stored.replayed(usage, p.balance_after, usage.now);
     }
     let mut account = super::reads::credit_account(&mut tx, &usage.customer).await?;
     let quantity = u64::try_from(usage.quantity).unwrap_or(u64::MAX);
@@ -273,12 +342,15 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     account.add_debit(at, quantity);
     let balance_after = account.balance();
     let day = usage::day(usage.now);
+    let [day_start, ..] = usage::current_starts(usage.now);
     let used = sqlx::query_scalar!(
-        "INSERT INTO ledger.usage_counters AS c (stripe_customer_id, metric, day, used) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (stripe_customer_id, metric, day) DO UPDATE SET used = c.used + excluded.used
+        "INSERT INTO ledger.usage_counters AS c (stripe_customer_id, metric, quota_window, starts_at, day, used)
+         VALUES ($1, $2, 'day', $3, $4, $5)
+         ON CONFLICT (stripe_customer_id, metric, quota_window, starts_at) DO UPDATE SET used = c.used + excluded.used
          RETURNING c.used",
         usage.customer,
         CREDITS_METRIC,
+        day_start,
         day,
         usage.quantity
     )
@@ -304,7 +376,7 @@ async fn debit(state: &UsageState, usage: &Usage) -> Result<Value, ApiError> {
     .await?;
     tx.commit().await?;
     state.notifier.changed(&usage.customer);
-    Ok(credits_answer(used, i64::try_from(balance_after).unwrap_or(i64::MAX)))
+    Ok(Counted::plain(credits_answer(used, i64::try_from(balance_after).unwrap_or(i64::MAX))))
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! its customer's entitling subscription and the day's usage, and until when that answer holds.
 //! The API reads the row, caches the answer until then, and checks a required tier against it.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -43,18 +41,20 @@ pub struct TokenState {
     pub revoked: bool,
     /// The live subscription's tier and status (see the query).
     pub live: Option<(String, String)>,
+    /// That subscription's billing period (`current_period_start`, `current_period_end`).
+    pub period: (Option<i64>, Option<i64>),
     /// The earliest grace deadline of the customer's subscriptions still ahead: a live
     /// subscription may stop being live then.
     pub next_grace_end: Option<DateTime<Utc>>,
-    /// Today's usage by metric.
-    pub used: BTreeMap<String, u64>,
+    /// The customer's current usage counters (`ledger.current_counters`).
+    pub counters: Vec<usage::Counter>,
 }
 
 /// The answer for `token` at `now`, and until when it holds unless a write changes it: the token's
-/// expiry, the next grace deadline, the end of the usage day, [`MAX_AGE`].
+/// expiry, the next grace deadline, the next reset of a quota window it shows, [`MAX_AGE`].
 pub fn decide(token: &TokenState, catalog: &Catalog, now: DateTime<Utc>) -> (Answer, DateTime<Utc>) {
-    let today = usage::day(now);
-    let mut valid_until = (now + MAX_AGE).min(usage::resets_at(today));
+    let tier = token.live.as_ref().and_then(|(tier, _)| catalog.tier(tier));
+    let mut valid_until = (now + MAX_AGE).min(usage::next_reset(tier, token.period, now));
     let denied = |result| Answer { rank: None, outcome: Outcome::Denied(result) };
     let answer = if token.revoked {
         denied("revoked")
@@ -75,7 +75,7 @@ pub fn decide(token: &TokenState, catalog: &Catalog, now: DateTime<Utc>) -> (Ans
                     "limits": tier_limits.map_or(Value::Null, limits),
                     "status": status,
                     "expires_at": token.expires_at.to_rfc3339(),
-                    "usage": usage::today(catalog, tier_limits, &token.used, today),
+                    "usage": usage::standing(catalog, tier_limits, token.period, &token.counters, now),
                 });
                 Answer { rank: catalog.rank(tier), outcome: Outcome::Granted(Bytes::from(body.to_string())) }
             }
@@ -85,7 +85,7 @@ pub fn decide(token: &TokenState, catalog: &Catalog, now: DateTime<Utc>) -> (Ans
 }
 
 /// Every limit of `tier` as the catalog writes it: the instance's (`agents`, `memory_mb`, `cpu`)
-/// and every quota (`<metric>_per_day`), whole numbers as JSON integers, `-1` unlimited.
+/// and every quota (`<metric>_per_<window>`), whole numbers as JSON integers, `-1` unlimited.
 pub fn limits(tier: &Tier) -> Value {
     let number = |limit: Limit| match limit {
         Limit::Unlimited => json!(-1),
@@ -97,12 +97,14 @@ pub fn limits(tier: &Tier) -> Value {
     for (name, limit) in [("agents", l.agents), ("memory_mb", l.memory_mb), ("cpu", l.cpu)] {
         out.insert(name.to_owned(), number(limit));
     }
-    for (metric, quota) in &tier.quotas {
-        let value = match quota {
-            Quota::Unlimited => json!(-1),
-            Quota::PerDay(n) => json!(n),
-        };
-        out.insert(format!("{metric}_per_day"), value);
+    for (metric, windows) in &tier.quotas {
+        for (window, quota) in windows {
+            let value = match quota {
+                Quota::Unlimited => json!(-1),
+                Quota::Max(n) => json!(n),
+            };
+            out.insert(window.limit_name(metric), value);
+        }
     }
     Value::Object(out)
 }
@@ -122,7 +124,13 @@ mod tests {
             revoked: false,
             live: live.map(|(t, s)| (t.to_owned(), s.to_owned())),
             next_grace_end: None,
-            used: BTreeMap::from([("api_calls".to_owned(), 7)]),
+            period: (None, None),
+            counters: vec![usage::Counter {
+                metric: "api_calls".to_owned(),
+                window: "day".to_owned(),
+                starts_at: usage::span(crate::catalog::Window::Day, at(0), (None, None)).starts_at,
+                used: 7,
+            }],
         }
     }
 

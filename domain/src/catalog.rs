@@ -77,22 +77,66 @@ impl<'de> Deserialize<'de> for Limit {
     }
 }
 
-/// A daily quota of one metric: a whole number, or unlimited (written `-1`). Parsed once, here;
-/// nothing else compares -1.
+/// A quota of one metric in one window: a whole number, or unlimited (written `-1`). Parsed
+/// once, here; nothing else compares -1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quota {
     /// No limit.
     Unlimited,
-    /// At most this many per UTC day.
-    PerDay(u64),
+    /// At most this many per window.
+    Max(u64),
 }
+
+/// The span a quota counts over: a tier limit `<metric>_per_<window>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// The subscription's current billing period (from `current_period_start`).
+    Period,
+    /// The UTC calendar day.
+    Day,
+    /// The UTC clock hour.
+    Hour,
+    /// The UTC clock minute.
+    Minute,
+}
+
+impl Window {
+    /// Every window, longest first.
+    pub const ALL: [Window; 4] = [Window::Period, Window::Day, Window::Hour, Window::Minute];
+
+    /// Its name in limits (`_per_<name>`), answers and the counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::Period => "period",
+            Window::Day => "day",
+            Window::Hour => "hour",
+            Window::Minute => "minute",
+        }
+    }
+
+    /// The window a stored name means.
+    pub fn parse(name: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.as_str() == name)
+    }
+
+    /// `<metric>_per_<window>`: the tier limit naming this window's quota of `metric`.
+    pub fn limit_name(self, metric: &str) -> String {
+        format!("{metric}_per_{}", self.as_str())
+    }
+
+    /// The metric and window a tier limit name declares, if it is a quota's.
+    fn of_limit(name: &str) -> Option<(&str, Window)> {
+        Window::ALL.into_iter().find_map(|w| name.strip_suffix(&format!("_per_{}", w.as_str())).map(|m| (m, w)))
+    }
+}
+
+/// A metric's quotas, by window (at least one).
+pub type Quotas = BTreeMap<Window, Quota>;
 
 /// The metric whose usage debits the credit balance instead of counting against a quota.
 pub const CREDITS_METRIC: &str = "credits";
-
-/// The suffix that makes a tier limit a daily quota: `<metric>_per_day`.
-const PER_DAY: &str = "_per_day";
 
 /// What an instance of a tier may use.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -116,8 +160,9 @@ pub struct Tier {
     pub price_ids: Vec<String>,
     /// Limits of its instance.
     pub limits: Limits,
-    /// Daily quotas by metric: every limit named `<metric>_per_day` (`messages_per_day` too).
-    pub quotas: BTreeMap<String, Quota>,
+    /// Quotas by metric and window: every limit named `<metric>_per_<window>` (`period`, `day`,
+    /// `hour`, `minute`; `messages_per_day` too).
+    pub quotas: BTreeMap<String, Quotas>,
     /// Credits granted per paid billing cycle.
     pub credits_per_cycle: u64,
     /// Most credits a balance may carry into a new cycle.
@@ -364,28 +409,30 @@ fn capitalized(name: &str) -> String {
     chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
-/// Splits a tier's written limits into the instance's [`Limits`] and its daily quotas.
-fn tier_limits(written: &BTreeMap<String, Limit>) -> Result<(Limits, BTreeMap<String, Quota>), String> {
-    let mut quotas = BTreeMap::new();
+/// Splits a tier's written limits into the instance's [`Limits`] and its quotas.
+fn tier_limits(written: &BTreeMap<String, Limit>) -> Result<(Limits, BTreeMap<String, Quotas>), String> {
+    let mut quotas: BTreeMap<String, Quotas> = BTreeMap::new();
     for (name, limit) in written {
         if matches!(name.as_str(), "agents" | "memory_mb" | "cpu") {
             continue;
         }
-        let Some(metric) = name.strip_suffix(PER_DAY) else {
-            return Err(format!("unknown limit {name} (a daily quota is named <metric>_per_day)"));
+        let Some((metric, window)) = Window::of_limit(name) else {
+            return Err(format!(
+                "unknown limit {name} (a quota is named <metric>_per_period, _per_day, _per_hour or _per_minute)"
+            ));
         };
         if metric.is_empty() || !metric.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             return Err(format!("limit {name}: a metric is lowercase letters, digits and _"));
         }
         if metric == CREDITS_METRIC {
-            return Err(format!("limit {name}: `credits` is the credit balance, not a daily quota"));
+            return Err(format!("limit {name}: `credits` is the credit balance, not a quota"));
         }
         let quota = match *limit {
             Limit::Unlimited => Quota::Unlimited,
-            Limit::Max(value) if value.fract() == 0.0 && value <= u32::MAX as f64 => Quota::PerDay(value as u64),
+            Limit::Max(value) if value.fract() == 0.0 && value <= u32::MAX as f64 => Quota::Max(value as u64),
             Limit::Max(value) => return Err(format!("limit {name}: {value} is not a whole number of uses")),
         };
-        quotas.insert(metric.to_owned(), quota);
+        quotas.entry(metric.to_owned()).or_default().insert(window, quota);
     }
     let instance = |name: &str| written.get(name).copied().ok_or_else(|| format!("has no limit {name}"));
     let limits = Limits {
@@ -397,19 +444,21 @@ fn tier_limits(written: &BTreeMap<String, Limit>) -> Result<(Limits, BTreeMap<St
     Ok((limits, quotas))
 }
 
-/// Every tier names the same quota metrics: a metric one tier counts and another does not would be
-/// neither limited nor refused for the second's customers.
+/// Every tier names the same quotas (metric and window): a window one tier counts and another
+/// does not would be neither limited nor refused for the second's customers.
 fn same_metrics(tiers: &[Tier]) -> Result<(), String> {
     let Some(first) = tiers.first() else { return Ok(()) };
+    let names = |t: &Tier| {
+        t.quotas.iter().flat_map(|(m, windows)| windows.keys().map(move |w| w.limit_name(m))).collect::<Vec<_>>()
+    };
     for tier in &tiers[1..] {
-        if !tier.quotas.keys().eq(first.quotas.keys()) {
-            let names = |t: &Tier| t.quotas.keys().map(|m| format!("{m}{PER_DAY}")).collect::<Vec<_>>().join(", ");
+        if names(tier) != names(first) {
             return Err(format!(
-                "every tier must name the same daily quotas: {} has [{}], {} has [{}]",
+                "every tier must name the same quotas: {} has [{}], {} has [{}]",
                 first.name,
-                names(first),
+                names(first).join(", "),
                 tier.name,
-                names(tier)
+                names(tier).join(", ")
             ));
         }
     }
@@ -533,11 +582,33 @@ mod tests {
         let catalog = Catalog::parse(EXAMPLE).expect("valid");
         assert_eq!(catalog.quota_metrics().collect::<Vec<_>>(), ["api_calls", "messages"]);
         let free = catalog.tier("free").expect("free");
-        assert_eq!(free.quotas["messages"], Quota::PerDay(100));
+        assert_eq!(free.quotas["messages"], BTreeMap::from([(Window::Day, Quota::Max(100))]));
         let enterprise = catalog.tier("enterprise").expect("enterprise");
-        assert_eq!(enterprise.quotas["messages"], Quota::Unlimited);
+        assert_eq!(enterprise.quotas["messages"][&Window::Day], Quota::Unlimited);
         assert!(catalog.knows_metric("api_calls") && catalog.knows_metric("credits"));
         assert!(!catalog.knows_metric("messages_per_day") && !catalog.knows_metric("agents"));
+    }
+
+    #[test]
+    fn one_metric_may_have_several_windows_in_every_tier() {
+        let mut text = EXAMPLE.to_owned();
+        for (day, minute, period) in
+            [("100", "5", "2000"), ("1000", "60", "20000"), ("10000", "600", "-1"), ("-1", "-1", "-1")]
+        {
+            text = text.replacen(
+                &format!("messages_per_day = {day},"),
+                &format!("messages_per_day = {day}, messages_per_minute = {minute}, messages_per_period = {period},"),
+                1,
+            );
+        }
+        let catalog = Catalog::parse(&text).expect("valid");
+        let free = &catalog.tier("free").expect("free").quotas["messages"];
+        assert_eq!(
+            free.iter().map(|(w, q)| (*w, *q)).collect::<Vec<_>>(),
+            [(Window::Period, Quota::Max(2000)), (Window::Day, Quota::Max(100)), (Window::Minute, Quota::Max(5))]
+        );
+        assert_eq!(Window::Minute.limit_name("messages"), "messages_per_minute");
+        assert_eq!(Window::parse("period"), Some(Window::Period));
     }
 
     #[test]
@@ -545,7 +616,14 @@ mod tests {
         let fraction = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100.5,");
         assert!(error(&fraction).contains("tiers[0] (free): limit messages_per_day: 100.5 is not a whole number"));
         let only_free = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100, uploads_per_day = 5,");
-        assert!(error(&only_free).contains("every tier must name the same daily quotas"), "{}", error(&only_free));
+        assert!(error(&only_free).contains("every tier must name the same quotas"), "{}", error(&only_free));
+        // A window one tier names for a metric, the others too.
+        let minute = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100, messages_per_minute = 5,");
+        assert!(error(&minute).contains("free has [api_calls_per_day, messages_per_day, messages_per_minute]"));
+        assert!(
+            error(&EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100, messages_per_week = 5,"))
+                .contains("unknown limit messages_per_week")
+        );
         let credits = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 100, credits_per_day = 5,");
         assert!(error(&credits).contains("`credits` is the credit balance"));
         assert!(error(&EXAMPLE.replace("agents = 1,", "")).contains("tiers[0] (free): has no limit agents"));

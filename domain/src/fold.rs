@@ -329,6 +329,7 @@ impl Folder<'_> {
                 tier: UNKNOWN_TIER.to_owned(),
                 limits: None,
                 status: SubscriptionStatus::Unknown,
+                current_period_start: None,
                 current_period_end: None,
                 trial_end: None,
                 cancel_at_period_end: false,
@@ -553,6 +554,7 @@ impl Folder<'_> {
         row.tier = tier;
         row.limits = limits;
         row.status = if deleted { SubscriptionStatus::Canceled } else { sub.status.clone() };
+        row.current_period_start = sub.current_period_start;
         row.current_period_end = sub.current_period_end;
         row.trial_end = sub.trial_end;
         row.cancel_at_period_end = sub.cancel_at_period_end;

@@ -106,6 +106,8 @@ pub struct SubscriptionRow {
     pub limits: Option<Limits>,
     /// Stripe status ([`SubscriptionStatus::Unknown`] while only referenced).
     pub status: SubscriptionStatus,
+    /// Current period start (the quota windows `_per_period` count from it).
+    pub current_period_start: Option<i64>,
     /// Current period end.
     pub current_period_end: Option<i64>,
     /// Trial end.

@@ -168,9 +168,9 @@ async fn credits_and_usage(state: &ConsoleState, customer: &str) -> anyhow::Resu
     let mut conn = state.pool.acquire().await?;
     let balance = crate::reads::credit_account(&mut conn, customer).await.map_err(read_failed)?.balance();
     let now = state.clock.now();
-    let tier = crate::reads::live_tier(&mut conn, &state.catalog, customer, now).await.map_err(read_failed)?;
-    let day = domain::usage::day(now);
-    let used = crate::reads::counts(&mut conn, customer, day).await.map_err(read_failed)?;
+    let plan = crate::reads::live_tier(&mut conn, &state.catalog, customer, now).await.map_err(read_failed)?;
+    let (tier, period) = (plan.map(|(t, _)| t), plan.map_or((None, None), |(_, p)| p));
+    let counters = crate::reads::counters(&mut conn, customer, now).await.map_err(read_failed)?;
     let grants: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT key, credits, extract(epoch FROM granted_for)::bigint FROM projection.credit_grants
          WHERE stripe_customer_id = $1 ORDER BY granted_for DESC, key LIMIT 20",
@@ -178,10 +178,13 @@ async fn credits_and_usage(state: &ConsoleState, customer: &str) -> anyhow::Resu
     .bind(customer)
     .fetch_all(&mut *conn)
     .await?;
-    let usage = domain::usage::today(&state.catalog, tier, &used, day);
-    let metrics = usage.as_object().cloned().unwrap_or_default();
+    let metrics: Vec<(&str, Vec<domain::usage::WindowCount>)> = state
+        .catalog
+        .quota_metrics()
+        .map(|metric| (metric, domain::usage::counts(tier, metric, period, &counters, now)))
+        .collect();
     Ok(html! {
-        h2 { "Credits and usage today (UTC)" }
+        h2 { "Credits and usage (UTC)" }
         div.cards {
             div {
                 p { "Balance " b.balance { (balance) } " credits" }
@@ -190,17 +193,21 @@ async fn credits_and_usage(state: &ConsoleState, customer: &str) -> anyhow::Resu
                     @if grants.is_empty() { tr { td.muted colspan="3" { "none" } } }
                 }
             }
-            table { tr { th { "metric" } th { "used today" } th { "limit (" (tier.map_or("no live tier", |t| t.name.as_str())) ")" } th { "remaining" } }
-                @for (metric, count) in &metrics {
-                    @let at_quota = count["remaining"].as_u64() == Some(0);
-                    tr class=(if at_quota { "at-quota" } else { "" }) {
-                        td { code { (metric) } @if at_quota { " " span.bad { "at quota" } } }
-                        td.n { (count["used"]) }
-                        td.n { @match count["limit"].as_u64() { Some(l) => (l), None => "unlimited" } }
-                        td.n { @match count["remaining"].as_u64() { Some(r) => (r), None => "-" } }
+            table { tr { th { "metric" } th { "window" } th { "used" } th { "limit (" (tier.map_or("no live tier", |t| t.name.as_str())) ")" } th { "remaining" } th { "resets" } }
+                @for (metric, windows) in &metrics {
+                    @for count in windows {
+                        @let at_quota = count.remaining() == Some(0);
+                        tr class=(if at_quota { "at-quota" } else { "" }) {
+                            td { code { (metric) } @if at_quota { " " span.bad { "at quota" } } }
+                            td { (count.span.window.as_str()) }
+                            td.n { (count.used) }
+                            td.n { @match count.limit() { Some(l) => (l), None => "unlimited" } }
+                            td.n { @match count.remaining() { Some(r) => (r), None => "-" } }
+                            td { (super::time(count.span.resets_at.timestamp())) }
+                        }
                     }
                 }
-                @if metrics.is_empty() { tr { td.muted colspan="4" { "the catalog has no quota" } } }
+                @if metrics.is_empty() { tr { td.muted colspan="6" { "the catalog has no quota" } } }
             }
         }
     })

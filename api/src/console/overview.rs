@@ -166,8 +166,15 @@ async fn read(state: &ConsoleState) -> anyhow::Result<Overview> {
     .fetch_all(pool)
     .await?;
     let usage_today = sqlx::query_as(
-        "SELECT metric, sum(used)::bigint FROM ledger.usage_counters
-         WHERE day = (now() AT TIME ZONE 'UTC')::date GROUP BY 1 ORDER BY 1",
+        // Each customer's day, hours or minutes of today (whichever windows their metric has:
+        // each of them adds up to the day), summed per metric.
+        "WITH today AS (
+           SELECT stripe_customer_id, metric, quota_window, sum(used) AS used FROM ledger.usage_counters
+           WHERE day = (now() AT TIME ZONE 'UTC')::date AND quota_window IN ('day', 'hour', 'minute') GROUP BY 1, 2, 3)
+         SELECT metric, sum(used)::bigint FROM (
+           SELECT DISTINCT ON (stripe_customer_id, metric) metric, used FROM today
+           ORDER BY stripe_customer_id, metric, array_position(ARRAY['day', 'hour', 'minute'], quota_window)) t
+         GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(pool)
     .await?;

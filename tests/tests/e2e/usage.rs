@@ -17,10 +17,62 @@ fn catalog() -> Catalog {
     Catalog::parse(&EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 50,")).expect("catalog")
 }
 
+/// The catalog with quota windows (issue 31): messages 50 a minute, a day and a period on the
+/// free tier; api calls 3 a minute, 1,000 a day and 5 a billing period.
+fn windowed() -> Catalog {
+    let mut text = EXAMPLE.replace("messages_per_day = 100,", "messages_per_day = 50,");
+    for (day, windows) in [
+        (
+            "messages_per_day = 50, api_calls_per_day = 1000,",
+            "messages_per_minute = 50, messages_per_period = 50, api_calls_per_minute = 3, api_calls_per_period = 5,",
+        ),
+        (
+            "messages_per_day = 1000, api_calls_per_day = 10000,",
+            "messages_per_minute = 100, messages_per_period = 20000, api_calls_per_minute = 60, api_calls_per_period = 1000,",
+        ),
+        (
+            "messages_per_day = 10000, api_calls_per_day = 100000,",
+            "messages_per_minute = 600, messages_per_period = -1, api_calls_per_minute = 600, api_calls_per_period = -1,",
+        ),
+        (
+            "messages_per_day = -1, api_calls_per_day = -1,",
+            "messages_per_minute = -1, messages_per_period = -1, api_calls_per_minute = -1, api_calls_per_period = -1,",
+        ),
+    ] {
+        assert!(text.contains(day), "{day}");
+        text = text.replace(day, &format!("{day} {windows}"));
+    }
+    Catalog::parse(&text).expect("catalog")
+}
+
 struct Answer {
     status: u16,
     retry_after: Option<u64>,
     body: Value,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// The `RateLimit-Policy` and `RateLimit` fields parsed as Structured Field Value lists
+    /// (RFC 9651), as draft-ietf-httpapi-ratelimit-headers defines them: one item each, the same
+    /// policy name (an sf-string), `q` and `w` in the policy, `r` and `t` in the limit.
+    fn rate_limit(&self) -> (String, [i64; 4]) {
+        let list = |name: &str| -> sfv::List {
+            let value = self.headers.get(name).unwrap_or_else(|| panic!("{name} is set")).to_str().expect("ascii");
+            sfv::Parser::new(value).parse().unwrap_or_else(|e| panic!("{name}: {value}: {e}"))
+        };
+        let item = |list: sfv::List| match list.into_iter().next() {
+            Some(sfv::ListEntry::Item(item)) => item,
+            other => panic!("one item: {other:?}"),
+        };
+        let (policy, limit) = (item(list("ratelimit-policy")), item(list("ratelimit")));
+        let name = |i: &sfv::Item| i.bare_item.as_string().expect("an sf-string name").as_str().to_owned();
+        assert_eq!(name(&policy), name(&limit), "the limit names its policy");
+        let int = |i: &sfv::Item, key: &str| i.params.get(key).and_then(|v| v.as_integer()).map(i64::from);
+        let [q, w, r, t] = [int(&policy, "q"), int(&policy, "w"), int(&limit, "r"), int(&limit, "t")]
+            .map(|v| v.expect("q, w, r and t are integers"));
+        (name(&policy), [q, w, r, t])
+    }
 }
 
 struct Usage {
@@ -39,9 +91,13 @@ fn today_at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
 
 impl Usage {
     async fn start() -> Self {
+        Self::start_with(catalog()).await
+    }
+
+    async fn start_with(catalog: Catalog) -> Self {
         let db = TestDb::new().await;
         let clock = Arc::new(ManualClock::new(today_at(12, 0, 0)));
-        let projector = TestProjector::start_billing_with(db.service_pool(8), catalog(), None, clock.clone()).await;
+        let projector = TestProjector::start_billing_with(db.service_pool(8), catalog, None, clock.clone()).await;
         let ingest = TestIngest::start(db.service_pool(2)).await;
         Self { db, ingest, projector, clock, http: reqwest::Client::new() }
     }
@@ -70,7 +126,8 @@ impl Usage {
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        Answer { status, retry_after, body: response.json().await.unwrap_or(Value::Null) }
+        let headers = response.headers().clone();
+        Answer { status, retry_after, body: response.json().await.unwrap_or(Value::Null), headers }
     }
 
     async fn count(&self, customer: &str, metric: &str, quantity: i64, key: &str) -> Answer {
@@ -289,7 +346,9 @@ async fn a_batch_counts_each_request_as_alone_duplicates_and_the_edge_included()
            '{cus_a,cus_b,cus_a,cus_a,cus_c}', '{messages,messages,messages,messages,messages}', '{2,1,2,2,1}',
            '{k1,k1,k1,k2,k1}', '{backend,backend,backend,backend,backend}',
            ARRAY[current_date, current_date, current_date, current_date, current_date],
-           ARRAY[now(), now(), now(), now(), now()], '{t,t,t,t,f}', '{3,3,3,3,3}') ORDER BY ord",
+           ARRAY[now(), now(), now(), now(), now()], '{t,t,t,t,f}', '{1,2,3,4}', array_fill('day'::text, ARRAY[4]),
+           array_fill(date_trunc('day', now(), 'UTC'), ARRAY[4]),
+           array_fill(date_trunc('day', now(), 'UTC') + interval '1 day', ARRAY[4]), '{3,3,3,3}') ORDER BY ord",
     )
     .fetch_all(&db.pool)
     .await
@@ -423,7 +482,9 @@ async fn a_batch_decides_its_requests_in_arrival_order_as_one_by_one_would() {
            ARRAY[current_date,current_date,current_date,current_date,current_date,current_date,current_date],
            ARRAY[now(),now(),now(),now(),now(),now(),now()],
            ARRAY[true,true,true,true,true,false,true],
-           ARRAY[10,10,10,10,10,10,NULL]::bigint[]) ORDER BY ord",
+           ARRAY[1,2,3,4,5,7], array_fill('day'::text, ARRAY[6]), array_fill(date_trunc('day', now(), 'UTC'), ARRAY[6]),
+           array_fill(date_trunc('day', now(), 'UTC') + interval '1 day', ARRAY[6]),
+           ARRAY[10,10,10,10,10,NULL]::bigint[]) ORDER BY ord",
     )
     .fetch_all(&db.pool)
     .await
@@ -444,7 +505,9 @@ async fn a_batch_decides_its_requests_in_arrival_order_as_one_by_one_would() {
     // k3, refused in the batch, counts once there is room (here: a higher quota).
     let retried: (String, i64) = sqlx::query_as(
         "SELECT outcome, r_used FROM ledger.count_usage_batch(ARRAY['cus_b'], ARRAY['messages'], ARRAY[4]::bigint[],
-           ARRAY['k3'], ARRAY['backend'], ARRAY[current_date], ARRAY[now()], ARRAY[true], ARRAY[20]::bigint[])",
+           ARRAY['k3'], ARRAY['backend'], ARRAY[current_date], ARRAY[now()], ARRAY[true], ARRAY[1], ARRAY['day'],
+           ARRAY[date_trunc('day', now(), 'UTC')], ARRAY[date_trunc('day', now(), 'UTC') + interval '1 day'],
+           ARRAY[20]::bigint[])",
     )
     .fetch_one(&db.pool)
     .await
@@ -458,4 +521,154 @@ async fn a_batch_decides_its_requests_in_arrival_order_as_one_by_one_would() {
     .await
     .expect("sums");
     assert_eq!((counter, rows), (14, 14), "the counter is the sum of the usage rows");
+}
+
+impl Usage {
+    /// `customer`'s subscription `sub` on `price` for the billing period `period` (unix seconds),
+    /// as an event of the period's start (created, or updated when `sub` exists).
+    async fn subscribe_for(&self, sub: &str, customer: &str, price: &str, period: (i64, i64)) {
+        let snap = SubSnapshot::new(sub, customer, price, "active", period);
+        let known: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projection.subscriptions WHERE stripe_subscription_id = $1")
+                .bind(sub)
+                .fetch_one(&self.db.pool)
+                .await
+                .expect("known");
+        let event_type = if known == 0 { "customer.subscription.created" } else { "customer.subscription.updated" };
+        let created = period.0;
+        self.post_event(&stripe::subscription_event(event_type, created, Shape::Basil, &snap)).await;
+    }
+
+    /// `customer`'s counters of `metric`: window -> used.
+    async fn windows(&self, customer: &str, metric: &str) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "SELECT quota_window, used FROM ledger.usage_counters WHERE stripe_customer_id = $1 AND metric = $2
+             ORDER BY array_position(ARRAY['period', 'day', 'hour', 'minute'], quota_window), starts_at",
+        )
+        .bind(customer)
+        .bind(metric)
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("counters")
+    }
+}
+
+fn windows_used(body: &Value) -> Vec<(String, u64)> {
+    body["windows"]
+        .as_array()
+        .or_else(|| body["error"]["windows"].as_array())
+        .expect("windows")
+        .iter()
+        .map(|w| (w["window"].as_str().unwrap_or_default().to_owned(), w["used"].as_u64().unwrap_or(u64::MAX)))
+        .collect()
+}
+
+/// Issue 31: a minute window refuses while the period has room, and nothing is counted in any
+/// window then; the period quota resets at the next `current_period_start` (not at midnight),
+/// and a plan change that resets the period starts a fresh count under the new tier's quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_quota_follows_the_billing_period_and_a_minute_refuses_alone() {
+    let u = Usage::start_with(windowed()).await;
+    let noon = u.clock.now();
+    let (start, end) = (noon.timestamp() - 10 * 86_400, noon.timestamp() + 20 * 86_400);
+    u.subscribe_for("sub_w", "cus_w", "price_free_monthly", (start, end)).await;
+    let call = |key: &'static str| u.count("cus_w", "api_calls", 1, key);
+
+    for key in ["c1", "c2", "c3"] {
+        assert_eq!(call(key).await.status, 200);
+    }
+    let third = call("c3").await;
+    assert_eq!(third.status, 200, "a repeated key replays");
+    assert_eq!(windows_used(&third.body), [("period".into(), 3), ("day".into(), 3), ("minute".into(), 3)]);
+    assert_eq!(
+        (third.body["limit"].clone(), third.body["remaining"].clone()),
+        (json!(3), json!(0)),
+        "the minute is the tightest"
+    );
+    assert_eq!(third.rate_limit(), ("api_calls_per_minute".to_owned(), [3, 60, 0, 60]));
+
+    // The minute is used up; the period has room: refused, and nothing counted anywhere.
+    let refused = call("c4").await;
+    assert_eq!((refused.status, code(&refused.body)), (429, "quota_exceeded"));
+    assert_eq!(refused.body["error"]["window"], "minute", "{}", refused.body);
+    assert_eq!(refused.retry_after, Some(60));
+    assert_eq!(refused.rate_limit(), ("api_calls_per_minute".to_owned(), [3, 60, 0, 60]));
+    assert_eq!(u.windows("cus_w", "api_calls").await, [("period".into(), 3), ("day".into(), 3), ("minute".into(), 3)]);
+
+    // The next minute: two more fit the period, the sixth does not, and waits for the period's end.
+    u.clock.set(noon + Duration::seconds(60));
+    for key in ["c4", "c5"] {
+        assert_eq!(call(key).await.status, 200, "{key}");
+    }
+    let full = call("c6").await;
+    assert_eq!((full.status, full.body["error"]["window"].as_str()), (429, Some("period")), "{}", full.body);
+    let until_end = u64::try_from(end - (noon.timestamp() + 60)).expect("ahead");
+    assert_eq!(full.retry_after, Some(until_end), "the period's end, not midnight");
+    assert_eq!(
+        full.rate_limit(),
+        ("api_calls_per_period".to_owned(), [5, 30 * 86_400, 0, i64::try_from(until_end).expect("t")])
+    );
+    let customer = u.customer("cus_w").await;
+    assert_eq!(
+        windows_used(&customer["usage"]["api_calls"]),
+        [("period".into(), 5), ("day".into(), 5), ("minute".into(), 2)]
+    );
+    let token = customer_token(&u.db.pool, "cus_w").await;
+    let (status, access) = u.projector.get_json("/v1/access", &token).await;
+    assert_eq!(status, 200, "{access}");
+    assert_eq!(
+        windows_used(&access["usage"]["api_calls"]),
+        [("period".into(), 5), ("day".into(), 5), ("minute".into(), 2)]
+    );
+
+    // Midnight resets the day, not the period.
+    u.clock.set(today_at(0, 0, 5) + Duration::days(1));
+    let next_day = call("c7").await;
+    assert_eq!((next_day.status, next_day.body["error"]["window"].as_str()), (429, Some("period")));
+
+    // Stripe renews the subscription: the next period starts at the last one's end.
+    let renewed = Utc.timestamp_opt(end, 0).single().expect("t");
+    u.subscribe_for("sub_w", "cus_w", "price_free_monthly", (end, end + 30 * 86_400)).await;
+    u.clock.set(renewed + Duration::seconds(5));
+    let fresh = call("c8").await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert_eq!(windows_used(&fresh.body)[0], ("period".into(), 1));
+
+    // An upgrade that resets the billing cycle: a new period, under the starter's quota.
+    let upgraded = end + 3_600;
+    u.subscribe_for("sub_w", "cus_w", "price_starter_monthly", (upgraded, upgraded + 30 * 86_400)).await;
+    u.clock.set(renewed + Duration::seconds(3_605));
+    let after = call("c9").await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(
+        after.body["windows"][0],
+        json!({ "window": "period", "used": 1, "limit": 1000, "remaining": 999,
+        "resets_at": Utc.timestamp_opt(upgraded + 30 * 86_400, 0).single().expect("t").to_rfc3339() })
+    );
+}
+
+/// Issue 31: 64 concurrent requests against a metric whose minute, day and period quotas are all
+/// 50: exactly 50 are counted, in every window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_requests_count_exactly_fifty_in_every_window() {
+    let u = Arc::new(Usage::start_with(windowed()).await);
+    let now = u.clock.now().timestamp();
+    u.subscribe_for("sub_all", "cus_all", "price_free_monthly", (now - 86_400, now + 29 * 86_400)).await;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let u = u.clone();
+            tokio::spawn(async move { u.count("cus_all", "messages", 1, &format!("m{i}")).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task"));
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!((ok, statuses.len() - ok), (50, 14), "{statuses:?}");
+    assert_eq!(
+        u.windows("cus_all", "messages").await,
+        [("period".into(), 50), ("day".into(), 50), ("minute".into(), 50)]
+    );
+    assert_eq!(u.rows("cus_all").await, 50);
 }
