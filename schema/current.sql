@@ -410,7 +410,6 @@ DECLARE
   v_left     bigint;
   v_prior    jsonb;
   v_priors   jsonb;
-  v_counters jsonb;
   v_counted  jsonb := '{}';
   v_windows  jsonb;
   o_outcome  text[] := '{}';
@@ -423,7 +422,8 @@ DECLARE
   o_windows  jsonb[] := '{}';
   w_idx      integer[] := '{}';
   cw_idx     integer[] := '{}';
-  c_key      text[] := '{}';
+  c_idx      integer[];
+  c_used     bigint[];
 BEGIN
   IF n = 0 THEN
     RETURN;
@@ -441,17 +441,17 @@ BEGIN
     INTO v_priors
   FROM unnest(p_customers, p_keys) AS b(c, k)
   JOIN LATERAL (SELECT * FROM ledger.usage x WHERE x.stripe_customer_id = b.c AND x.idempotency_key = b.k) u ON true;
-  FOR j IN 1 .. m LOOP
-    c_key[j] := jsonb_build_array(p_customers[w_ords[j]], p_metrics[w_ords[j]], w_windows[j],
-                                  extract(epoch FROM w_starts[j]))::text;
-  END LOOP;
-  SELECT coalesce(jsonb_object_agg(jsonb_build_array(u.stripe_customer_id, u.metric, u.quota_window,
-                                                     extract(epoch FROM u.starts_at))::text, u.used), '{}')
-    INTO v_counters
-  FROM (SELECT DISTINCT p_customers[t.o] AS c, p_metrics[t.o] AS m, t.w, t.s
+  -- The batch's distinct counters, numbered: c_idx[j] is window j's, c_used[n] counter n's count
+  -- (arrays, so that counting is an element update, not a copy of a map).
+  SELECT coalesce(array_agg(x.n ORDER BY x.j), '{}') INTO c_idx
+  FROM (SELECT t.j, dense_rank() OVER (ORDER BY p_customers[t.o], p_metrics[t.o], t.w, t.s) AS n
+        FROM unnest(w_ords, w_windows, w_starts) WITH ORDINALITY AS t(o, w, s, j)) x;
+  SELECT coalesce(array_agg(coalesce(u.used, 0) ORDER BY b.n), '{}') INTO c_used
+  FROM (SELECT DISTINCT p_customers[t.o] AS c, p_metrics[t.o] AS m, t.w, t.s,
+               dense_rank() OVER (ORDER BY p_customers[t.o], p_metrics[t.o], t.w, t.s) AS n
         FROM unnest(w_ords, w_windows, w_starts) AS t(o, w, s)) b
-  JOIN LATERAL (SELECT * FROM ledger.usage_counters x
-                WHERE x.stripe_customer_id = b.c AND x.metric = b.m AND x.quota_window = b.w AND x.starts_at = b.s) u
+  LEFT JOIN LATERAL (SELECT x.used FROM ledger.usage_counters x
+                     WHERE x.stripe_customer_id = b.c AND x.metric = b.m AND x.quota_window = b.w AND x.starts_at = b.s) u
     ON true;
 
   FOR i IN 1 .. n LOOP
@@ -461,7 +461,20 @@ BEGIN
       jp := jp + 1;
     END LOOP;
     k := jsonb_build_array(p_customers[i], p_keys[i])::text;
-    v_prior := coalesce(v_priors -> k, v_counted -> k);
+    -- Counted earlier in this batch: the same answer (v_counted holds its index only: copying
+    -- whole answers into it made each batch quadratic in its size).
+    IF v_counted ? k THEN
+      j := (v_counted ->> k)::integer;
+      o_outcome[i] := 'replayed';
+      o_metric[i] := o_metric[j];
+      o_quantity[i] := o_quantity[j];
+      o_day[i] := o_day[j];
+      o_used[i] := o_used[j];
+      o_quota[i] := o_quota[j];
+      o_windows[i] := o_windows[j];
+      CONTINUE;
+    END IF;
+    v_prior := v_priors -> k;
     IF v_prior IS NOT NULL THEN
       o_outcome[i] := 'replayed';
       o_metric[i] := v_prior ->> 'metric';
@@ -483,8 +496,7 @@ BEGIN
     END IF;
     v_fits := true;
     FOR j IN js .. jp - 1 LOOP
-      IF w_quotas[j] IS NOT NULL
-         AND coalesce((v_counters ->> c_key[j])::bigint, 0) + p_quantities[i] > w_quotas[j] THEN
+      IF w_quotas[j] IS NOT NULL AND c_used[c_idx[j]] + p_quantities[i] > w_quotas[j] THEN
         v_fits := false;
       END IF;
     END LOOP;
@@ -492,10 +504,10 @@ BEGIN
     v_windows := '[]';
     v_left := NULL;
     FOR j IN js .. jp - 1 LOOP
-      v_used := coalesce((v_counters ->> c_key[j])::bigint, 0);
+      v_used := c_used[c_idx[j]];
       IF v_fits THEN
         v_used := v_used + p_quantities[i];
-        v_counters := jsonb_set(v_counters, ARRAY[c_key[j]], to_jsonb(v_used));
+        c_used[c_idx[j]] := v_used;
         cw_idx := cw_idx || j;
       END IF;
       v_windows := v_windows || jsonb_build_array(jsonb_build_object(
@@ -511,9 +523,7 @@ BEGIN
     o_windows[i] := v_windows;
     IF v_fits THEN
       w_idx := w_idx || i;
-      v_counted := v_counted || jsonb_build_object(k, jsonb_build_object(
-        'metric', p_metrics[i], 'quantity', p_quantities[i], 'day', p_days[i], 'used_after', o_used[i],
-        'quota', o_quota[i], 'balance_after', NULL, 'windows', v_windows));
+      v_counted := v_counted || jsonb_build_object(k, i);
     END IF;
   END LOOP;
 
