@@ -82,8 +82,14 @@ fn report(command: &str, api: &(Vec<f64>, (f64, f64)), fake: &(Vec<f64>, (f64, f
 }
 
 async fn post(client: &reqwest::Client, url: &str, key: String, body: &Value) {
-    let response =
-        client.post(url).bearer_auth(BILLING_KEY).header("Idempotency-Key", key).json(body).send().await.expect("request");
+    let response = client
+        .post(url)
+        .bearer_auth(BILLING_KEY)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
     let status = response.status();
     assert!(status.is_success(), "{url}: {status}: {}", response.text().await.unwrap_or_default());
 }
@@ -131,7 +137,8 @@ async fn main() {
     let upgrade = json!({ "price": "price_professional_monthly" });
     for (command, calls) in [("preview", "/v1/invoices/create_preview"), ("change", "")] {
         let through = run(seconds, |i| {
-            let (client, url, body) = (client.clone(), format!("{api}/v1/subscriptions/sub_c/{command}"), upgrade.clone());
+            let (client, url, body) =
+                (client.clone(), format!("{api}/v1/subscriptions/sub_c/{command}"), upgrade.clone());
             async move { post(&client, &url, format!("{command}-{i}"), &body).await }
         })
         .await;
