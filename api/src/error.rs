@@ -222,12 +222,16 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        for (name, value) in &self.headers {
-            if let Ok(value) = axum::http::HeaderValue::from_str(value) {
-                response.headers_mut().insert(*name, value);
-            }
-        }
-        response
+        with_headers((self.status, axum::Json(self.body())).into_response(), &self.headers)
     }
+}
+
+/// `response` with `headers` set (lowercase names; a value that is not a valid header is left out).
+pub fn with_headers(mut response: Response, headers: &[(&'static str, String)]) -> Response {
+    for (name, value) in headers {
+        if let Ok(value) = axum::http::HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
+    response
 }

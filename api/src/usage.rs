@@ -117,13 +117,7 @@ pub async fn record(State(state): State<UsageState>, headers: HeaderMap, body: B
     match result {
         Ok(answer) => {
             state.recorded.get_or_create(&MetricLabel { metric }).inc();
-            let mut response = axum::Json(answer.body).into_response();
-            for (name, value) in answer.headers {
-                if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
-                    response.headers_mut().insert(name, value);
-                }
-            }
-            response
+            super::error::with_headers(axum::Json(answer.body).into_response(), &answer.headers)
         }
         Err(error) => {
             tracing::info!(metric, code = error.code.as_str(), status = error.status.as_u16(), "usage refused");

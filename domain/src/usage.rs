@@ -4,7 +4,7 @@
 //! counts is `ledger.count_usage_batch` (migrations/0039_quota_windows.sql); docs/usage.md holds
 //! the model.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike as _, Days, Months, NaiveDate, TimeDelta, Utc};
 use serde::Deserialize;
@@ -308,10 +308,10 @@ pub fn counts(
 /// When the soonest of `tier`'s windows resets after `now` (an answer showing usage holds until
 /// then at most).
 pub fn next_reset(tier: Option<&Tier>, period: Period, now: DateTime<Utc>) -> DateTime<Utc> {
-    let windows: BTreeMap<Window, ()> =
-        tier.into_iter().flat_map(|t| t.quotas.values().flat_map(|q| q.keys().map(|w| (*w, ())))).collect();
+    let windows: BTreeSet<Window> =
+        tier.into_iter().flat_map(|t| t.quotas.values().flat_map(|q| q.keys().copied())).collect();
     windows
-        .keys()
+        .iter()
         .map(|w| span(*w, now, period).resets_at)
         .chain([resets_at(day(now))])
         .filter(|at| *at > now)
